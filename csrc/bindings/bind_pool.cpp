@@ -1,0 +1,83 @@
+#include "../geometry.hpp"
+#include "../pool.hpp"
+#include "common.hpp"
+
+namespace fastconv::bind {
+
+namespace {
+
+PoolGeom geom_for(const py::array& x, pair_t k, pair_t s, pair_t p, pair_t d, bool ceil_mode) {
+  return pool_geom(x.shape(0) * x.shape(1), x.shape(2), x.shape(3), k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1],
+                   ceil_mode);
+}
+
+template <class T>
+void check_grad(const carray<T>& gy, const py::array& x, const PoolGeom& g) {
+  if (gy.ndim() != 4 || gy.shape(0) != x.shape(0) || gy.shape(1) != x.shape(1) || gy.shape(2) != g.OH ||
+      gy.shape(3) != g.OW)
+    fail("grad_output: expected shape (" + std::to_string(x.shape(0)) + ", " + std::to_string(x.shape(1)) + ", " +
+         std::to_string(g.OH) + ", " + std::to_string(g.OW) + ")");
+}
+
+template <class T>
+void bind_typed(py::module_& m, const std::string& suffix) {
+  m.def(("max_pool2d_forward_" + suffix).c_str(),
+        [](const carray<T>& x, pair_t k, pair_t s, pair_t p, pair_t d, bool ceil_mode) {
+          require_ndim(x, 4, "input");
+          const PoolGeom g = geom_for(x, k, s, p, d, ceil_mode);
+          auto y = new_array<T>({x.shape(0), x.shape(1), g.OH, g.OW});
+          auto idx = new_array<int64_t>({x.shape(0), x.shape(1), g.OH, g.OW});
+          {
+            py::gil_scoped_release release;
+            max_pool2d_forward<T>(x.data(), y.mutable_data(), idx.mutable_data(), g);
+          }
+          return py::make_tuple(y, idx);
+        });
+  m.def(("max_pool2d_backward_" + suffix).c_str(),
+        [](const carray<T>& gy, const carray<int64_t>& idx, const carray<T>& x, pair_t k, pair_t s, pair_t p,
+           pair_t d, bool ceil_mode) {
+          require_ndim(x, 4, "input");
+          const PoolGeom g = geom_for(x, k, s, p, d, ceil_mode);
+          check_grad(gy, x, g);
+          if (idx.size() != gy.size()) fail("indices: expected the shape of grad_output");
+          auto gx = new_array<T>({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
+          {
+            py::gil_scoped_release release;
+            max_pool2d_backward<T>(gy.data(), idx.data(), gx.mutable_data(), g);
+          }
+          return gx;
+        });
+  m.def(("avg_pool2d_forward_" + suffix).c_str(),
+        [](const carray<T>& x, pair_t k, pair_t s, pair_t p, bool ceil_mode, bool include_pad, int64_t divisor) {
+          require_ndim(x, 4, "input");
+          const PoolGeom g = geom_for(x, k, s, p, {1, 1}, ceil_mode);
+          auto y = new_array<T>({x.shape(0), x.shape(1), g.OH, g.OW});
+          {
+            py::gil_scoped_release release;
+            avg_pool2d_forward<T>(x.data(), y.mutable_data(), g, include_pad, divisor);
+          }
+          return y;
+        });
+  m.def(("avg_pool2d_backward_" + suffix).c_str(),
+        [](const carray<T>& gy, const carray<T>& x, pair_t k, pair_t s, pair_t p, bool ceil_mode, bool include_pad,
+           int64_t divisor) {
+          require_ndim(x, 4, "input");
+          const PoolGeom g = geom_for(x, k, s, p, {1, 1}, ceil_mode);
+          check_grad(gy, x, g);
+          auto gx = new_array<T>({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
+          {
+            py::gil_scoped_release release;
+            avg_pool2d_backward<T>(gy.data(), gx.mutable_data(), g, include_pad, divisor);
+          }
+          return gx;
+        });
+}
+
+}  // namespace
+
+void bind_pool(py::module_& m) {
+  bind_typed<float>(m, "float32");
+  bind_typed<double>(m, "float64");
+}
+
+}  // namespace fastconv::bind

@@ -1,0 +1,86 @@
+#include "../geometry.hpp"
+#include "../solver.hpp"
+#include "common.hpp"
+
+namespace fastconv::bind {
+
+namespace {
+
+py::int_ big_int(__int128 v) { return py::int_(py::str(to_string(v))); }
+
+py::int_ limbs_to_int(const std::vector<uint64_t>& limbs) {
+  py::int_ result(0);
+  for (size_t i = limbs.size(); i-- > 0;) {
+    result = py::reinterpret_steal<py::int_>(PyNumber_Lshift(result.ptr(), py::int_(64).ptr()));
+    result = py::reinterpret_steal<py::int_>(PyNumber_Or(result.ptr(), py::int_(limbs[i]).ptr()));
+  }
+  return result;
+}
+
+Range range_of(std::pair<int64_t, int64_t> r) { return {r.first, r.second}; }
+
+}  // namespace
+
+void bind_solver(py::module_& m) {
+  py::class_<SolveProgress>(m, "SolveProgress")
+      .def(py::init<>())
+      .def_property_readonly("done", [](const SolveProgress& p) { return p.done.load(); })
+      .def_property_readonly("total", [](const SolveProgress& p) { return p.total.load(); });
+
+  m.def(
+      "solve",
+      [](std::pair<int64_t, int64_t> input, std::pair<int64_t, int64_t> output,
+         const std::vector<std::tuple<std::string, int64_t, int64_t>>& layers, std::pair<int64_t, int64_t> kernel,
+         std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> padding,
+         std::pair<int64_t, int64_t> dilation, std::pair<int64_t, int64_t> pool_kernel,
+         std::pair<int64_t, int64_t> pool_stride, std::pair<int64_t, int64_t> pool_padding, bool exact,
+         const std::string& objective, int64_t top, SolveProgress* progress) {
+        SolveSpec sp;
+        sp.in_h = input.first;
+        sp.in_w = input.second;
+        sp.out_h = output.first;
+        sp.out_w = output.second;
+        for (const auto& [kind, cin, cout] : layers) {
+          if (kind != "conv" && kind != "pool") fail("block: unknown layer kind '" + kind + "'");
+          sp.layers.push_back({kind == "conv" ? LayerKind::conv : LayerKind::pool, cin, cout});
+        }
+        sp.kernel = range_of(kernel);
+        sp.stride = range_of(stride);
+        sp.padding = range_of(padding);
+        sp.dilation = range_of(dilation);
+        sp.pool_kernel = range_of(pool_kernel);
+        sp.pool_stride = range_of(pool_stride);
+        sp.pool_padding = range_of(pool_padding);
+        sp.exact = exact;
+        if (objective == "params")
+          sp.objective = Objective::params;
+        else if (objective == "macs")
+          sp.objective = Objective::macs;
+        else if (objective == "kernel")
+          sp.objective = Objective::kernel;
+        else
+          fail("objective must be 'params', 'macs' or 'kernel', got '" + objective + "'");
+        sp.top = top;
+        SolveResult r;
+        {
+          py::gil_scoped_release release;
+          r = solve(sp, progress);
+        }
+        py::list designs;
+        for (const Design& d : r.designs) {
+          py::list rows;
+          for (const DesignLayer& l : d.layers)
+            rows.append(py::make_tuple(l.kind == LayerKind::conv ? "conv" : "pool", l.kernel, l.stride, l.padding,
+                                       l.dilation, py::make_tuple(l.in_h, l.in_w), py::make_tuple(l.out_h, l.out_w),
+                                       l.in_channels, l.out_channels));
+          designs.append(py::make_tuple(big_int(d.cost), rows));
+        }
+        return py::make_tuple(limbs_to_int(r.count), designs);
+      },
+      py::arg("input"), py::arg("output"), py::arg("layers"), py::arg("kernel"), py::arg("stride"),
+      py::arg("padding"), py::arg("dilation"), py::arg("pool_kernel"), py::arg("pool_stride"),
+      py::arg("pool_padding"), py::arg("exact"), py::arg("objective"), py::arg("top"),
+      py::arg("progress") = nullptr);
+}
+
+}  // namespace fastconv::bind

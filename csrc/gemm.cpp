@@ -1,0 +1,34 @@
+#include "gemm.hpp"
+
+#include <cblas.h>
+
+#include <climits>
+#include <string>
+
+#include "geometry.hpp"
+
+namespace fastconv {
+
+void check_blas_dims(int64_t m, int64_t n, int64_t k, const char* what) {
+  if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
+    fail(std::string(what) + ": matrix dimension exceeds 2^31-1 (m=" + std::to_string(m) +
+         ", n=" + std::to_string(n) + ", k=" + std::to_string(k) + ")");
+}
+
+template <>
+void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m,
+                    (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+}
+
+template <>
+void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m,
+                    (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+}
+
+void blas_set_threads(int n) { scipy_openblas_set_num_threads(n); }
+
+}  // namespace fastconv

@@ -1,0 +1,135 @@
+#include "pool.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "geometry.hpp"
+#include "parallel.hpp"
+
+namespace fastconv {
+
+PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                   int64_t ph, int64_t pw, int64_t dh, int64_t dw, bool ceil_mode) {
+  if (planes < 0 || H <= 0 || W <= 0)
+    fail("input: expected non-empty spatial dimensions, got (" + std::to_string(H) + ", " + std::to_string(W) + ")");
+  PoolGeom g{planes, H, W, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0};
+  g.OH = pool_out(H, kh, sh, ph, dh, ceil_mode);
+  g.OW = pool_out(W, kw, sw, pw, dw, ceil_mode);
+  checked_mul(checked_mul(checked_mul(planes, H, "input"), W, "input"), 1, "input");
+  checked_mul(checked_mul(planes, g.OH, "output"), g.OW, "output");
+  return g;
+}
+
+namespace {
+int pool_workers(const PoolGeom& g) {
+  return workers_for(double(g.planes) * g.OH * g.OW * g.kh * g.kw, g.planes);
+}
+}  // namespace
+
+template <class T>
+void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g) {
+  const int64_t HW = g.H * g.W, P = g.OH * g.OW;
+  parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
+    const T* xp = x + plane * HW;
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+        T best = -std::numeric_limits<T>::infinity();
+        int64_t arg = -1;
+        for (int64_t i = 0; i < g.kh; ++i) {
+          const int64_t ih = h0 + i * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int64_t j = 0; j < g.kw; ++j) {
+            const int64_t iw = w0 + j * g.dw;
+            if (iw < 0 || iw >= g.W) continue;
+            const T v = xp[ih * g.W + iw];
+            // NaN wins, as in torch: once seen it is kept.
+            if (arg < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
+              best = v;
+              arg = ih * g.W + iw;
+            }
+          }
+        }
+        y[plane * P + oh * g.OW + ow] = best;
+        if (indices) indices[plane * P + oh * g.OW + ow] = arg;
+      }
+  });
+}
+
+template <class T>
+void max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const PoolGeom& g) {
+  const int64_t HW = g.H * g.W, P = g.OH * g.OW;
+  std::fill(gx, gx + g.planes * HW, T(0));
+  parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t at = indices[plane * P + p];
+      if (at >= 0 && at < HW) gx[plane * HW + at] += gy[plane * P + p];
+    }
+  });
+}
+
+namespace {
+// torch's avg-pool window: the divisor counts padding up to (and only up to)
+// the padded edge, then the window is clipped to the image.
+struct AvgWindow {
+  int64_t h0, h1, w0, w1, divisor;
+};
+
+inline AvgWindow avg_window(const PoolGeom& g, int64_t oh, int64_t ow, bool count_include_pad, int64_t divisor) {
+  int64_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+  int64_t h1 = std::min(h0 + g.kh, g.H + g.ph), w1 = std::min(w0 + g.kw, g.W + g.pw);
+  const int64_t padded_count = (h1 - h0) * (w1 - w0);
+  h0 = std::max<int64_t>(h0, 0);
+  w0 = std::max<int64_t>(w0, 0);
+  h1 = std::min(h1, g.H);
+  w1 = std::min(w1, g.W);
+  int64_t d = divisor > 0 ? divisor : (count_include_pad ? padded_count : (h1 - h0) * (w1 - w0));
+  return {h0, h1, w0, w1, d};
+}
+}  // namespace
+
+template <class T>
+void avg_pool2d_forward(const T* x, T* y, const PoolGeom& g, bool count_include_pad, int64_t divisor) {
+  const int64_t HW = g.H * g.W, P = g.OH * g.OW;
+  parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
+    const T* xp = x + plane * HW;
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const AvgWindow a = avg_window(g, oh, ow, count_include_pad, divisor);
+        T acc = 0;
+        for (int64_t ih = a.h0; ih < a.h1; ++ih)
+          for (int64_t iw = a.w0; iw < a.w1; ++iw) acc += xp[ih * g.W + iw];
+        y[plane * P + oh * g.OW + ow] = (a.h0 >= a.h1 || a.w0 >= a.w1) ? T(0) : acc / T(a.divisor);
+      }
+  });
+}
+
+template <class T>
+void avg_pool2d_backward(const T* gy, T* gx, const PoolGeom& g, bool count_include_pad, int64_t divisor) {
+  const int64_t HW = g.H * g.W, P = g.OH * g.OW;
+  std::fill(gx, gx + g.planes * HW, T(0));
+  parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
+    T* gxp = gx + plane * HW;
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const AvgWindow a = avg_window(g, oh, ow, count_include_pad, divisor);
+        if (a.h0 >= a.h1 || a.w0 >= a.w1) continue;
+        const T v = gy[plane * P + oh * g.OW + ow] / T(a.divisor);
+        for (int64_t ih = a.h0; ih < a.h1; ++ih)
+          for (int64_t iw = a.w0; iw < a.w1; ++iw) gxp[ih * g.W + iw] += v;
+      }
+  });
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                                  \
+  template void max_pool2d_forward<T>(const T*, T*, int64_t*, const PoolGeom&);                \
+  template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const PoolGeom&);         \
+  template void avg_pool2d_forward<T>(const T*, T*, const PoolGeom&, bool, int64_t);           \
+  template void avg_pool2d_backward<T>(const T*, T*, const PoolGeom&, bool, int64_t);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv

@@ -1,0 +1,352 @@
+#include "solver.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <queue>
+#include <unordered_map>
+
+#include "geometry.hpp"
+#include "parallel.hpp"
+
+namespace fastconv {
+
+std::string to_string(__int128 v) {
+  if (v == 0) return "0";
+  const bool neg = v < 0;
+  unsigned __int128 u = neg ? -(unsigned __int128)v : (unsigned __int128)v;
+  std::string s;
+  while (u) {
+    s.push_back(char('0' + int(u % 10)));
+    u /= 10;
+  }
+  if (neg) s.push_back('-');
+  std::reverse(s.begin(), s.end());
+  return s;
+}
+
+namespace {
+
+using i128 = __int128;
+constexpr i128 kInf = std::numeric_limits<i128>::max();
+constexpr int64_t kMaxStates = 20'000'000;  // total reachable sizes over all layers
+constexpr int64_t kMaxSize = (int64_t(1) << 31) - 1;
+
+struct Choice {
+  int64_t k, s, p, d, m;
+};
+
+// (s, m) classes of choices: every choice in a class maps a size to the same size.
+struct Group {
+  int64_t s, m;
+  uint64_t mult;  // how many choices fall in the class
+  int64_t kmin;   // the smallest kernel among them: the cheapest under every objective
+};
+
+void check_range(const Range& r, int64_t min_value, const char* name) {
+  if (r.lo > r.hi)
+    fail(std::string(name) + ": range is reversed, got " + std::to_string(r.lo) + ":" + std::to_string(r.hi));
+  if (r.lo < min_value)
+    fail(std::string(name) + ": values must be at least " + std::to_string(min_value) + ", got " +
+         std::to_string(r.lo) + ":" + std::to_string(r.hi));
+  if (r.hi - r.lo > 1'000'000)
+    fail(std::string(name) + ": range " + std::to_string(r.lo) + ":" + std::to_string(r.hi) + " is too wide");
+}
+
+// Choices of one layer kind in lexicographic (k, s, p, d) order: the order of
+// their indices is the tie-break order.
+std::vector<Choice> enumerate_choices(LayerKind kind, const SolveSpec& sp) {
+  std::vector<Choice> out;
+  const bool conv = kind == LayerKind::conv;
+  const Range K = conv ? sp.kernel : sp.pool_kernel, S = conv ? sp.stride : sp.pool_stride,
+              P = conv ? sp.padding : sp.pool_padding, D = conv ? sp.dilation : Range{1, 1};
+  const double n = double(K.hi - K.lo + 1) * double(S.hi - S.lo + 1) * double(P.hi - P.lo + 1) *
+                   double(D.hi - D.lo + 1);
+  if (n > 50'000'000) fail(std::string(conv ? "kernel/stride/padding/dilation" : "pool ranges") +
+                           ": more than 50 million choices per layer");
+  for (int64_t k = K.lo; k <= K.hi; ++k)
+    for (int64_t s = S.lo; s <= S.hi; ++s)
+      for (int64_t p = P.lo; p <= P.hi; ++p) {
+        if (!conv && p > k / 2) continue;  // torch: pool padding at most half the kernel
+        for (int64_t d = D.lo; d <= D.hi; ++d) {
+          const int64_t e = effective_kernel(k, d);
+          out.push_back({k, s, p, d, checked_add(checked_mul(2, p, "padding"), -e, "padding")});
+        }
+      }
+  return out;
+}
+
+std::vector<Group> group_choices(const std::vector<Choice>& choices) {
+  std::map<std::pair<int64_t, int64_t>, Group> groups;
+  for (const Choice& c : choices) {
+    auto [it, fresh] = groups.try_emplace({c.s, c.m}, Group{c.s, c.m, 0, c.k});
+    it->second.mult += 1;
+    it->second.kmin = std::min(it->second.kmin, c.k);
+  }
+  std::vector<Group> out;
+  for (auto& kv : groups) out.push_back(kv.second);
+  return out;
+}
+
+// Reachable (h, w) sizes of one layer.  Square problems stay on the diagonal and
+// use a dense table; others hash.
+struct States {
+  bool square;
+  std::vector<std::pair<int64_t, int64_t>> list;
+  std::vector<int32_t> dense;  // size -> index, square only
+  std::unordered_map<uint64_t, int32_t> hashed;
+
+  explicit States(bool sq) : square(sq) {}
+  static uint64_t key(int64_t h, int64_t w) { return (uint64_t(h) << 32) | uint64_t(w); }
+
+  int32_t find(int64_t h, int64_t w) const {
+    if (square) return h < int64_t(dense.size()) ? dense[h] : -1;
+    auto it = hashed.find(key(h, w));
+    return it == hashed.end() ? -1 : it->second;
+  }
+  void insert(int64_t h, int64_t w) {
+    if (find(h, w) >= 0) return;
+    const int32_t idx = int32_t(list.size());
+    list.push_back({h, w});
+    if (square) {
+      if (h >= int64_t(dense.size())) dense.resize(std::max<int64_t>(h + 1, dense.size() * 2), -1);
+      dense[h] = idx;
+    } else {
+      hashed.emplace(key(h, w), idx);
+    }
+  }
+};
+
+// Applies one (s, m) class to a size; false when the layer is not allowed there.
+inline bool step(int64_t h, int64_t w, int64_t s, int64_t m, bool exact, int64_t& oh, int64_t& ow) {
+  const int64_t hm = h + m, wm = w + m;
+  if (hm < 0 || wm < 0) return false;
+  if (exact && (hm % s != 0 || wm % s != 0)) return false;
+  oh = hm / s + 1;
+  ow = wm / s + 1;
+  return true;
+}
+
+struct LayerCost {
+  Objective obj;
+  LayerKind kind;
+  i128 cin_cout, cout;
+
+  // Cost of a choice with kernel k producing an oh x ow map.
+  i128 operator()(int64_t k, int64_t oh, int64_t ow) const {
+    if (obj == Objective::kernel) return k;
+    if (kind == LayerKind::pool) return 0;
+    i128 kk = i128(k) * k, r;
+    if (obj == Objective::params) {
+      if (__builtin_mul_overflow(cin_cout, kk, &r) || __builtin_add_overflow(r, cout, &r))
+        fail("objective: a layer's parameter count overflows 128 bits");
+      return r;
+    }
+    if (__builtin_mul_overflow(cin_cout, kk, &r) || __builtin_mul_overflow(r, i128(oh) * ow, &r))
+      fail("objective: a layer's MAC count overflows 128 bits");
+    return r;
+  }
+};
+
+inline i128 add_cost(i128 a, i128 b) {
+  i128 r;
+  if (a == kInf || b == kInf) return kInf;
+  if (__builtin_add_overflow(a, b, &r) || r == kInf) fail("objective: a design's total cost overflows 128 bits");
+  return r;
+}
+
+// acc += mult * src over `limbs` 64-bit limbs.  The limb count is sized from an
+// upper bound on the number of designs, so the top carry is always zero.
+inline void mul_add(uint64_t* acc, const uint64_t* src, uint64_t mult, int limbs) {
+  unsigned __int128 carry = 0;
+  for (int i = 0; i < limbs; ++i) {
+    const unsigned __int128 t = (unsigned __int128)src[i] * mult + acc[i] + carry;
+    acc[i] = uint64_t(t);
+    carry = t >> 64;
+  }
+}
+
+void validate(const SolveSpec& sp) {
+  auto positive = [](int64_t v, const char* name) {
+    if (v <= 0 || v > kMaxSize) fail(std::string(name) + " must be a positive size, got " + std::to_string(v));
+  };
+  positive(sp.in_h, "input");
+  positive(sp.in_w, "input");
+  positive(sp.out_h, "output");
+  positive(sp.out_w, "output");
+  if (sp.layers.empty()) fail("channels: at least one block is needed");
+  for (const auto& l : sp.layers)
+    if (l.in_channels <= 0 || l.out_channels <= 0 || l.in_channels > kMaxSize || l.out_channels > kMaxSize)
+      fail("channels must be positive, got " + std::to_string(l.in_channels) + " -> " +
+           std::to_string(l.out_channels));
+  check_range(sp.kernel, 1, "kernel");
+  check_range(sp.stride, 1, "stride");
+  check_range(sp.padding, 0, "padding");
+  check_range(sp.dilation, 1, "dilation");
+  check_range(sp.pool_kernel, 1, "pool_kernel");
+  check_range(sp.pool_stride, 1, "pool_stride");
+  check_range(sp.pool_padding, 0, "pool_padding");
+  if (sp.top < 0 || sp.top > 100000) fail("top must be between 0 and 100000, got " + std::to_string(sp.top));
+}
+
+}  // namespace
+
+SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
+  validate(sp);
+  const int64_t L = int64_t(sp.layers.size());
+  const std::vector<Choice> choices[2] = {enumerate_choices(LayerKind::conv, sp),
+                                          enumerate_choices(LayerKind::pool, sp)};
+  const std::vector<Group> groups[2] = {group_choices(choices[0]), group_choices(choices[1])};
+  auto kind_index = [](LayerKind k) { return k == LayerKind::conv ? 0 : 1; };
+
+  std::vector<LayerCost> costs;
+  for (const auto& l : sp.layers)
+    costs.push_back({sp.objective, l.kind, i128(l.in_channels) * l.out_channels, i128(l.out_channels)});
+
+  // Forward: every size each layer can see.
+  const bool square = sp.in_h == sp.in_w && sp.out_h == sp.out_w;
+  std::vector<States> states(L + 1, States(square));
+  states[0].insert(sp.in_h, sp.in_w);
+  int64_t total_states = 1;
+  double work = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    const auto& gs = groups[kind_index(sp.layers[l].kind)];
+    for (const auto& [h, w] : states[l].list)
+      for (const Group& g : gs) {
+        int64_t oh, ow;
+        if (!step(h, w, g.s, g.m, sp.exact, oh, ow)) continue;
+        if (oh > kMaxSize || ow > kMaxSize) fail("padding: sizes grow past 2^31 in this search space");
+        states[l + 1].insert(oh, ow);
+      }
+    total_states += int64_t(states[l + 1].list.size());
+    if (total_states > kMaxStates)
+      fail("search space too large: more than " + std::to_string(kMaxStates) +
+           " reachable feature-map sizes; narrow the padding range or use square sizes");
+    work += double(states[l].list.size()) * double(gs.size());
+  }
+
+  // Limbs from an upper bound on the design count: the product of choices per layer.
+  double bits = 1;
+  for (const auto& l : sp.layers) bits += std::log2(double(std::max<size_t>(1, choices[kind_index(l.kind)].size())));
+  const int limbs = int(bits / 64) + 2;
+
+  std::vector<std::vector<uint64_t>> cnt(L + 1);
+  std::vector<std::vector<i128>> best(L + 1);
+  for (int64_t l = 0; l <= L; ++l) {
+    cnt[l].assign(states[l].list.size() * limbs, 0);
+    best[l].assign(states[l].list.size(), kInf);
+  }
+  const int32_t target = states[L].find(sp.out_h, sp.out_w);
+  if (target >= 0) {
+    cnt[L][size_t(target) * limbs] = 1;
+    best[L][target] = 0;
+  }
+  if (progress) {
+    progress->total.store(int64_t(work));
+    progress->done.store(0);
+  }
+
+  // Backward: count and cheapest cost-to-go per (layer, size).
+  for (int64_t l = L - 1; l >= 0 && target >= 0; --l) {
+    const auto& gs = groups[kind_index(sp.layers[l].kind)];
+    const auto& cur = states[l].list;
+    const States& next = states[l + 1];
+    const LayerCost& cost = costs[l];
+    const int64_t chunk = 16;
+    const int64_t items = (int64_t(cur.size()) + chunk - 1) / chunk;
+    const int workers = workers_for(double(cur.size()) * gs.size() * 20, items);
+    parallel_for(items, workers, [&](int64_t item, int) {
+      const int64_t i0 = item * chunk, i1 = std::min<int64_t>(i0 + chunk, cur.size());
+      for (int64_t i = i0; i < i1; ++i) {
+        const auto [h, w] = cur[i];
+        uint64_t* acc = &cnt[l][size_t(i) * limbs];
+        i128 b = kInf;
+        for (const Group& g : gs) {
+          int64_t oh, ow;
+          if (!step(h, w, g.s, g.m, sp.exact, oh, ow)) continue;
+          const int32_t j = next.find(oh, ow);
+          const i128 rest = best[l + 1][j];
+          if (rest == kInf) continue;
+          mul_add(acc, &cnt[l + 1][size_t(j) * limbs], g.mult, limbs);
+          b = std::min(b, add_cost(cost(g.kmin, oh, ow), rest));
+        }
+        best[l][i] = b;
+      }
+      if (progress) progress->done.fetch_add(int64_t((i1 - i0) * gs.size()));
+    });
+  }
+
+  SolveResult result;
+  result.count.assign(cnt[0].begin(), cnt[0].begin() + limbs);
+  if (target < 0 || best[0][0] == kInf || sp.top == 0) return result;
+
+  // Best-first enumeration of whole designs in (cost, lexicographic) order.  With
+  // the exact cost-to-go as heuristic every popped node lies on one of the first
+  // `top` designs, so at most top*L nodes are expanded; each expansion keeps only
+  // its `top` best children, since any design through a worse child is beaten by
+  // one through each of those.
+  struct Node {
+    i128 f, g;
+    int32_t layer, state;
+    std::vector<int32_t> path;
+  };
+  auto worse = [](const Node& a, const Node& b) {
+    if (a.f != b.f) return a.f > b.f;
+    return a.path > b.path;
+  };
+  std::priority_queue<Node, std::vector<Node>, decltype(worse)> open(worse);
+  open.push(Node{best[0][0], 0, 0, 0, {}});
+  while (!open.empty() && int64_t(result.designs.size()) < sp.top) {
+    Node node = open.top();
+    open.pop();
+    if (node.layer == L) {
+      Design d;
+      d.cost = node.g;
+      int64_t h = sp.in_h, w = sp.in_w;
+      for (int64_t l = 0; l < L; ++l) {
+        const auto& lay = sp.layers[l];
+        const Choice& c = choices[kind_index(lay.kind)][node.path[l]];
+        int64_t oh = 0, ow = 0;  // the path was built from valid steps
+        step(h, w, c.s, c.m, sp.exact, oh, ow);
+        d.layers.push_back({lay.kind, c.k, c.s, c.p, c.d, h, w, oh, ow, lay.in_channels, lay.out_channels});
+        h = oh;
+        w = ow;
+      }
+      result.designs.push_back(std::move(d));
+      continue;
+    }
+    const auto [h, w] = states[node.layer].list[node.state];
+    const auto& cs = choices[kind_index(sp.layers[node.layer].kind)];
+    const States& next = states[node.layer + 1];
+    const auto& next_best = best[node.layer + 1];
+    const LayerCost& cost = costs[node.layer];
+    // Max-heap of the best `top` children by (f, choice index).
+    std::priority_queue<std::tuple<i128, int32_t, int32_t, i128>> keep;
+    for (int32_t ci = 0; ci < int32_t(cs.size()); ++ci) {
+      const Choice& c = cs[ci];
+      int64_t oh, ow;
+      if (!step(h, w, c.s, c.m, sp.exact, oh, ow)) continue;
+      const int32_t j = next.find(oh, ow);
+      if (j < 0 || next_best[j] == kInf) continue;
+      const i128 g = add_cost(node.g, cost(c.k, oh, ow));
+      const i128 f = add_cost(g, next_best[j]);
+      if (int64_t(keep.size()) < sp.top) {
+        keep.emplace(f, ci, j, g);
+      } else if (std::make_pair(f, ci) < std::make_pair(std::get<0>(keep.top()), std::get<1>(keep.top()))) {
+        keep.pop();
+        keep.emplace(f, ci, j, g);
+      }
+    }
+    while (!keep.empty()) {
+      const auto [f, ci, j, g] = keep.top();
+      keep.pop();
+      Node child{f, g, node.layer + 1, j, node.path};
+      child.path.push_back(ci);
+      open.push(std::move(child));
+    }
+  }
+  return result;
+}
+
+}  // namespace fastconv

@@ -1,0 +1,70 @@
+// Exhaustive size-DP over (layer, feature-map size): counts every per-layer choice
+// of (kernel, stride, padding, dilation) that chains an input size to a target
+// size, finds the cheapest designs and returns the top k.
+//
+// Method.  A choice acts on a size only through m = 2p - d(k-1) - 1 and s:
+// out = floor((n + m) / s) + 1, valid when n + m >= 0 (and, in exact mode,
+// (n + m) % s == 0).  So the counting and cost DPs run over (s, m) groups, each
+// carrying its multiplicity and the smallest kernel that realises it (every
+// objective grows with k).  The top-k designs are then enumerated best-first over
+// the real choices with the exact cost-to-go as heuristic, which pops complete
+// designs in (cost, lexicographic) order.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fastconv {
+
+struct Range {
+  int64_t lo, hi;
+};
+
+enum class LayerKind { conv, pool };
+enum class Objective { params, macs, kernel };
+
+struct SolveLayer {
+  LayerKind kind;
+  int64_t in_channels, out_channels;
+};
+
+struct SolveSpec {
+  int64_t in_h, in_w, out_h, out_w;
+  std::vector<SolveLayer> layers;
+  Range kernel, stride, padding, dilation;       // conv
+  Range pool_kernel, pool_stride, pool_padding;  // pool (dilation 1, padding <= kernel/2)
+  bool exact = false;
+  Objective objective = Objective::params;
+  int64_t top = 1;
+};
+
+struct DesignLayer {
+  LayerKind kind;
+  int64_t kernel, stride, padding, dilation;
+  int64_t in_h, in_w, out_h, out_w;
+  int64_t in_channels, out_channels;
+};
+
+struct Design {
+  __int128 cost;
+  std::vector<DesignLayer> layers;
+};
+
+struct SolveResult {
+  std::vector<uint64_t> count;  // little-endian 64-bit limbs, exact
+  std::vector<Design> designs;  // best first
+};
+
+// Polled from another thread to draw a progress bar.
+struct SolveProgress {
+  std::atomic<int64_t> done{0}, total{0};
+};
+
+// Throws std::invalid_argument naming the offending option.
+SolveResult solve(const SolveSpec& spec, SolveProgress* progress = nullptr);
+
+std::string to_string(__int128 v);
+
+}  // namespace fastconv
