@@ -1,5 +1,7 @@
 #include "parallel.hpp"
 
+#include <atomic>
+
 #include <stdexcept>
 #include <string>
 

@@ -4,7 +4,6 @@
 // images run side by side.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -16,9 +15,12 @@ namespace fastconv {
 int get_num_threads();
 void set_num_threads(int n);
 
-// Runs fn(item, worker) for item in [0, n_items) on up to `workers` threads;
-// worker ids are dense in [0, workers) so callers can index per-thread scratch.
-// Returns after all items are done; the first exception thrown is rethrown.
+// Runs fn(item, worker) for item in [0, n_items) on up to `workers` threads.
+// Worker t gets the contiguous block [t*n/W, (t+1)*n/W): a static split, so a
+// per-worker partial sum covers the same items on every call and results are
+// bit-identical run to run for a given thread count.  Worker ids are dense in
+// [0, workers) so callers can index per-thread scratch.  The first exception
+// thrown is rethrown after all threads have joined.
 template <class Fn>
 void parallel_for(int64_t n_items, int workers, Fn&& fn) {
   if (n_items <= 0) return;
@@ -27,16 +29,15 @@ void parallel_for(int64_t n_items, int workers, Fn&& fn) {
     for (int64_t i = 0; i < n_items; ++i) fn(i, 0);
     return;
   }
-  std::atomic<int64_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
   auto run = [&](int worker) {
     try {
-      for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) fn(i, worker);
+      const int64_t begin = n_items * worker / workers, end = n_items * (worker + 1) / workers;
+      for (int64_t i = begin; i < end; ++i) fn(i, worker);
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (!error) error = std::current_exception();
-      next.store(n_items);
     }
   };
   std::vector<std::thread> pool;

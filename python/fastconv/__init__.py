@@ -1,1 +1,59 @@
-from ._core import *
+"""fastconv: fast convolutions for NumPy, a size-DP solver and a shape toolkit.
+
+>>> import numpy as np, fastconv
+>>> fastconv.conv2d(np.ones((1, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding="same").shape
+(1, 4, 4, 4)
+"""
+
+from . import layers, shapes
+from ._core import get_num_threads, set_num_threads
+from .functional import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    conv2d,
+    conv2d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+    fold,
+    max_pool2d,
+    max_pool2d_backward,
+    unfold,
+)
+from .shapes import (
+    conv_output_size,
+    conv_transpose_output_size,
+    pool_output_size,
+    receptive_field,
+    same_padding,
+)
+from .solver import SolveResult, solve
+from ._summary import DroppedPixelsWarning, summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "unfold",
+    "fold",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "conv_output_size",
+    "pool_output_size",
+    "conv_transpose_output_size",
+    "same_padding",
+    "receptive_field",
+    "summary",
+    "DroppedPixelsWarning",
+    "solve",
+    "SolveResult",
+    "layers",
+    "shapes",
+    "__version__",
+]

@@ -1,0 +1,380 @@
+"""Convolution, unfold/fold and pooling with ``torch.nn.functional`` semantics.
+
+Every function takes anything :func:`numpy.asarray` accepts, computes natively in
+float32 or float64, and returns new C-contiguous arrays.  Inputs are batched
+``(N, C, H, W)`` or unbatched ``(C, H, W)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._args import (
+    as_array,
+    contiguous,
+    explicit_padding,
+    float_dtype,
+    nonnegative_pair,
+    positive_pair,
+    require_ndim,
+)
+from .shapes import same_padding
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "unfold",
+    "fold",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
+
+
+def _kernel(dtype: np.dtype, name: str):
+    return getattr(_core, f"{name}_{dtype.name}")
+
+
+def _batched(x: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
+    require_ndim(x, name, (3, 4))
+    return (x[None], True) if x.ndim == 3 else (x, False)
+
+
+def _groups(groups: Any) -> int:
+    from ._args import as_int
+
+    g = as_int(groups, "groups")
+    if g <= 0:
+        raise ValueError(f"groups must be positive, got {groups!r}")
+    return g
+
+
+def _conv_pads(padding: Any, shape: tuple[int, int], kernel: tuple[int, int], stride, dilation):
+    """(top, bottom, left, right) for the user's padding; 'same' follows TensorFlow."""
+    pads = explicit_padding(padding)
+    if pads is not None:
+        return pads
+    (top, bottom), (left, right) = same_padding(shape, kernel, stride, dilation)
+    return top, bottom, left, right
+
+
+def _prepare_conv(input, weight, bias, stride, padding, dilation, groups):
+    x = as_array(input, "input")
+    w = as_array(weight, "weight")
+    b = None if bias is None else as_array(bias, "bias")
+    dtype = float_dtype(("input", x), ("weight", w), ("bias", b))
+    x, unbatched = _batched(x, "input")
+    require_ndim(w, "weight", (4,))
+    if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
+        raise ValueError(f"bias must have shape ({w.shape[0]},) to match weight, got {b.shape}")
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    groups = _groups(groups)
+    pads = _conv_pads(padding, x.shape[2:], w.shape[2:], stride, dilation)
+    return x, w, b, dtype, unbatched, stride, dilation, groups, pads
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+    weight : array_like, shape (C_out, C_in / groups, kH, kW)
+    bias : array_like, shape (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (h, w), (left, right, top, bottom), 'valid' or 'same'
+        ``'same'`` is TensorFlow's rule for every stride and dilation: the output
+        is ``ceil(n / stride)`` and the odd padding pixel goes to the bottom/right.
+    groups : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        float64 if any argument is float64, else float32.
+
+    Notes
+    -----
+    Integer, bool, complex and float16 arrays raise TypeError; mixed float32 and
+    float64 are computed in float64.  The GIL is released while computing.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 5, 5), np.float32)
+    >>> w = np.ones((1, 1, 3, 3), np.float32)
+    >>> fastconv.conv2d(x, w, stride=2, padding="same").shape
+    (1, 1, 3, 3)
+    >>> fastconv.conv2d(x, w)[0, 0]
+    array([[9., 9., 9.],
+           [9., 9., 9.],
+           [9., 9., 9.]], dtype=float32)
+    """
+    x, w, b, dtype, unbatched, stride, dilation, groups, pads = _prepare_conv(
+        input, weight, bias, stride, padding, dilation, groups
+    )
+    y = _kernel(dtype, "conv2d_forward")(
+        contiguous(x, dtype), contiguous(w, dtype), contiguous(b, dtype), stride, pads, dilation, groups
+    )
+    return y[0] if unbatched else y
+
+
+def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of :func:`conv2d` with respect to input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like, the shape :func:`conv2d` returned
+    input, weight, stride, padding, dilation, groups
+        As given to :func:`conv2d`.
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias) : tuple of numpy.ndarray
+        ``grad_bias`` is ``grad_output`` summed over batch and space.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 4, 4)); w = np.ones((1, 1, 3, 3))
+    >>> gy = np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = fastconv.conv2d_backward(gy, x, w)
+    >>> float(gw[0, 0, 0, 0]), gb
+    (4.0, array([4.]))
+    """
+    x, w, _, dtype, unbatched, stride, dilation, groups, pads = _prepare_conv(
+        input, weight, None, stride, padding, dilation, groups
+    )
+    gy = as_array(grad_output, "grad_output")
+    dtype = float_dtype(("grad_output", gy), ("input", x), ("weight", w))
+    if unbatched:
+        require_ndim(gy, "grad_output", (3,))
+        gy = gy[None]
+    gx, gw, gb = _kernel(dtype, "conv2d_backward")(
+        contiguous(gy, dtype), contiguous(x, dtype), contiguous(w, dtype), stride, pads, dilation, groups,
+        True, True, True,
+    )
+    return (gx[0] if unbatched else gx), gw, gb
+
+
+def _prepare_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    x = as_array(input, "input")
+    w = as_array(weight, "weight")
+    b = None if bias is None else as_array(bias, "bias")
+    dtype = float_dtype(("input", x), ("weight", w), ("bias", b))
+    x, unbatched = _batched(x, "input")
+    require_ndim(w, "weight", (4,))
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    padding = nonnegative_pair(padding, "padding")
+    output_padding = nonnegative_pair(output_padding, "output_padding")
+    groups = _groups(groups)
+    if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[1] * groups):
+        raise ValueError(f"bias must have shape ({w.shape[1] * groups},), got {b.shape}")
+    return x, w, b, dtype, unbatched, (stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+    weight : array_like, shape (C_in, C_out / groups, kH, kW)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or (int, int)
+    groups : int
+
+    Returns
+    -------
+    numpy.ndarray
+        Spatial size ``(n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_transpose2d(np.ones((1, 2, 3, 3)), np.ones((2, 4, 2, 2)), stride=2).shape
+    (1, 4, 6, 6)
+    """
+    x, w, b, dtype, unbatched, geom = _prepare_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    y = _kernel(dtype, "conv_transpose2d_forward")(
+        contiguous(x, dtype), contiguous(w, dtype), contiguous(b, dtype), *geom
+    )
+    return y[0] if unbatched else y
+
+
+def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1):
+    """Gradients of :func:`conv_transpose2d`: ``(grad_input, grad_weight, grad_bias)``."""
+    x, w, _, dtype, unbatched, geom = _prepare_transpose(
+        input, weight, None, stride, padding, output_padding, groups, dilation
+    )
+    gy = as_array(grad_output, "grad_output")
+    dtype = float_dtype(("grad_output", gy), ("input", x), ("weight", w))
+    if unbatched:
+        require_ndim(gy, "grad_output", (3,))
+        gy = gy[None]
+    gx, gw, gb = _kernel(dtype, "conv_transpose2d_backward")(
+        contiguous(gy, dtype), contiguous(x, dtype), contiguous(w, dtype), *geom, True
+    )
+    return (gx[0] if unbatched else gx), gw, gb
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1) -> np.ndarray:
+    """Extract sliding blocks (im2col), as ``torch.nn.functional.unfold``.
+
+    Returns an array of shape ``(N, C * kH * kW, L)`` (or ``(C * kH * kW, L)`` for
+    an unbatched input) where ``L`` is the number of block positions.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.unfold(np.arange(16.).reshape(1, 1, 4, 4), 2, stride=2)[0]
+    array([[ 0.,  2.,  8., 10.],
+           [ 1.,  3.,  9., 11.],
+           [ 4.,  6., 12., 14.],
+           [ 5.,  7., 13., 15.]])
+    """
+    x = as_array(input, "input")
+    dtype = float_dtype(("input", x))
+    x, unbatched = _batched(x, "input")
+    cols = _kernel(dtype, "unfold")(
+        contiguous(x, dtype),
+        positive_pair(kernel_size, "kernel_size"),
+        positive_pair(dilation, "dilation"),
+        nonnegative_pair(padding, "padding"),
+        positive_pair(stride, "stride"),
+    )
+    return cols[0] if unbatched else cols
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1) -> np.ndarray:
+    """Sum sliding blocks back into an image (col2im), as ``torch.nn.functional.fold``.
+
+    ``input`` has shape ``(N, C * kH * kW, L)`` or ``(C * kH * kW, L)``;
+    overlapping blocks are added.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.fold(np.ones((1, 4, 9)), (4, 4), 2)[0, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    """
+    cols = as_array(input, "input")
+    dtype = float_dtype(("input", cols))
+    require_ndim(cols, "input", (2, 3))
+    unbatched = cols.ndim == 2
+    if unbatched:
+        cols = cols[None]
+    x = _kernel(dtype, "fold")(
+        contiguous(cols, dtype),
+        positive_pair(output_size, "output_size"),
+        positive_pair(kernel_size, "kernel_size"),
+        positive_pair(dilation, "dilation"),
+        nonnegative_pair(padding, "padding"),
+        positive_pair(stride, "stride"),
+    )
+    return x[0] if unbatched else x
+
+
+def _pool_args(input, kernel_size, stride, padding, dilation):
+    x = as_array(input, "input")
+    dtype = float_dtype(("input", x))
+    x, unbatched = _batched(x, "input")
+    kernel = positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else (
+        positive_pair(stride, "stride"))
+    return x, dtype, unbatched, kernel, stride, nonnegative_pair(padding, "padding"), positive_pair(
+        dilation, "dilation")
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    ``stride`` defaults to ``kernel_size``; ``padding`` (implicit -inf) is at most
+    half the kernel.  With ``return_indices`` the flat ``h * W + w`` position of
+    every maximum is returned too (int64), as torch does.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.max_pool2d(np.arange(16.).reshape(1, 4, 4), 2)
+    array([[[ 5.,  7.],
+            [13., 15.]]])
+    """
+    x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
+    y, idx = _kernel(dtype, "max_pool2d_forward")(contiguous(x, dtype), k, s, p, d, bool(ceil_mode))
+    if unbatched:
+        y, idx = y[0], idx[0]
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False):
+    """Gradient of :func:`max_pool2d`: routes ``grad_output`` to the arg-max positions."""
+    x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
+    gy = as_array(grad_output, "grad_output")
+    dtype = float_dtype(("grad_output", gy), ("input", x))
+    idx = as_array(indices, "indices")
+    if unbatched:
+        gy, idx = gy[None], idx[None]
+    gx = _kernel(dtype, "max_pool2d_backward")(
+        contiguous(gy, dtype), np.ascontiguousarray(idx, dtype=np.int64), contiguous(x, dtype), k, s, p, d,
+        bool(ceil_mode),
+    )
+    return gx[0] if unbatched else gx
+
+
+def _divisor(divisor_override) -> int:
+    if divisor_override is None:
+        return 0
+    from ._args import as_int
+
+    d = as_int(divisor_override, "divisor_override")
+    if d <= 0:
+        raise ValueError(f"divisor_override must be positive, got {divisor_override!r}")
+    return d
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d(np.ones((1, 1, 3, 3)), 2, padding=1, count_include_pad=False)[0, 0]
+    array([[1., 1.],
+           [1., 1.]])
+    """
+    x, dtype, unbatched, k, s, p, _ = _pool_args(input, kernel_size, stride, padding, 1)
+    y = _kernel(dtype, "avg_pool2d_forward")(
+        contiguous(x, dtype), k, s, p, bool(ceil_mode), bool(count_include_pad), _divisor(divisor_override)
+    )
+    return y[0] if unbatched else y
+
+
+def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool2d` with respect to its input."""
+    x, dtype, unbatched, k, s, p, _ = _pool_args(input, kernel_size, stride, padding, 1)
+    gy = as_array(grad_output, "grad_output")
+    dtype = float_dtype(("grad_output", gy), ("input", x))
+    if unbatched:
+        gy = gy[None]
+    gx = _kernel(dtype, "avg_pool2d_backward")(
+        contiguous(gy, dtype), contiguous(x, dtype), k, s, p, bool(ceil_mode), bool(count_include_pad),
+        _divisor(divisor_override),
+    )
+    return gx[0] if unbatched else gx

@@ -1,0 +1,249 @@
+"""Output sizes, TensorFlow 'same' padding and receptive fields.
+
+Every rule here is computed by the same C++ functions the kernels and the size
+solver use (``csrc/geometry.hpp``), so a size printed by the toolkit is the size
+the kernels produce.  Sizes and geometry are an int or an ``(h, w)`` pair; the
+result has the pair form when any argument does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _core
+from ._args import as_int, as_pair, explicit_padding, is_pair_like
+
+__all__ = [
+    "conv_output_size",
+    "pool_output_size",
+    "conv_transpose_output_size",
+    "same_padding",
+    "dropped_pixels",
+    "receptive_field",
+    "ReceptiveField",
+]
+
+
+def _form(values: tuple[int, int], *args: Any):
+    return values if any(is_pair_like(a) and len(a) == 2 for a in args) else values[0]
+
+
+def _pads(padding: Any, n, kernel, stride, dilation) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) for any padding form, 'same' included."""
+    pads = explicit_padding(padding)
+    if pads is None:
+        return same_padding(as_pair(n, "n"), kernel, stride, dilation)
+    return (pads[0], pads[1]), (pads[2], pads[3])
+
+
+def conv_output_size(n, kernel_size, stride=1, padding=0, dilation=1):
+    """Output size of a convolution, torch's rule ``floor((n + 2p - d(k-1) - 1) / s) + 1``.
+
+    Parameters
+    ----------
+    n : int or (int, int)
+        Input size.
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (h, w), (left, right, top, bottom), 'valid' or 'same'
+        ``'same'`` is TensorFlow's rule for any stride: the output is ``ceil(n / s)``.
+
+    Returns
+    -------
+    int or (int, int)
+
+    Raises
+    ------
+    ValueError
+        When the dilated kernel is larger than the padded input, or for a
+        non-positive stride/dilation/kernel or negative padding.
+
+    Examples
+    --------
+    >>> from fastconv.shapes import conv_output_size
+    >>> conv_output_size(224, 7, stride=2, padding=3)
+    112
+    >>> conv_output_size((224, 160), 3, stride=2, padding="same")
+    (112, 80)
+    """
+    hw = as_pair(n, "n")
+    k, s, d = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride"), as_pair(dilation, "dilation")
+    (pt, pb), (pl, pr) = _pads(padding, hw, k, s, d)
+    out = (_core.conv_out(hw[0], k[0], s[0], pt, pb, d[0]), _core.conv_out(hw[1], k[1], s[1], pl, pr, d[1]))
+    pad_form = padding if not isinstance(padding, str) else 0
+    return _form(out, n, kernel_size, stride, dilation, pad_form)
+
+
+def dropped_pixels(n, kernel_size, stride=1, padding=0, dilation=1):
+    """Input rows (and columns) a convolution or pool never reads.
+
+    They are the trailing ``(n + 2p - d(k-1) - 1) % s`` positions, less any that
+    are padding.  Returns the int or pair form of ``n``.
+
+    Examples
+    --------
+    >>> from fastconv.shapes import dropped_pixels
+    >>> dropped_pixels(28, 3, stride=2)
+    1
+    """
+    hw = as_pair(n, "n")
+    k, s, d = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride"), as_pair(dilation, "dilation")
+    (pt, pb), (pl, pr) = _pads(padding, hw, k, s, d)
+    out = (
+        _core.conv_dropped(hw[0], k[0], s[0], pt, pb, d[0]),
+        _core.conv_dropped(hw[1], k[1], s[1], pl, pr, d[1]),
+    )
+    return _form(out, n, kernel_size, stride, dilation)
+
+
+def same_padding(n, kernel_size, stride=1, dilation=1):
+    """TensorFlow/Keras ``padding='same'`` amounts: ``(before, after)`` per axis.
+
+    The output is ``ceil(n / stride)``; the total padding is
+    ``max(0, (out - 1) * stride + dilation * (k - 1) + 1 - n)`` and the odd pixel
+    goes after (bottom/right).  At stride 1 this is torch's ``padding='same'``;
+    for stride > 1 torch refuses it (pytorch issues 3867, 67551).
+
+    Returns
+    -------
+    (int, int) for an int ``n``, else ((top, bottom), (left, right)).
+
+    Examples
+    --------
+    >>> from fastconv.shapes import same_padding
+    >>> same_padding(224, 7, stride=2)
+    (2, 3)
+    >>> same_padding((5, 6), 3, stride=2)
+    ((1, 1), (0, 1))
+    """
+    hw = as_pair(n, "n")
+    k, s, d = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride"), as_pair(dilation, "dilation")
+    h = _core.same_padding(hw[0], k[0], s[0], d[0])
+    w = _core.same_padding(hw[1], k[1], s[1], d[1])
+    pair = ((h[0], h[1]), (w[0], w[1]))
+    return pair if any(is_pair_like(a) for a in (n, kernel_size, stride, dilation)) else pair[0]
+
+
+def pool_output_size(n, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Output size of ``max_pool2d``/``avg_pool2d`` by torch's rule.
+
+    ``stride`` defaults to ``kernel_size``.  In ``ceil_mode`` the last window is
+    dropped when it would start inside the right padding, as torch does.
+
+    Examples
+    --------
+    >>> from fastconv.shapes import pool_output_size
+    >>> pool_output_size(112, 3, stride=2, padding=1)
+    56
+    >>> pool_output_size(6, 3, stride=2, ceil_mode=True)
+    3
+    """
+    hw = as_pair(n, "n")
+    k = as_pair(kernel_size, "kernel_size")
+    s = k if stride is None else as_pair(stride, "stride")
+    p, d = as_pair(padding, "padding"), as_pair(dilation, "dilation")
+    out = tuple(_core.pool_out(hw[i], k[i], s[i], p[i], d[i], bool(ceil_mode)) for i in range(2))
+    return _form(out, n, kernel_size, stride, padding, dilation)
+
+
+def conv_transpose_output_size(n, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
+    """Output size of a transposed convolution.
+
+    ``(n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1``,
+    with torch's constraint that ``output_padding`` is smaller than stride or
+    dilation.
+
+    Examples
+    --------
+    >>> from fastconv.shapes import conv_transpose_output_size
+    >>> conv_transpose_output_size(7, 3, stride=2, padding=1, output_padding=1)
+    14
+    """
+    hw = as_pair(n, "n")
+    k, s = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride")
+    p, op, d = as_pair(padding, "padding"), as_pair(output_padding, "output_padding"), as_pair(dilation, "dilation")
+    out = tuple(_core.conv_transpose_out(hw[i], k[i], s[i], p[i], op[i], d[i]) for i in range(2))
+    return _form(out, n, kernel_size, stride, padding, output_padding, dilation)
+
+
+@dataclass(frozen=True)
+class RFState:
+    """Receptive-field recurrence state: size, jump and start per axis.
+
+    Each geometric step with effective kernel ``e = d(k-1)+1``, stride ``s`` and
+    leading padding ``p`` maps ``size += (e-1)*jump``, ``start += ((e-1)/2 - p)*jump``,
+    ``jump *= s``.  ``start`` is the input coordinate (pixel index) of the centre
+    of the first output's field.
+    """
+
+    size: tuple = (1, 1)
+    jump: tuple = (1, 1)
+    start: tuple = (0.0, 0.0)
+
+    def step(self, k, s, p, d) -> RFState:
+        size, jump, start = list(self.size), list(self.jump), list(self.start)
+        for a in range(2):
+            eff = d[a] * (k[a] - 1) + 1
+            start[a] = start[a] + ((eff - 1) / 2 - p[a]) * jump[a]
+            size[a] = size[a] + (eff - 1) * jump[a]
+            jump[a] = jump[a] * s[a]
+        return RFState(tuple(size), tuple(jump), tuple(start))
+
+    def after(self, layer, in_shape) -> RFState:
+        state = self
+        for k, s, p, d in layer.geometry(in_shape):
+            state = state.step(k, s, p, d)
+        return state
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field after one layer, per axis ``(h, w)``.
+
+    ``size``: input pixels one output pixel sees; ``jump``: input pixels between
+    adjacent outputs (the effective stride); ``start``: input coordinate of the
+    centre of the first output's field (negative when it lies in the padding).
+    """
+
+    name: str
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    start: tuple[float, float]
+
+
+def receptive_field(layers, input_size=None) -> list[ReceptiveField]:
+    """Receptive field, jump and start offset after each layer of a chain.
+
+    Parameters
+    ----------
+    layers : sequence
+        ``fastconv.layers`` specs (containers are flattened; layers without
+        geometry pass the field through), or ``(kernel, stride, padding,
+        dilation)`` tuples.
+    input_size : int or (int, int), optional
+        Needed only to resolve ``padding='same'``.
+
+    Examples
+    --------
+    >>> from fastconv.shapes import receptive_field
+    >>> [r.size for r in receptive_field([(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 1)])]
+    [(3, 3), (5, 5), (9, 9)]
+    """
+    from .layers import Layer, Sequential, Window
+
+    if isinstance(layers, Layer):
+        layers = [layers]
+    specs = []
+    for layer in layers:
+        if isinstance(layer, Layer):
+            specs.append(layer)
+        else:
+            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer):])[:4]
+            specs.append(Window(k, s, p, d))
+    shape = None if input_size is None else (1, *as_pair(input_size, "input_size"))
+    rows: list[ReceptiveField] = []
+    field = RFState()
+    for name, layer, in_shape, _ in Sequential(*specs).walk(shape):
+        field = field.after(layer, in_shape)
+        rows.append(ReceptiveField(name, field.size, field.jump, field.start))
+    return rows

@@ -1,0 +1,266 @@
+"""Exhaustive search for conv/pool chains that map an input size to a target size.
+
+The dynamic program runs in C++ (``csrc/solver.cpp``); this module validates the
+options, lays out the layer plan and presents the designs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _core
+from ._args import as_int
+
+__all__ = ["solve", "SolveResult", "Solution", "DesignLayer"]
+
+_OBJECTIVES = ("params", "macs", "kernel")
+_KINDS = ("conv", "pool")
+
+
+@dataclass(frozen=True)
+class DesignLayer:
+    """One layer of a design; sizes are ints for square problems, (h, w) otherwise."""
+
+    kind: str
+    kernel: int
+    stride: int
+    padding: int
+    dilation: int
+    in_size: Any
+    out_size: Any
+    in_channels: int
+    out_channels: int
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A design: one (kernel, stride, padding, dilation) per layer, and its cost."""
+
+    cost: int
+    layers: tuple[DesignLayer, ...]
+
+    def chain(self) -> str:
+        """The size chain, e.g. ``'28 -> 27 -> 26 -> 13 -> 1'``."""
+        fmt = lambda s: str(s) if isinstance(s, int) else f"{s[0]}x{s[1]}"  # noqa: E731
+        return " -> ".join([fmt(self.layers[0].in_size)] + [fmt(layer.out_size) for layer in self.layers])
+
+    def to_dict(self) -> dict:
+        return {"cost": self.cost, "layers": [
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.__dict__.items()}
+            for layer in self.layers]}
+
+    def to_torch(self) -> str:
+        """PyTorch source for this design: conv blocks as Conv2d + BatchNorm2d + ReLU, pools as MaxPool2d."""
+        lines = ["import torch.nn as nn", "", "model = nn.Sequential("]
+        for layer in self.layers:
+            sizes = f"  # {layer.in_size} -> {layer.out_size}"
+            if layer.kind == "conv":
+                lines.append(f"    nn.Conv2d({layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel}, "
+                             f"stride={layer.stride}, padding={layer.padding}, dilation={layer.dilation}),{sizes}")
+                lines.append(f"    nn.BatchNorm2d({layer.out_channels}),")
+                lines.append("    nn.ReLU(inplace=True),")
+            else:
+                lines.append(f"    nn.MaxPool2d(kernel_size={layer.kernel}, stride={layer.stride}, "
+                             f"padding={layer.padding}),{sizes}")
+        lines.append(")")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """``count``: exact number of designs; ``solutions``: the best ones, best first."""
+
+    count: int
+    solutions: tuple[Solution, ...]
+    plan: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "solutions": [s.to_dict() for s in self.solutions]}
+
+    def to_torch(self, index: int = 0) -> str:
+        """PyTorch ``nn.Sequential`` source for solution ``index``."""
+        if not self.solutions:
+            raise ValueError("no design reaches the target size, so there is no model to write")
+        return self.solutions[index].to_torch()
+
+
+def _size(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        try:
+            value = tuple(int(p) for p in parts) if len(parts) == 2 else int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a size like 28 or 32x24, got {value!r}") from None
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or (h, w), got {value!r}")
+        h, w = as_int(value[0], name), as_int(value[1], name)
+    else:
+        h = w = as_int(value, name)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return h, w
+
+
+def _range(value: Any, name: str, minimum: int) -> tuple[int, int]:
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            value = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise ValueError(f"{name} must be a range like 2:10, got {parts!r}")
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an inclusive range (lo, hi), got {value!r}")
+        lo, hi = as_int(value[0], name), as_int(value[1], name)
+    else:
+        lo = hi = as_int(value, name)
+    if lo > hi:
+        raise ValueError(f"{name} range is reversed: {lo}:{hi}")
+    if lo < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {lo}:{hi}")
+    return lo, hi
+
+
+def layer_plan(channels, block) -> list[tuple[str, int, int]]:
+    """(kind, in_channels, out_channels) per layer for channels c0..cB and a block pattern."""
+    if isinstance(block, str):
+        block = tuple(k.strip() for k in block.split(","))
+    block = tuple(block)
+    if not block:
+        raise ValueError("block must name at least one layer kind")
+    for kind in block:
+        if kind not in _KINDS:
+            raise ValueError(f"block: unknown layer kind {kind!r} (use 'conv' or 'pool')")
+    if isinstance(channels, str):
+        try:
+            channels = [int(c) for c in channels.split(",")]
+        except ValueError:
+            raise ValueError(f"channels must be integers like 1,5,10, got {channels!r}") from None
+    channels = [as_int(c, "channels") for c in channels]
+    if len(channels) < 2:
+        raise ValueError(f"channels needs at least two values (c0, c1), got {channels}")
+    if min(channels) <= 0:
+        raise ValueError(f"channels must be positive, got {channels}")
+    if "conv" not in block and any(a != b for a, b in zip(channels, channels[1:])):
+        raise ValueError(f"block {','.join(block)} has no conv, so channels cannot change: {channels}")
+    plan = []
+    for c_in, c_out in zip(channels, channels[1:]):
+        current, seen_conv = c_in, False
+        for kind in block:
+            if kind == "conv":
+                plan.append(("conv", current, c_out))
+                current, seen_conv = c_out, True
+            else:
+                plan.append(("pool", current, current))
+    return plan
+
+
+def solve(input, output, channels, *, block=("conv", "pool"), kernel=(2, 10), stride=(1, 5), padding=(0, 0),
+          dilation=(1, 1), pool_kernel=(2, 10), pool_stride=(1, 5), pool_padding=(0, 0), exact=False,
+          objective="params", top=1, progress=None) -> SolveResult:
+    """Find every conv/pool design that maps ``input`` to ``output``; count and rank them.
+
+    Parameters
+    ----------
+    input, output : int, (h, w) or "HxW"
+        Feature-map sizes at the start and the end.
+    channels : sequence of int or "c0,c1,..."
+        ``B + 1`` channel counts give ``B`` blocks.
+    block : sequence of 'conv'/'pool' or "conv,pool"
+        Layer kinds of every block.  The first conv of block i maps
+        ``c_i -> c_{i+1}``; later convs keep ``c_{i+1}``; pools keep channels.
+    kernel, stride, padding, dilation : (lo, hi), int or "lo:hi"
+        Inclusive search ranges for convs.
+    pool_kernel, pool_stride, pool_padding : (lo, hi), int or "lo:hi"
+        Inclusive ranges for max pools (dilation 1; padding at most kernel // 2).
+    exact : bool
+        Only designs where every layer reads every input row and column
+        (``(n + 2p - d(k-1) - 1) % s == 0``).
+    objective : {'params', 'macs', 'kernel'}
+        Parameters of the convs, MACs per sample of the convs, or the sum of all
+        kernel sizes.  Ties go to the lexicographically smallest (k, s, p, d) sequence.
+    top : int
+        How many of the best designs to return.
+    progress : bool, optional
+        Draw a progress bar on stderr; by default only when stderr is a terminal.
+
+    Returns
+    -------
+    SolveResult
+        ``.count`` is exact (a Python int), ``.solutions`` best first.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> r = fastconv.solve(28, 1, [1, 5, 10], top=2)
+    >>> r.count
+    84164
+    >>> r.solutions[0].chain(), r.solutions[0].cost
+    ('28 -> 27 -> 26 -> 13 -> 1', 235)
+    """
+    in_hw, out_hw = _size(input, "input"), _size(output, "output")
+    plan = layer_plan(channels, block)
+    ranges = dict(
+        kernel=_range(kernel, "kernel", 1), stride=_range(stride, "stride", 1),
+        padding=_range(padding, "padding", 0), dilation=_range(dilation, "dilation", 1),
+        pool_kernel=_range(pool_kernel, "pool_kernel", 1), pool_stride=_range(pool_stride, "pool_stride", 1),
+        pool_padding=_range(pool_padding, "pool_padding", 0),
+    )
+    if objective not in _OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
+    top = as_int(top, "top")
+    if top < 0:
+        raise ValueError(f"top must be non-negative, got {top}")
+    args = (in_hw, out_hw, plan, *ranges.values(), bool(exact), objective, top)
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress:
+        count, designs = _solve_with_progress(args)
+    else:
+        count, designs = _core.solve(*args)
+
+    square = in_hw[0] == in_hw[1] and out_hw[0] == out_hw[1]
+    size = (lambda hw: hw[0]) if square else (lambda hw: tuple(hw))
+    solutions = tuple(
+        Solution(cost, tuple(DesignLayer(kind, k, s, p, d, size(i), size(o), ci, co)
+                             for kind, k, s, p, d, i, o, ci, co in rows))
+        for cost, rows in designs
+    )
+    return SolveResult(count, solutions, tuple(plan))
+
+
+def _solve_with_progress(args):
+    state = _core.SolveProgress()
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = _core.solve(*args, state)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    drawn = False
+    while worker.is_alive():
+        worker.join(0.1)
+        if worker.is_alive() and time.monotonic() - started > 0.5 and state.total:
+            frac = min(1.0, state.done / state.total)
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\rsolving [{bar:<30}] {100 * frac:5.1f}%")
+            sys.stderr.flush()
+            drawn = True
+    if drawn:
+        sys.stderr.write("\r" + " " * 50 + "\r")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -1,0 +1,395 @@
+"""conv2d, conv2d_backward, conv_transpose2d, unfold and fold against torch."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tols
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv.shapes import same_padding
+
+
+def torch_pad_args(padding):
+    """Our padding forms as an explicit F.pad (left, right, top, bottom) tuple."""
+    if isinstance(padding, int):
+        return (padding,) * 4
+    if len(padding) == 2:
+        return (padding[1], padding[1], padding[0], padding[0])
+    return tuple(padding)
+
+
+def torch_conv(x, w, b, stride, padding, dilation, groups, gy=None):
+    """torch forward (explicit F.pad for every padding form) and autograd gradients."""
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = None if b is None else torch.tensor(b, requires_grad=True)
+    if padding == "same":
+        kh, kw = w.shape[2:]
+        s = stride if isinstance(stride, tuple) else (stride, stride)
+        d = dilation if isinstance(dilation, tuple) else (dilation, dilation)
+        (t, bo), (le, r) = same_padding(x.shape[-2:], (kh, kw), s, d)
+        pad = (le, r, t, bo)
+    elif padding == "valid":
+        pad = (0, 0, 0, 0)
+    else:
+        pad = torch_pad_args(padding)
+    y = F.conv2d(F.pad(xt, pad), wt, bt, stride, 0, dilation, groups)
+    grads = None
+    if gy is not None:
+        y.backward(torch.tensor(gy))
+        grads = (xt.grad.numpy(), wt.grad.numpy(), None if bt is None else bt.grad.numpy())
+    return y.detach().numpy(), grads
+
+
+# (id, N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
+CASES = [
+    ("basic", 2, 3, 8, 8, 4, 3, 1, 0, 1, 1),
+    ("stride2", 2, 3, 9, 10, 5, 3, 2, 1, 1, 1),
+    ("stride_pair", 1, 4, 11, 9, 6, (3, 2), (2, 3), (1, 0), 1, 1),
+    ("pad_pair", 2, 2, 7, 8, 3, 3, 1, (2, 1), 1, 1),
+    ("pad_4tuple", 2, 2, 7, 8, 3, 3, 1, (1, 2, 0, 3), 1, 1),
+    ("same_s1", 2, 3, 8, 7, 4, 3, 1, "same", 1, 1),
+    ("same_s2_odd", 2, 3, 9, 7, 4, 3, 2, "same", 1, 1),
+    ("same_s3_k4", 1, 2, 10, 11, 3, 4, 3, "same", 1, 1),
+    ("same_dilated", 1, 2, 9, 9, 3, 3, 2, "same", 2, 1),
+    ("valid", 2, 3, 8, 8, 4, 3, 2, "valid", 1, 1),
+    ("dilation2", 2, 3, 12, 12, 4, 3, 1, 2, 2, 1),
+    ("dilation_pair", 1, 3, 12, 13, 4, 3, 2, 1, (2, 3), 1),
+    ("groups2", 2, 4, 8, 8, 6, 3, 1, 1, 1, 2),
+    ("groups4_strided", 2, 8, 9, 9, 8, 3, 2, 1, 1, 4),
+    ("depthwise", 2, 6, 10, 10, 6, 3, 1, 1, 1, 6),
+    ("depthwise_mult2", 2, 4, 9, 9, 8, 3, 2, 1, 1, 4),
+    ("depthwise_dilated", 1, 3, 11, 11, 3, 3, 1, 2, 2, 3),
+    ("one_in_channel", 3, 1, 12, 12, 5, 3, 1, 0, 1, 1),
+    ("pointwise", 2, 8, 6, 6, 5, 1, 1, 0, 1, 1),
+    ("pointwise_strided", 2, 8, 7, 7, 5, 1, 2, 0, 1, 1),
+    ("pointwise_grouped", 2, 8, 6, 6, 4, 1, 1, 0, 1, 2),
+    ("kernel_eq_input", 2, 3, 5, 5, 4, 5, 1, 0, 1, 1),
+    ("big_kernel_pad", 1, 2, 4, 4, 3, 5, 1, 2, 1, 1),
+    ("many_tiles", 2, 16, 40, 40, 8, 3, 1, 1, 1, 1),
+    ("single_image_many_tiles", 1, 32, 48, 48, 16, 3, 1, 1, 1, 1),
+    ("wide_kernel", 1, 2, 6, 20, 3, (1, 7), 1, (0, 3), 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_conv2d_forward_and_backward_match_torch(case, dtype, rng):
+    _, n, c, h, w, co, k, s, p, d, g = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((co, c // g, kh, kw)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    y = fastconv.conv2d(x, wt, b, s, p, d, g)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y_ref, (gx_ref, gw_ref, gb_ref) = torch_conv(x, wt, b, s, p, d, g, gy)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    torch.testing.assert_close(y, y_ref, **tols(dtype))
+    gx, gw, gb = fastconv.conv2d_backward(gy, x, wt, s, p, d, g)
+    torch.testing.assert_close(gx, gx_ref, **tols(dtype))
+    torch.testing.assert_close(gw, gw_ref, **tols(dtype))
+    torch.testing.assert_close(gb, gb_ref, **tols(dtype))
+
+
+def test_no_bias_matches_torch(rng):
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    torch.testing.assert_close(fastconv.conv2d(x, w), F.conv2d(torch.tensor(x), torch.tensor(w)).numpy())
+
+
+def test_unbatched_matches_torch(rng):
+    x = rng.standard_normal((3, 9, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = fastconv.conv2d(x, w, None, 2, 1)
+    assert y.shape == (4, 5, 5)
+    torch.testing.assert_close(y, F.conv2d(torch.tensor(x), torch.tensor(w), None, 2, 1).numpy())
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = fastconv.conv2d_backward(gy, x, w, 2, 1)
+    _, (gx_ref, gw_ref, _) = torch_conv(x[None], w, None, 2, 1, 1, 1, gy[None])
+    assert gx.shape == x.shape
+    torch.testing.assert_close(gx, gx_ref[0])
+    torch.testing.assert_close(gw, gw_ref)
+
+
+def test_empty_batch(rng):
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = fastconv.conv2d(x, w, np.ones(4, np.float32), padding=1)
+    assert y.shape == (0, 4, 8, 8)
+    gx, gw, gb = fastconv.conv2d_backward(np.zeros((0, 4, 8, 8), np.float32), x, w, padding=1)
+    assert gx.shape == (0, 3, 8, 8)
+    np.testing.assert_array_equal(gw, 0)
+    np.testing.assert_array_equal(gb, 0)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "reversed", "fortran", "strided"])
+def test_non_contiguous_inputs(layout, rng):
+    base = rng.standard_normal((2, 3, 10, 12))
+    w = rng.standard_normal((4, 3, 3, 3))
+    x = {
+        "transposed": np.ascontiguousarray(base.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+        "reversed": base[:, :, ::-1, ::-1],
+        "fortran": np.asfortranarray(base),
+        "strided": np.repeat(base, 2, axis=3)[:, :, :, ::2],
+    }[layout]
+    ref = F.conv2d(torch.tensor(np.ascontiguousarray(x)), torch.tensor(w), None, 1, 1).numpy()
+    torch.testing.assert_close(fastconv.conv2d(x, w, padding=1), ref)
+    torch.testing.assert_close(fastconv.conv2d(x, w[:, :, ::-1], padding=1),
+                               F.conv2d(torch.tensor(np.ascontiguousarray(x)),
+                                        torch.tensor(np.ascontiguousarray(w[:, :, ::-1])), None, 1, 1).numpy())
+
+
+def test_lists_are_accepted():
+    y = fastconv.conv2d([[[[1.0, 2.0], [3.0, 4.0]]]], [[[[1.0]]]])
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, [[[[1.0, 2.0], [3.0, 4.0]]]])
+
+
+def test_mixed_precision_promotes_to_float64(rng):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3))  # float64
+    y = fastconv.conv2d(x, w)
+    assert y.dtype == np.float64
+    ref = F.conv2d(torch.tensor(x.astype(np.float64)), torch.tensor(w)).numpy()
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    assert fastconv.conv2d(x, w.astype(np.float32), np.zeros(3)).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.complex64, np.float16])
+def test_unsupported_dtypes_raise_type_error(dtype):
+    x = np.ones((1, 1, 4, 4), dtype)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    with pytest.raises(TypeError, match=rf"input.*{np.dtype(dtype).name}"):
+        fastconv.conv2d(x, w)
+    with pytest.raises(TypeError, match="weight"):
+        fastconv.conv2d(w.astype(np.float32).repeat(2, 2).repeat(2, 3), w.astype(dtype))
+
+
+BAD = [
+    ("stride0", dict(stride=0), ValueError, "stride"),
+    ("stride_neg_pair", dict(stride=(1, -1)), ValueError, "stride"),
+    ("dilation0", dict(dilation=0), ValueError, "dilation"),
+    ("groups0", dict(groups=0), ValueError, "groups"),
+    ("groups_indivisible", dict(groups=2), ValueError, "groups"),
+    ("padding_negative", dict(padding=-1), ValueError, "padding"),
+    ("padding_negative_4", dict(padding=(0, 0, -1, 0)), ValueError, "padding"),
+    ("padding_word", dict(padding="full"), ValueError, "padding"),
+    ("padding_3tuple", dict(padding=(1, 1, 1)), ValueError, "padding"),
+    ("stride_float", dict(stride=1.5), TypeError, "stride"),
+    ("stride_bool", dict(stride=True), TypeError, "stride"),
+    ("kernel_too_big", dict(weight=np.ones((2, 3, 9, 9))), ValueError, "kernel_size"),
+    ("weight_channels", dict(weight=np.ones((2, 2, 3, 3))), ValueError, "weight"),
+    ("weight_ndim", dict(weight=np.ones((2, 3, 3))), ValueError, "weight"),
+    ("input_ndim", dict(input=np.ones((7, 7))), ValueError, "input"),
+    ("input_5d", dict(input=np.ones((1, 1, 3, 7, 7))), ValueError, "input"),
+    ("bias_length", dict(bias=np.ones(3)), ValueError, "bias"),
+    ("bias_2d", dict(bias=np.ones((2, 1))), ValueError, "bias"),
+    ("overflow_padding", dict(padding=2**62), ValueError, "overflow"),
+    ("huge_dilation", dict(dilation=2**62), ValueError, "overflow|dilation"),
+    ("none_input", dict(input=None), TypeError, "input"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_messages(case):
+    _, kwargs, exc, pattern = case
+    args = dict(input=np.ones((1, 3, 7, 7)), weight=np.ones((2, 3, 3, 3)), bias=None)
+    args.update(kwargs)
+    with pytest.raises(exc, match=pattern) as info:
+        fastconv.conv2d(**args)
+    # the message states the value received
+    if "stride" in kwargs and exc is ValueError:
+        assert str(kwargs["stride"]) in str(info.value)
+
+
+def test_backward_rejects_wrong_grad_output_shape():
+    x, w = np.ones((1, 3, 7, 7)), np.ones((2, 3, 3, 3))
+    with pytest.raises(ValueError, match="grad_output"):
+        fastconv.conv2d_backward(np.ones((1, 2, 4, 4)), x, w)
+
+
+def test_num_threads_roundtrip():
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(1)
+        assert fastconv.get_num_threads() == 1
+        with pytest.raises(ValueError, match="n must be"):
+            fastconv.set_num_threads(0)
+    finally:
+        fastconv.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_do_not_depend_on_thread_count(threads, rng):
+    x = rng.standard_normal((3, 16, 20, 20))
+    w = rng.standard_normal((8, 16, 3, 3))
+    gy = rng.standard_normal((3, 8, 20, 20))
+    ref = F.conv2d(torch.tensor(x), torch.tensor(w), None, 1, 1).numpy()
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        torch.testing.assert_close(fastconv.conv2d(x, w, padding=1), ref)
+        _, (gx_ref, gw_ref, _) = torch_conv(x, w, None, 1, 1, 1, 1, gy)
+        gx, gw, _ = fastconv.conv2d_backward(gy, x, w, padding=1)
+        torch.testing.assert_close(gx, gx_ref)
+        torch.testing.assert_close(gw, gw_ref)
+    finally:
+        fastconv.set_num_threads(old)
+
+
+def test_eight_python_threads_give_identical_results(rng):
+    xs = [rng.standard_normal((4, 8, 24, 24)).astype(np.float32) for _ in range(8)]
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    expected = [fastconv.conv2d(x, w, padding=1) for x in xs]
+    expected_grads = [fastconv.conv2d_backward(np.ones_like(e), x, w, padding=1) for x, e in zip(xs, expected)]
+    results = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()
+        for _ in range(5):
+            y = fastconv.conv2d(xs[i], w, padding=1)
+            g = fastconv.conv2d_backward(np.ones_like(y), xs[i], w, padding=1)
+        results[i] = (y, g)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        np.testing.assert_array_equal(results[i][0], expected[i])
+        for got, want in zip(results[i][1], expected_grads[i]):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n,k,s,d", [(9, 3, 2, 1), (10, 3, 2, 1), (7, 4, 3, 1), (11, 3, 2, 2), (5, 1, 2, 1),
+                                     (4, 5, 3, 1), (16, 7, 4, 2), (2, 3, 5, 1)])
+def test_same_padding_follows_tensorflow_formula(n, k, s, d, rng):
+    out = -(-n // s)
+    total = max(0, (out - 1) * s + d * (k - 1) + 1 - n)
+    assert same_padding(n, k, s, d) == (total // 2, total - total // 2)
+    x = rng.standard_normal((1, 2, n, n))
+    w = rng.standard_normal((3, 2, k, k))
+    y = fastconv.conv2d(x, w, stride=s, padding="same", dilation=d)
+    assert y.shape[2:] == (out, out)
+    ref = F.conv2d(F.pad(torch.tensor(x), (total // 2, total - total // 2) * 2), torch.tensor(w), None, s, 0, d)
+    torch.testing.assert_close(y, ref.numpy())
+
+
+def test_same_stride1_equals_torch_same(rng):
+    x = rng.standard_normal((2, 3, 10, 9))
+    w = rng.standard_normal((4, 3, 4, 3))
+    ref = F.conv2d(torch.tensor(x), torch.tensor(w), None, 1, "same", (2, 1))
+    torch.testing.assert_close(fastconv.conv2d(x, w, padding="same", dilation=(2, 1)), ref.numpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 3), groups=st.integers(1, 3), cin_g=st.integers(1, 3), cout_g=st.integers(1, 3),
+    h=st.integers(1, 12), w=st.integers(1, 12), kh=st.integers(1, 4), kw=st.integers(1, 4),
+    sh=st.integers(1, 3), sw=st.integers(1, 3), dh=st.integers(1, 3), dw=st.integers(1, 3),
+    pads=st.tuples(*[st.integers(0, 3)] * 4), same=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_random_geometries_match_torch(n, groups, cin_g, cout_g, h, w, kh, kw, sh, sw, dh, dw, pads, same, seed):
+    rng = np.random.default_rng(seed)
+    padding = "same" if same else pads
+    if same:
+        (t, b), (le, r) = same_padding((h, w), (kh, kw), (sh, sw), (dh, dw))
+        pad4 = (le, r, t, b)
+    else:
+        pad4 = pads
+    if h + pad4[2] + pad4[3] < dh * (kh - 1) + 1 or w + pad4[0] + pad4[1] < dw * (kw - 1) + 1:
+        with pytest.raises(ValueError, match="kernel_size"):
+            fastconv.conv2d(np.ones((n, groups * cin_g, h, w)), np.ones((groups * cout_g, cin_g, kh, kw)),
+                            stride=(sh, sw), padding=padding, dilation=(dh, dw), groups=groups)
+        return
+    x = rng.standard_normal((n, groups * cin_g, h, w))
+    wt = rng.standard_normal((groups * cout_g, cin_g, kh, kw))
+    b = rng.standard_normal(groups * cout_g)
+    y = fastconv.conv2d(x, wt, b, (sh, sw), padding, (dh, dw), groups)
+    gy = rng.standard_normal(y.shape)
+    y_ref, (gx_ref, gw_ref, gb_ref) = torch_conv(x, wt, b, (sh, sw), pad4, (dh, dw), groups, gy)
+    torch.testing.assert_close(y, y_ref)
+    gx, gw, gb = fastconv.conv2d_backward(gy, x, wt, (sh, sw), padding, (dh, dw), groups)
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(gw, gw_ref)
+    torch.testing.assert_close(gb, gb_ref)
+
+
+TRANSPOSE = [
+    ("basic", 2, 3, 5, 5, 4, 3, 1, 0, 0, 1, 1),
+    ("stride2", 2, 3, 5, 6, 4, 3, 2, 1, 1, 1, 1),
+    ("stride3_outpad2", 1, 2, 4, 4, 3, 3, 3, 1, 2, 1, 1),
+    ("groups", 2, 4, 5, 5, 6, 3, 2, 1, 0, 1, 2),
+    ("dilated", 1, 2, 5, 5, 3, 3, 1, 1, 0, 2, 1),
+    ("pair_geometry", 1, 2, 4, 5, 3, (2, 3), (2, 1), (0, 1), (1, 0), 1, 1),
+    ("depthwise", 2, 4, 6, 6, 4, 3, 2, 1, 1, 1, 4),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", TRANSPOSE, ids=[c[0] for c in TRANSPOSE])
+def test_conv_transpose2d_matches_torch(case, dtype, rng):
+    _, n, cin, h, w, cout, k, s, p, op, d, g = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    wt = rng.standard_normal((cin, cout // g, kh, kw)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    xt, wtt, bt = (torch.tensor(a, requires_grad=True) for a in (x, wt, b))
+    y_ref = F.conv_transpose2d(xt, wtt, bt, s, p, op, g, d)
+    y = fastconv.conv_transpose2d(x, wt, b, s, p, op, g, d)
+    torch.testing.assert_close(y, y_ref.detach().numpy(), **tols(dtype))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y_ref.backward(torch.tensor(gy))
+    gx, gw, gb = fastconv.conv_transpose2d_backward(gy, x, wt, s, p, op, g, d)
+    torch.testing.assert_close(gx, xt.grad.numpy(), **tols(dtype))
+    torch.testing.assert_close(gw, wtt.grad.numpy(), **tols(dtype))
+    torch.testing.assert_close(gb, bt.grad.numpy(), **tols(dtype))
+
+
+def test_conv_transpose2d_bad_output_padding():
+    with pytest.raises(ValueError, match="output_padding"):
+        fastconv.conv_transpose2d(np.ones((1, 2, 4, 4)), np.ones((2, 3, 3, 3)), stride=2, output_padding=2)
+
+
+def test_conv_transpose2d_unbatched(rng):
+    x = rng.standard_normal((2, 4, 4))
+    w = rng.standard_normal((2, 3, 3, 3))
+    y = fastconv.conv_transpose2d(x, w, stride=2)
+    torch.testing.assert_close(y, F.conv_transpose2d(torch.tensor(x), torch.tensor(w), stride=2).numpy())
+
+
+UNFOLD = [
+    ("k2", 2, 3, 6, 7, (2, 2), 1, 0, 1),
+    ("k3_s2_p1", 2, 2, 7, 7, (3, 3), 1, 1, 2),
+    ("dilated", 1, 2, 9, 8, (2, 3), (2, 1), (1, 0), (1, 2)),
+    ("rect", 1, 1, 5, 10, (1, 4), 1, (0, 2), (1, 3)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", UNFOLD, ids=[c[0] for c in UNFOLD])
+def test_unfold_and_fold_match_torch(case, dtype, rng):
+    _, n, c, h, w, k, d, p, s = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    cols = fastconv.unfold(x, k, d, p, s)
+    ref = F.unfold(torch.tensor(x), k, d, p, s)
+    torch.testing.assert_close(cols, ref.numpy())
+    back = fastconv.fold(cols, (h, w), k, d, p, s)
+    torch.testing.assert_close(back, F.fold(ref, (h, w), k, d, p, s).numpy(), **tols(dtype))
+    unb = fastconv.unfold(x[0], k, d, p, s)
+    torch.testing.assert_close(unb, ref[0].numpy())
+    torch.testing.assert_close(fastconv.fold(unb, (h, w), k, d, p, s), back[0])
+
+
+def test_fold_rejects_wrong_block_count():
+    with pytest.raises(ValueError, match="input"):
+        fastconv.fold(np.ones((1, 4, 8)), (4, 4), 2)
+    with pytest.raises(ValueError, match="input"):
+        fastconv.fold(np.ones((1, 5, 9)), (4, 4), 2)
