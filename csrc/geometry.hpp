@@ -103,13 +103,14 @@ inline int64_t pool_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d, b
     fail("padding should be at most half of kernel_size (padding " + std::to_string(p) + ", kernel_size " +
          std::to_string(k) + ")");
   const int64_t e = effective_kernel(k, d);
-  const int64_t numer = checked_add(n, 2 * p, "padded input") - e;
-  if (numer < 0)
-    fail("kernel_size: pooling window extent " + std::to_string(e) + " is larger than the padded input size " +
-         std::to_string(n + 2 * p));
-  int64_t out = (ceil_mode ? (numer + s - 1) / s : numer / s) + 1;
+  // torch's pooling_output_shape: floor division rounding toward -infinity; in
+  // ceil mode a window may overhang the input, as long as it starts inside it.
+  int64_t numer = checked_add(n, 2 * p, "padded input") - e + (ceil_mode ? s - 1 : 0);
+  int64_t out = (numer >= 0 ? numer / s : -((-numer + s - 1) / s)) + 1;
   if (ceil_mode && (out - 1) * s >= n + p) --out;
-  if (out < 1) fail("input size " + std::to_string(n) + " gives an empty pooling output");
+  if (out < 1)
+    fail("kernel_size: pooling window extent " + std::to_string(e) + " does not fit the input size " +
+         std::to_string(n) + " with padding " + std::to_string(p) + " (output size " + std::to_string(out) + ")");
   return out;
 }
 

@@ -1,0 +1,222 @@
+"""The ``fastconv`` command line: solve, shape, summary, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["main"]
+
+
+def _solve(args, parser) -> int:
+    from .solver import _range, _size, layer_plan, solve
+
+    try:
+        sizes = dict(input=_size(args.input, "--input"), output=_size(args.output, "--output"))
+        layer_plan(args.channels, args.block)
+    except ValueError as exc:
+        msg = str(exc)
+        if "block" in msg:
+            msg = "--block: " + msg
+        elif "channels" in msg:
+            msg = "--channels: " + msg
+        parser.error(msg)
+    ranges = {}
+    for name, minimum in [("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1), ("pool_kernel", 1),
+                          ("pool_stride", 1), ("pool_padding", 0)]:
+        option = "--" + name.replace("_", "-")
+        try:
+            ranges[name] = _range(getattr(args, name), option, minimum)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.top < 0:
+        parser.error(f"--top must be non-negative, got {args.top}")
+    try:
+        result = solve(sizes["input"], sizes["output"], args.channels, block=args.block, exact=args.exact,
+                       objective=args.objective, top=args.top, **ranges)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    if result.count == 0:
+        print(f"No design maps {args.input} to {args.output} in this search space (count 0). "
+              "Widen the ranges (padding, stride, kernel) or change the blocks.")
+        return 0
+    if args.torch:
+        print(result.to_torch(), end="")
+        return 0
+    print(f"{result.count:,} designs map {args.input} to {args.output}; "
+          f"best {len(result.solutions)} by {args.objective}{' (exact mode)' if args.exact else ''}:")
+    for rank, sol in enumerate(result.solutions, 1):
+        print(f"\n#{rank}  cost {sol.cost:,}   {sol.chain()}")
+        head = ("layer", "kind", "k", "s", "p", "d", "in", "out", "channels")
+        rows = [(str(i), layer.kind, str(layer.kernel), str(layer.stride), str(layer.padding), str(layer.dilation),
+                 _fmt(layer.in_size), _fmt(layer.out_size), f"{layer.in_channels}->{layer.out_channels}")
+                for i, layer in enumerate(sol.layers)]
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *rows]:
+            print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    return 0
+
+
+def _fmt(size) -> str:
+    return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+
+def _shape(args, parser) -> int:
+    from . import shapes
+
+    def geom(value):
+        parts = [int(v) for v in str(value).lower().split("x")]
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+    try:
+        n, k = geom(args.input), geom(args.kernel)
+        s, d = geom(args.stride) if args.stride is not None else None, geom(args.dilation)
+        if args.what == "same":
+            pads = shapes.same_padding(n, k, s or 1, d)
+            out = shapes.conv_output_size(n, k, s or 1, "same", d)
+            print(f"same padding (before, after): {pads}; output {out}")
+            return 0
+        if args.what == "conv":
+            p = args.padding if args.padding in ("same", "valid") else geom(args.padding)
+            out = shapes.conv_output_size(n, k, s or 1, p, d)
+            dropped = shapes.dropped_pixels(n, k, s or 1, p, d)
+        elif args.what == "pool":
+            p = geom(args.padding)
+            out = shapes.pool_output_size(n, k, s, p, d, args.ceil_mode)
+            dropped = 0 if args.ceil_mode else shapes.dropped_pixels(n, k, s or k, p, d)
+        else:
+            out = shapes.conv_transpose_output_size(n, k, s or 1, geom(args.padding), geom(args.output_padding), d)
+            dropped = 0
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"output size: {_fmt(out) if not isinstance(out, int) else out}")
+    if dropped and dropped != (0, 0):
+        print(f"warning: the last {dropped} input row(s)/column(s) are never read")
+    return 0
+
+
+def _summary(args, parser) -> int:
+    import importlib.util
+    import os
+
+    from ._summary import summary
+
+    spec = args.model
+    try:
+        if ":" in spec and not spec.endswith(".json"):
+            path, attr = spec.rsplit(":", 1)
+            mod_spec = importlib.util.spec_from_file_location("fastconv_user_model", os.path.abspath(path))
+            if mod_spec is None:
+                parser.error(f"MODEL: cannot import {path}")
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            model = getattr(module, attr)
+            model = model() if callable(model) and not hasattr(model, "output_shape") and not hasattr(
+                model, "named_children") else model
+        else:
+            with open(spec) as fh:
+                model = model_from_json(json.load(fh))
+        result = summary(model, args.input)
+    except (ValueError, TypeError, OSError, AttributeError) as exc:
+        parser.error(f"MODEL {spec}: {exc}")
+    print(json.dumps(result.to_dict()) if args.json else result)
+    return 0
+
+
+def model_from_json(obj):
+    """``[{"type": "Conv2d", ...torch kwargs}, ...]`` -> fastconv.layers; containers nest via "layers"/"body"."""
+    from . import layers as L
+
+    if isinstance(obj, list):
+        return L.Sequential(*(model_from_json(o) for o in obj))
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise ValueError(f"each layer must be an object with a 'type', got {obj!r}")
+    kwargs = dict(obj)
+    kind = kwargs.pop("type")
+    cls = getattr(L, kind, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, L.Layer) or kind == "Layer":
+        raise ValueError(f"unknown layer type {kind!r}")
+    if kind == "Sequential":
+        return L.Sequential(*(model_from_json(o) for o in kwargs.get("layers", [])))
+    if kind in ("Residual", "Concat"):
+        return cls(model_from_json(kwargs["body"]))
+    return cls(**kwargs)
+
+
+def _bench(args, parser) -> int:
+    from .bench import run_table
+
+    return run_table(shapes=args.shapes, repeats=args.repeats, threads=args.threads, dtype=args.dtype,
+                     backward=not args.forward_only, numpy=not args.no_numpy)
+
+
+def _demo(args, parser) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("solve", help="find conv/pool designs mapping an input size to a target size")
+    p.add_argument("--input", required=True, help="input size, e.g. 28 or 32x24")
+    p.add_argument("--output", required=True, help="target size")
+    p.add_argument("--channels", required=True, help="channels c0,c1,...,cB")
+    p.add_argument("--block", default="conv,pool", help="layer kinds per block (default conv,pool)")
+    for name, default in [("kernel", "2:10"), ("stride", "1:5"), ("padding", "0:0"), ("dilation", "1:1"),
+                          ("pool-kernel", "2:10"), ("pool-stride", "1:5"), ("pool-padding", "0:0")]:
+        p.add_argument(f"--{name}", default=default, help=f"inclusive range lo:hi (default {default})")
+    p.add_argument("--exact", action="store_true", help="every layer must read every input row/column")
+    p.add_argument("--objective", default="params", choices=["params", "macs", "kernel"])
+    p.add_argument("--top", type=int, default=1, help="how many designs to show")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON")
+    out.add_argument("--torch", action="store_true", help="print PyTorch code for the best design")
+    p.set_defaults(func=_solve, parser=p)
+
+    p = sub.add_parser("shape", help="output size of one conv, pool or transposed conv; TF same padding")
+    p.add_argument("what", choices=["conv", "pool", "transpose", "same"])
+    p.add_argument("--input", required=True, help="input size, e.g. 224 or 224x160")
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--stride", default=None)
+    p.add_argument("--padding", default="0", help="int, HxW, 'same' or 'valid' (conv)")
+    p.add_argument("--dilation", default="1")
+    p.add_argument("--output-padding", default="0")
+    p.add_argument("--ceil-mode", action="store_true")
+    p.set_defaults(func=_shape, parser=p)
+
+    p = sub.add_parser("summary", help="Keras-like summary of a JSON layer list or module.py:attribute")
+    p.add_argument("model", help="model.json or module.py:attribute")
+    p.add_argument("--input", required=True, help="input shape CxHxW, e.g. 3x224x224")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_summary, parser=p)
+
+    p = sub.add_parser("bench", help="fastconv vs torch vs NumPy on the benchmark shapes")
+    p.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--forward-only", action="store_true")
+    p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
+    p.set_defaults(func=_bench, parser=p)
+
+    p = sub.add_parser("demo", help="train a CNN on scikit-learn's digits with fastconv only")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the demo (see fastconv demo --help)")
+    p.set_defaults(func=_demo, parser=p)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args, args.parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

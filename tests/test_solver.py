@@ -1,0 +1,221 @@
+"""The size-DP solver against a brute-force enumeration of every design."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv.solver import layer_plan
+
+
+def out_size(n, k, s, p, d, exact):
+    """torch's rule, written independently of fastconv."""
+    span = n + 2 * p - d * (k - 1) - 1
+    if span < 0 or (exact and span % s):
+        return None
+    return span // s + 1
+
+
+def brute_force(inp, out, channels, block, kernel, stride, padding, dilation, pool_kernel, pool_stride,
+                pool_padding, exact, objective):
+    """Every design, checked layer by layer; returns the sorted (cost, choices) list."""
+    plan = layer_plan(channels, block)
+    rng = lambda r: range(r[0], r[1] + 1)  # noqa: E731
+    conv_choices = list(itertools.product(rng(kernel), rng(stride), rng(padding), rng(dilation)))
+    pool_choices = [(k, s, p, 1) for k, s, p in itertools.product(rng(pool_kernel), rng(pool_stride),
+                                                                    rng(pool_padding)) if p <= k // 2]
+    inp = inp if isinstance(inp, tuple) else (inp, inp)
+    out = out if isinstance(out, tuple) else (out, out)
+    found = []
+
+    def dfs(i, h, w, cost, path):
+        if i == len(plan):
+            if (h, w) == out:
+                found.append((cost, tuple(path)))
+            return
+        kind, cin, cout = plan[i]
+        for k, s, p, d in conv_choices if kind == "conv" else pool_choices:
+            oh, ow = out_size(h, k, s, p, d, exact), out_size(w, k, s, p, d, exact)
+            if oh is None or ow is None:
+                continue
+            if objective == "kernel":
+                c = k
+            elif kind == "pool":
+                c = 0
+            elif objective == "params":
+                c = cin * cout * k * k + cout
+            else:
+                c = oh * ow * cin * cout * k * k
+            dfs(i + 1, oh, ow, cost + c, path + [(k, s, p, d)])
+
+    dfs(0, *inp, 0, [])
+    return sorted(found)
+
+
+def design_tuple(solution):
+    return tuple((layer.kernel, layer.stride, layer.padding, layer.dilation) for layer in solution.layers)
+
+
+def check_against_brute_force(top, **space):
+    result = fastconv.solve(space["inp"], space["out"], space["channels"], block=space["block"],
+                            kernel=space["kernel"], stride=space["stride"], padding=space["padding"],
+                            dilation=space["dilation"], pool_kernel=space["pool_kernel"],
+                            pool_stride=space["pool_stride"], pool_padding=space["pool_padding"],
+                            exact=space["exact"], objective=space["objective"], top=top)
+    expected = brute_force(**space)
+    assert result.count == len(expected)
+    assert [(s.cost, design_tuple(s)) for s in result.solutions] == expected[:top]
+    # every returned design re-checked layer by layer
+    for s in result.solutions:
+        h = space["inp"] if isinstance(space["inp"], int) else space["inp"][0]
+        for layer in s.layers:
+            in_h = layer.in_size if isinstance(layer.in_size, int) else layer.in_size[0]
+            assert in_h == h
+            h = out_size(h, layer.kernel, layer.stride, layer.padding, layer.dilation, space["exact"])
+            out_h = layer.out_size if isinstance(layer.out_size, int) else layer.out_size[0]
+            assert h == out_h
+    return result
+
+
+range_st = lambda lo, hi, width: st.integers(lo, hi).flatmap(  # noqa: E731
+    lambda a: st.tuples(st.just(a), st.integers(a, min(hi, a + width))))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    inp=st.integers(1, 14), out=st.integers(1, 6), blocks=st.integers(1, 2),
+    block=st.sampled_from([("conv", "pool"), ("conv",), ("conv", "conv", "pool"), ("pool", "conv")]),
+    kernel=range_st(1, 5, 2), stride=range_st(1, 3, 2), padding=range_st(0, 2, 1), dilation=range_st(1, 2, 1),
+    pool_kernel=range_st(1, 4, 2), pool_stride=range_st(1, 3, 1), pool_padding=range_st(0, 1, 1),
+    exact=st.booleans(), objective=st.sampled_from(["params", "macs", "kernel"]), top=st.integers(1, 6),
+    seed=st.integers(1, 9),
+)
+def test_random_spaces_match_brute_force(inp, out, blocks, block, kernel, stride, padding, dilation, pool_kernel,
+                                         pool_stride, pool_padding, exact, objective, top, seed):
+    channels = [seed + i for i in range(blocks + 1)]
+    check_against_brute_force(top, inp=inp, out=out, channels=channels, block=block, kernel=kernel,
+                              stride=stride, padding=padding, dilation=dilation, pool_kernel=pool_kernel,
+                              pool_stride=pool_stride, pool_padding=pool_padding, exact=exact,
+                              objective=objective)
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(2, 12), w=st.integers(2, 12), oh=st.integers(1, 4), ow=st.integers(1, 4),
+       objective=st.sampled_from(["params", "macs", "kernel"]), exact=st.booleans())
+def test_rectangular_sizes_match_brute_force(h, w, oh, ow, objective, exact):
+    check_against_brute_force(4, inp=(h, w), out=(oh, ow), channels=[2, 3, 4], block=("conv", "pool"),
+                              kernel=(1, 4), stride=(1, 3), padding=(0, 1), dilation=(1, 2), pool_kernel=(2, 3),
+                              pool_stride=(1, 2), pool_padding=(0, 1), exact=exact, objective=objective)
+
+
+def test_seed_problem_counts_and_best():
+    r = check_against_brute_force(5, inp=28, out=1, channels=[1, 5, 10], block=("conv", "pool"), kernel=(2, 10),
+                                  stride=(1, 5), padding=(0, 0), dilation=(1, 1), pool_kernel=(2, 10),
+                                  pool_stride=(1, 5), pool_padding=(0, 0), exact=False, objective="params")
+    assert r.solutions[0].chain().startswith("28 -> ")
+
+
+def test_count_is_exact_beyond_64_bits():
+    # 12 layers, nothing prunes: every design fits, so the count is a pure product
+    r = fastconv.solve(1000, 1000, [1] * 13, block=("conv",), kernel=(1, 1), stride=(1, 1),
+                       padding=(0, 0), dilation=(1, 40), top=1)
+    assert r.count == 40 ** 12
+    assert r.count > 2**63
+
+
+def test_no_design_gives_zero_count():
+    r = fastconv.solve(5, 100, [1, 2], top=3)
+    assert r.count == 0 and r.solutions == ()
+    with pytest.raises(ValueError, match="no design"):
+        r.to_torch()
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(kernel=(5, 2)), "kernel range is reversed"),
+    (dict(stride=(0, 2)), "stride must be at least 1"),
+    (dict(padding=(-1, 0)), "padding must be at least 0"),
+    (dict(dilation=(0, 1)), "dilation"),
+    (dict(pool_kernel=(3, 1)), "pool_kernel"),
+    (dict(block=("conv", "norm")), "unknown layer kind 'norm'"),
+    (dict(objective="flops"), "objective"),
+    (dict(top=-1), "top"),
+])
+def test_bad_options(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fastconv.solve(28, 1, [1, 5, 10], **kwargs)
+
+
+@pytest.mark.parametrize("inp,out,channels,pattern", [
+    (0, 1, [1, 2], "input must be positive"),
+    (28, -1, [1, 2], "output must be positive"),
+    (28, 1, [1], "channels"),
+    (28, 1, [1, 0], "channels"),
+])
+def test_bad_sizes(inp, out, channels, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fastconv.solve(inp, out, channels)
+
+
+def test_generated_torch_code_runs_and_gives_predicted_shapes():
+    r = fastconv.solve(32, 2, [3, 8, 16], padding=(0, 2), dilation=(1, 2), top=3, objective="macs")
+    for i, solution in enumerate(r.solutions):
+        namespace = {}
+        exec(r.to_torch(i), namespace)
+        model = namespace["model"].eval()
+        x = torch.zeros(1, 3, 32, 32)
+        for module in model:
+            x = module(x)
+        assert tuple(x.shape) == (1, 16, 2, 2)
+        # per-layer sizes as predicted
+        x = torch.zeros(1, 3, 32, 32)
+        sizes = []
+        for module in model:
+            x = module(x)
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+                sizes.append(x.shape[-1])
+        assert sizes == [layer.out_size for layer in solution.layers]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fastconv", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_solve_table_and_json():
+    table = run_cli("solve", "--input", "28", "--output", "1", "--channels", "1,5,10", "--top", "2")
+    assert table.returncode == 0, table.stderr
+    assert "28 -> 27 -> 26 -> 13 -> 1" in table.stdout and "84,164" in table.stdout
+    js = run_cli("solve", "--input", "28", "--output", "1", "--channels", "1,5,10", "--top", "2", "--json")
+    data = json.loads(js.stdout)
+    expected = fastconv.solve(28, 1, [1, 5, 10], top=2).to_dict()
+    assert data == expected
+    assert set(data["solutions"][0]["layers"][0]) == {"kind", "kernel", "stride", "padding", "dilation", "in_size",
+                                                      "out_size", "in_channels", "out_channels"}
+
+
+def test_cli_solve_torch_and_no_design():
+    code = run_cli("solve", "--input", "28", "--output", "1", "--channels", "1,5,10", "--torch")
+    assert code.returncode == 0 and "nn.Conv2d(1, 5" in code.stdout
+    none = run_cli("solve", "--input", "5", "--output", "100", "--channels", "1,2")
+    assert none.returncode == 0 and "No design" in none.stdout and "0" in none.stdout
+
+
+@pytest.mark.parametrize("args,option", [
+    (["--kernel", "9:2"], "--kernel"),
+    (["--stride", "0:2"], "--stride"),
+    (["--input", "-3"], "--input"),
+    (["--block", "conv,norm"], "--block"),
+    (["--objective", "speed"], "--objective"),
+])
+def test_cli_bad_options_exit_2(args, option):
+    base = {"--input": "28", "--output": "1", "--channels": "1,5,10"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    r = run_cli("solve", *itertools.chain.from_iterable(base.items()))
+    assert r.returncode == 2
+    assert option in r.stderr
