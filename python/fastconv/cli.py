@@ -154,12 +154,6 @@ def _bench(args, parser) -> int:
                      backward=not args.forward_only, numpy=not args.no_numpy)
 
 
-def _demo(args, parser) -> int:
-    from .demo import main as demo_main
-
-    return demo_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,13 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
     p.set_defaults(func=_bench, parser=p)
 
-    p = sub.add_parser("demo", help="train a CNN on scikit-learn's digits with fastconv only")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the demo (see fastconv demo --help)")
-    p.set_defaults(func=_demo, parser=p)
+    sub.add_parser("demo", help="train a CNN on scikit-learn's digits with fastconv only (fastconv demo --help)")
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "demo":  # the demo parses its own options, --help included
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args, args.parser)
