@@ -159,6 +159,11 @@ void direct_backward_plane(const T* gy, const T* x, const T* w, T* gx, T* gw, co
   });
 }
 
+// One input channel per group and few outputs per group (depthwise): walk taps.
+// With many outputs per input channel (e.g. a 1 -> 32 stem) a K = kh*kw GEMM
+// over a shared column tile reuses each loaded input far better.
+bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.Cout / g.groups <= 4; }
+
 double conv_flops(const ConvGeom& g) {
   return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw;
 }
@@ -180,7 +185,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
   const int64_t images = g.N * G;
-  if (Cg == 1) {
+  if (use_direct(g)) {
     const int workers = workers_for(conv_flops(g), images * Cog);
     parallel_for(images * Cog, workers, [&](int64_t item, int) {
       const int64_t n = item / g.Cout, oc = item % g.Cout, gi = oc / Cog;
@@ -243,7 +248,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   const int64_t images = g.N * G;
   const int threads = get_num_threads();
 
-  if (Cg == 1) {
+  if (use_direct(g)) {
     // Items are (image, group): each owns one gx plane, so no two items race on it.
     const int workers = workers_for(2 * conv_flops(g), images);
     std::vector<std::vector<T>> gw_part(workers);

@@ -2,8 +2,11 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <string>
+#include <vector>
 
 #include "geometry.hpp"
 
@@ -30,5 +33,25 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
 }
 
 void blas_set_threads(int n) { scipy_openblas_set_num_threads(n); }
+
+const char* blas_core_name() { return scipy_openblas_get_corename(); }
+
+double sgemm_seconds(int64_t n, int threads, int repeats) {
+  require_positive(n, "n");
+  require_positive(repeats, "repeats");
+  check_blas_dims(n, n, n, "sgemm");
+  std::vector<float> a(n * n, 1.0f), c(n * n);
+  scipy_openblas_set_num_threads(threads);
+  std::vector<double> times;
+  for (int r = 0; r <= repeats; ++r) {  // the first run warms up
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm<float>(false, false, n, n, n, 1.0f, a.data(), n, a.data(), n, 0.0f, c.data(), n);
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    if (r > 0) times.push_back(dt.count());
+  }
+  scipy_openblas_set_num_threads(1);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
 
 }  // namespace fastconv

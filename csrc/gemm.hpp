@@ -16,3 +16,14 @@ void check_blas_dims(int64_t m, int64_t n, int64_t k, const char* what);
 void blas_set_threads(int n);
 
 }  // namespace fastconv
+
+namespace fastconv {
+
+// The OpenBLAS kernel family in use (e.g. "SkylakeX").
+const char* blas_core_name();
+
+// Seconds for one n x n x n sgemm on `threads` OpenBLAS threads (median of
+// `repeats`); the library is put back to one thread afterwards.
+double sgemm_seconds(int64_t n, int threads, int repeats);
+
+}  // namespace fastconv

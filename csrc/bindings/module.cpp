@@ -8,8 +8,19 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastconv's C++ kernels (private; use the fastconv package)";
   // fastconv schedules its own threads around single-threaded GEMMs.
   fastconv::blas_set_threads(1);
+  // OpenBLAS picks its kernels on first use; use it now, while fastconv._blas
+  // still has OPENBLAS_CORETYPE set for this import.
+  fastconv::sgemm_seconds(1, 1, 1);
   m.def("get_num_threads", &fastconv::get_num_threads);
   m.def("set_num_threads", &fastconv::set_num_threads, py::arg("n"));
+  m.def("blas_core_name", &fastconv::blas_core_name);
+  m.def(
+      "sgemm_seconds",
+      [](int64_t n, int threads, int repeats) {
+        py::gil_scoped_release release;
+        return fastconv::sgemm_seconds(n, threads, repeats);
+      },
+      py::arg("n"), py::arg("threads"), py::arg("repeats"));
   fastconv::bind::bind_geometry(m);
   fastconv::bind::bind_conv(m);
   fastconv::bind::bind_pool(m);

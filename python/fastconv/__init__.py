@@ -5,9 +5,13 @@
 (1, 4, 4, 4)
 """
 
-from . import layers, shapes
-from ._core import get_num_threads, set_num_threads
-from .functional import (
+from ._blas import load_core
+
+_core = load_core()  # before anything else imports the extension
+
+from . import layers, shapes  # noqa: E402
+from ._core import get_num_threads, set_num_threads  # noqa: E402
+from .functional import (  # noqa: E402
     avg_pool2d,
     avg_pool2d_backward,
     conv2d,
@@ -19,15 +23,15 @@ from .functional import (
     max_pool2d_backward,
     unfold,
 )
-from .shapes import (
+from .shapes import (  # noqa: E402
     conv_output_size,
     conv_transpose_output_size,
     pool_output_size,
     receptive_field,
     same_padding,
 )
-from .solver import SolveResult, solve
-from ._summary import DroppedPixelsWarning, summary
+from .solver import SolveResult, solve  # noqa: E402
+from ._summary import DroppedPixelsWarning, summary  # noqa: E402
 
 __version__ = "0.1.0"
 

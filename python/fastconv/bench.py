@@ -1,0 +1,223 @@
+"""Benchmark shapes and the ``fastconv bench`` table: fastconv vs torch vs NumPy.
+
+Both libraries run at the same thread count; torch is optional (the table says
+so when it is absent).  The NumPy reference is the common idiom
+``sliding_window_view`` + ``tensordot``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import functional as F
+from . import _core
+from ._core import get_num_threads, set_num_threads
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    name: str
+    n: int
+    c_in: int
+    size: int
+    c_out: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+
+    @property
+    def out_size(self) -> int:
+        return (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def flops(self) -> float:
+        """Forward FLOPs (2 per MAC); backward (input + weight gradients) is twice that."""
+        return 2.0 * self.n * self.c_out * self.out_size**2 * (self.c_in // self.groups) * self.kernel**2
+
+    def arrays(self, dtype=np.float32, seed=0):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((self.n, self.c_in, self.size, self.size)).astype(dtype)
+        w = rng.standard_normal((self.c_out, self.c_in // self.groups, self.kernel, self.kernel)).astype(dtype)
+        w *= 1 / math.sqrt(w[0].size)
+        gy = rng.standard_normal((self.n, self.c_out, self.out_size, self.out_size)).astype(dtype)
+        return x, w, gy
+
+    def geometry(self):
+        return dict(stride=self.stride, padding=self.padding, groups=self.groups)
+
+
+SHAPES = [
+    ConvShape("resnet_stem", 8, 3, 224, 64, 7, 2, 3, 1),
+    ConvShape("resnet_3x3_56", 8, 64, 56, 64, 3, 1, 1, 1),
+    ConvShape("resnet_1x1_56", 8, 256, 56, 64, 1, 1, 0, 1),
+    ConvShape("resnet_3x3_28", 8, 128, 28, 128, 3, 1, 1, 1),
+    ConvShape("resnet_3x3_14", 8, 256, 14, 256, 3, 1, 1, 1),
+    ConvShape("resnet_3x3_7", 8, 512, 7, 512, 3, 1, 1, 1),
+    ConvShape("depthwise_112", 8, 32, 112, 32, 3, 1, 1, 32),
+    ConvShape("mnist_3x3", 64, 1, 28, 32, 3, 1, 0, 1),
+    ConvShape("tiny", 1, 3, 32, 64, 3, 1, 0, 1),
+]
+SHAPES_BY_NAME = {s.name: s for s in SHAPES}
+
+
+# -- the NumPy idiom ---------------------------------------------------------------
+
+def numpy_conv2d(x, w, stride=1, padding=0, groups=1):
+    """Forward conv with sliding_window_view + tensordot, one tensordot per group."""
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    k = w.shape[-1]
+    win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N C OH OW k k
+    cg, og = x.shape[1] // groups, w.shape[0] // groups
+    outs = []
+    for g in range(groups):
+        y = np.tensordot(win[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og], axes=([1, 4, 5], [1, 2, 3]))
+        outs.append(y)  # N OH OW og
+    return np.ascontiguousarray(np.concatenate(outs, axis=3).transpose(0, 3, 1, 2))
+
+
+def numpy_conv2d_backward(gy, x, w, stride=1, padding=0, groups=1):
+    """Input and weight gradients in the same idiom: a full correlation and a tensordot."""
+    n, c, h, wd = x.shape
+    k = w.shape[-1]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    cg, og = c // groups, w.shape[0] // groups
+    gw = np.concatenate([np.tensordot(gy[:, g * og:(g + 1) * og], win[:, g * cg:(g + 1) * cg],
+                                      axes=([0, 2, 3], [0, 2, 3])) for g in range(groups)])
+    # grad_input: dilate gy by the stride, pad by k-1, correlate with the flipped, transposed kernel
+    oh = gy.shape[2]
+    dil = np.zeros((n, gy.shape[1], (oh - 1) * stride + 1, (oh - 1) * stride + 1), gy.dtype)
+    dil[:, :, ::stride, ::stride] = gy
+    full_h = h + 2 * padding
+    extra = full_h - ((oh - 1) * stride + k)  # rows the forward never reached
+    dil = np.pad(dil, ((0, 0), (0, 0), (k - 1, k - 1 + extra), (k - 1, k - 1 + extra)))
+    wt = np.concatenate([w[g * og:(g + 1) * og].transpose(1, 0, 2, 3) for g in range(groups)])[:, :, ::-1, ::-1]
+    # wt: (c, og, k, k) grouped back to conv layout with groups
+    gxp = numpy_conv2d(dil, np.ascontiguousarray(wt.reshape(c, og, k, k)), 1, 0, groups)
+    gx = gxp[:, :, padding:padding + h, padding:padding + wd]
+    return np.ascontiguousarray(gx), gw, gy.sum(axis=(0, 2, 3))
+
+
+# -- timing -------------------------------------------------------------------------
+
+def best_time(fn, repeats: int) -> float:
+    """Median wall time of `repeats` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None):
+    """Seconds per call: fastconv and torch forward (and fwd+bwd), NumPy idiom."""
+    x, w, gy = shape.arrays(dtype)
+    geom = shape.geometry()
+    res = {"fastconv_fwd": best_time(lambda: F.conv2d(x, w, **geom), repeats)}
+    if backward:
+        res["fastconv_fwdbwd"] = best_time(
+            lambda: (F.conv2d(x, w, **geom), F.conv2d_backward(gy, x, w, **geom)), repeats)
+    if torch_mod is not None:
+        tf = torch_mod.nn.functional
+        xt, wt, gyt = (torch_mod.from_numpy(a) for a in (x, w, gy))
+        with torch_mod.no_grad():
+            res["torch_fwd"] = best_time(lambda: tf.conv2d(xt, wt, None, **geom), repeats)
+        if backward:
+            xg = xt.clone().requires_grad_(True)
+            wg = wt.clone().requires_grad_(True)
+
+            def torch_fb():
+                y = tf.conv2d(xg, wg, None, **geom)
+                y.backward(gyt)
+                xg.grad = None
+                wg.grad = None
+
+            res["torch_fwdbwd"] = best_time(torch_fb, repeats)
+    if numpy:
+        np_repeats = max(1, min(repeats, 2))
+        res["numpy_fwd"] = best_time(lambda: numpy_conv2d(x, w, **geom), np_repeats)
+        if backward:
+            res["numpy_fwdbwd"] = best_time(
+                lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)), np_repeats)
+    return res
+
+
+def sgemm_gflops(n=2048, threads=2, repeats=3) -> float:
+    """The machine's float32 GEMM rate through fastconv's own OpenBLAS."""
+    return 2 * n**3 / _core.sgemm_seconds(n, threads, repeats) / 1e9
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def run_table(shapes=None, repeats=5, threads=2, dtype="float32", backward=True, numpy=True, out=sys.stdout):
+    """Print the benchmark table; returns 0."""
+    names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
+    unknown = [n for n in names if n not in SHAPES_BY_NAME]
+    if unknown:
+        raise SystemExit(f"fastconv bench: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
+    torch = _import_torch()
+    old = get_num_threads()
+    set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    dt = np.dtype(dtype)
+    print(f"fastconv bench: {dt.name}, {threads} threads, median of {repeats} runs; GFLOP/s counts 2 per MAC "
+          f"(fwd+bwd = 3x forward FLOPs)", file=out)
+    if torch is None:
+        print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
+    print(f"sgemm 2048^3 on fastconv's OpenBLAS ({_core.blas_core_name()} kernels, {threads} threads): "
+          f"{sgemm_gflops(2048, threads):.1f} GFLOP/s", file=out)
+    head = f"{'shape':<15}{'fwd GF/s':>9}{'torch':>8}{'ratio':>7}{'numpy x':>9}  |{'f+b GF/s':>9}{'torch':>8}{'ratio':>7}" \
+           f"{'numpy x':>9}"
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    ratios_f, ratios_b = [], []
+    try:
+        for name in names:
+            s = SHAPES_BY_NAME[name]
+            r = measure(s, repeats, dt, backward, numpy, torch)
+            gf = s.flops / r["fastconv_fwd"] / 1e9
+            cols = [f"{name:<15}", f"{gf:9.1f}"]
+            if torch is not None:
+                ratio = r["torch_fwd"] / r["fastconv_fwd"]
+                ratios_f.append(ratio)
+                cols += [f"{s.flops / r['torch_fwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
+            else:
+                cols += [f"{'-':>8}", f"{'-':>7}"]
+            cols.append(f"{r['numpy_fwd'] / r['fastconv_fwd']:9.1f}" if numpy else f"{'-':>9}")
+            if backward:
+                gfb = 3 * s.flops / r["fastconv_fwdbwd"] / 1e9
+                cols += ["  |", f"{gfb:9.1f}"]
+                if torch is not None:
+                    ratio = r["torch_fwdbwd"] / r["fastconv_fwdbwd"]
+                    ratios_b.append(ratio)
+                    cols += [f"{3 * s.flops / r['torch_fwdbwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
+                else:
+                    cols += [f"{'-':>8}", f"{'-':>7}"]
+                cols.append(f"{r['numpy_fwdbwd'] / r['fastconv_fwdbwd']:9.1f}" if numpy else f"{'-':>9}")
+            print("".join(cols), file=out, flush=True)
+    finally:
+        set_num_threads(old)
+    if ratios_f:
+        gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
+        line = f"geometric mean ratio (torch time / fastconv time): forward {gm(ratios_f):.2f}"
+        if ratios_b:
+            line += f", forward+backward {gm(ratios_b):.2f}"
+        print(line, file=out)
+    return 0
