@@ -120,10 +120,15 @@ struct States {
 
 // Applies one (s, m) class to a size; false when the layer is not allowed there.
 inline bool step(int64_t h, int64_t w, int64_t s, int64_t m, bool exact, int64_t& oh, int64_t& ow) {
-  const int64_t hm = h + m, wm = w + m;
-  if (hm < 0 || wm < 0) return false;
-  if (exact && (hm % s != 0 || wm % s != 0)) return false;
+  const int64_t hm = h + m;
+  if (hm < 0 || (exact && hm % s != 0)) return false;
   oh = hm / s + 1;
+  if (w == h) {  // square states: one division, not two
+    ow = oh;
+    return true;
+  }
+  const int64_t wm = w + m;
+  if (wm < 0 || (exact && wm % s != 0)) return false;
   ow = wm / s + 1;
   return true;
 }
@@ -132,6 +137,19 @@ struct LayerCost {
   Objective obj;
   LayerKind kind;
   i128 cin_cout, cout;
+
+  // The part of a choice's cost that does not depend on the output size:
+  // cost = factor * oh * ow for MACs, cost = factor otherwise.
+  i128 factor(int64_t k) const {
+    if (obj == Objective::kernel) return k;
+    if (kind == LayerKind::pool) return 0;
+    i128 r;
+    if (__builtin_mul_overflow(cin_cout, i128(k) * k, &r) ||
+        (obj == Objective::params && __builtin_add_overflow(r, cout, &r)))
+      fail("objective: a layer's cost overflows 128 bits");
+    return r;
+  }
+  bool by_area() const { return obj == Objective::macs && kind == LayerKind::conv; }
 
   // Cost of a choice with kernel k producing an oh x ow map.
   i128 operator()(int64_t k, int64_t oh, int64_t ow) const {
@@ -253,6 +271,9 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     const auto& cur = states[l].list;
     const States& next = states[l + 1];
     const LayerCost& cost = costs[l];
+    std::vector<i128> factor(gs.size());
+    for (size_t gi = 0; gi < gs.size(); ++gi) factor[gi] = cost.factor(gs[gi].kmin);
+    const bool by_area = cost.by_area();
     const int64_t chunk = 16;
     const int64_t items = (int64_t(cur.size()) + chunk - 1) / chunk;
     const int workers = workers_for(double(cur.size()) * gs.size() * 20, items);
@@ -262,14 +283,18 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
         const auto [h, w] = cur[i];
         uint64_t* acc = &cnt[l][size_t(i) * limbs];
         i128 b = kInf;
-        for (const Group& g : gs) {
+        for (size_t gi = 0; gi < gs.size(); ++gi) {
+          const Group& g = gs[gi];
           int64_t oh, ow;
           if (!step(h, w, g.s, g.m, sp.exact, oh, ow)) continue;
           const int32_t j = next.find(oh, ow);
           const i128 rest = best[l + 1][j];
           if (rest == kInf) continue;
           mul_add(acc, &cnt[l + 1][size_t(j) * limbs], g.mult, limbs);
-          b = std::min(b, add_cost(cost(g.kmin, oh, ow), rest));
+          i128 c = factor[gi];
+          if (by_area && __builtin_mul_overflow(c, i128(oh) * ow, &c))
+            fail("objective: a layer's MAC count overflows 128 bits");
+          b = std::min(b, add_cost(c, rest));
         }
         best[l][i] = b;
       }
