@@ -53,8 +53,9 @@ def test_forward_backward(benchmark, shape, impl):
 
         benchmark(step)
     else:
-        benchmark.pedantic(lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)),
-                           rounds=2, iterations=1)
+        benchmark.pedantic(
+            lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)), rounds=2, iterations=1
+        )
 
 
 def test_numpy_reference_is_correct():

@@ -12,14 +12,26 @@ import fastconv
 from fastconv.solver import layer_plan
 
 
-def python_dp(inp, out, channels, block, kernel, stride, padding, dilation, pool_kernel, pool_stride, pool_padding,
-              exact=False, objective="params"):
+def python_dp(
+    inp,
+    out,
+    channels,
+    block,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    pool_kernel,
+    pool_stride,
+    pool_padding,
+    exact=False,
+    objective="params",
+):
     """Count and optimal cost by the textbook DP over (layer, size), every choice enumerated."""
     plan = layer_plan(channels, block)
     rng = lambda r: range(r[0], r[1] + 1)  # noqa: E731
     conv = [(k, s, p, d) for k in rng(kernel) for s in rng(stride) for p in rng(padding) for d in rng(dilation)]
-    pool = [(k, s, p, 1) for k in rng(pool_kernel) for s in rng(pool_stride) for p in rng(pool_padding)
-            if p <= k // 2]
+    pool = [(k, s, p, 1) for k in rng(pool_kernel) for s in rng(pool_stride) for p in rng(pool_padding) if p <= k // 2]
     # forward reachable sizes
     layers_sizes = [{inp}]
     for kind, _, _ in plan:
@@ -62,17 +74,48 @@ def python_dp(inp, out, channels, block, kernel, stride, padding, dilation, pool
 
 
 # Mid-size: 1188 conv choices per layer, 8 layers, sizes up to ~550.
-MID = dict(inp=512, out=4, channels=[3, 16, 32, 64, 128], block=("conv", "pool"), kernel=(1, 11), stride=(1, 6),
-           padding=(0, 5), dilation=(1, 3), pool_kernel=(2, 5), pool_stride=(1, 3), pool_padding=(0, 2))
-LARGE = dict(kernel=(1, 32), stride=(1, 16), padding=(0, 15), dilation=(1, 4), pool_kernel=(2, 8), pool_stride=(1, 4),
-             pool_padding=(0, 4), objective="macs", top=5)
+MID = dict(
+    inp=512,
+    out=4,
+    channels=[3, 16, 32, 64, 128],
+    block=("conv", "pool"),
+    kernel=(1, 11),
+    stride=(1, 6),
+    padding=(0, 5),
+    dilation=(1, 3),
+    pool_kernel=(2, 5),
+    pool_stride=(1, 3),
+    pool_padding=(0, 2),
+)
+LARGE = dict(
+    kernel=(1, 32),
+    stride=(1, 16),
+    padding=(0, 15),
+    dilation=(1, 4),
+    pool_kernel=(2, 8),
+    pool_stride=(1, 4),
+    pool_padding=(0, 4),
+    objective="macs",
+    top=5,
+)
 
 
 def solve_mid(**extra):
-    return fastconv.solve(MID["inp"], MID["out"], MID["channels"], block=MID["block"], kernel=MID["kernel"],
-                          stride=MID["stride"], padding=MID["padding"], dilation=MID["dilation"],
-                          pool_kernel=MID["pool_kernel"], pool_stride=MID["pool_stride"],
-                          pool_padding=MID["pool_padding"], progress=False, **extra)
+    return fastconv.solve(
+        MID["inp"],
+        MID["out"],
+        MID["channels"],
+        block=MID["block"],
+        kernel=MID["kernel"],
+        stride=MID["stride"],
+        padding=MID["padding"],
+        dilation=MID["dilation"],
+        pool_kernel=MID["pool_kernel"],
+        pool_stride=MID["pool_stride"],
+        pool_padding=MID["pool_padding"],
+        progress=False,
+        **extra,
+    )
 
 
 def test_mid_space_fastconv(benchmark):
@@ -98,8 +141,7 @@ def test_mid_space_speedup_report():
 @pytest.mark.parametrize("exact", [False, True], ids=["any", "exact"])
 def test_large_space(benchmark, exact):
     def run():
-        return fastconv.solve(4096, 1, [3, 8, 16, 32, 64, 128, 256, 512, 1024], exact=exact, progress=False,
-                              **LARGE)
+        return fastconv.solve(4096, 1, [3, 8, 16, 32, 64, 128, 256, 512, 1024], exact=exact, progress=False, **LARGE)
 
     result = benchmark.pedantic(run, rounds=3, iterations=1)
     assert result.count > 0 and len(result.solutions) == 5

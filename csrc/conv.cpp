@@ -16,8 +16,8 @@ namespace {
 
 std::string dims(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
 
-void check_common(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh,
-                  int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t groups) {
+void check_common(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh, int64_t kw,
+                  int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t groups) {
   if (sh <= 0 || sw <= 0) fail("stride must be positive, got " + dims(sh, sw));
   if (dh <= 0 || dw <= 0) fail("dilation must be positive, got " + dims(dh, dw));
   if (groups <= 0) fail("groups must be positive, got " + std::to_string(groups));
@@ -33,8 +33,7 @@ void check_common(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int6
          std::to_string(groups));
   if (weight_in * groups != C)
     fail("weight: expected weight.shape[1] * groups == input channels, got weight.shape[1]=" +
-         std::to_string(weight_in) + ", groups=" + std::to_string(groups) + ", input channels=" +
-         std::to_string(C));
+         std::to_string(weight_in) + ", groups=" + std::to_string(groups) + ", input channels=" + std::to_string(C));
   // Every buffer size the kernels will form, checked once here.
   checked_mul(checked_mul(checked_mul(N, C, "input"), H, "input"), W, "input");
   checked_mul(checked_mul(checked_mul(Cout, weight_in, "weight"), kh, "weight"), kw, "weight");
@@ -42,9 +41,9 @@ void check_common(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int6
 
 }  // namespace
 
-ConvGeom conv_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh,
-                   int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                   int64_t dh, int64_t dw, int64_t groups) {
+ConvGeom conv_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
+                   int64_t groups) {
   check_common(N, C, H, W, Cout, weight_in, kh, kw, sh, sw, dh, dw, groups);
   if (pt < 0 || pb < 0 || pl < 0 || pr < 0)
     fail("padding must be non-negative, got (left=" + std::to_string(pl) + ", right=" + std::to_string(pr) +
@@ -57,9 +56,9 @@ ConvGeom conv_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int
   return g;
 }
 
-ConvGeom conv_geom_with_output(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in,
-                               int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                               int64_t dh, int64_t dw, int64_t groups, int64_t OH, int64_t OW) {
+ConvGeom conv_geom_with_output(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh,
+                               int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                               int64_t groups, int64_t OH, int64_t OW) {
   check_common(N, C, H, W, Cout, weight_in, kh, kw, sh, sw, dh, dw, groups);
   if (pt < 0 || pl < 0) fail("padding must be non-negative, got " + dims(pt, pl));
   if (OH <= 0 || OW <= 0) fail("output size must be positive, got " + dims(OH, OW));
@@ -78,8 +77,7 @@ PlaneGeom plane_of(const ConvGeom& g, int64_t channels) {
 
 // A 1x1, stride-1, unpadded convolution reads the input itself as its column matrix.
 bool is_pointwise(const ConvGeom& g) {
-  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
-         g.OW == g.W;
+  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
 }
 
 // Columns per tile: the K x tile column buffer is kept near 512 KiB so that it
@@ -164,9 +162,7 @@ void direct_backward_plane(const T* gy, const T* x, const T* w, T* gx, T* gw, co
 // over a shared column tile reuses each loaded input far better.
 bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.Cout / g.groups <= 4; }
 
-double conv_flops(const ConvGeom& g) {
-  return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw;
-}
+double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
 
 // Adds per-worker partial sums into dst; a worker that got no item left its part empty.
 template <class T>
@@ -356,8 +352,7 @@ void fold(const T* cols, T* x, const ConvGeom& g) {
   const int64_t P = g.OH * g.OW, HW = g.H * g.W, rows = g.C * g.kh * g.kw;
   std::fill(x, x + g.N * g.C * HW, T(0));
   const int workers = workers_for(double(g.N) * rows * P, g.N);
-  parallel_for(g.N, workers,
-               [&](int64_t n, int) { col2im_tile_add(cols + n * rows * P, pg, 0, P, x + n * g.C * HW); });
+  parallel_for(g.N, workers, [&](int64_t n, int) { col2im_tile_add(cols + n * rows * P, pg, 0, P, x + n * g.C * HW); });
 }
 
 template <class T>
@@ -392,12 +387,12 @@ void conv_transpose2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw
   }
 }
 
-#define FASTCONV_INSTANTIATE(T)                                                                   \
-  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);            \
-  template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&); \
-  template void unfold<T>(const T*, T*, const ConvGeom&);                                        \
-  template void fold<T>(const T*, T*, const ConvGeom&);                                          \
-  template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);  \
+#define FASTCONV_INSTANTIATE(T)                                                                 \
+  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);           \
+  template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);  \
+  template void unfold<T>(const T*, T*, const ConvGeom&);                                       \
+  template void fold<T>(const T*, T*, const ConvGeom&);                                         \
+  template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&); \
   template void conv_transpose2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

@@ -14,8 +14,8 @@ namespace fastconv {
 
 void check_blas_dims(int64_t m, int64_t n, int64_t k, const char* what) {
   if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
-    fail(std::string(what) + ": matrix dimension exceeds 2^31-1 (m=" + std::to_string(m) +
-         ", n=" + std::to_string(n) + ", k=" + std::to_string(k) + ")");
+    fail(std::string(what) + ": matrix dimension exceeds 2^31-1 (m=" + std::to_string(m) + ", n=" + std::to_string(n) +
+         ", k=" + std::to_string(k) + ")");
 }
 
 template <>
@@ -26,8 +26,8 @@ void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 }
 
 template <>
-void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+                  const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m,
                     (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }

@@ -7,8 +7,8 @@
 namespace fastconv {
 
 template <class T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc);
 
 // Throws when a GEMM dimension does not fit OpenBLAS's 32-bit blasint.
 void check_blas_dims(int64_t m, int64_t n, int64_t k, const char* what);

@@ -47,8 +47,7 @@ inline int64_t effective_kernel(int64_t k, int64_t d) {
 // and after.  Returns the number of output positions; throws when the dilated
 // kernel does not fit in the padded input (torch's "kernel size can't be greater
 // than actual input size").
-inline int64_t conv_out(int64_t n, int64_t k, int64_t s, int64_t pad_before, int64_t pad_after,
-                        int64_t d) {
+inline int64_t conv_out(int64_t n, int64_t k, int64_t s, int64_t pad_before, int64_t pad_after, int64_t d) {
   require_nonnegative(n, "input size");
   require_positive(s, "stride");
   require_nonnegative(pad_before, "padding");
@@ -57,14 +56,12 @@ inline int64_t conv_out(int64_t n, int64_t k, int64_t s, int64_t pad_before, int
   const int64_t padded = checked_add(checked_add(n, pad_before, "padded input"), pad_after, "padded input");
   if (padded < e)
     fail("kernel_size: dilated kernel extent " + std::to_string(e) + " (kernel_size " + std::to_string(k) +
-         ", dilation " + std::to_string(d) + ") is larger than the padded input size " +
-         std::to_string(padded));
+         ", dilation " + std::to_string(d) + ") is larger than the padded input size " + std::to_string(padded));
   return (padded - e) / s + 1;
 }
 
 // Input rows (or columns) that no window touches: the seed's "lost features".
-inline int64_t conv_dropped(int64_t n, int64_t k, int64_t s, int64_t pad_before, int64_t pad_after,
-                            int64_t d) {
+inline int64_t conv_dropped(int64_t n, int64_t k, int64_t s, int64_t pad_before, int64_t pad_after, int64_t d) {
   const int64_t out = conv_out(n, k, s, pad_before, pad_after, d);
   const int64_t padded = n + pad_before + pad_after;
   const int64_t used_end = (out - 1) * s + effective_kernel(k, d);  // exclusive, padded coordinates
@@ -123,10 +120,9 @@ inline int64_t conv_transpose_out(int64_t n, int64_t k, int64_t s, int64_t p, in
   require_nonnegative(op, "output_padding");
   const int64_t e = effective_kernel(k, d);
   if (op >= s && op >= d)
-    fail("output_padding must be smaller than either stride or dilation, got output_padding " +
-         std::to_string(op) + ", stride " + std::to_string(s) + ", dilation " + std::to_string(d));
-  const int64_t out =
-      checked_add(checked_mul(n - 1, s, "transposed output"), e + op, "transposed output") - 2 * p;
+    fail("output_padding must be smaller than either stride or dilation, got output_padding " + std::to_string(op) +
+         ", stride " + std::to_string(s) + ", dilation " + std::to_string(d));
+  const int64_t out = checked_add(checked_mul(n - 1, s, "transposed output"), e + op, "transposed output") - 2 * p;
   if (out < 1)
     fail("padding: transposed convolution output size " + std::to_string(out) + " is not positive (padding " +
          std::to_string(p) + ")");

@@ -1,7 +1,6 @@
 #include "parallel.hpp"
 
 #include <atomic>
-
 #include <stdexcept>
 #include <string>
 

@@ -10,8 +10,8 @@
 
 namespace fastconv {
 
-PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                   int64_t ph, int64_t pw, int64_t dh, int64_t dw, bool ceil_mode) {
+PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                   int64_t pw, int64_t dh, int64_t dw, bool ceil_mode) {
   if (planes < 0 || H <= 0 || W <= 0)
     fail("input: expected non-empty spatial dimensions, got (" + std::to_string(H) + ", " + std::to_string(W) + ")");
   PoolGeom g{planes, H, W, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0};
@@ -23,9 +23,7 @@ PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw,
 }
 
 namespace {
-int pool_workers(const PoolGeom& g) {
-  return workers_for(double(g.planes) * g.OH * g.OW * g.kh * g.kw, g.planes);
-}
+int pool_workers(const PoolGeom& g) { return workers_for(double(g.planes) * g.OH * g.OW * g.kh * g.kw, g.planes); }
 }  // namespace
 
 template <class T>
@@ -123,10 +121,10 @@ void avg_pool2d_backward(const T* gy, T* gx, const PoolGeom& g, bool count_inclu
   });
 }
 
-#define FASTCONV_INSTANTIATE(T)                                                                  \
-  template void max_pool2d_forward<T>(const T*, T*, int64_t*, const PoolGeom&);                \
-  template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const PoolGeom&);         \
-  template void avg_pool2d_forward<T>(const T*, T*, const PoolGeom&, bool, int64_t);           \
+#define FASTCONV_INSTANTIATE(T)                                                        \
+  template void max_pool2d_forward<T>(const T*, T*, int64_t*, const PoolGeom&);        \
+  template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const PoolGeom&); \
+  template void avg_pool2d_forward<T>(const T*, T*, const PoolGeom&, bool, int64_t);   \
   template void avg_pool2d_backward<T>(const T*, T*, const PoolGeom&, bool, int64_t);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

@@ -14,8 +14,8 @@ struct PoolGeom {
 };
 
 // Shared validation for both pools, forward and backward.
-PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                   int64_t ph, int64_t pw, int64_t dh, int64_t dw, bool ceil_mode);
+PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                   int64_t pw, int64_t dh, int64_t dw, bool ceil_mode);
 
 // indices (may be null) receive the flat h*W+w position of each maximum, as torch returns.
 template <class T>

@@ -61,10 +61,11 @@ std::vector<Choice> enumerate_choices(LayerKind kind, const SolveSpec& sp) {
   const bool conv = kind == LayerKind::conv;
   const Range K = conv ? sp.kernel : sp.pool_kernel, S = conv ? sp.stride : sp.pool_stride,
               P = conv ? sp.padding : sp.pool_padding, D = conv ? sp.dilation : Range{1, 1};
-  const double n = double(K.hi - K.lo + 1) * double(S.hi - S.lo + 1) * double(P.hi - P.lo + 1) *
-                   double(D.hi - D.lo + 1);
-  if (n > 50'000'000) fail(std::string(conv ? "kernel/stride/padding/dilation" : "pool ranges") +
-                           ": more than 50 million choices per layer");
+  const double n =
+      double(K.hi - K.lo + 1) * double(S.hi - S.lo + 1) * double(P.hi - P.lo + 1) * double(D.hi - D.lo + 1);
+  if (n > 50'000'000)
+    fail(std::string(conv ? "kernel/stride/padding/dilation" : "pool ranges") +
+         ": more than 50 million choices per layer");
   for (int64_t k = K.lo; k <= K.hi; ++k)
     for (int64_t s = S.lo; s <= S.hi; ++s)
       for (int64_t p = P.lo; p <= P.hi; ++p) {
@@ -196,8 +197,7 @@ void validate(const SolveSpec& sp) {
   if (sp.layers.empty()) fail("channels: at least one block is needed");
   for (const auto& l : sp.layers)
     if (l.in_channels <= 0 || l.out_channels <= 0 || l.in_channels > kMaxSize || l.out_channels > kMaxSize)
-      fail("channels must be positive, got " + std::to_string(l.in_channels) + " -> " +
-           std::to_string(l.out_channels));
+      fail("channels must be positive, got " + std::to_string(l.in_channels) + " -> " + std::to_string(l.out_channels));
   check_range(sp.kernel, 1, "kernel");
   check_range(sp.stride, 1, "stride");
   check_range(sp.padding, 0, "padding");

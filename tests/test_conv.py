@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tols
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
+from conftest import tols
 from fastconv.shapes import same_padding
 
 
@@ -139,9 +139,12 @@ def test_non_contiguous_inputs(layout, rng):
     }[layout]
     ref = F.conv2d(torch.tensor(np.ascontiguousarray(x)), torch.tensor(w), None, 1, 1).numpy()
     torch.testing.assert_close(fastconv.conv2d(x, w, padding=1), ref)
-    torch.testing.assert_close(fastconv.conv2d(x, w[:, :, ::-1], padding=1),
-                               F.conv2d(torch.tensor(np.ascontiguousarray(x)),
-                                        torch.tensor(np.ascontiguousarray(w[:, :, ::-1])), None, 1, 1).numpy())
+    torch.testing.assert_close(
+        fastconv.conv2d(x, w[:, :, ::-1], padding=1),
+        F.conv2d(
+            torch.tensor(np.ascontiguousarray(x)), torch.tensor(np.ascontiguousarray(w[:, :, ::-1])), None, 1, 1
+        ).numpy(),
+    )
 
 
 def test_lists_are_accepted():
@@ -268,8 +271,10 @@ def test_eight_python_threads_give_identical_results(rng):
             np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("n,k,s,d", [(9, 3, 2, 1), (10, 3, 2, 1), (7, 4, 3, 1), (11, 3, 2, 2), (5, 1, 2, 1),
-                                     (4, 5, 3, 1), (16, 7, 4, 2), (2, 3, 5, 1)])
+@pytest.mark.parametrize(
+    "n,k,s,d",
+    [(9, 3, 2, 1), (10, 3, 2, 1), (7, 4, 3, 1), (11, 3, 2, 2), (5, 1, 2, 1), (4, 5, 3, 1), (16, 7, 4, 2), (2, 3, 5, 1)],
+)
 def test_same_padding_follows_tensorflow_formula(n, k, s, d, rng):
     out = -(-n // s)
     total = max(0, (out - 1) * s + d * (k - 1) + 1 - n)
@@ -291,10 +296,21 @@ def test_same_stride1_equals_torch_same(rng):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    n=st.integers(0, 3), groups=st.integers(1, 3), cin_g=st.integers(1, 3), cout_g=st.integers(1, 3),
-    h=st.integers(1, 12), w=st.integers(1, 12), kh=st.integers(1, 4), kw=st.integers(1, 4),
-    sh=st.integers(1, 3), sw=st.integers(1, 3), dh=st.integers(1, 3), dw=st.integers(1, 3),
-    pads=st.tuples(*[st.integers(0, 3)] * 4), same=st.booleans(), seed=st.integers(0, 2**16),
+    n=st.integers(0, 3),
+    groups=st.integers(1, 3),
+    cin_g=st.integers(1, 3),
+    cout_g=st.integers(1, 3),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    sh=st.integers(1, 3),
+    sw=st.integers(1, 3),
+    dh=st.integers(1, 3),
+    dw=st.integers(1, 3),
+    pads=st.tuples(*[st.integers(0, 3)] * 4),
+    same=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
 def test_random_geometries_match_torch(n, groups, cin_g, cout_g, h, w, kh, kw, sh, sw, dh, dw, pads, same, seed):
     rng = np.random.default_rng(seed)
@@ -306,8 +322,14 @@ def test_random_geometries_match_torch(n, groups, cin_g, cout_g, h, w, kh, kw, s
         pad4 = pads
     if h + pad4[2] + pad4[3] < dh * (kh - 1) + 1 or w + pad4[0] + pad4[1] < dw * (kw - 1) + 1:
         with pytest.raises(ValueError, match="kernel_size"):
-            fastconv.conv2d(np.ones((n, groups * cin_g, h, w)), np.ones((groups * cout_g, cin_g, kh, kw)),
-                            stride=(sh, sw), padding=padding, dilation=(dh, dw), groups=groups)
+            fastconv.conv2d(
+                np.ones((n, groups * cin_g, h, w)),
+                np.ones((groups * cout_g, cin_g, kh, kw)),
+                stride=(sh, sw),
+                padding=padding,
+                dilation=(dh, dw),
+                groups=groups,
+            )
         return
     x = rng.standard_normal((n, groups * cin_g, h, w))
     wt = rng.standard_normal((groups * cout_g, cin_g, kh, kw))

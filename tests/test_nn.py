@@ -4,16 +4,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import tols
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
+from conftest import tols
 from fastconv import nn
 
 POOLS = [
-    ("k2", 2, None, 0, 1, False), ("k3_s2_p1", 3, 2, 1, 1, False), ("ceil", 3, 2, 0, 1, True),
-    ("ceil_pad", 2, 2, 1, 1, True), ("dilated", 3, 1, 1, 2, False), ("rect", (2, 3), (1, 2), (1, 1), 1, False),
+    ("k2", 2, None, 0, 1, False),
+    ("k3_s2_p1", 3, 2, 1, 1, False),
+    ("ceil", 3, 2, 0, 1, True),
+    ("ceil_pad", 2, 2, 1, 1, True),
+    ("dilated", 3, 1, 1, 2, False),
+    ("rect", (2, 3), (1, 2), (1, 1), 1, False),
     ("ceil_overhang", 4, 3, 2, 1, True),
 ]
 
@@ -35,9 +39,12 @@ def test_max_pool_matches_torch(case, dtype, rng):
 
 
 AVG = [
-    ("k2", 2, None, 0, False, True, None), ("pad_include", 3, 2, 1, False, True, None),
-    ("pad_exclude", 3, 2, 1, False, False, None), ("ceil_include", 3, 2, 1, True, True, None),
-    ("ceil_exclude", 2, 2, 1, True, False, None), ("divisor", 3, 1, 1, False, True, 5),
+    ("k2", 2, None, 0, False, True, None),
+    ("pad_include", 3, 2, 1, False, True, None),
+    ("pad_exclude", 3, 2, 1, False, False, None),
+    ("ceil_include", 3, 2, 1, True, True, None),
+    ("ceil_exclude", 2, 2, 1, True, False, None),
+    ("divisor", 3, 1, 1, False, True, 5),
     ("rect", (2, 3), (2, 1), (1, 0), True, True, None),
 ]
 
@@ -53,13 +60,22 @@ def test_avg_pool_matches_torch(case, dtype, rng):
     torch.testing.assert_close(y, yt.detach().numpy(), **tols(dtype))
     gy = rng.standard_normal(y.shape).astype(dtype)
     yt.backward(torch.tensor(gy))
-    torch.testing.assert_close(fastconv.avg_pool2d_backward(gy, x, k, s, p, ceil, include, div), xt.grad.numpy(),
-                               **tols(dtype))
+    torch.testing.assert_close(
+        fastconv.avg_pool2d_backward(gy, x, k, s, p, ceil, include, div), xt.grad.numpy(), **tols(dtype)
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(h=st.integers(1, 10), w=st.integers(1, 10), k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2),
-       d=st.integers(1, 2), ceil=st.booleans(), seed=st.integers(0, 999))
+@given(
+    h=st.integers(1, 10),
+    w=st.integers(1, 10),
+    k=st.integers(1, 4),
+    s=st.integers(1, 3),
+    p=st.integers(0, 2),
+    d=st.integers(1, 2),
+    ceil=st.booleans(),
+    seed=st.integers(0, 999),
+)
 def test_random_pools_match_torch(h, w, k, s, p, d, ceil, seed):
     x = np.random.default_rng(seed).standard_normal((1, 2, h, w))
     try:
@@ -93,15 +109,27 @@ def copy_into_torch(ours, theirs):
 
 
 LAYERS = [
-    ("conv", lambda: nn.Conv2d(3, 4, 3, 2, 1, rng=0, dtype=np.float64),
-     lambda: torch.nn.Conv2d(3, 4, 3, 2, 1).double()),
-    ("conv_grouped_same", lambda: nn.Conv2d(4, 6, 3, 1, "same", 2, 2, rng=0, dtype=np.float64),
-     lambda: torch.nn.Conv2d(4, 6, 3, 1, "same", 2, 2).double()),
-    ("convT", lambda: nn.ConvTranspose2d(3, 4, 3, 2, 1, 1, rng=0, dtype=np.float64),
-     lambda: torch.nn.ConvTranspose2d(3, 4, 3, 2, 1, 1).double()),
+    (
+        "conv",
+        lambda: nn.Conv2d(3, 4, 3, 2, 1, rng=0, dtype=np.float64),
+        lambda: torch.nn.Conv2d(3, 4, 3, 2, 1).double(),
+    ),
+    (
+        "conv_grouped_same",
+        lambda: nn.Conv2d(4, 6, 3, 1, "same", 2, 2, rng=0, dtype=np.float64),
+        lambda: torch.nn.Conv2d(4, 6, 3, 1, "same", 2, 2).double(),
+    ),
+    (
+        "convT",
+        lambda: nn.ConvTranspose2d(3, 4, 3, 2, 1, 1, rng=0, dtype=np.float64),
+        lambda: torch.nn.ConvTranspose2d(3, 4, 3, 2, 1, 1).double(),
+    ),
     ("maxpool", lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True), lambda: torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)),
-    ("avgpool", lambda: nn.AvgPool2d(2, count_include_pad=False, padding=1),
-     lambda: torch.nn.AvgPool2d(2, count_include_pad=False, padding=1)),
+    (
+        "avgpool",
+        lambda: nn.AvgPool2d(2, count_include_pad=False, padding=1),
+        lambda: torch.nn.AvgPool2d(2, count_include_pad=False, padding=1),
+    ),
     ("relu", lambda: nn.ReLU(), lambda: torch.nn.ReLU()),
     ("flatten", lambda: nn.Flatten(), lambda: torch.nn.Flatten()),
 ]
@@ -152,8 +180,10 @@ def test_dropout_train_scales_kept_units():
 
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batchnorm_train_and_eval_match_torch(momentum, rng):
-    ours, theirs = nn.BatchNorm2d(3, momentum=momentum, dtype=np.float64), torch.nn.BatchNorm2d(
-        3, momentum=momentum).double()
+    ours, theirs = (
+        nn.BatchNorm2d(3, momentum=momentum, dtype=np.float64),
+        torch.nn.BatchNorm2d(3, momentum=momentum).double(),
+    )
     ours.weight.data[:] = [0.5, 1.5, -1.0]
     ours.bias_param.data[:] = [0.1, -0.2, 0.3]
     copy_into_torch(ours, theirs)
@@ -195,10 +225,22 @@ def test_cross_entropy_matches_torch(rng):
 
 
 def small_models():
-    ours = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=3, dtype=np.float64), nn.BatchNorm2d(4, dtype=np.float64),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 5, rng=4, dtype=np.float64))
-    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                 torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 5)).double()
+    ours = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, rng=3, dtype=np.float64),
+        nn.BatchNorm2d(4, dtype=np.float64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 5, rng=4, dtype=np.float64),
+    )
+    theirs = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 5),
+    ).double()
     copy_into_torch(ours, theirs)
     return ours, theirs
 
@@ -227,8 +269,9 @@ def test_three_optimizer_steps_match_torch(opt, rng):
         TF.cross_entropy(theirs(torch.tensor(x)), torch.tensor(t)).backward()
         o2.step()
     for key, value in theirs.state_dict().items():
-        torch.testing.assert_close(np.asarray(ours.state_dict()[key]), value.numpy(), rtol=1e-7, atol=1e-9,
-                                   check_dtype=False)
+        torch.testing.assert_close(
+            np.asarray(ours.state_dict()[key]), value.numpy(), rtol=1e-7, atol=1e-9, check_dtype=False
+        )
 
 
 def test_state_dict_roundtrip_and_torch_loading(tmp_path):
@@ -239,7 +282,8 @@ def test_state_dict_roundtrip_and_torch_loading(tmp_path):
     ours.save(tmp_path / "model.npz")
     fresh, _ = small_models()
     fresh.load(tmp_path / "model.npz")
-    for (k, a), (_, b) in zip(fresh.state_dict().items(), ours.state_dict().items()):
+    for (key, a), (key2, b) in zip(fresh.state_dict().items(), ours.state_dict().items()):
+        assert key == key2
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="missing keys"):
         fresh.load_state_dict({})
@@ -272,7 +316,11 @@ def test_demo_cli_with_plot(tmp_path):
     import sys
 
     out = tmp_path / "digits.png"
-    r = subprocess.run([sys.executable, "-m", "fastconv", "demo", "--epochs", "1", "--plot", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "fastconv", "demo", "--epochs", "1", "--plot", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout and out.stat().st_size > 10_000

@@ -39,8 +39,14 @@ def test_conv_output_size_matches_torch(n, k, s, p, d):
 
 
 @settings(max_examples=200, deadline=None)
-@given(n=st.integers(1, 30), k=st.integers(1, 6), s=st.integers(1, 4), p=st.integers(0, 3), d=st.integers(1, 3),
-       ceil=st.booleans())
+@given(
+    n=st.integers(1, 30),
+    k=st.integers(1, 6),
+    s=st.integers(1, 4),
+    p=st.integers(0, 3),
+    d=st.integers(1, 3),
+    ceil=st.booleans(),
+)
 def test_pool_output_size_matches_torch(n, k, s, p, d, ceil):
     try:
         want = F.max_pool2d(torch.zeros(1, 1, n, n), k, s, p, d, ceil_mode=ceil).shape[-1]
@@ -53,8 +59,20 @@ def test_pool_output_size_matches_torch(n, k, s, p, d, ceil):
 
 # ceil_mode cases from pytorch issues 57178, 88144, 88464 and 46929: the last window
 # must not start in the right padding.
-@pytest.mark.parametrize("n,k,s,p", [(5, 2, 2, 1), (6, 3, 2, 1), (7, 3, 2, 1), (4, 2, 2, 1), (3, 3, 2, 1),
-                                     (10, 4, 3, 2), (2, 2, 2, 1), (8, 3, 3, 1), (9, 5, 4, 2)])
+@pytest.mark.parametrize(
+    "n,k,s,p",
+    [
+        (5, 2, 2, 1),
+        (6, 3, 2, 1),
+        (7, 3, 2, 1),
+        (4, 2, 2, 1),
+        (3, 3, 2, 1),
+        (10, 4, 3, 2),
+        (2, 2, 2, 1),
+        (8, 3, 3, 1),
+        (9, 5, 4, 2),
+    ],
+)
 def test_ceil_mode_issue_cases(n, k, s, p):
     for fn in (F.max_pool2d, F.avg_pool2d):
         want = fn(torch.zeros(1, 1, n, n), k, s, p, ceil_mode=True).shape[-1]
@@ -62,8 +80,14 @@ def test_ceil_mode_issue_cases(n, k, s, p):
 
 
 @settings(max_examples=150, deadline=None)
-@given(n=st.integers(1, 12), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 3), op=st.integers(0, 3),
-       d=st.integers(1, 3))
+@given(
+    n=st.integers(1, 12),
+    k=st.integers(1, 5),
+    s=st.integers(1, 4),
+    p=st.integers(0, 3),
+    op=st.integers(0, 3),
+    d=st.integers(1, 3),
+)
 def test_conv_transpose_output_size_matches_torch(n, k, s, p, op, d):
     try:
         want = F.conv_transpose2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k), None, s, p, op, 1, d).shape[-1]
@@ -81,8 +105,9 @@ def test_transpose_output_padding_rule_message():
         conv_transpose_output_size(5, 3, stride=2, output_padding=2)
 
 
-@pytest.mark.parametrize("n,k,s,d", [(224, 7, 2, 1), (5, 3, 2, 1), (6, 3, 2, 1), (7, 1, 3, 1), (9, 3, 1, 2),
-                                     (1, 5, 4, 1), (17, 4, 4, 3)])
+@pytest.mark.parametrize(
+    "n,k,s,d", [(224, 7, 2, 1), (5, 3, 2, 1), (6, 3, 2, 1), (7, 1, 3, 1), (9, 3, 1, 2), (1, 5, 4, 1), (17, 4, 4, 3)]
+)
 def test_same_padding_is_tensorflow_rule(n, k, s, d):
     out = -(-n // s)
     total = max(0, (out - 1) * s + d * (k - 1) + 1 - n)
@@ -123,12 +148,16 @@ def gradient_receptive_field(modules, n):
     return rows.min().item(), rows.max().item()
 
 
-@pytest.mark.parametrize("geoms", [
-    [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 1)],
-    [(7, 2, 3, 1), (3, 2, 1, 1), (3, 1, 1, 2)],
-    [(5, 1, 0, 1), (2, 2, 0, 1), (3, 3, 0, 2), (3, 1, 0, 1)],
-    [(3, 2, 0, 3), (4, 2, 1, 1)],
-], ids=["vgg", "stem", "valid_mixed", "dilated"])
+@pytest.mark.parametrize(
+    "geoms",
+    [
+        [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 1)],
+        [(7, 2, 3, 1), (3, 2, 1, 1), (3, 1, 1, 2)],
+        [(5, 1, 0, 1), (2, 2, 0, 1), (3, 3, 0, 2), (3, 1, 0, 1)],
+        [(3, 2, 0, 3), (4, 2, 1, 1)],
+    ],
+    ids=["vgg", "stem", "valid_mixed", "dilated"],
+)
 def test_receptive_field_matches_gradient(geoms):
     convs = []
     for k, s, p, d in geoms:
@@ -173,17 +202,37 @@ def to_torch(spec):
         pad = spec.padding
         if pad == "same" or (isinstance(pad, tuple) and len(pad) == 4):
             raise NotImplementedError
-        return nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, pad, spec.dilation,
-                         spec.groups, spec.bias)
+        return nn.Conv2d(
+            spec.in_channels,
+            spec.out_channels,
+            spec.kernel_size,
+            spec.stride,
+            pad,
+            spec.dilation,
+            spec.groups,
+            spec.bias,
+        )
     simple = {
-        "ConvTranspose2d": lambda s: nn.ConvTranspose2d(s.in_channels, s.out_channels, s.kernel_size, s.stride,
-                                                        s.padding, s.output_padding, s.groups, s.bias, s.dilation),
+        "ConvTranspose2d": lambda s: nn.ConvTranspose2d(
+            s.in_channels,
+            s.out_channels,
+            s.kernel_size,
+            s.stride,
+            s.padding,
+            s.output_padding,
+            s.groups,
+            s.bias,
+            s.dilation,
+        ),
         "MaxPool2d": lambda s: nn.MaxPool2d(s.kernel_size, s.stride, s.padding, s.dilation, ceil_mode=s.ceil_mode),
         "AvgPool2d": lambda s: nn.AvgPool2d(s.kernel_size, s.stride, s.padding, s.ceil_mode),
         "AdaptiveAvgPool2d": lambda s: nn.AdaptiveAvgPool2d(s.output_size),
         "BatchNorm2d": lambda s: nn.BatchNorm2d(s.num_features),
-        "ReLU": lambda s: nn.ReLU(), "Sigmoid": lambda s: nn.Sigmoid(), "Tanh": lambda s: nn.Tanh(),
-        "Dropout": lambda s: nn.Dropout(s.p), "Flatten": lambda s: nn.Flatten(s.start_dim, s.end_dim),
+        "ReLU": lambda s: nn.ReLU(),
+        "Sigmoid": lambda s: nn.Sigmoid(),
+        "Tanh": lambda s: nn.Tanh(),
+        "Dropout": lambda s: nn.Dropout(s.p),
+        "Flatten": lambda s: nn.Flatten(s.start_dim, s.end_dim),
         "Linear": lambda s: nn.Linear(s.in_features, s.out_features, s.bias),
         "Upsample": lambda s: nn.Upsample(scale_factor=s.scale_factor, mode=s.mode),
         "ZeroPad2d": lambda s: nn.ZeroPad2d(s.padding),
@@ -197,20 +246,60 @@ def torch_params(module):
 
 
 MODELS = {
-    "lenet": (L.Sequential(L.Conv2d(1, 6, 5, padding=2), L.ReLU(), L.MaxPool2d(2), L.Conv2d(6, 16, 5), L.ReLU(),
-                           L.MaxPool2d(2), L.Flatten(), L.Linear(400, 120), L.ReLU(), L.Linear(120, 10)),
-              (1, 28, 28)),
-    "resnet_block": (L.Sequential(L.Conv2d(3, 16, 3, 2, 1, bias=False), L.BatchNorm2d(16), L.ReLU(),
-                                  L.Residual(L.Sequential(L.Conv2d(16, 16, 3, 1, 1), L.BatchNorm2d(16), L.ReLU(),
-                                                          L.Conv2d(16, 16, 3, 1, 1))),
-                                  L.AdaptiveAvgPool2d(1), L.Flatten(), L.Linear(16, 5)), (3, 33, 31)),
-    "grouped_depthwise": (L.Sequential(L.Conv2d(8, 16, 3, 1, 1, groups=4), L.Conv2d(16, 16, 3, 2, 1, groups=16),
-                                       L.Conv2d(16, 32, 1), L.AvgPool2d(3, 2, 1, ceil_mode=True)), (8, 15, 15)),
-    "decoder": (L.Sequential(L.ConvTranspose2d(8, 4, 3, 2, 1, 1), L.Upsample(scale_factor=2), L.ZeroPad2d((1, 0, 2, 1)),
-                             L.Conv2d(4, 2, (3, 1), dilation=(2, 1)), L.LeakyReLU(0.2), L.Dropout(0.1)), (8, 7, 6)),
-    "dense_layer": (L.Sequential(L.Concat(L.Sequential(L.BatchNorm2d(4), L.ReLU(), L.Conv2d(4, 8, 1),
-                                                       L.Conv2d(8, 2, 3, padding=1))),
-                                 L.MaxPool2d(3, 2, 1, 2, ceil_mode=True)), (4, 12, 12)),
+    "lenet": (
+        L.Sequential(
+            L.Conv2d(1, 6, 5, padding=2),
+            L.ReLU(),
+            L.MaxPool2d(2),
+            L.Conv2d(6, 16, 5),
+            L.ReLU(),
+            L.MaxPool2d(2),
+            L.Flatten(),
+            L.Linear(400, 120),
+            L.ReLU(),
+            L.Linear(120, 10),
+        ),
+        (1, 28, 28),
+    ),
+    "resnet_block": (
+        L.Sequential(
+            L.Conv2d(3, 16, 3, 2, 1, bias=False),
+            L.BatchNorm2d(16),
+            L.ReLU(),
+            L.Residual(L.Sequential(L.Conv2d(16, 16, 3, 1, 1), L.BatchNorm2d(16), L.ReLU(), L.Conv2d(16, 16, 3, 1, 1))),
+            L.AdaptiveAvgPool2d(1),
+            L.Flatten(),
+            L.Linear(16, 5),
+        ),
+        (3, 33, 31),
+    ),
+    "grouped_depthwise": (
+        L.Sequential(
+            L.Conv2d(8, 16, 3, 1, 1, groups=4),
+            L.Conv2d(16, 16, 3, 2, 1, groups=16),
+            L.Conv2d(16, 32, 1),
+            L.AvgPool2d(3, 2, 1, ceil_mode=True),
+        ),
+        (8, 15, 15),
+    ),
+    "decoder": (
+        L.Sequential(
+            L.ConvTranspose2d(8, 4, 3, 2, 1, 1),
+            L.Upsample(scale_factor=2),
+            L.ZeroPad2d((1, 0, 2, 1)),
+            L.Conv2d(4, 2, (3, 1), dilation=(2, 1)),
+            L.LeakyReLU(0.2),
+            L.Dropout(0.1),
+        ),
+        (8, 7, 6),
+    ),
+    "dense_layer": (
+        L.Sequential(
+            L.Concat(L.Sequential(L.BatchNorm2d(4), L.ReLU(), L.Conv2d(4, 8, 1), L.Conv2d(8, 2, 3, padding=1))),
+            L.MaxPool2d(3, 2, 1, 2, ceil_mode=True),
+        ),
+        (4, 12, 12),
+    ),
 }
 
 
@@ -233,9 +322,14 @@ def test_summary_matches_torch_modules_run_on_zeros(name):
 
 
 def test_summary_of_torch_module_by_introspection():
-    module = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                           nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.MaxPool2d(2, ceil_mode=True)),
-                           nn.Flatten(), nn.Linear(8 * 9 * 9, 10))
+    module = nn.Sequential(
+        nn.Conv2d(3, 8, 3, 2, 1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.MaxPool2d(2, ceil_mode=True)),
+        nn.Flatten(),
+        nn.Linear(8 * 9 * 9, 10),
+    )
     s = fastconv.summary(module, "3x37x37")
     assert s.total_params == torch_params(module)
     assert s.output_shape == tuple(module(torch.zeros(1, 3, 37, 37)).shape[1:])
@@ -281,13 +375,26 @@ def densenet121():
     net = [L.Conv2d(3, 64, 7, 2, 3, bias=False), L.BatchNorm2d(64), L.ReLU(), L.MaxPool2d(3, 2, 1)]
     for i, n_layers in enumerate((6, 12, 24, 16)):
         for _ in range(n_layers):
-            net.append(L.Concat(L.Sequential(
-                L.BatchNorm2d(features), L.ReLU(), L.Conv2d(features, 4 * growth, 1, bias=False),
-                L.BatchNorm2d(4 * growth), L.ReLU(), L.Conv2d(4 * growth, growth, 3, padding=1, bias=False))))
+            net.append(
+                L.Concat(
+                    L.Sequential(
+                        L.BatchNorm2d(features),
+                        L.ReLU(),
+                        L.Conv2d(features, 4 * growth, 1, bias=False),
+                        L.BatchNorm2d(4 * growth),
+                        L.ReLU(),
+                        L.Conv2d(4 * growth, growth, 3, padding=1, bias=False),
+                    )
+                )
+            )
             features += growth
         if i != 3:
-            net += [L.BatchNorm2d(features), L.ReLU(), L.Conv2d(features, features // 2, 1, bias=False),
-                    L.AvgPool2d(2, 2)]
+            net += [
+                L.BatchNorm2d(features),
+                L.ReLU(),
+                L.Conv2d(features, features // 2, 1, bias=False),
+                L.AvgPool2d(2, 2),
+            ]
             features //= 2
     net += [L.BatchNorm2d(features), L.ReLU(), L.AdaptiveAvgPool2d(1), L.Flatten(), L.Linear(features, 1000)]
     return L.Sequential(*net)
@@ -313,8 +420,9 @@ def test_densenet121_shapes_and_parameter_count():
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fastconv", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "fastconv", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 def test_cli_shape():
@@ -324,19 +432,35 @@ def test_cli_shape():
     assert "(2, 3)" in r.stdout
     r = run_cli("shape", "pool", "--input", "5", "--kernel", "2", "--stride", "2", "--padding", "1", "--ceil-mode")
     assert "output size: 3" in r.stdout
-    r = run_cli("shape", "transpose", "--input", "7", "--kernel", "3", "--stride", "2", "--padding", "1",
-                "--output-padding", "1")
+    r = run_cli(
+        "shape",
+        "transpose",
+        "--input",
+        "7",
+        "--kernel",
+        "3",
+        "--stride",
+        "2",
+        "--padding",
+        "1",
+        "--output-padding",
+        "1",
+    )
     assert "output size: 14" in r.stdout
     r = run_cli("shape", "conv", "--input", "4", "--kernel", "7")
     assert r.returncode == 2 and "kernel_size" in r.stderr
 
 
 def test_cli_summary_json_and_module(tmp_path):
-    model = [{"type": "Conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1},
-             {"type": "ReLU"},
-             {"type": "Residual", "body": [{"type": "Conv2d", "in_channels": 8, "out_channels": 8,
-                                            "kernel_size": 3, "padding": 1}]},
-             {"type": "MaxPool2d", "kernel_size": 2}]
+    model = [
+        {"type": "Conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "ReLU"},
+        {
+            "type": "Residual",
+            "body": [{"type": "Conv2d", "in_channels": 8, "out_channels": 8, "kernel_size": 3, "padding": 1}],
+        },
+        {"type": "MaxPool2d", "kernel_size": 2},
+    ]
     path = tmp_path / "model.json"
     path.write_text(json.dumps(model))
     r = run_cli("summary", str(path), "--input", "3x32x32")

@@ -22,14 +22,30 @@ def out_size(n, k, s, p, d, exact):
     return span // s + 1
 
 
-def brute_force(inp, out, channels, block, kernel, stride, padding, dilation, pool_kernel, pool_stride,
-                pool_padding, exact, objective):
+def brute_force(
+    inp,
+    out,
+    channels,
+    block,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    pool_kernel,
+    pool_stride,
+    pool_padding,
+    exact,
+    objective,
+):
     """Every design, checked layer by layer; returns the sorted (cost, choices) list."""
     plan = layer_plan(channels, block)
     rng = lambda r: range(r[0], r[1] + 1)  # noqa: E731
     conv_choices = list(itertools.product(rng(kernel), rng(stride), rng(padding), rng(dilation)))
-    pool_choices = [(k, s, p, 1) for k, s, p in itertools.product(rng(pool_kernel), rng(pool_stride),
-                                                                    rng(pool_padding)) if p <= k // 2]
+    pool_choices = [
+        (k, s, p, 1)
+        for k, s, p in itertools.product(rng(pool_kernel), rng(pool_stride), rng(pool_padding))
+        if p <= k // 2
+    ]
     inp = inp if isinstance(inp, tuple) else (inp, inp)
     out = out if isinstance(out, tuple) else (out, out)
     found = []
@@ -63,11 +79,22 @@ def design_tuple(solution):
 
 
 def check_against_brute_force(top, **space):
-    result = fastconv.solve(space["inp"], space["out"], space["channels"], block=space["block"],
-                            kernel=space["kernel"], stride=space["stride"], padding=space["padding"],
-                            dilation=space["dilation"], pool_kernel=space["pool_kernel"],
-                            pool_stride=space["pool_stride"], pool_padding=space["pool_padding"],
-                            exact=space["exact"], objective=space["objective"], top=top)
+    result = fastconv.solve(
+        space["inp"],
+        space["out"],
+        space["channels"],
+        block=space["block"],
+        kernel=space["kernel"],
+        stride=space["stride"],
+        padding=space["padding"],
+        dilation=space["dilation"],
+        pool_kernel=space["pool_kernel"],
+        pool_stride=space["pool_stride"],
+        pool_padding=space["pool_padding"],
+        exact=space["exact"],
+        objective=space["objective"],
+        top=top,
+    )
     expected = brute_force(**space)
     assert result.count == len(expected)
     assert [(s.cost, design_tuple(s)) for s in result.solutions] == expected[:top]
@@ -84,48 +111,118 @@ def check_against_brute_force(top, **space):
 
 
 range_st = lambda lo, hi, width: st.integers(lo, hi).flatmap(  # noqa: E731
-    lambda a: st.tuples(st.just(a), st.integers(a, min(hi, a + width))))
+    lambda a: st.tuples(st.just(a), st.integers(a, min(hi, a + width)))
+)
 
 
 @settings(max_examples=120, deadline=None)
 @given(
-    inp=st.integers(1, 14), out=st.integers(1, 6), blocks=st.integers(1, 2),
+    inp=st.integers(1, 14),
+    out=st.integers(1, 6),
+    blocks=st.integers(1, 2),
     block=st.sampled_from([("conv", "pool"), ("conv",), ("conv", "conv", "pool"), ("pool", "conv")]),
-    kernel=range_st(1, 5, 2), stride=range_st(1, 3, 2), padding=range_st(0, 2, 1), dilation=range_st(1, 2, 1),
-    pool_kernel=range_st(1, 4, 2), pool_stride=range_st(1, 3, 1), pool_padding=range_st(0, 1, 1),
-    exact=st.booleans(), objective=st.sampled_from(["params", "macs", "kernel"]), top=st.integers(1, 6),
+    kernel=range_st(1, 5, 2),
+    stride=range_st(1, 3, 2),
+    padding=range_st(0, 2, 1),
+    dilation=range_st(1, 2, 1),
+    pool_kernel=range_st(1, 4, 2),
+    pool_stride=range_st(1, 3, 1),
+    pool_padding=range_st(0, 1, 1),
+    exact=st.booleans(),
+    objective=st.sampled_from(["params", "macs", "kernel"]),
+    top=st.integers(1, 6),
     seed=st.integers(1, 9),
 )
-def test_random_spaces_match_brute_force(inp, out, blocks, block, kernel, stride, padding, dilation, pool_kernel,
-                                         pool_stride, pool_padding, exact, objective, top, seed):
+def test_random_spaces_match_brute_force(
+    inp,
+    out,
+    blocks,
+    block,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    pool_kernel,
+    pool_stride,
+    pool_padding,
+    exact,
+    objective,
+    top,
+    seed,
+):
     channels = [seed + i for i in range(blocks + 1)]
-    check_against_brute_force(top, inp=inp, out=out, channels=channels, block=block, kernel=kernel,
-                              stride=stride, padding=padding, dilation=dilation, pool_kernel=pool_kernel,
-                              pool_stride=pool_stride, pool_padding=pool_padding, exact=exact,
-                              objective=objective)
+    check_against_brute_force(
+        top,
+        inp=inp,
+        out=out,
+        channels=channels,
+        block=block,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        pool_kernel=pool_kernel,
+        pool_stride=pool_stride,
+        pool_padding=pool_padding,
+        exact=exact,
+        objective=objective,
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(2, 12), w=st.integers(2, 12), oh=st.integers(1, 4), ow=st.integers(1, 4),
-       objective=st.sampled_from(["params", "macs", "kernel"]), exact=st.booleans())
+@given(
+    h=st.integers(2, 12),
+    w=st.integers(2, 12),
+    oh=st.integers(1, 4),
+    ow=st.integers(1, 4),
+    objective=st.sampled_from(["params", "macs", "kernel"]),
+    exact=st.booleans(),
+)
 def test_rectangular_sizes_match_brute_force(h, w, oh, ow, objective, exact):
-    check_against_brute_force(4, inp=(h, w), out=(oh, ow), channels=[2, 3, 4], block=("conv", "pool"),
-                              kernel=(1, 4), stride=(1, 3), padding=(0, 1), dilation=(1, 2), pool_kernel=(2, 3),
-                              pool_stride=(1, 2), pool_padding=(0, 1), exact=exact, objective=objective)
+    check_against_brute_force(
+        4,
+        inp=(h, w),
+        out=(oh, ow),
+        channels=[2, 3, 4],
+        block=("conv", "pool"),
+        kernel=(1, 4),
+        stride=(1, 3),
+        padding=(0, 1),
+        dilation=(1, 2),
+        pool_kernel=(2, 3),
+        pool_stride=(1, 2),
+        pool_padding=(0, 1),
+        exact=exact,
+        objective=objective,
+    )
 
 
 def test_seed_problem_counts_and_best():
-    r = check_against_brute_force(5, inp=28, out=1, channels=[1, 5, 10], block=("conv", "pool"), kernel=(2, 10),
-                                  stride=(1, 5), padding=(0, 0), dilation=(1, 1), pool_kernel=(2, 10),
-                                  pool_stride=(1, 5), pool_padding=(0, 0), exact=False, objective="params")
+    r = check_against_brute_force(
+        5,
+        inp=28,
+        out=1,
+        channels=[1, 5, 10],
+        block=("conv", "pool"),
+        kernel=(2, 10),
+        stride=(1, 5),
+        padding=(0, 0),
+        dilation=(1, 1),
+        pool_kernel=(2, 10),
+        pool_stride=(1, 5),
+        pool_padding=(0, 0),
+        exact=False,
+        objective="params",
+    )
     assert r.solutions[0].chain().startswith("28 -> ")
 
 
 def test_count_is_exact_beyond_64_bits():
     # 12 layers, nothing prunes: every design fits, so the count is a pure product
-    r = fastconv.solve(1000, 1000, [1] * 13, block=("conv",), kernel=(1, 1), stride=(1, 1),
-                       padding=(0, 0), dilation=(1, 40), top=1)
-    assert r.count == 40 ** 12
+    r = fastconv.solve(
+        1000, 1000, [1] * 13, block=("conv",), kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 40), top=1
+    )
+    assert r.count == 40**12
     assert r.count > 2**63
 
 
@@ -136,27 +233,33 @@ def test_no_design_gives_zero_count():
         r.to_torch()
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    (dict(kernel=(5, 2)), "kernel range is reversed"),
-    (dict(stride=(0, 2)), "stride must be at least 1"),
-    (dict(padding=(-1, 0)), "padding must be at least 0"),
-    (dict(dilation=(0, 1)), "dilation"),
-    (dict(pool_kernel=(3, 1)), "pool_kernel"),
-    (dict(block=("conv", "norm")), "unknown layer kind 'norm'"),
-    (dict(objective="flops"), "objective"),
-    (dict(top=-1), "top"),
-])
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(kernel=(5, 2)), "kernel range is reversed"),
+        (dict(stride=(0, 2)), "stride must be at least 1"),
+        (dict(padding=(-1, 0)), "padding must be at least 0"),
+        (dict(dilation=(0, 1)), "dilation"),
+        (dict(pool_kernel=(3, 1)), "pool_kernel"),
+        (dict(block=("conv", "norm")), "unknown layer kind 'norm'"),
+        (dict(objective="flops"), "objective"),
+        (dict(top=-1), "top"),
+    ],
+)
 def test_bad_options(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         fastconv.solve(28, 1, [1, 5, 10], **kwargs)
 
 
-@pytest.mark.parametrize("inp,out,channels,pattern", [
-    (0, 1, [1, 2], "input must be positive"),
-    (28, -1, [1, 2], "output must be positive"),
-    (28, 1, [1], "channels"),
-    (28, 1, [1, 0], "channels"),
-])
+@pytest.mark.parametrize(
+    "inp,out,channels,pattern",
+    [
+        (0, 1, [1, 2], "input must be positive"),
+        (28, -1, [1, 2], "output must be positive"),
+        (28, 1, [1], "channels"),
+        (28, 1, [1, 0], "channels"),
+    ],
+)
 def test_bad_sizes(inp, out, channels, pattern):
     with pytest.raises(ValueError, match=pattern):
         fastconv.solve(inp, out, channels)
@@ -194,8 +297,17 @@ def test_cli_solve_table_and_json():
     data = json.loads(js.stdout)
     expected = fastconv.solve(28, 1, [1, 5, 10], top=2).to_dict()
     assert data == expected
-    assert set(data["solutions"][0]["layers"][0]) == {"kind", "kernel", "stride", "padding", "dilation", "in_size",
-                                                      "out_size", "in_channels", "out_channels"}
+    assert set(data["solutions"][0]["layers"][0]) == {
+        "kind",
+        "kernel",
+        "stride",
+        "padding",
+        "dilation",
+        "in_size",
+        "out_size",
+        "in_channels",
+        "out_channels",
+    }
 
 
 def test_cli_solve_torch_and_no_design():
@@ -205,13 +317,16 @@ def test_cli_solve_torch_and_no_design():
     assert none.returncode == 0 and "No design" in none.stdout and "0" in none.stdout
 
 
-@pytest.mark.parametrize("args,option", [
-    (["--kernel", "9:2"], "--kernel"),
-    (["--stride", "0:2"], "--stride"),
-    (["--input", "-3"], "--input"),
-    (["--block", "conv,norm"], "--block"),
-    (["--objective", "speed"], "--objective"),
-])
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["--kernel", "9:2"], "--kernel"),
+        (["--stride", "0:2"], "--stride"),
+        (["--input", "-3"], "--input"),
+        (["--block", "conv,norm"], "--block"),
+        (["--objective", "speed"], "--objective"),
+    ],
+)
 def test_cli_bad_options_exit_2(args, option):
     base = {"--input": "28", "--output": "1", "--channels": "1,5,10"}
     for i in range(0, len(args), 2):

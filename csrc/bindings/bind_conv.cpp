@@ -1,8 +1,8 @@
+#include <optional>
+
 #include "../conv.hpp"
 #include "../geometry.hpp"
 #include "common.hpp"
-
-#include <optional>
 
 namespace fastconv::bind {
 
@@ -24,16 +24,16 @@ void check_bias(const std::optional<carray<T>>& b, int64_t n) {
 template <class T>
 void check_grad_output(const carray<T>& gy, int64_t N, int64_t C, int64_t H, int64_t W) {
   if (gy.ndim() != 4 || gy.shape(0) != N || gy.shape(1) != C || gy.shape(2) != H || gy.shape(3) != W)
-    throw std::invalid_argument("grad_output: expected shape (" + std::to_string(N) + ", " + std::to_string(C) +
-                                ", " + std::to_string(H) + ", " + std::to_string(W) + "), got " +
-                                std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(
-                                    gy.shape(), gy.shape() + gy.ndim()))))));
+    throw std::invalid_argument(
+        "grad_output: expected shape (" + std::to_string(N) + ", " + std::to_string(C) + ", " + std::to_string(H) +
+        ", " + std::to_string(W) + "), got " +
+        std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(gy.shape(), gy.shape() + gy.ndim()))))));
 }
 
 // Transposed convolution seen as the input-gradient of a convolution: its
 // output (N, Cout, Hout, Wout) is that convolution's input.
-ConvGeom transpose_geom(const py::array& x, const py::array& w, pair_t stride, pair_t pad, pair_t out_pad,
-                        pair_t dil, int64_t groups) {
+ConvGeom transpose_geom(const py::array& x, const py::array& w, pair_t stride, pair_t pad, pair_t out_pad, pair_t dil,
+                        int64_t groups) {
   if (groups <= 0) fail("groups must be positive, got " + std::to_string(groups));
   if (x.shape(1) != w.shape(0))
     fail("weight: expected weight.shape[0] == input channels, got weight.shape[0]=" + std::to_string(w.shape(0)) +
@@ -44,8 +44,8 @@ ConvGeom transpose_geom(const py::array& x, const py::array& w, pair_t stride, p
   const int64_t Hout = conv_transpose_out(x.shape(2), w.shape(2), stride[0], pad[0], out_pad[0], dil[0]);
   const int64_t Wout = conv_transpose_out(x.shape(3), w.shape(3), stride[1], pad[1], out_pad[1], dil[1]);
   const int64_t Cout = checked_mul(w.shape(1), groups, "output channels");
-  return conv_geom_with_output(x.shape(0), Cout, Hout, Wout, x.shape(1), w.shape(1), w.shape(2), w.shape(3),
-                               stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], groups, x.shape(2), x.shape(3));
+  return conv_geom_with_output(x.shape(0), Cout, Hout, Wout, x.shape(1), w.shape(1), w.shape(2), w.shape(3), stride[0],
+                               stride[1], pad[0], pad[1], dil[0], dil[1], groups, x.shape(2), x.shape(3));
 }
 
 template <class T>
@@ -128,15 +128,14 @@ void bind_typed(py::module_& m, const std::string& suffix) {
           }
           {
             py::gil_scoped_release release;
-            conv_transpose2d_backward<T>(gy.data(), x.data(), w.data(), gx.mutable_data(), gw.mutable_data(), gbp,
-                                         g);
+            conv_transpose2d_backward<T>(gy.data(), x.data(), w.data(), gx.mutable_data(), gw.mutable_data(), gbp, g);
           }
           return py::make_tuple(gx, gw, gb);
         });
   m.def(("unfold_" + suffix).c_str(), [](const carray<T>& x, pair_t kernel, pair_t dil, pair_t pad, pair_t stride) {
     require_ndim(x, 4, "input");
-    const ConvGeom g = conv_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), 1, x.shape(1), kernel[0],
-                                 kernel[1], stride[0], stride[1], pad[0], pad[0], pad[1], pad[1], dil[0], dil[1], 1);
+    const ConvGeom g = conv_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), 1, x.shape(1), kernel[0], kernel[1],
+                                 stride[0], stride[1], pad[0], pad[0], pad[1], pad[1], dil[0], dil[1], 1);
     auto cols = new_array<T>({g.N, g.C * g.kh * g.kw, g.OH * g.OW});
     {
       py::gil_scoped_release release;
@@ -144,31 +143,30 @@ void bind_typed(py::module_& m, const std::string& suffix) {
     }
     return cols;
   });
-  m.def(("fold_" + suffix).c_str(),
-        [](const carray<T>& cols, pair_t out_size, pair_t kernel, pair_t dil, pair_t pad, pair_t stride) {
-          require_ndim(cols, 3, "input");
-          const int64_t kk = checked_mul(kernel[0], kernel[1], "kernel_size");
-          if (kernel[0] <= 0 || kernel[1] <= 0)
-            fail("kernel_size must be positive, got (" + std::to_string(kernel[0]) + ", " +
-                 std::to_string(kernel[1]) + ")");
-          if (cols.shape(1) % kk != 0)
-            fail("input: expected size(1) divisible by kernel_size product " + std::to_string(kk) + ", got " +
-                 std::to_string(cols.shape(1)));
-          const int64_t C = cols.shape(1) / kk;
-          if (C <= 0) fail("input: size(1) must be positive, got " + std::to_string(cols.shape(1)));
-          const ConvGeom g = conv_geom(cols.shape(0), C, out_size[0], out_size[1], 1, C, kernel[0], kernel[1],
-                                       stride[0], stride[1], pad[0], pad[0], pad[1], pad[1], dil[0], dil[1], 1);
-          if (cols.shape(2) != g.OH * g.OW)
-            fail("input: expected size(2) == " + std::to_string(g.OH * g.OW) + " sliding blocks for output_size (" +
-                 std::to_string(out_size[0]) + ", " + std::to_string(out_size[1]) + "), got " +
-                 std::to_string(cols.shape(2)));
-          auto x = new_array<T>({g.N, C, g.H, g.W});
-          {
-            py::gil_scoped_release release;
-            fold<T>(cols.data(), x.mutable_data(), g);
-          }
-          return x;
-        });
+  m.def(("fold_" + suffix).c_str(), [](const carray<T>& cols, pair_t out_size, pair_t kernel, pair_t dil, pair_t pad,
+                                       pair_t stride) {
+    require_ndim(cols, 3, "input");
+    const int64_t kk = checked_mul(kernel[0], kernel[1], "kernel_size");
+    if (kernel[0] <= 0 || kernel[1] <= 0)
+      fail("kernel_size must be positive, got (" + std::to_string(kernel[0]) + ", " + std::to_string(kernel[1]) + ")");
+    if (cols.shape(1) % kk != 0)
+      fail("input: expected size(1) divisible by kernel_size product " + std::to_string(kk) + ", got " +
+           std::to_string(cols.shape(1)));
+    const int64_t C = cols.shape(1) / kk;
+    if (C <= 0) fail("input: size(1) must be positive, got " + std::to_string(cols.shape(1)));
+    const ConvGeom g = conv_geom(cols.shape(0), C, out_size[0], out_size[1], 1, C, kernel[0], kernel[1], stride[0],
+                                 stride[1], pad[0], pad[0], pad[1], pad[1], dil[0], dil[1], 1);
+    if (cols.shape(2) != g.OH * g.OW)
+      fail("input: expected size(2) == " + std::to_string(g.OH * g.OW) + " sliding blocks for output_size (" +
+           std::to_string(out_size[0]) + ", " + std::to_string(out_size[1]) + "), got " +
+           std::to_string(cols.shape(2)));
+    auto x = new_array<T>({g.N, C, g.H, g.W});
+    {
+      py::gil_scoped_release release;
+      fold<T>(cols.data(), x.mutable_data(), g);
+    }
+    return x;
+  });
 }
 
 }  // namespace

@@ -6,8 +6,8 @@ namespace fastconv::bind {
 void bind_geometry(py::module_& m) {
   m.def("conv_out", &conv_out, py::arg("n"), py::arg("kernel_size"), py::arg("stride"), py::arg("pad_before"),
         py::arg("pad_after"), py::arg("dilation"));
-  m.def("conv_dropped", &conv_dropped, py::arg("n"), py::arg("kernel_size"), py::arg("stride"),
-        py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"));
+  m.def("conv_dropped", &conv_dropped, py::arg("n"), py::arg("kernel_size"), py::arg("stride"), py::arg("pad_before"),
+        py::arg("pad_after"), py::arg("dilation"));
   m.def(
       "same_padding",
       [](int64_t n, int64_t k, int64_t s, int64_t d) {

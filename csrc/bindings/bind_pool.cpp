@@ -34,8 +34,8 @@ void bind_typed(py::module_& m, const std::string& suffix) {
           return py::make_tuple(y, idx);
         });
   m.def(("max_pool2d_backward_" + suffix).c_str(),
-        [](const carray<T>& gy, const carray<int64_t>& idx, const carray<T>& x, pair_t k, pair_t s, pair_t p,
-           pair_t d, bool ceil_mode) {
+        [](const carray<T>& gy, const carray<int64_t>& idx, const carray<T>& x, pair_t k, pair_t s, pair_t p, pair_t d,
+           bool ceil_mode) {
           require_ndim(x, 4, "input");
           const PoolGeom g = geom_for(x, k, s, p, d, ceil_mode);
           check_grad(gy, x, g);
@@ -58,19 +58,18 @@ void bind_typed(py::module_& m, const std::string& suffix) {
           }
           return y;
         });
-  m.def(("avg_pool2d_backward_" + suffix).c_str(),
-        [](const carray<T>& gy, const carray<T>& x, pair_t k, pair_t s, pair_t p, bool ceil_mode, bool include_pad,
-           int64_t divisor) {
-          require_ndim(x, 4, "input");
-          const PoolGeom g = geom_for(x, k, s, p, {1, 1}, ceil_mode);
-          check_grad(gy, x, g);
-          auto gx = new_array<T>({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
-          {
-            py::gil_scoped_release release;
-            avg_pool2d_backward<T>(gy.data(), gx.mutable_data(), g, include_pad, divisor);
-          }
-          return gx;
-        });
+  m.def(("avg_pool2d_backward_" + suffix).c_str(), [](const carray<T>& gy, const carray<T>& x, pair_t k, pair_t s,
+                                                      pair_t p, bool ceil_mode, bool include_pad, int64_t divisor) {
+    require_ndim(x, 4, "input");
+    const PoolGeom g = geom_for(x, k, s, p, {1, 1}, ceil_mode);
+    check_grad(gy, x, g);
+    auto gx = new_array<T>({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
+    {
+      py::gil_scoped_release release;
+      avg_pool2d_backward<T>(gy.data(), gx.mutable_data(), g, include_pad, divisor);
+    }
+    return gx;
+  });
 }
 
 }  // namespace

@@ -31,10 +31,10 @@ void bind_solver(py::module_& m) {
       "solve",
       [](std::pair<int64_t, int64_t> input, std::pair<int64_t, int64_t> output,
          const std::vector<std::tuple<std::string, int64_t, int64_t>>& layers, std::pair<int64_t, int64_t> kernel,
-         std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> padding,
-         std::pair<int64_t, int64_t> dilation, std::pair<int64_t, int64_t> pool_kernel,
-         std::pair<int64_t, int64_t> pool_stride, std::pair<int64_t, int64_t> pool_padding, bool exact,
-         const std::string& objective, int64_t top, SolveProgress* progress) {
+         std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> padding, std::pair<int64_t, int64_t> dilation,
+         std::pair<int64_t, int64_t> pool_kernel, std::pair<int64_t, int64_t> pool_stride,
+         std::pair<int64_t, int64_t> pool_padding, bool exact, const std::string& objective, int64_t top,
+         SolveProgress* progress) {
         SolveSpec sp;
         sp.in_h = input.first;
         sp.in_w = input.second;
@@ -77,10 +77,9 @@ void bind_solver(py::module_& m) {
         }
         return py::make_tuple(limbs_to_int(r.count), designs);
       },
-      py::arg("input"), py::arg("output"), py::arg("layers"), py::arg("kernel"), py::arg("stride"),
-      py::arg("padding"), py::arg("dilation"), py::arg("pool_kernel"), py::arg("pool_stride"),
-      py::arg("pool_padding"), py::arg("exact"), py::arg("objective"), py::arg("top"),
-      py::arg("progress") = nullptr);
+      py::arg("input"), py::arg("output"), py::arg("layers"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+      py::arg("dilation"), py::arg("pool_kernel"), py::arg("pool_stride"), py::arg("pool_padding"), py::arg("exact"),
+      py::arg("objective"), py::arg("top"), py::arg("progress") = nullptr);
 }
 
 }  // namespace fastconv::bind

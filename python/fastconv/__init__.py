@@ -11,6 +11,7 @@ _core = load_core()  # before anything else imports the extension
 
 from . import layers, shapes  # noqa: E402
 from ._core import get_num_threads, set_num_threads  # noqa: E402
+from ._summary import DroppedPixelsWarning, summary  # noqa: E402
 from .functional import (  # noqa: E402
     avg_pool2d,
     avg_pool2d_backward,
@@ -31,7 +32,6 @@ from .shapes import (  # noqa: E402
     same_padding,
 )
 from .solver import SolveResult, solve  # noqa: E402
-from ._summary import DroppedPixelsWarning, summary  # noqa: E402
 
 __version__ = "0.1.0"
 

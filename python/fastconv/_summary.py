@@ -64,9 +64,12 @@ class Summary:
             "total_params": self.total_params,
             "total_macs": self.total_macs,
             "rows": [
-                {**asdict(r), "output_shape": list(r.output_shape),
-                 "receptive_field": None if r.receptive_field is None else list(r.receptive_field),
-                 "dropped": list(r.dropped)}
+                {
+                    **asdict(r),
+                    "output_shape": list(r.output_shape),
+                    "receptive_field": None if r.receptive_field is None else list(r.receptive_field),
+                    "dropped": list(r.dropped),
+                }
                 for r in self.rows
             ],
         }
@@ -77,20 +80,29 @@ class Summary:
         for r in self.rows:
             rf = "-" if r.receptive_field is None else "x".join(_num(v) for v in r.receptive_field)
             mark = " !" if any(r.dropped) else ""
-            body.append((f"{r.name} ({r.type}){mark}", str((None, *r.output_shape)), f"{r.params:,}",
-                         f"{r.macs:,}", rf))
+            body.append(
+                (f"{r.name} ({r.type}){mark}", str((None, *r.output_shape)), f"{r.params:,}", f"{r.macs:,}", rf)
+            )
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(5)]
         fmt = lambda row: "  ".join(  # noqa: E731
-            c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(row))
+            c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(row)
+        )
         rule = "=" * len(fmt(head))
-        lines = [fmt(head), rule, *(fmt(b) for b in body), rule,
-                 f"Total params: {self.total_params:,}",
-                 f"Total MACs: {self.total_macs:,} per sample "
-                 f"(FLOPs = 2 x MACs = {2 * self.total_macs:,}; bias adds not counted)"]
+        lines = [
+            fmt(head),
+            rule,
+            *(fmt(b) for b in body),
+            rule,
+            f"Total params: {self.total_params:,}",
+            f"Total MACs: {self.total_macs:,} per sample "
+            f"(FLOPs = 2 x MACs = {2 * self.total_macs:,}; bias adds not counted)",
+        ]
         for r in self.rows:
             if any(r.dropped):
-                lines.append(f"! {r.name} ({r.type}) ignores the last {r.dropped[0]} input row(s) and "
-                             f"{r.dropped[1]} column(s): (n + 2p - d(k-1) - 1) % s != 0")
+                lines.append(
+                    f"! {r.name} ({r.type}) ignores the last {r.dropped[0]} input row(s) and "
+                    f"{r.dropped[1]} column(s): (n + 2p - d(k-1) - 1) % s != 0"
+                )
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):  # IPython
@@ -151,24 +163,46 @@ def summary(model, input_shape) -> Summary:
             dropped = (dropped, dropped)
         own_params = 0 if isinstance(layer, (L.Residual, L.Concat)) else layer.param_count()
         own_macs = 0 if isinstance(layer, (L.Residual, L.Concat)) else layer.macs(in_shape)
-        rows.append(SummaryRow(name, type(layer).__name__, tuple(out_shape), own_params, own_macs,
-                               None if field is None else field.size, dropped))
+        rows.append(
+            SummaryRow(
+                name,
+                type(layer).__name__,
+                tuple(out_shape),
+                own_params,
+                own_macs,
+                None if field is None else field.size,
+                dropped,
+            )
+        )
         if any(dropped):
-            warnings.warn(f"{name} ({type(layer).__name__}) ignores the last {dropped[0]} input row(s) and "
-                          f"{dropped[1]} column(s) of its {in_shape[1]}x{in_shape[2]} input",
-                          DroppedPixelsWarning, stacklevel=2)
+            warnings.warn(
+                f"{name} ({type(layer).__name__}) ignores the last {dropped[0]} input row(s) and "
+                f"{dropped[1]} column(s) of its {in_shape[1]}x{in_shape[2]} input",
+                DroppedPixelsWarning,
+                stacklevel=2,
+            )
     return Summary(model, shape, rows)
 
 
 _TORCH_LEAVES = {
-    "Conv2d": lambda m: L.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                                 m.padding, m.dilation, m.groups, m.bias is not None),
-    "ConvTranspose2d": lambda m: L.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                                                   m.padding, m.output_padding, m.groups, m.bias is not None,
-                                                   m.dilation),
+    "Conv2d": lambda m: L.Conv2d(
+        m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups, m.bias is not None
+    ),
+    "ConvTranspose2d": lambda m: L.ConvTranspose2d(
+        m.in_channels,
+        m.out_channels,
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.output_padding,
+        m.groups,
+        m.bias is not None,
+        m.dilation,
+    ),
     "MaxPool2d": lambda m: L.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode),
-    "AvgPool2d": lambda m: L.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
-                                       m.divisor_override),
+    "AvgPool2d": lambda m: L.AvgPool2d(
+        m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
+    ),
     "AdaptiveAvgPool2d": lambda m: L.AdaptiveAvgPool2d(m.output_size),
     "BatchNorm2d": lambda m: L.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine),
     "ReLU": lambda m: L.ReLU(),
@@ -199,8 +233,9 @@ def from_torch(module) -> L.Layer:
     import torch.nn as nn  # only here: torch is never a runtime dependency
 
     if not isinstance(module, nn.Module):
-        raise TypeError(f"model must be a fastconv layer, a list of them or a torch.nn.Module, "
-                        f"got {type(module).__name__}")
+        raise TypeError(
+            f"model must be a fastconv layer, a list of them or a torch.nn.Module, got {type(module).__name__}"
+        )
     name = type(module).__name__
     children = list(module.named_children())
     if name in _TORCH_LEAVES and not children:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import functional as F
 from . import _core
+from . import functional as F
 from ._core import get_num_threads, set_num_threads
 
 
@@ -70,6 +70,7 @@ SHAPES_BY_NAME = {s.name: s for s in SHAPES}
 
 # -- the NumPy idiom ---------------------------------------------------------------
 
+
 def numpy_conv2d(x, w, stride=1, padding=0, groups=1):
     """Forward conv with sliding_window_view + tensordot, one tensordot per group."""
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
@@ -78,7 +79,7 @@ def numpy_conv2d(x, w, stride=1, padding=0, groups=1):
     cg, og = x.shape[1] // groups, w.shape[0] // groups
     outs = []
     for g in range(groups):
-        y = np.tensordot(win[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og], axes=([1, 4, 5], [1, 2, 3]))
+        y = np.tensordot(win[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], axes=([1, 4, 5], [1, 2, 3]))
         outs.append(y)  # N OH OW og
     return np.ascontiguousarray(np.concatenate(outs, axis=3).transpose(0, 3, 1, 2))
 
@@ -90,8 +91,12 @@ def numpy_conv2d_backward(gy, x, w, stride=1, padding=0, groups=1):
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
     cg, og = c // groups, w.shape[0] // groups
-    gw = np.concatenate([np.tensordot(gy[:, g * og:(g + 1) * og], win[:, g * cg:(g + 1) * cg],
-                                      axes=([0, 2, 3], [0, 2, 3])) for g in range(groups)])
+    gw = np.concatenate(
+        [
+            np.tensordot(gy[:, g * og : (g + 1) * og], win[:, g * cg : (g + 1) * cg], axes=([0, 2, 3], [0, 2, 3]))
+            for g in range(groups)
+        ]
+    )
     # grad_input: dilate gy by the stride, pad by k-1, correlate with the flipped, transposed kernel
     oh = gy.shape[2]
     dil = np.zeros((n, gy.shape[1], (oh - 1) * stride + 1, (oh - 1) * stride + 1), gy.dtype)
@@ -99,14 +104,15 @@ def numpy_conv2d_backward(gy, x, w, stride=1, padding=0, groups=1):
     full_h = h + 2 * padding
     extra = full_h - ((oh - 1) * stride + k)  # rows the forward never reached
     dil = np.pad(dil, ((0, 0), (0, 0), (k - 1, k - 1 + extra), (k - 1, k - 1 + extra)))
-    wt = np.concatenate([w[g * og:(g + 1) * og].transpose(1, 0, 2, 3) for g in range(groups)])[:, :, ::-1, ::-1]
+    wt = np.concatenate([w[g * og : (g + 1) * og].transpose(1, 0, 2, 3) for g in range(groups)])[:, :, ::-1, ::-1]
     # wt: (c, og, k, k) grouped back to conv layout with groups
     gxp = numpy_conv2d(dil, np.ascontiguousarray(wt.reshape(c, og, k, k)), 1, 0, groups)
-    gx = gxp[:, :, padding:padding + h, padding:padding + wd]
+    gx = gxp[:, :, padding : padding + h, padding : padding + wd]
     return np.ascontiguousarray(gx), gw, gy.sum(axis=(0, 2, 3))
 
 
 # -- timing -------------------------------------------------------------------------
+
 
 def best_time(fn, repeats: int) -> float:
     """Median wall time of `repeats` runs after one warm-up."""
@@ -126,7 +132,8 @@ def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=
     res = {"fastconv_fwd": best_time(lambda: F.conv2d(x, w, **geom), repeats)}
     if backward:
         res["fastconv_fwdbwd"] = best_time(
-            lambda: (F.conv2d(x, w, **geom), F.conv2d_backward(gy, x, w, **geom)), repeats)
+            lambda: (F.conv2d(x, w, **geom), F.conv2d_backward(gy, x, w, **geom)), repeats
+        )
     if torch_mod is not None:
         tf = torch_mod.nn.functional
         xt, wt, gyt = (torch_mod.from_numpy(a) for a in (x, w, gy))
@@ -148,7 +155,8 @@ def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=
         res["numpy_fwd"] = best_time(lambda: numpy_conv2d(x, w, **geom), np_repeats)
         if backward:
             res["numpy_fwdbwd"] = best_time(
-                lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)), np_repeats)
+                lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)), np_repeats
+            )
     return res
 
 
@@ -177,14 +185,22 @@ def run_table(shapes=None, repeats=5, threads=2, dtype="float32", backward=True,
     if torch is not None:
         torch.set_num_threads(threads)
     dt = np.dtype(dtype)
-    print(f"fastconv bench: {dt.name}, {threads} threads, median of {repeats} runs; GFLOP/s counts 2 per MAC "
-          f"(fwd+bwd = 3x forward FLOPs)", file=out)
+    print(
+        f"fastconv bench: {dt.name}, {threads} threads, median of {repeats} runs; GFLOP/s counts 2 per MAC "
+        f"(fwd+bwd = 3x forward FLOPs)",
+        file=out,
+    )
     if torch is None:
         print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
-    print(f"sgemm 2048^3 on fastconv's OpenBLAS ({_core.blas_core_name()} kernels, {threads} threads): "
-          f"{sgemm_gflops(2048, threads):.1f} GFLOP/s", file=out)
-    head = f"{'shape':<15}{'fwd GF/s':>9}{'torch':>8}{'ratio':>7}{'numpy x':>9}  |{'f+b GF/s':>9}{'torch':>8}{'ratio':>7}" \
-           f"{'numpy x':>9}"
+    print(
+        f"sgemm 2048^3 on fastconv's OpenBLAS ({_core.blas_core_name()} kernels, {threads} threads): "
+        f"{sgemm_gflops(2048, threads):.1f} GFLOP/s",
+        file=out,
+    )
+    head = (
+        f"{'shape':<15}{'fwd GF/s':>9}{'torch':>8}{'ratio':>7}{'numpy x':>9}  |{'f+b GF/s':>9}{'torch':>8}{'ratio':>7}"
+        f"{'numpy x':>9}"
+    )
     print(head, file=out)
     print("-" * len(head), file=out)
     ratios_f, ratios_b = [], []

@@ -23,8 +23,15 @@ def _solve(args, parser) -> int:
             msg = "--channels: " + msg
         parser.error(msg)
     ranges = {}
-    for name, minimum in [("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1), ("pool_kernel", 1),
-                          ("pool_stride", 1), ("pool_padding", 0)]:
+    for name, minimum in [
+        ("kernel", 1),
+        ("stride", 1),
+        ("padding", 0),
+        ("dilation", 1),
+        ("pool_kernel", 1),
+        ("pool_stride", 1),
+        ("pool_padding", 0),
+    ]:
         option = "--" + name.replace("_", "-")
         try:
             ranges[name] = _range(getattr(args, name), option, minimum)
@@ -33,28 +40,51 @@ def _solve(args, parser) -> int:
     if args.top < 0:
         parser.error(f"--top must be non-negative, got {args.top}")
     try:
-        result = solve(sizes["input"], sizes["output"], args.channels, block=args.block, exact=args.exact,
-                       objective=args.objective, top=args.top, **ranges)
+        result = solve(
+            sizes["input"],
+            sizes["output"],
+            args.channels,
+            block=args.block,
+            exact=args.exact,
+            objective=args.objective,
+            top=args.top,
+            **ranges,
+        )
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
     if result.count == 0:
-        print(f"No design maps {args.input} to {args.output} in this search space (count 0). "
-              "Widen the ranges (padding, stride, kernel) or change the blocks.")
+        print(
+            f"No design maps {args.input} to {args.output} in this search space (count 0). "
+            "Widen the ranges (padding, stride, kernel) or change the blocks."
+        )
         return 0
     if args.torch:
         print(result.to_torch(), end="")
         return 0
-    print(f"{result.count:,} designs map {args.input} to {args.output}; "
-          f"best {len(result.solutions)} by {args.objective}{' (exact mode)' if args.exact else ''}:")
+    print(
+        f"{result.count:,} designs map {args.input} to {args.output}; "
+        f"best {len(result.solutions)} by {args.objective}{' (exact mode)' if args.exact else ''}:"
+    )
     for rank, sol in enumerate(result.solutions, 1):
         print(f"\n#{rank}  cost {sol.cost:,}   {sol.chain()}")
         head = ("layer", "kind", "k", "s", "p", "d", "in", "out", "channels")
-        rows = [(str(i), layer.kind, str(layer.kernel), str(layer.stride), str(layer.padding), str(layer.dilation),
-                 _fmt(layer.in_size), _fmt(layer.out_size), f"{layer.in_channels}->{layer.out_channels}")
-                for i, layer in enumerate(sol.layers)]
+        rows = [
+            (
+                str(i),
+                layer.kind,
+                str(layer.kernel),
+                str(layer.stride),
+                str(layer.padding),
+                str(layer.dilation),
+                _fmt(layer.in_size),
+                _fmt(layer.out_size),
+                f"{layer.in_channels}->{layer.out_channels}",
+            )
+            for i, layer in enumerate(sol.layers)
+        ]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         for r in [head, *rows]:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
@@ -115,8 +145,11 @@ def _summary(args, parser) -> int:
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
             model = getattr(module, attr)
-            model = model() if callable(model) and not hasattr(model, "output_shape") and not hasattr(
-                model, "named_children") else model
+            model = (
+                model()
+                if callable(model) and not hasattr(model, "output_shape") and not hasattr(model, "named_children")
+                else model
+            )
         else:
             with open(spec) as fh:
                 model = model_from_json(json.load(fh))
@@ -150,8 +183,14 @@ def model_from_json(obj):
 def _bench(args, parser) -> int:
     from .bench import run_table
 
-    return run_table(shapes=args.shapes, repeats=args.repeats, threads=args.threads, dtype=args.dtype,
-                     backward=not args.forward_only, numpy=not args.no_numpy)
+    return run_table(
+        shapes=args.shapes,
+        repeats=args.repeats,
+        threads=args.threads,
+        dtype=args.dtype,
+        backward=not args.forward_only,
+        numpy=not args.no_numpy,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,8 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="target size")
     p.add_argument("--channels", required=True, help="channels c0,c1,...,cB")
     p.add_argument("--block", default="conv,pool", help="layer kinds per block (default conv,pool)")
-    for name, default in [("kernel", "2:10"), ("stride", "1:5"), ("padding", "0:0"), ("dilation", "1:1"),
-                          ("pool-kernel", "2:10"), ("pool-stride", "1:5"), ("pool-padding", "0:0")]:
+    for name, default in [
+        ("kernel", "2:10"),
+        ("stride", "1:5"),
+        ("padding", "0:0"),
+        ("dilation", "1:1"),
+        ("pool-kernel", "2:10"),
+        ("pool-stride", "1:5"),
+        ("pool-padding", "0:0"),
+    ]:
         p.add_argument(f"--{name}", default=default, help=f"inclusive range lo:hi (default {default})")
     p.add_argument("--exact", action="store_true", help="every layer must read every input row/column")
     p.add_argument("--objective", default="params", choices=["params", "macs", "kernel"])

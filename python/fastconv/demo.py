@@ -19,10 +19,16 @@ from . import nn
 def build_model(rng: np.random.Generator) -> nn.Sequential:
     """Conv-BN-ReLU x2, max pool, dropout and a linear head: 1x8x8 -> 10 classes."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, rng=rng), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, rng=rng), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1, rng=rng),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, rng=rng),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.25, rng=rng), nn.Linear(32 * 4 * 4, 10, rng=rng),
+        nn.Flatten(),
+        nn.Dropout(0.25, rng=rng),
+        nn.Linear(32 * 4 * 4, 10, rng=rng),
     )
 
 
@@ -38,15 +44,17 @@ def load_digits_split(seed: int):
 
 def accuracy(model, x, y, batch=256) -> float:
     model.eval()
-    preds = np.concatenate([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    preds = np.concatenate([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
     model.train()
     return float((preds == y).mean())
 
 
 def _bar(epoch, epochs, done, total, loss, acc, width=24, stream=sys.stderr):
     filled = int(width * done / total)
-    stream.write(f"\repoch {epoch:2d}/{epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                 f"loss {loss:.4f} train acc {100 * acc:5.1f}%")
+    stream.write(
+        f"\repoch {epoch:2d}/{epochs} [{'#' * filled}{'.' * (width - filled)}] "
+        f"loss {loss:.4f} train acc {100 * acc:5.1f}%"
+    )
     stream.flush()
 
 
@@ -66,7 +74,7 @@ def train(epochs=15, batch_size=32, lr=3e-3, seed=0, quiet=False):
         order = rng.permutation(len(x_train))
         total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             xb, yb = x_train[idx], y_train[idx]
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -115,8 +123,10 @@ def plot(history, model, x_test, y_test, path):
             j = wrong[i]
             ax.imshow(x_test[j, 0], cmap="gray_r")
             ax.set_title(f"{y_test[j]}→{preds[j]}", fontsize=8)
-    fig.suptitle(f"fastconv digits CNN: {len(wrong) if len(wrong) < 16 else '16+'} misclassified "
-                 f"(true→predicted), test acc {100 * history['test_acc'][-1]:.1f}%")
+    fig.suptitle(
+        f"fastconv digits CNN: {len(wrong) if len(wrong) < 16 else '16+'} misclassified "
+        f"(true→predicted), test acc {100 * history['test_acc'][-1]:.1f}%"
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -138,8 +148,10 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     model, history, (x_test, y_test) = train(args.epochs, args.batch_size, args.lr, args.seed)
     elapsed = time.perf_counter() - start
-    print(f"test accuracy {100 * history['test_acc'][-1]:.2f}% after {args.epochs} epochs in {elapsed:.1f} s "
-          f"({model.param_count():,} parameters, fastconv only)")
+    print(
+        f"test accuracy {100 * history['test_acc'][-1]:.2f}% after {args.epochs} epochs in {elapsed:.1f} s "
+        f"({model.param_count():,} parameters, fastconv only)"
+    )
     if args.plot:
         plot(history, model, x_test, y_test, args.plot)
         print(f"saved {args.plot}")

@@ -157,8 +157,16 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         require_ndim(gy, "grad_output", (3,))
         gy = gy[None]
     gx, gw, gb = _kernel(dtype, "conv2d_backward")(
-        contiguous(gy, dtype), contiguous(x, dtype), contiguous(w, dtype), stride, pads, dilation, groups,
-        True, True, True,
+        contiguous(gy, dtype),
+        contiguous(x, dtype),
+        contiguous(w, dtype),
+        stride,
+        pads,
+        dilation,
+        groups,
+        True,
+        True,
+        True,
     )
     return (gx[0] if unbatched else gx), gw, gb
 
@@ -211,8 +219,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return y[0] if unbatched else y
 
 
-def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
-                              dilation=1):
+def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Gradients of :func:`conv_transpose2d`: ``(grad_input, grad_weight, grad_bias)``."""
     x, w, _, dtype, unbatched, geom = _prepare_transpose(
         input, weight, None, stride, padding, output_padding, groups, dilation
@@ -293,10 +300,20 @@ def _pool_args(input, kernel_size, stride, padding, dilation):
     dtype = float_dtype(("input", x))
     x, unbatched = _batched(x, "input")
     kernel = positive_pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else (
-        positive_pair(stride, "stride"))
-    return x, dtype, unbatched, kernel, stride, nonnegative_pair(padding, "padding"), positive_pair(
-        dilation, "dilation")
+    stride = (
+        kernel
+        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+        else (positive_pair(stride, "stride"))
+    )
+    return (
+        x,
+        dtype,
+        unbatched,
+        kernel,
+        stride,
+        nonnegative_pair(padding, "padding"),
+        positive_pair(dilation, "dilation"),
+    )
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -320,8 +337,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (y, idx) if return_indices else y
 
 
-def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, padding=0, dilation=1,
-                        ceil_mode=False):
+def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """Gradient of :func:`max_pool2d`: routes ``grad_output`` to the arg-max positions."""
     x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
     gy = as_array(grad_output, "grad_output")
@@ -330,7 +346,13 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
     if unbatched:
         gy, idx = gy[None], idx[None]
     gx = _kernel(dtype, "max_pool2d_backward")(
-        contiguous(gy, dtype), np.ascontiguousarray(idx, dtype=np.int64), contiguous(x, dtype), k, s, p, d,
+        contiguous(gy, dtype),
+        np.ascontiguousarray(idx, dtype=np.int64),
+        contiguous(x, dtype),
+        k,
+        s,
+        p,
+        d,
         bool(ceil_mode),
     )
     return gx[0] if unbatched else gx
@@ -347,8 +369,9 @@ def _divisor(divisor_override) -> int:
     return d
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Examples
@@ -365,8 +388,16 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return y[0] if unbatched else y
 
 
-def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, divisor_override=None):
+def avg_pool2d_backward(
+    grad_output,
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """Gradient of :func:`avg_pool2d` with respect to its input."""
     x, dtype, unbatched, k, s, p, _ = _pool_args(input, kernel_size, stride, padding, 1)
     gy = as_array(grad_output, "grad_output")
@@ -374,7 +405,13 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if unbatched:
         gy = gy[None]
     gx = _kernel(dtype, "avg_pool2d_backward")(
-        contiguous(gy, dtype), contiguous(x, dtype), k, s, p, bool(ceil_mode), bool(count_include_pad),
+        contiguous(gy, dtype),
+        contiguous(x, dtype),
+        k,
+        s,
+        p,
+        bool(ceil_mode),
+        bool(count_include_pad),
         _divisor(divisor_override),
     )
     return gx[0] if unbatched else gx

@@ -31,9 +31,32 @@ from . import shapes
 from ._args import as_int, as_pair, explicit_padding, positive_pair
 
 __all__ = [
-    "Layer", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d",
-    "ReLU", "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Sigmoid", "Tanh", "Softmax", "Identity",
-    "Dropout", "Flatten", "Linear", "Upsample", "ZeroPad2d", "Sequential", "Residual", "Concat", "Window",
+    "Layer",
+    "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "BatchNorm2d",
+    "ReLU",
+    "ReLU6",
+    "LeakyReLU",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Identity",
+    "Dropout",
+    "Flatten",
+    "Linear",
+    "Upsample",
+    "ZeroPad2d",
+    "Sequential",
+    "Residual",
+    "Concat",
+    "Window",
 ]
 
 Shape = tuple  # (C, H, W) or (features,) -- never the batch axis
@@ -109,8 +132,7 @@ class Window(Layer):
 class Conv2d(Layer):
     """``torch.nn.Conv2d``'s description; padding may also be TensorFlow ``'same'`` for any stride."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True):
         self.in_channels = as_int(in_channels, "in_channels")
         self.out_channels = as_int(out_channels, "out_channels")
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
@@ -130,8 +152,9 @@ class Conv2d(Layer):
         if self.groups <= 0:
             raise ValueError(f"groups must be positive, got {groups}")
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups={self.groups} must divide in_channels={self.in_channels} "
-                             f"and out_channels={self.out_channels}")
+            raise ValueError(
+                f"groups={self.groups} must divide in_channels={self.in_channels} and out_channels={self.out_channels}"
+            )
 
     def pads(self, hw) -> tuple[tuple[int, int], tuple[int, int]]:
         """((top, bottom), (left, right)) for an input of spatial size ``hw``."""
@@ -162,16 +185,26 @@ class Conv2d(Layer):
         return shapes.dropped_pixels(tuple(shape[1:]), self.kernel_size, self.stride, self.padding, self.dilation)
 
     def _args(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                + _kw(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                      bias=self.bias))
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " + _kw(
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups, bias=self.bias
+        )
 
 
 class ConvTranspose2d(Layer):
     """``torch.nn.ConvTranspose2d``'s description."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        bias=True,
+        dilation=1,
+    ):
         self.in_channels = as_int(in_channels, "in_channels")
         self.out_channels = as_int(out_channels, "out_channels")
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
@@ -182,14 +215,17 @@ class ConvTranspose2d(Layer):
         self.bias = bool(bias)
         self.dilation = positive_pair(dilation, "dilation")
         if self.groups <= 0 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups={self.groups} must be positive and divide in_channels={self.in_channels} "
-                             f"and out_channels={self.out_channels}")
+            raise ValueError(
+                f"groups={self.groups} must be positive and divide in_channels={self.in_channels} "
+                f"and out_channels={self.out_channels}"
+            )
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
         _check_channels(shape, self.in_channels, self, "in_channels")
-        oh, ow = shapes.conv_transpose_output_size((h, w), self.kernel_size, self.stride, self.padding,
-                                                   self.output_padding, self.dilation)
+        oh, ow = shapes.conv_transpose_output_size(
+            (h, w), self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation
+        )
         return (self.out_channels, oh, ow)
 
     def param_count(self):
@@ -202,9 +238,14 @@ class ConvTranspose2d(Layer):
         return h * w * self.in_channels * (self.out_channels // self.groups) * kh * kw
 
     def _args(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                + _kw(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
-                      groups=self.groups, bias=self.bias, dilation=self.dilation))
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " + _kw(
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            groups=self.groups,
+            bias=self.bias,
+            dilation=self.dilation,
+        )
 
 
 class _Pool(Layer):
@@ -217,8 +258,9 @@ class _Pool(Layer):
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
-        oh, ow = shapes.pool_output_size((h, w), self.kernel_size, self.stride, self.padding, self.dilation,
-                                         self.ceil_mode)
+        oh, ow = shapes.pool_output_size(
+            (h, w), self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
         return (c, oh, ow)
 
     def geometry(self, shape):
@@ -238,22 +280,33 @@ class MaxPool2d(_Pool):
         self.return_indices = bool(return_indices)
 
     def _args(self):
-        return _kw(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                   ceil_mode=self.ceil_mode)
+        return _kw(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+        )
 
 
 class AvgPool2d(_Pool):
     """``torch.nn.AvgPool2d``'s description."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
+    def __init__(
+        self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    ):
         self._pool_init(kernel_size, stride, padding, 1, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = divisor_override
 
     def _args(self):
-        return _kw(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode,
-                   count_include_pad=self.count_include_pad)
+        return _kw(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
+        )
 
 
 class AdaptiveAvgPool2d(Layer):
@@ -267,8 +320,10 @@ class AdaptiveAvgPool2d(Layer):
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
-        oh, ow = (h if self.output_size[0] is None else self.output_size[0],
-                  w if self.output_size[1] is None else self.output_size[1])
+        oh, ow = (
+            h if self.output_size[0] is None else self.output_size[0],
+            w if self.output_size[1] is None else self.output_size[1],
+        )
         return (c, oh, ow)
 
     def geometry(self, shape):
@@ -396,8 +451,8 @@ class Flatten(Layer):
         end = self.end_dim % len(full)
         if start == 0:
             raise ValueError("Flatten with start_dim=0 would merge the batch axis")
-        merged = math.prod(full[start:end + 1])
-        return (*full[1:start], merged, *full[end + 1:])
+        merged = math.prod(full[start : end + 1])
+        return (*full[1:start], merged, *full[end + 1 :])
 
     def geometry(self, shape):
         return []
@@ -416,8 +471,10 @@ class Linear(Layer):
 
     def output_shape(self, shape):
         if shape[-1] != self.in_features:
-            raise ValueError(f"{self!r}: in_features={self.in_features} but the input's last axis is "
-                             f"{shape[-1]} (shape {shape}); add a Flatten?")
+            raise ValueError(
+                f"{self!r}: in_features={self.in_features} but the input's last axis is "
+                f"{shape[-1]} (shape {shape}); add a Flatten?"
+            )
         return (*shape[:-1], self.out_features)
 
     def param_count(self):

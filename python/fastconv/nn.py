@@ -31,8 +31,21 @@ from . import functional as F
 from . import layers as L
 
 __all__ = [
-    "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "ReLU",
-    "Dropout", "Flatten", "Linear", "Sequential", "CrossEntropyLoss", "SGD", "Adam",
+    "Parameter",
+    "Module",
+    "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "BatchNorm2d",
+    "ReLU",
+    "Dropout",
+    "Flatten",
+    "Linear",
+    "Sequential",
+    "CrossEntropyLoss",
+    "SGD",
+    "Adam",
 ]
 
 
@@ -118,8 +131,9 @@ class Module:
                 if prefix + name in state:
                     value = np.asarray(state[prefix + name])
                     if value.shape != p.data.shape:
-                        raise ValueError(f"state_dict[{prefix + name!r}]: expected shape {p.data.shape}, "
-                                         f"got {value.shape}")
+                        raise ValueError(
+                            f"state_dict[{prefix + name!r}]: expected shape {p.data.shape}, got {value.shape}"
+                        )
                     p.data = np.ascontiguousarray(value, dtype=p.data.dtype)
             for name, b in getattr(module, "_buffers", {}).items():
                 if prefix + name in state:
@@ -147,8 +161,20 @@ class Module:
 class Conv2d(L.Conv2d, Module):
     """2-D convolution layer; weights initialised like torch's (Kaiming uniform, a=sqrt(5))."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
         L.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self._init_module()
         rng = _rng(rng)
@@ -167,8 +193,7 @@ class Conv2d(L.Conv2d, Module):
 
     def forward(self, x):
         self._input = x
-        return F.conv2d(x, self.weight.data, None if self.bias_param is None else self.bias_param.data,
-                        *self._geom())
+        return F.conv2d(x, self.weight.data, None if self.bias_param is None else self.bias_param.data, *self._geom())
 
     def backward(self, grad_output):
         gx, gw, gb = F.conv2d_backward(grad_output, self._input, self.weight.data, *self._geom())
@@ -181,10 +206,24 @@ class Conv2d(L.Conv2d, Module):
 class ConvTranspose2d(L.ConvTranspose2d, Module):
     """Transposed convolution layer, torch's initialisation."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, *, rng=None, dtype=np.float32):
-        L.ConvTranspose2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, output_padding,
-                                   groups, bias, dilation)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        bias=True,
+        dilation=1,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        L.ConvTranspose2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias, dilation
+        )
         self._init_module()
         rng = _rng(rng)
         kh, kw = self.kernel_size
@@ -202,8 +241,9 @@ class ConvTranspose2d(L.ConvTranspose2d, Module):
 
     def forward(self, x):
         self._input = x
-        return F.conv_transpose2d(x, self.weight.data, None if self.bias_param is None else self.bias_param.data,
-                                  *self._geom())
+        return F.conv_transpose2d(
+            x, self.weight.data, None if self.bias_param is None else self.bias_param.data, *self._geom()
+        )
 
     def backward(self, grad_output):
         gx, gw, gb = F.conv_transpose2d_backward(grad_output, self._input, self.weight.data, *self._geom())
@@ -222,26 +262,42 @@ class MaxPool2d(L.MaxPool2d, Module):
 
     def forward(self, x):
         self._input = x
-        y, self._indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                        self.ceil_mode, return_indices=True)
+        y, self._indices = F.max_pool2d(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
+        )
         return (y, self._indices) if self.return_indices else y
 
     def backward(self, grad_output):
-        return F.max_pool2d_backward(grad_output, self._input, self._indices, self.kernel_size, self.stride,
-                                     self.padding, self.dilation, self.ceil_mode)
+        return F.max_pool2d_backward(
+            grad_output,
+            self._input,
+            self._indices,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+        )
 
 
 class AvgPool2d(L.AvgPool2d, Module):
     """Average pooling layer."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
+    def __init__(
+        self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    ):
         L.AvgPool2d.__init__(self, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
         self._init_module()
 
     def _geom(self):
-        return (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
-                self.divisor_override)
+        return (
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
 
     def forward(self, x):
         self._input = x
@@ -258,8 +314,9 @@ class BatchNorm2d(L.BatchNorm2d, Module):
     updates ``running_var``; ``momentum=None`` gives a cumulative average.
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
-                 dtype=np.float32):
+    def __init__(
+        self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *, dtype=np.float32
+    ):
         L.BatchNorm2d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
         self._init_module()
         if affine:
@@ -342,8 +399,9 @@ class Dropout(L.Dropout, Module):
             self._mask = None
             return x
         keep = 1.0 - self.p
-        self._mask = (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep) if keep > 0 else (
-            np.zeros_like(x))
+        self._mask = (
+            (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep) if keep > 0 else (np.zeros_like(x))
+        )
         return x * self._mask
 
     def backward(self, grad_output):
@@ -404,8 +462,9 @@ class Sequential(L.Sequential, Module):
         self._init_module()
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Module):
-                raise TypeError(f"Sequential item {i} ({type(layer).__name__}) has no forward/backward; "
-                                "use fastconv.nn layers")
+                raise TypeError(
+                    f"Sequential item {i} ({type(layer).__name__}) has no forward/backward; use fastconv.nn layers"
+                )
 
     def forward(self, x):
         for layer in self.layers:

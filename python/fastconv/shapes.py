@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _core
-from ._args import as_int, as_pair, explicit_padding, is_pair_like
+from ._args import as_pair, explicit_padding, is_pair_like
 
 __all__ = [
     "conv_output_size",
@@ -238,7 +238,7 @@ def receptive_field(layers, input_size=None) -> list[ReceptiveField]:
         if isinstance(layer, Layer):
             specs.append(layer)
         else:
-            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer):])[:4]
+            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer) :])[:4]
             specs.append(Window(k, s, p, d))
     shape = None if input_size is None else (1, *as_pair(input_size, "input_size"))
     rows: list[ReceptiveField] = []

@@ -49,9 +49,13 @@ class Solution:
         return " -> ".join([fmt(self.layers[0].in_size)] + [fmt(layer.out_size) for layer in self.layers])
 
     def to_dict(self) -> dict:
-        return {"cost": self.cost, "layers": [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.__dict__.items()}
-            for layer in self.layers]}
+        return {
+            "cost": self.cost,
+            "layers": [
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.__dict__.items()}
+                for layer in self.layers
+            ],
+        }
 
     def to_torch(self) -> str:
         """PyTorch source for this design: conv blocks as Conv2d + BatchNorm2d + ReLU, pools as MaxPool2d."""
@@ -59,13 +63,17 @@ class Solution:
         for layer in self.layers:
             sizes = f"  # {layer.in_size} -> {layer.out_size}"
             if layer.kind == "conv":
-                lines.append(f"    nn.Conv2d({layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel}, "
-                             f"stride={layer.stride}, padding={layer.padding}, dilation={layer.dilation}),{sizes}")
+                lines.append(
+                    f"    nn.Conv2d({layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel}, "
+                    f"stride={layer.stride}, padding={layer.padding}, dilation={layer.dilation}),{sizes}"
+                )
                 lines.append(f"    nn.BatchNorm2d({layer.out_channels}),")
                 lines.append("    nn.ReLU(inplace=True),")
             else:
-                lines.append(f"    nn.MaxPool2d(kernel_size={layer.kernel}, stride={layer.stride}, "
-                             f"padding={layer.padding}),{sizes}")
+                lines.append(
+                    f"    nn.MaxPool2d(kernel_size={layer.kernel}, stride={layer.stride}, "
+                    f"padding={layer.padding}),{sizes}"
+                )
         lines.append(")")
         return "\n".join(lines) + "\n"
 
@@ -152,19 +160,34 @@ def layer_plan(channels, block) -> list[tuple[str, int, int]]:
         raise ValueError(f"block {','.join(block)} has no conv, so channels cannot change: {channels}")
     plan = []
     for c_in, c_out in zip(channels, channels[1:]):
-        current, seen_conv = c_in, False
+        current = c_in
         for kind in block:
             if kind == "conv":
                 plan.append(("conv", current, c_out))
-                current, seen_conv = c_out, True
+                current = c_out
             else:
                 plan.append(("pool", current, current))
     return plan
 
 
-def solve(input, output, channels, *, block=("conv", "pool"), kernel=(2, 10), stride=(1, 5), padding=(0, 0),
-          dilation=(1, 1), pool_kernel=(2, 10), pool_stride=(1, 5), pool_padding=(0, 0), exact=False,
-          objective="params", top=1, progress=None) -> SolveResult:
+def solve(
+    input,
+    output,
+    channels,
+    *,
+    block=("conv", "pool"),
+    kernel=(2, 10),
+    stride=(1, 5),
+    padding=(0, 0),
+    dilation=(1, 1),
+    pool_kernel=(2, 10),
+    pool_stride=(1, 5),
+    pool_padding=(0, 0),
+    exact=False,
+    objective="params",
+    top=1,
+    progress=None,
+) -> SolveResult:
     """Find every conv/pool design that maps ``input`` to ``output``; count and rank them.
 
     Parameters
@@ -208,9 +231,12 @@ def solve(input, output, channels, *, block=("conv", "pool"), kernel=(2, 10), st
     in_hw, out_hw = _size(input, "input"), _size(output, "output")
     plan = layer_plan(channels, block)
     ranges = dict(
-        kernel=_range(kernel, "kernel", 1), stride=_range(stride, "stride", 1),
-        padding=_range(padding, "padding", 0), dilation=_range(dilation, "dilation", 1),
-        pool_kernel=_range(pool_kernel, "pool_kernel", 1), pool_stride=_range(pool_stride, "pool_stride", 1),
+        kernel=_range(kernel, "kernel", 1),
+        stride=_range(stride, "stride", 1),
+        padding=_range(padding, "padding", 0),
+        dilation=_range(dilation, "dilation", 1),
+        pool_kernel=_range(pool_kernel, "pool_kernel", 1),
+        pool_stride=_range(pool_stride, "pool_stride", 1),
         pool_padding=_range(pool_padding, "pool_padding", 0),
     )
     if objective not in _OBJECTIVES:
@@ -230,8 +256,10 @@ def solve(input, output, channels, *, block=("conv", "pool"), kernel=(2, 10), st
     square = in_hw[0] == in_hw[1] and out_hw[0] == out_hw[1]
     size = (lambda hw: hw[0]) if square else (lambda hw: tuple(hw))
     solutions = tuple(
-        Solution(cost, tuple(DesignLayer(kind, k, s, p, d, size(i), size(o), ci, co)
-                             for kind, k, s, p, d, i, o, ci, co in rows))
+        Solution(
+            cost,
+            tuple(DesignLayer(kind, k, s, p, d, size(i), size(o), ci, co) for kind, k, s, p, d, i, o, ci, co in rows),
+        )
         for cost, rows in designs
     )
     return SolveResult(count, solutions, tuple(plan))
