@@ -193,6 +193,41 @@ def _bench(args, parser) -> int:
     )
 
 
+def _keras2torch(args, parser) -> int:
+    import os
+
+    from .keras import convert_weights, to_torch_code
+
+    try:
+        with open(args.model) as fh:
+            model_json = fh.read()
+        weights_file = None
+        if args.weights:
+            with np_load(args.weights) as data:
+                arrays = [data[k] for k in sorted(data.files, key=_npz_index)]
+            state = convert_weights(model_json, arrays)
+            weights_file = args.state_out or os.path.splitext(args.weights)[0] + "_torch.npz"
+            import numpy as np
+
+            np.savez(weights_file, **state)
+            print(f"wrote torch weights to {weights_file}", file=sys.stderr)
+        print(to_torch_code(model_json, weights_file), end="")
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(f"{args.model}: {exc}")
+    return 0
+
+
+def np_load(path):
+    import numpy as np
+
+    return np.load(path)
+
+
+def _npz_index(key: str):
+    """np.savez(path, *model.get_weights()) names arrays arr_0, arr_1, ...: keep that order."""
+    return int(key.split("_")[-1]) if key.startswith("arr_") and key.split("_")[-1].isdigit() else key
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-only", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
     p.set_defaults(func=_bench, parser=p)
+
+    p = sub.add_parser("keras2torch", help="PyTorch source for a Keras model.json (model.to_json())")
+    p.add_argument("model", help="Keras model JSON")
+    p.add_argument("--weights", help="np.savez(path, *model.get_weights()) file; the code then loads them")
+    p.add_argument("--state-out", help="where to write the torch-layout weights (default: WEIGHTS_torch.npz)")
+    p.set_defaults(func=_keras2torch, parser=p)
 
     sub.add_parser("demo", help="train a CNN on scikit-learn's digits with fastconv only (fastconv demo --help)")
     return parser
