@@ -80,18 +80,18 @@ bool is_pointwise(const ConvGeom& g) {
   return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
 }
 
-// Columns per tile: the K x tile column buffer is kept near 512 KiB so that it
-// stays in L2 while the GEMM streams over it, but never below 64 columns, where
-// the GEMM's own packing overhead starts to dominate.
-int64_t choose_tile(int64_t K, int64_t P, size_t elem, int64_t min_items, int64_t images) {
-  int64_t tile = static_cast<int64_t>((512 * 1024) / (static_cast<size_t>(K) * elem));
-  tile = std::max<int64_t>(64, tile / 16 * 16);
-  tile = std::min(tile, P);
-  // Enough tiles to keep every thread busy when there are few images.
-  if (images < min_items) {
-    const int64_t want = (min_items + images - 1) / images;
-    tile = std::min(tile, std::max<int64_t>(16, (P + want - 1) / want));
-  }
+// Columns per tile: the K x tile column buffer is kept near `kColBytes` so it
+// stays cache-resident while the GEMM streams over it, but never below 128
+// columns, where the GEMM's packing overhead starts to dominate.  With few
+// tiles per group the tile shrinks so that every thread gets work.
+constexpr size_t kColBytes = 1 << 20;
+
+int64_t choose_tile(int64_t K, int64_t columns, size_t elem, int threads, int64_t groups) {
+  int64_t tile = static_cast<int64_t>(kColBytes / (static_cast<size_t>(K) * elem));
+  tile = std::max<int64_t>(128, tile / 16 * 16);
+  tile = std::min(tile, columns);
+  const int64_t want_tiles = (threads + groups - 1) / groups;  // per group
+  if (want_tiles > 1) tile = std::min(tile, std::max<int64_t>(16, (columns + want_tiles - 1) / want_tiles));
   return std::max<int64_t>(1, tile);
 }
 
@@ -174,14 +174,32 @@ void reduce_into(T* dst, const std::vector<std::vector<T>>& parts, int64_t n) {
 
 }  // namespace
 
+// Per-image runs of the global columns [j0, j0 + count) of an N*P column space:
+// fn(image, first position, length, offset within the tile).
+template <class Fn>
+void for_each_segment(int64_t j0, int64_t count, int64_t P, Fn&& fn) {
+  for (int64_t off = 0; off < count;) {
+    const int64_t j = j0 + off, n = j / P, p0 = j % P, len = std::min(P - p0, count - off);
+    fn(n, p0, len, off);
+    off += len;
+  }
+}
+
+// Copies the rows of `rows` planes (row stride `src_ld`) for one segment into a
+// tile with leading dimension `ld`, or back (accumulating) when `add` is set.
+template <class T>
+void copy_rows(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int64_t rows, int64_t len) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_ld, src + r * src_ld, sizeof(T) * len);
+}
+
 template <class T>
 void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   if (g.N == 0) return;
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
-  const int64_t images = g.N * G;
   if (use_direct(g)) {
+    const int64_t images = g.N * G;
     const int workers = workers_for(conv_flops(g), images * Cog);
     parallel_for(images * Cog, workers, [&](int64_t item, int) {
       const int64_t n = item / g.Cout, oc = item % g.Cout, gi = oc / Cog;
@@ -189,37 +207,59 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
     });
     return;
   }
+  // Columns of all images of a group form one N*P column space, cut into tiles
+  // that may span images: small feature maps still get wide GEMMs.
   const bool pointwise = is_pointwise(g);
-  const int threads = get_num_threads();
-  const int64_t tile = choose_tile(K, P, sizeof(T), threads, images);
-  const int64_t ntiles = (P + tile - 1) / tile;
+  const int64_t NP = g.N * P;
+  const int64_t tile = choose_tile(K, NP, sizeof(T), get_num_threads(), G);
+  const int64_t ntiles = (NP + tile - 1) / tile;
   check_blas_dims(Cog, tile, K, "conv2d");
-  const int workers = workers_for(conv_flops(g), images * ntiles);
-  std::vector<std::vector<T>> cols(workers);
-  parallel_for(images * ntiles, workers, [&](int64_t item, int worker) {
-    const int64_t t = item % ntiles, ng = item / ntiles, n = ng / G, gi = ng % G;
-    const int64_t c0 = t * tile, cnt = std::min(tile, P - c0);
-    const T* xg = x + (n * g.C + gi * Cg) * HW;
-    T* yg = y + (n * g.Cout + gi * Cog) * P + c0;
-    const T* B;
-    int64_t ldb;
-    if (pointwise) {
-      B = xg + c0;
+  const int workers = workers_for(conv_flops(g), G * ntiles);
+  std::vector<std::vector<T>> cols(workers), outs(workers);
+  parallel_for(G * ntiles, workers, [&](int64_t item, int worker) {
+    const int64_t gi = item / ntiles, j0 = (item % ntiles) * tile, cnt = std::min(tile, NP - j0);
+    const T* wg = w + gi * Cog * K;
+    auto image_x = [&](int64_t n) { return x + (n * g.C + gi * Cg) * HW; };
+    auto image_y = [&](int64_t n) { return y + (n * g.Cout + gi * Cog) * P; };
+    const int64_t n0 = j0 / P, p00 = j0 % P;
+    const bool single = p00 + cnt <= P;
+    auto& col = cols[worker];
+    const T* B = nullptr;
+    int64_t ldb = cnt;
+    if (single && pointwise) {
+      B = image_x(n0) + p00;
       ldb = P;
     } else {
-      auto& col = cols[worker];
       if (col.size() < static_cast<size_t>(K * tile)) col.resize(K * tile);
-      im2col_tile(xg, pg, c0, cnt, col.data());
+      for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
+        if (pointwise)
+          copy_rows(image_x(n) + p0, HW, col.data() + off, cnt, Cg, len);
+        else
+          im2col_tile(image_x(n), pg, p0, len, cnt, col.data() + off);
+      });
       B = col.data();
-      ldb = cnt;
     }
-    gemm<T>(false, false, Cog, cnt, K, T(1), w + gi * Cog * K, K, B, ldb, T(0), yg, P);
-    if (b)
-      for (int64_t oc = 0; oc < Cog; ++oc) {
-        const T bv = b[gi * Cog + oc];
-        T* row = yg + oc * P;
-        for (int64_t c = 0; c < cnt; ++c) row[c] += bv;
-      }
+    T* C;
+    int64_t ldc;
+    if (single) {  // write straight into the output image
+      C = image_y(n0) + p00;
+      ldc = P;
+    } else {
+      auto& out = outs[worker];
+      if (out.size() < static_cast<size_t>(Cog * tile)) out.resize(Cog * tile);
+      C = out.data();
+      ldc = cnt;
+    }
+    gemm<T>(false, false, Cog, cnt, K, T(1), wg, K, B, ldb, T(0), C, ldc);
+    for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
+      if (!single) copy_rows(C + off, ldc, image_y(n) + p0, P, Cog, len);
+      if (b)
+        for (int64_t oc = 0; oc < Cog; ++oc) {
+          T* row = image_y(n) + oc * P + p0;
+          const T bv = b[gi * Cog + oc];
+          for (int64_t i = 0; i < len; ++i) row[i] += bv;
+        }
+    });
   });
 }
 
@@ -241,11 +281,10 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   }
   if (g.N == 0 || (!gx && !gw)) return;
   const PlaneGeom pg = plane_of(g, Cg);
-  const int64_t images = g.N * G;
-  const int threads = get_num_threads();
 
   if (use_direct(g)) {
     // Items are (image, group): each owns one gx plane, so no two items race on it.
+    const int64_t images = g.N * G;
     const int workers = workers_for(2 * conv_flops(g), images);
     std::vector<std::vector<T>> gw_part(workers);
     parallel_for(images, workers, [&](int64_t item, int worker) {
@@ -264,76 +303,96 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     return;
   }
 
+  // The forward's column space and tiles.  Each worker takes a contiguous run
+  // of tiles; only the image where its run starts can be shared with the
+  // previous worker (col2im scatters), so that one image's input gradient goes
+  // to a private plane, added in after the join.
   const bool pointwise = is_pointwise(g);
-  const int64_t tile = choose_tile(K, P, sizeof(T), threads, images);
-  const int64_t ntiles = (P + tile - 1) / tile;
+  const int64_t NP = g.N * P;
+  const int64_t tile = choose_tile(K, NP, sizeof(T), get_num_threads(), G);
+  const int64_t ntiles = (NP + tile - 1) / tile, items = G * ntiles;
   check_blas_dims(K, tile, Cog, "conv2d_backward");
-  // With fewer images than threads, an image's tiles are split into `splits`
-  // ranges; ranges after the first accumulate grad_input into private planes
-  // (col2im scatters, so two ranges of one image would race on shared pixels).
-  const int64_t splits = std::min<int64_t>(ntiles, images >= threads ? 1 : (threads + images - 1) / images);
-  const int workers = workers_for(2 * conv_flops(g), images * splits);
-  std::vector<std::vector<T>> cols(workers), gcols(workers), gw_part(workers);
-  std::vector<std::vector<T>> gx_private(gx && splits > 1 ? images * (splits - 1) : 0);
-  parallel_for(images * splits, workers, [&](int64_t item, int worker) {
-    const int64_t s = item % splits, ng = item / splits, n = ng / G, gi = ng % G;
-    const int64_t t0 = s * ntiles / splits, t1 = (s + 1) * ntiles / splits;
-    const T* xg = x ? x + (n * g.C + gi * Cg) * HW : nullptr;  // null when only grad_input is wanted
-    const T* gyg = gy + (n * g.Cout + gi * Cog) * P;
-    const T* wg = w + gi * Cog * K;
-    T* gxg = nullptr;
-    if (gx) {
-      if (s == 0) {
-        gxg = gx + (n * g.C + gi * Cg) * HW;
-      } else {
-        auto& priv = gx_private[ng * (splits - 1) + s - 1];
-        priv.assign(Cg * HW, T(0));
-        gxg = priv.data();
-      }
+  const int workers = workers_for(2 * conv_flops(g), items);
+  std::vector<std::vector<T>> gw_part(workers), shared_plane(workers);
+  std::vector<int64_t> shared_image(workers, -1);  // n * G + gi of the private plane, or -1
+  parallel_for(workers, workers, [&](int64_t wk, int) {
+    const int64_t begin = items * wk / workers, end = items * (wk + 1) / workers;
+    std::vector<T> col, gcol, gyt;
+    if (begin < end && (begin % ntiles) * tile % P != 0 && gx) {
+      const int64_t j0 = (begin % ntiles) * tile;
+      shared_image[wk] = (j0 / P) * G + begin / ntiles;
+      shared_plane[wk].assign(Cg * HW, T(0));
     }
-    T* gwp = nullptr;
+    T* gwp_all = nullptr;
     if (gw) {
-      auto& part = gw_part[worker];
-      if (part.empty()) part.assign(g.Cout * K, T(0));
-      gwp = part.data() + gi * Cog * K;
+      gw_part[wk].assign(g.Cout * K, T(0));
+      gwp_all = gw_part[wk].data();
     }
-    auto& col = cols[worker];
-    auto& gcol = gcols[worker];
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t c0 = t * tile, cnt = std::min(tile, P - c0);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t gi = item / ntiles, j0 = (item % ntiles) * tile, cnt = std::min(tile, NP - j0);
+      const int64_t n0 = j0 / P, p00 = j0 % P;
+      const bool single = p00 + cnt <= P;
+      const T* wg = w + gi * Cog * K;
+      auto image_x = [&](int64_t n) { return x + (n * g.C + gi * Cg) * HW; };
+      auto image_gy = [&](int64_t n) { return gy + (n * g.Cout + gi * Cog) * P; };
+      auto image_gx = [&](int64_t n) {
+        return n * G + gi == shared_image[wk] ? shared_plane[wk].data() : gx + (n * g.C + gi * Cg) * HW;
+      };
+      const T* A;
+      int64_t lda;
+      if (single) {
+        A = image_gy(n0) + p00;
+        lda = P;
+      } else {
+        if (gyt.size() < static_cast<size_t>(Cog * tile)) gyt.resize(Cog * tile);
+        for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
+          copy_rows(image_gy(n) + p0, P, gyt.data() + off, cnt, Cog, len);
+        });
+        A = gyt.data();
+        lda = cnt;
+      }
       if (gw) {
         const T* B;
-        int64_t ldb;
-        if (pointwise) {
-          B = xg + c0;
+        int64_t ldb = cnt;
+        if (single && pointwise) {
+          B = image_x(n0) + p00;
           ldb = P;
         } else {
           if (col.size() < static_cast<size_t>(K * tile)) col.resize(K * tile);
-          im2col_tile(xg, pg, c0, cnt, col.data());
+          for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
+            if (pointwise)
+              copy_rows(image_x(n) + p0, HW, col.data() + off, cnt, Cg, len);
+            else
+              im2col_tile(image_x(n), pg, p0, len, cnt, col.data() + off);
+          });
           B = col.data();
-          ldb = cnt;
         }
-        gemm<T>(false, true, Cog, K, cnt, T(1), gyg + c0, P, B, ldb, T(1), gwp, K);
+        gemm<T>(false, true, Cog, K, cnt, T(1), A, lda, B, ldb, T(1), gwp_all + gi * Cog * K, K);
       }
-      if (gxg) {
-        if (pointwise) {
-          gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, gyg + c0, P, T(1), gxg + c0, P);
-        } else {
-          if (gcol.size() < static_cast<size_t>(K * tile)) gcol.resize(K * tile);
-          gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, gyg + c0, P, T(0), gcol.data(), cnt);
-          col2im_tile_add(gcol.data(), pg, c0, cnt, gxg);
+      if (gx) {
+        if (single && pointwise) {
+          gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, A, lda, T(1), image_gx(n0) + p00, P);
+          continue;
         }
+        if (gcol.size() < static_cast<size_t>(K * tile)) gcol.resize(K * tile);
+        gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, A, lda, T(0), gcol.data(), cnt);
+        for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
+          if (pointwise) {
+            T* dst = image_gx(n) + p0;
+            for (int64_t c = 0; c < Cg; ++c)
+              for (int64_t i = 0; i < len; ++i) dst[c * HW + i] += gcol[c * cnt + off + i];
+          } else {
+            col2im_tile_add(gcol.data() + off, pg, p0, len, cnt, image_gx(n));
+          }
+        });
       }
     }
   });
-  if (gx && splits > 1)
-    for (int64_t ng = 0; ng < images; ++ng) {
-      T* dst = gx + ((ng / G) * g.C + (ng % G) * Cg) * HW;
-      for (int64_t s = 1; s < splits; ++s) {
-        const auto& priv = gx_private[ng * (splits - 1) + s - 1];
-        if (priv.empty()) continue;  // a split with no tiles
-        for (int64_t i = 0; i < Cg * HW; ++i) dst[i] += priv[i];
-      }
+  for (int wk = 0; wk < workers; ++wk)
+    if (shared_image[wk] >= 0) {
+      const int64_t n = shared_image[wk] / G, gi = shared_image[wk] % G;
+      T* dst = gx + (n * g.C + gi * Cg) * HW;
+      for (int64_t i = 0; i < Cg * HW; ++i) dst[i] += shared_plane[wk][i];
     }
   if (gw) reduce_into(gw, gw_part, g.Cout * K);
 }
@@ -343,7 +402,7 @@ void unfold(const T* x, T* cols, const ConvGeom& g) {
   const PlaneGeom pg = plane_of(g, g.C);
   const int64_t P = g.OH * g.OW, HW = g.H * g.W, rows = g.C * g.kh * g.kw;
   const int workers = workers_for(double(g.N) * rows * P, g.N);
-  parallel_for(g.N, workers, [&](int64_t n, int) { im2col_tile(x + n * g.C * HW, pg, 0, P, cols + n * rows * P); });
+  parallel_for(g.N, workers, [&](int64_t n, int) { im2col_tile(x + n * g.C * HW, pg, 0, P, P, cols + n * rows * P); });
 }
 
 template <class T>
@@ -352,7 +411,7 @@ void fold(const T* cols, T* x, const ConvGeom& g) {
   const int64_t P = g.OH * g.OW, HW = g.H * g.W, rows = g.C * g.kh * g.kw;
   std::fill(x, x + g.N * g.C * HW, T(0));
   const int workers = workers_for(double(g.N) * rows * P, g.N);
-  parallel_for(g.N, workers, [&](int64_t n, int) { col2im_tile_add(cols + n * rows * P, pg, 0, P, x + n * g.C * HW); });
+  parallel_for(g.N, workers, [&](int64_t n, int) { col2im_tile_add(cols + n * rows * P, pg, 0, P, P, x + n * g.C * HW); });
 }
 
 template <class T>

@@ -5,7 +5,8 @@
 // Layout contract (the same as torch.nn.functional.unfold): the column matrix is
 // row-major with C*kh*kw rows, ordered (c, ki, kj), and one column per output
 // position p = oh*OW + ow.  A tile holds the columns [col_begin, col_begin+count)
-// and has leading dimension `count`.
+// of one image, with leading dimension `ld` (>= count): several images' tiles
+// can sit side by side in one buffer.
 //
 // Padding is given before each axis only; the padding after it is implied by
 // OH/OW, which the caller computed with the geometry rules (this is what lets the
@@ -34,16 +35,16 @@ inline void valid_ow_range(const PlaneGeom& g, int64_t j, int64_t ow0, int64_t o
   int64_t a = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
   // largest ow with ow*sw + off <= W-1, plus one
   int64_t b = (g.W - 1 - off) < 0 ? 0 : (g.W - 1 - off) / g.sw + 1;
-  lo = std::max(ow0, a);
-  hi = std::min(ow1, b);
-  if (hi < lo) hi = lo;
+  // Clamp into the run: a tap can see only padding for the whole run, on either side.
+  lo = std::min(std::max(ow0, a), ow1);
+  hi = std::max(lo, std::min(ow1, b));
 }
 
 // Visit, for every (row r of the column matrix, output row oh), the run of
 // output columns [ow0, ow1) that belongs to the tile.  `fn(r, ih_or_neg, ...)`
 // keeps im2col and col2im on the same traversal so they cannot disagree.
 template <class Fn>
-inline void for_each_tile_run(const PlaneGeom& g, int64_t col_begin, int64_t count, Fn&& fn) {
+inline void for_each_tile_run(const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, Fn&& fn) {
   const int64_t col_end = col_begin + count;
   const int64_t oh_first = col_begin / g.OW, oh_last = (col_end - 1) / g.OW;
   int64_t r = 0;
@@ -54,14 +55,14 @@ inline void for_each_tile_run(const PlaneGeom& g, int64_t col_begin, int64_t cou
           const int64_t ow0 = oh == oh_first ? col_begin - oh * g.OW : 0;
           const int64_t ow1 = oh == oh_last ? col_end - oh * g.OW : g.OW;
           const int64_t ih = oh * g.sh - g.pad_t + i * g.dh;
-          const int64_t dst = r * count + (oh * g.OW + ow0 - col_begin);  // offset of ow0 in the tile
+          const int64_t dst = r * ld + (oh * g.OW + ow0 - col_begin);  // offset of ow0 in the tile
           fn(c, ih, j, ow0, ow1, dst);
         }
 }
 
 template <class T>
-void im2col_tile(const T* x, const PlaneGeom& g, int64_t col_begin, int64_t count, T* col) {
-  for_each_tile_run(g, col_begin, count, [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
+void im2col_tile(const T* x, const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, T* col) {
+  for_each_tile_run(g, col_begin, count, ld, [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
     T* out = col + dst;
     const int64_t len = ow1 - ow0;
     if (ih < 0 || ih >= g.H) {
@@ -84,8 +85,8 @@ void im2col_tile(const T* x, const PlaneGeom& g, int64_t col_begin, int64_t coun
 // Accumulates (never overwrites): several column entries map to one input
 // pixel when windows overlap, so the caller zero-fills `x` once beforehand.
 template <class T>
-void col2im_tile_add(const T* col, const PlaneGeom& g, int64_t col_begin, int64_t count, T* x) {
-  for_each_tile_run(g, col_begin, count, [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
+void col2im_tile_add(const T* col, const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, T* x) {
+  for_each_tile_run(g, col_begin, count, ld, [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
     if (ih < 0 || ih >= g.H) return;
     int64_t lo, hi;
     valid_ow_range(g, j, ow0, ow1, lo, hi);
