@@ -80,20 +80,50 @@ bool is_pointwise(const ConvGeom& g) {
   return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
 }
 
-// Columns per tile: the K x tile column buffer is kept near `kColBytes` so it
-// stays cache-resident while the GEMM streams over it, but never below 128
-// columns, where the GEMM's packing overhead starts to dominate.  With few
-// tiles per group the tile shrinks so that every thread gets work.
-constexpr size_t kColBytes = 1 << 20;
+// How a group's N*P columns are cut into GEMM tiles.  OpenBLAS packs its
+// operands itself, so tiles are sized for GEMM efficiency: AVX-512 sgemm
+// kernels need N >= ~256 columns to reach their rate, and the K x tile column
+// buffer is kept near 2 MiB.  Images with at least that many columns are cut
+// into equal tiles inside each image (no copies for 1x1 convs); smaller maps
+// are cut across images, so 7x7 layers still get wide GEMMs.  The number of
+// tiles is rounded up to a multiple of the thread count so none idles.
+constexpr size_t kColBytes = 2 << 20;
+constexpr int64_t kMinCols = 256;
 
-int64_t choose_tile(int64_t K, int64_t columns, size_t elem, int threads, int64_t groups) {
-  int64_t tile = static_cast<int64_t>(kColBytes / (static_cast<size_t>(K) * elem));
-  tile = std::max<int64_t>(128, tile / 16 * 16);
-  tile = std::min(tile, columns);
-  const int64_t want_tiles = (threads + groups - 1) / groups;  // per group
-  if (want_tiles > 1) tile = std::min(tile, std::max<int64_t>(16, (columns + want_tiles - 1) / want_tiles));
-  return std::max<int64_t>(1, tile);
-}
+struct Tiling {
+  int64_t P, NP, tile, per_image, ntiles;  // per_image == 0: tiles span images
+
+  Tiling(int64_t K, int64_t N, int64_t P_, size_t elem, int threads, int64_t groups) : P(P_), NP(N * P_) {
+    int64_t want = static_cast<int64_t>(kColBytes / (static_cast<size_t>(K) * elem));
+    want = std::max<int64_t>(kMinCols, want);
+    const int64_t t = std::max(threads, 1);
+    if (P >= want) {
+      per_image = (P + want - 1) / want;
+      while (groups * N * per_image < t && per_image < P) ++per_image;
+      tile = (P + per_image - 1) / per_image;
+      ntiles = N * per_image;
+    } else {
+      per_image = 0;
+      ntiles = (NP + want - 1) / want;
+      if ((groups * ntiles) % t != 0) ntiles = ((groups * ntiles + t - 1) / t * t + groups - 1) / groups;
+      ntiles = std::min(ntiles, NP);
+      tile = (NP + ntiles - 1) / ntiles;
+      ntiles = (NP + tile - 1) / tile;
+    }
+  }
+
+  // First global column and column count of tile t.
+  void range(int64_t t, int64_t& j0, int64_t& count) const {
+    if (per_image) {
+      const int64_t n = t / per_image, k = t % per_image;
+      j0 = n * P + k * tile;
+      count = std::min(tile, P - k * tile);
+    } else {
+      j0 = t * tile;
+      count = std::min(tile, NP - j0);
+    }
+  }
+};
 
 // --- Direct kernel for one input channel per group (depthwise, and C_in/groups == 1).
 // A GEMM with K = kh*kw would spend its time packing; walking the taps keeps the
@@ -210,14 +240,15 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
   // Columns of all images of a group form one N*P column space, cut into tiles
   // that may span images: small feature maps still get wide GEMMs.
   const bool pointwise = is_pointwise(g);
-  const int64_t NP = g.N * P;
-  const int64_t tile = choose_tile(K, NP, sizeof(T), get_num_threads(), G);
-  const int64_t ntiles = (NP + tile - 1) / tile;
+  const Tiling tiling(K, g.N, P, sizeof(T), get_num_threads(), G);
+  const int64_t tile = tiling.tile, ntiles = tiling.ntiles;
   check_blas_dims(Cog, tile, K, "conv2d");
   const int workers = workers_for(conv_flops(g), G * ntiles);
   std::vector<std::vector<T>> cols(workers), outs(workers);
   parallel_for(G * ntiles, workers, [&](int64_t item, int worker) {
-    const int64_t gi = item / ntiles, j0 = (item % ntiles) * tile, cnt = std::min(tile, NP - j0);
+    const int64_t gi = item / ntiles;
+    int64_t j0, cnt;
+    tiling.range(item % ntiles, j0, cnt);
     const T* wg = w + gi * Cog * K;
     auto image_x = [&](int64_t n) { return x + (n * g.C + gi * Cg) * HW; };
     auto image_y = [&](int64_t n) { return y + (n * g.Cout + gi * Cog) * P; };
@@ -308,9 +339,8 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   // previous worker (col2im scatters), so that one image's input gradient goes
   // to a private plane, added in after the join.
   const bool pointwise = is_pointwise(g);
-  const int64_t NP = g.N * P;
-  const int64_t tile = choose_tile(K, NP, sizeof(T), get_num_threads(), G);
-  const int64_t ntiles = (NP + tile - 1) / tile, items = G * ntiles;
+  const Tiling tiling(K, g.N, P, sizeof(T), get_num_threads(), G);
+  const int64_t tile = tiling.tile, ntiles = tiling.ntiles, items = G * ntiles;
   check_blas_dims(K, tile, Cog, "conv2d_backward");
   const int workers = workers_for(2 * conv_flops(g), items);
   std::vector<std::vector<T>> gw_part(workers), shared_plane(workers);
@@ -318,10 +348,13 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   parallel_for(workers, workers, [&](int64_t wk, int) {
     const int64_t begin = items * wk / workers, end = items * (wk + 1) / workers;
     std::vector<T> col, gcol, gyt;
-    if (begin < end && (begin % ntiles) * tile % P != 0 && gx) {
-      const int64_t j0 = (begin % ntiles) * tile;
-      shared_image[wk] = (j0 / P) * G + begin / ntiles;
-      shared_plane[wk].assign(Cg * HW, T(0));
+    if (begin < end && gx) {
+      int64_t j0, cnt;
+      tiling.range(begin % ntiles, j0, cnt);
+      if (j0 % P != 0) {  // this run starts inside an image the previous worker also wrote
+        shared_image[wk] = (j0 / P) * G + begin / ntiles;
+        shared_plane[wk].assign(Cg * HW, T(0));
+      }
     }
     T* gwp_all = nullptr;
     if (gw) {
@@ -329,7 +362,9 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       gwp_all = gw_part[wk].data();
     }
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t gi = item / ntiles, j0 = (item % ntiles) * tile, cnt = std::min(tile, NP - j0);
+      const int64_t gi = item / ntiles;
+      int64_t j0, cnt;
+      tiling.range(item % ntiles, j0, cnt);
       const int64_t n0 = j0 / P, p00 = j0 % P;
       const bool single = p00 + cnt <= P;
       const T* wg = w + gi * Cog * K;
@@ -411,7 +446,8 @@ void fold(const T* cols, T* x, const ConvGeom& g) {
   const int64_t P = g.OH * g.OW, HW = g.H * g.W, rows = g.C * g.kh * g.kw;
   std::fill(x, x + g.N * g.C * HW, T(0));
   const int workers = workers_for(double(g.N) * rows * P, g.N);
-  parallel_for(g.N, workers, [&](int64_t n, int) { col2im_tile_add(cols + n * rows * P, pg, 0, P, P, x + n * g.C * HW); });
+  parallel_for(g.N, workers,
+               [&](int64_t n, int) { col2im_tile_add(cols + n * rows * P, pg, 0, P, P, x + n * g.C * HW); });
 }
 
 template <class T>

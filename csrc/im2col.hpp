@@ -62,42 +62,44 @@ inline void for_each_tile_run(const PlaneGeom& g, int64_t col_begin, int64_t cou
 
 template <class T>
 void im2col_tile(const T* x, const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, T* col) {
-  for_each_tile_run(g, col_begin, count, ld, [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
-    T* out = col + dst;
-    const int64_t len = ow1 - ow0;
-    if (ih < 0 || ih >= g.H) {
-      std::fill(out, out + len, T(0));
-      return;
-    }
-    int64_t lo, hi;
-    valid_ow_range(g, j, ow0, ow1, lo, hi);
-    std::fill(out, out + (lo - ow0), T(0));
-    const T* src = x + (c * g.H + ih) * g.W + j * g.dw - g.pad_l;
-    if (g.sw == 1) {
-      std::memcpy(out + (lo - ow0), src + lo, sizeof(T) * (hi - lo));
-    } else {
-      for (int64_t ow = lo; ow < hi; ++ow) out[ow - ow0] = src[ow * g.sw];
-    }
-    std::fill(out + (hi - ow0), out + len, T(0));
-  });
+  for_each_tile_run(g, col_begin, count, ld,
+                    [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
+                      T* out = col + dst;
+                      const int64_t len = ow1 - ow0;
+                      if (ih < 0 || ih >= g.H) {
+                        std::fill(out, out + len, T(0));
+                        return;
+                      }
+                      int64_t lo, hi;
+                      valid_ow_range(g, j, ow0, ow1, lo, hi);
+                      std::fill(out, out + (lo - ow0), T(0));
+                      const T* src = x + (c * g.H + ih) * g.W + j * g.dw - g.pad_l;
+                      if (g.sw == 1) {
+                        std::memcpy(out + (lo - ow0), src + lo, sizeof(T) * (hi - lo));
+                      } else {
+                        for (int64_t ow = lo; ow < hi; ++ow) out[ow - ow0] = src[ow * g.sw];
+                      }
+                      std::fill(out + (hi - ow0), out + len, T(0));
+                    });
 }
 
 // Accumulates (never overwrites): several column entries map to one input
 // pixel when windows overlap, so the caller zero-fills `x` once beforehand.
 template <class T>
 void col2im_tile_add(const T* col, const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, T* x) {
-  for_each_tile_run(g, col_begin, count, ld, [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
-    if (ih < 0 || ih >= g.H) return;
-    int64_t lo, hi;
-    valid_ow_range(g, j, ow0, ow1, lo, hi);
-    const T* in = col + dst - ow0;
-    T* xr = x + (c * g.H + ih) * g.W + j * g.dw - g.pad_l;
-    if (g.sw == 1) {
-      for (int64_t ow = lo; ow < hi; ++ow) xr[ow] += in[ow];
-    } else {
-      for (int64_t ow = lo; ow < hi; ++ow) xr[ow * g.sw] += in[ow];
-    }
-  });
+  for_each_tile_run(g, col_begin, count, ld,
+                    [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
+                      if (ih < 0 || ih >= g.H) return;
+                      int64_t lo, hi;
+                      valid_ow_range(g, j, ow0, ow1, lo, hi);
+                      const T* in = col + dst - ow0;
+                      T* xr = x + (c * g.H + ih) * g.W + j * g.dw - g.pad_l;
+                      if (g.sw == 1) {
+                        for (int64_t ow = lo; ow < hi; ++ow) xr[ow] += in[ow];
+                      } else {
+                        for (int64_t ow = lo; ow < hi; ++ow) xr[ow * g.sw] += in[ow];
+                      }
+                    });
 }
 
 }  // namespace fastconv

@@ -165,6 +165,41 @@ def sgemm_gflops(n=2048, threads=2, repeats=3) -> float:
     return 2 * n**3 / _core.sgemm_seconds(n, threads, repeats) / 1e9
 
 
+_MEMORY_CHILD = """
+import dataclasses, resource, sys
+import numpy as np, fastconv
+from fastconv.bench import SHAPES_BY_NAME
+s = dataclasses.replace(SHAPES_BY_NAME[sys.argv[1]], n=int(sys.argv[2]))
+rng = np.random.default_rng(0)
+x = rng.standard_normal((s.n, s.c_in, s.size, s.size), dtype=np.float32)
+w = rng.standard_normal((s.c_out, s.c_in // s.groups, s.kernel, s.kernel), dtype=np.float32)
+gy = rng.standard_normal((s.n, s.c_out, s.out_size, s.out_size), dtype=np.float32)
+fastconv.set_num_threads(int(sys.argv[3]))
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = peak()
+y = fastconv.conv2d(x, w, **s.geometry())
+fwd = peak() - base - y.nbytes
+del y
+base = peak()
+gx, gw, gb = fastconv.conv2d_backward(gy, x, w, **s.geometry())
+bwd = peak() - base - gx.nbytes - gw.nbytes - gb.nbytes
+print(max(fwd, 0), max(bwd, 0), x.nbytes)
+"""
+
+
+def workspace_memory(name="resnet_3x3_56", n=8, threads=2) -> tuple[int, int, int]:
+    """Peak bytes beyond inputs and outputs for forward and backward, measured in a fresh process.
+
+    Returns ``(forward_extra, backward_extra, input_bytes)``.
+    """
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, name, str(n), str(threads)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[0]), int(out[1]), int(out[2])
+
+
 def _import_torch():
     try:
         import torch
@@ -173,7 +208,9 @@ def _import_torch():
     return torch
 
 
-def run_table(shapes=None, repeats=5, threads=2, dtype="float32", backward=True, numpy=True, out=sys.stdout):
+def run_table(
+    shapes=None, repeats=5, threads=2, dtype="float32", backward=True, numpy=True, memory=True, out=sys.stdout
+):
     """Print the benchmark table; returns 0."""
     names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
     unknown = [n for n in names if n not in SHAPES_BY_NAME]
@@ -230,6 +267,15 @@ def run_table(shapes=None, repeats=5, threads=2, dtype="float32", backward=True,
             print("".join(cols), file=out, flush=True)
     finally:
         set_num_threads(old)
+    if memory:
+        mib = 1 << 20
+        for n in (8, 64):
+            fwd, bwd, xb = workspace_memory("resnet_3x3_56", n, threads)
+            print(
+                f"workspace beyond inputs/outputs, resnet_3x3_56 N={n} (input {xb / mib:.0f} MiB): "
+                f"forward {fwd / mib:.1f} MiB, backward {bwd / mib:.1f} MiB",
+                file=out,
+            )
     if ratios_f:
         gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
         line = f"geometric mean ratio (torch time / fastconv time): forward {gm(ratios_f):.2f}"
