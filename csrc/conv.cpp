@@ -9,6 +9,7 @@
 #include "geometry.hpp"
 #include "im2col.hpp"
 #include "parallel.hpp"
+#include "small_gemm.hpp"
 
 namespace fastconv {
 
@@ -96,6 +97,9 @@ struct Tiling {
   Tiling(int64_t K, int64_t N, int64_t P_, size_t elem, int threads, int64_t groups) : P(P_), NP(N * P_) {
     int64_t want = static_cast<int64_t>(kColBytes / (static_cast<size_t>(K) * elem));
     want = std::max<int64_t>(kMinCols, want);
+    // Short reductions run on gemm_small_k, which gains nothing from wide tiles:
+    // stay inside images and write the output in place instead of copying it.
+    if (K <= kSmallK) want = std::min(want, P);
     const int64_t t = std::max(threads, 1);
     if (P >= want) {
       per_image = (P + want - 1) / want;
@@ -281,7 +285,10 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
       C = out.data();
       ldc = cnt;
     }
-    gemm<T>(false, false, Cog, cnt, K, T(1), wg, K, B, ldb, T(0), C, ldc);
+    if (K <= kSmallK)
+      gemm_small_k<T>(Cog, cnt, K, wg, K, 1, B, ldb, C, ldc);
+    else
+      gemm<T>(false, false, Cog, cnt, K, T(1), wg, K, B, ldb, T(0), C, ldc);
     for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
       if (!single) copy_rows(C + off, ldc, image_y(n) + p0, P, Cog, len);
       if (b)
@@ -410,7 +417,10 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
           continue;
         }
         if (gcol.size() < static_cast<size_t>(K * tile)) gcol.resize(K * tile);
-        gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, A, lda, T(0), gcol.data(), cnt);
+        if (Cog <= kSmallK)  // W^T (K x Cog) times the gradient tile, a short reduction
+          gemm_small_k<T>(K, cnt, Cog, wg, 1, K, A, lda, gcol.data(), cnt);
+        else
+          gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, A, lda, T(0), gcol.data(), cnt);
         for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
           if (pointwise) {
             T* dst = image_gx(n) + p0;

@@ -11,16 +11,22 @@ from fastconv.bench import SHAPES, numpy_conv2d, numpy_conv2d_backward, workspac
 
 
 def test_bench_table_runs_with_torch():
-    r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--shapes", "tiny", "--repeats", "1", "--no-memory"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "fastconv", "bench", "--shapes", "tiny", "--repeats", "1", "--no-memory"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "tiny" in r.stdout and "geometric mean ratio" in r.stdout and "sgemm 2048^3" in r.stdout
 
 
 def test_bench_table_says_when_torch_is_absent():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from fastconv.bench import run_table\n"
-            "run_table(shapes='tiny', repeats=1, memory=False)")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from fastconv.bench import run_table\n"
+        "run_table(shapes='tiny', repeats=1, memory=False)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "torch is not installed" in r.stdout and "tiny" in r.stdout

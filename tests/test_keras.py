@@ -291,3 +291,20 @@ def test_cli_keras2torch_with_weights(tmp_path):
         cwd=tmp_path,
     )
     assert bad.returncode == 2 and "missing.json" in bad.stderr
+
+
+def test_batchnorm_epsilon_and_momentum_are_mapped():
+    model = seq((4, 4, 2), K.BatchNormalization(epsilon=0.01, momentum=0.8))
+    bn = to_torch(model.to_json(), model.get_weights())[0]
+    assert bn.eps == pytest.approx(0.01) and bn.momentum == pytest.approx(0.2)
+
+
+def test_to_torch_without_torch_raises_a_clear_import_error():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from fastconv.keras import to_torch\n"
+        "try:\n    to_torch({'class_name': 'Sequential', 'config': {'layers': []}})\n"
+        "except ImportError as e:\n    print('IMPORT-ERROR', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "IMPORT-ERROR" in r.stdout and "torch==2.13.0" in r.stdout

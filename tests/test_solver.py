@@ -334,3 +334,25 @@ def test_cli_bad_options_exit_2(args, option):
     r = run_cli("solve", *itertools.chain.from_iterable(base.items()))
     assert r.returncode == 2
     assert option in r.stderr
+
+
+def test_progress_bar_is_drawn_for_long_solves(monkeypatch, capsys):
+    import fastconv.solver as solver
+
+    monkeypatch.setattr(solver, "_PROGRESS_AFTER", 0.0)
+    r = fastconv.solve(
+        2048,
+        1,
+        [3, 8, 16, 32, 64],
+        kernel=(1, 16),
+        stride=(1, 8),
+        padding=(0, 7),
+        dilation=(1, 3),
+        pool_kernel=(2, 6),
+        pool_stride=(1, 3),
+        pool_padding=(0, 2),
+        objective="macs",
+        progress=True,
+    )
+    assert r.count > 0
+    assert "solving [" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from ._args import as_int
 __all__ = ["solve", "SolveResult", "Solution", "DesignLayer"]
 
 _OBJECTIVES = ("params", "macs", "kernel")
+_PROGRESS_AFTER = 0.5  # seconds before a progress bar is drawn
 _KINDS = ("conv", "pool")
 
 
@@ -281,7 +282,7 @@ def _solve_with_progress(args):
     drawn = False
     while worker.is_alive():
         worker.join(0.1)
-        if worker.is_alive() and time.monotonic() - started > 0.5 and state.total:
+        if worker.is_alive() and time.monotonic() - started > _PROGRESS_AFTER and state.total:
             frac = min(1.0, state.done / state.total)
             bar = "#" * int(30 * frac)
             sys.stderr.write(f"\rsolving [{bar:<30}] {100 * frac:5.1f}%")
