@@ -235,7 +235,7 @@ def run_table(
         torch.set_num_threads(threads)
     dt = np.dtype(dtype)
     print(
-        f"fastconv bench: {dt.name}, {threads} threads, median of {repeats} runs; GFLOP/s counts 2 per MAC "
+        f"fastconv bench: {dt.name}, {threads} threads, best of {repeats} runs; GFLOP/s counts 2 per MAC "
         f"(fwd+bwd = 3x forward FLOPs)",
         file=out,
     )
