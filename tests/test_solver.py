@@ -340,17 +340,18 @@ def test_progress_bar_is_drawn_for_long_solves(monkeypatch, capsys):
     import fastconv.solver as solver
 
     monkeypatch.setattr(solver, "_PROGRESS_AFTER", 0.0)
+    channels = [3, 8, 16, 32, 64, 128, 256, 512, 1024]
     r = fastconv.solve(
-        2048,
+        4096,
         1,
-        [3, 8, 16, 32, 64],
-        kernel=(1, 16),
-        stride=(1, 8),
-        padding=(0, 7),
-        dilation=(1, 3),
-        pool_kernel=(2, 6),
-        pool_stride=(1, 3),
-        pool_padding=(0, 2),
+        channels,
+        kernel=(1, 32),
+        stride=(1, 16),
+        padding=(0, 15),
+        dilation=(1, 4),
+        pool_kernel=(2, 8),
+        pool_stride=(1, 4),
+        pool_padding=(0, 4),
         objective="macs",
         progress=True,
     )
