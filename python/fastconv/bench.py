@@ -114,12 +114,15 @@ def numpy_conv2d_backward(gy, x, w, stride=1, padding=0, groups=1):
 
 
 def best_time(fn, repeats: int) -> float:
-    """Best wall time of `repeats` runs after one warm-up.
+    """Best wall time of `repeats` runs after three warm-up runs.
 
     The minimum, not the median: on a shared 2-core machine other tenants only
-    ever add time, and both libraries are measured the same way.
+    ever add time, and both libraries are measured the same way.  The warm-up
+    lets glibc settle its mmap threshold so fresh output arrays stop faulting
+    in new pages (torch's caching allocator has the same effect).
     """
-    fn()
+    for _ in range(3):
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
