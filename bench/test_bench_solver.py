@@ -101,21 +101,8 @@ LARGE = dict(
 
 
 def solve_mid(**extra):
-    return fastconv.solve(
-        MID["inp"],
-        MID["out"],
-        MID["channels"],
-        block=MID["block"],
-        kernel=MID["kernel"],
-        stride=MID["stride"],
-        padding=MID["padding"],
-        dilation=MID["dilation"],
-        pool_kernel=MID["pool_kernel"],
-        pool_stride=MID["pool_stride"],
-        pool_padding=MID["pool_padding"],
-        progress=False,
-        **extra,
-    )
+    space = {k: v for k, v in MID.items() if k not in ("inp", "out", "channels")}
+    return fastconv.solve(MID["inp"], MID["out"], MID["channels"], progress=False, **space, **extra)
 
 
 def test_mid_space_fastconv(benchmark):

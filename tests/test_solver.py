@@ -78,23 +78,22 @@ def design_tuple(solution):
     return tuple((layer.kernel, layer.stride, layer.padding, layer.dilation) for layer in solution.layers)
 
 
+RANGE_KEYS = (
+    "block",
+    "kernel",
+    "stride",
+    "padding",
+    "dilation",
+    "pool_kernel",
+    "pool_stride",
+    "pool_padding",
+    "exact",
+    "objective",
+)
+
+
 def check_against_brute_force(top, **space):
-    result = fastconv.solve(
-        space["inp"],
-        space["out"],
-        space["channels"],
-        block=space["block"],
-        kernel=space["kernel"],
-        stride=space["stride"],
-        padding=space["padding"],
-        dilation=space["dilation"],
-        pool_kernel=space["pool_kernel"],
-        pool_stride=space["pool_stride"],
-        pool_padding=space["pool_padding"],
-        exact=space["exact"],
-        objective=space["objective"],
-        top=top,
-    )
+    result = fastconv.solve(space["inp"], space["out"], space["channels"], top=top, **{k: space[k] for k in RANGE_KEYS})
     expected = brute_force(**space)
     assert result.count == len(expected)
     assert [(s.cost, design_tuple(s)) for s in result.solutions] == expected[:top]

@@ -73,6 +73,18 @@ def _check_channels(shape: Shape, expected: int, layer: Layer, arg: str) -> None
         raise ValueError(f"{layer!r}: {arg}={expected} but the input has {shape[0]} channels (shape {shape})")
 
 
+def _check_groups(layer_name: str, in_channels: int, out_channels: int, groups: int) -> None:
+    if in_channels <= 0 or out_channels <= 0:
+        raise ValueError(
+            f"{layer_name}: in_channels and out_channels must be positive, got {in_channels}, {out_channels}"
+        )
+    if groups <= 0 or in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"{layer_name}: groups={groups} must be positive and divide in_channels={in_channels} "
+            f"and out_channels={out_channels}"
+        )
+
+
 class Layer:
     """Base of every spec: identity geometry, no parameters, no MACs."""
 
@@ -147,14 +159,7 @@ class Conv2d(Layer):
         self.dilation = positive_pair(dilation, "dilation")
         self.groups = as_int(groups, "groups")
         self.bias = bool(bias)
-        if self.in_channels <= 0 or self.out_channels <= 0:
-            raise ValueError(f"in_channels and out_channels must be positive, got {in_channels}, {out_channels}")
-        if self.groups <= 0:
-            raise ValueError(f"groups must be positive, got {groups}")
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must divide in_channels={self.in_channels} and out_channels={self.out_channels}"
-            )
+        _check_groups("Conv2d", self.in_channels, self.out_channels, self.groups)
 
     def pads(self, hw) -> tuple[tuple[int, int], tuple[int, int]]:
         """((top, bottom), (left, right)) for an input of spatial size ``hw``."""
@@ -214,11 +219,7 @@ class ConvTranspose2d(Layer):
         self.groups = as_int(groups, "groups")
         self.bias = bool(bias)
         self.dilation = positive_pair(dilation, "dilation")
-        if self.groups <= 0 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must be positive and divide in_channels={self.in_channels} "
-                f"and out_channels={self.out_channels}"
-            )
+        _check_groups("ConvTranspose2d", self.in_channels, self.out_channels, self.groups)
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)

@@ -158,8 +158,41 @@ class Module:
         raise NotImplementedError
 
 
-class Conv2d(L.Conv2d, Module):
+class _ConvLayer(Module):
+    """Weight/bias creation, forward and backward shared by the two convolution layers.
+
+    Subclasses set ``_forward``/``_backward`` (functional ops) and ``_geom()``.
+    """
+
+    def _make_params(self, weight_shape, fan_in, bias, n_out, rng, dtype):
+        self._init_module()
+        rng = _rng(rng)
+        bound = 1 / math.sqrt(fan_in)  # torch's kaiming_uniform(a=sqrt(5)) and bias rule
+        self.weight = Parameter(_uniform(rng, bound, weight_shape, dtype))
+        self._parameters["weight"] = self.weight
+        self.bias_param = None
+        if bias:
+            self.bias_param = Parameter(_uniform(rng, bound, (n_out,), dtype))
+            self._parameters["bias"] = self.bias_param
+
+    def forward(self, x):
+        self._input = x
+        bias = None if self.bias_param is None else self.bias_param.data
+        return type(self)._forward(x, self.weight.data, bias, *self._geom())
+
+    def backward(self, grad_output):
+        gx, gw, gb = type(self)._backward(grad_output, self._input, self.weight.data, *self._geom())
+        self.weight.accumulate(gw)
+        if self.bias_param is not None:
+            self.bias_param.accumulate(gb)
+        return gx
+
+
+class Conv2d(L.Conv2d, _ConvLayer):
     """2-D convolution layer; weights initialised like torch's (Kaiming uniform, a=sqrt(5))."""
+
+    _forward = staticmethod(F.conv2d)
+    _backward = staticmethod(F.conv2d_backward)
 
     def __init__(
         self,
@@ -176,35 +209,25 @@ class Conv2d(L.Conv2d, Module):
         dtype=np.float32,
     ):
         L.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
-        self._init_module()
-        rng = _rng(rng)
         kh, kw = self.kernel_size
-        fan_in = in_channels // groups * kh * kw
-        bound = 1 / math.sqrt(fan_in)
-        self.weight = Parameter(_uniform(rng, bound, (out_channels, in_channels // groups, kh, kw), dtype))
-        self._parameters["weight"] = self.weight
-        self.bias_param = None
-        if bias:
-            self.bias_param = Parameter(_uniform(rng, bound, (out_channels,), dtype))
-            self._parameters["bias"] = self.bias_param
+        self._make_params(
+            (out_channels, in_channels // groups, kh, kw),
+            in_channels // groups * kh * kw,
+            bias,
+            out_channels,
+            rng,
+            dtype,
+        )
 
     def _geom(self):
         return self.stride, self.padding, self.dilation, self.groups
 
-    def forward(self, x):
-        self._input = x
-        return F.conv2d(x, self.weight.data, None if self.bias_param is None else self.bias_param.data, *self._geom())
 
-    def backward(self, grad_output):
-        gx, gw, gb = F.conv2d_backward(grad_output, self._input, self.weight.data, *self._geom())
-        self.weight.accumulate(gw)
-        if self.bias_param is not None:
-            self.bias_param.accumulate(gb)
-        return gx
+class ConvTranspose2d(L.ConvTranspose2d, _ConvLayer):
+    """Transposed convolution layer, torch's initialisation (fan-in from weight.shape[1])."""
 
-
-class ConvTranspose2d(L.ConvTranspose2d, Module):
-    """Transposed convolution layer, torch's initialisation."""
+    _forward = staticmethod(F.conv_transpose2d)
+    _backward = staticmethod(F.conv_transpose2d_backward)
 
     def __init__(
         self,
@@ -224,33 +247,18 @@ class ConvTranspose2d(L.ConvTranspose2d, Module):
         L.ConvTranspose2d.__init__(
             self, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias, dilation
         )
-        self._init_module()
-        rng = _rng(rng)
         kh, kw = self.kernel_size
-        # torch computes fan_in from weight.shape[1] for transposed convs
-        bound = 1 / math.sqrt(out_channels // groups * kh * kw)
-        self.weight = Parameter(_uniform(rng, bound, (in_channels, out_channels // groups, kh, kw), dtype))
-        self._parameters["weight"] = self.weight
-        self.bias_param = None
-        if bias:
-            self.bias_param = Parameter(_uniform(rng, bound, (out_channels,), dtype))
-            self._parameters["bias"] = self.bias_param
+        self._make_params(
+            (in_channels, out_channels // groups, kh, kw),
+            out_channels // groups * kh * kw,
+            bias,
+            out_channels,
+            rng,
+            dtype,
+        )
 
     def _geom(self):
         return self.stride, self.padding, self.output_padding, self.groups, self.dilation
-
-    def forward(self, x):
-        self._input = x
-        return F.conv_transpose2d(
-            x, self.weight.data, None if self.bias_param is None else self.bias_param.data, *self._geom()
-        )
-
-    def backward(self, grad_output):
-        gx, gw, gb = F.conv_transpose2d_backward(grad_output, self._input, self.weight.data, *self._geom())
-        self.weight.accumulate(gw)
-        if self.bias_param is not None:
-            self.bias_param.accumulate(gb)
-        return gx
 
 
 class MaxPool2d(L.MaxPool2d, Module):
