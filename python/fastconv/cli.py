@@ -190,6 +190,7 @@ def _bench(args, parser) -> int:
         dtype=args.dtype,
         backward=not args.forward_only,
         numpy=not args.no_numpy,
+        memory=not args.no_memory,
     )
 
 
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--forward-only", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
+    p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
     p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
     p.set_defaults(func=_bench, parser=p)
 
