@@ -281,7 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-only", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
     p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
-    p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
     p.set_defaults(func=_bench, parser=p)
 
     p = sub.add_parser("keras2torch", help="PyTorch source for a Keras model.json (model.to_json())")
