@@ -308,3 +308,13 @@ def test_to_torch_without_torch_raises_a_clear_import_error():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "IMPORT-ERROR" in r.stdout and "torch==2.13.0" in r.stdout
+
+
+def test_model_built_without_an_input_layer():
+    model = keras.Sequential([K.Conv2D(3, 3, strides=2, padding="same"), K.Flatten(), K.Dense(2)])
+    model.build((None, 9, 9, 2))
+    randomise(model)
+    x = RNG.standard_normal((2, 9, 9, 2)).astype(np.float32)
+    with torch.no_grad():
+        out = to_torch(model.to_json(), model.get_weights())(torch_input(x)).numpy()
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), atol=1e-4, rtol=1e-4)

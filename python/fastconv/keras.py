@@ -97,7 +97,7 @@ class _Converter:
         self.weights: Iterator[np.ndarray] | None = None if weights is None else iter([np.asarray(w) for w in weights])
         self.steps: list[_Step] = []
         self.helpers: list[str] = []
-        self.shape = _input_shape(cfg, self.layers)
+        self.shape = _input_shape(cfg)
         self.flatten_from: tuple | None = None  # (H, W, C) when a Flatten awaits its Dense
 
     # -- plumbing
@@ -505,15 +505,7 @@ def _chain(cfg: dict) -> list[tuple[str, str, dict, str | None]]:
             out.append((layer["class_name"], name, layer["config"]))
     else:
         raise ValueError(f"model_json: expected a Sequential or Functional model, got class {kind!r}")
-    return [
-        (
-            c,
-            n,
-            conf,
-            out[i + 1][0] if i + 1 < len(out) and out[i + 1][0] not in _ELEMENTWISE else _next_non_elementwise(out, i),
-        )
-        for i, (c, n, conf) in enumerate(out)
-    ]
+    return [(c, n, conf, _next_non_elementwise(out, i)) for i, (c, n, conf) in enumerate(out)]
 
 
 def _next_non_elementwise(out, i):
@@ -537,7 +529,7 @@ def _inbound_names(layer: dict) -> list[str]:
             for v in obj.values():
                 visit(v)
         elif isinstance(obj, list):
-            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int) and obj is not None:
+            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
                 names.append(obj[0])  # Keras 2 style [name, node, tensor, kwargs]
                 return
             for v in obj:
@@ -547,16 +539,17 @@ def _inbound_names(layer: dict) -> list[str]:
     return names
 
 
-def _input_shape(cfg: dict, layers) -> tuple:
-    for _, _, conf, _ in layers[:1] + [layer for layer in layers if layer[0] == "InputLayer"][:1]:
-        shape = conf.get("batch_shape") or conf.get("batch_input_shape")
+def _input_shape(cfg: dict) -> tuple:
+    """(H, W, C) without the batch axis: from the first layer (an InputLayer or a layer given an input shape),
+    else from the model's build shape."""
+    raw = _layers_of(cfg)
+    if raw:
+        first = raw[0]
+        shape = first["config"].get("batch_shape") or first["config"].get("batch_input_shape")
+        shape = shape or (first.get("build_config") or {}).get("input_shape")
         if shape:
             return tuple(shape[1:])
     build = cfg["config"].get("build_input_shape") or (cfg.get("build_config") or {}).get("input_shape")
-    if build:
-        return tuple(build[1:])
-    first = layers[0][2] if layers else {}
-    build = (first.get("build_config") or {}).get("input_shape") if isinstance(first, dict) else None
     if build:
         return tuple(build[1:])
     raise ValueError("model_json: the model's input shape is unknown; give it an Input or build it")
