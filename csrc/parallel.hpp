@@ -5,22 +5,25 @@
 #pragma once
 
 #include <cstdint>
-#include <exception>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include <functional>
 
 namespace fastconv {
 
 int get_num_threads();
 void set_num_threads(int n);
 
-// Runs fn(item, worker) for item in [0, n_items) on up to `workers` threads.
-// Worker t gets the contiguous block [t*n/W, (t+1)*n/W): a static split, so a
-// per-worker partial sum covers the same items on every call and results are
-// bit-identical run to run for a given thread count.  Worker ids are dense in
-// [0, workers) so callers can index per-thread scratch.  The first exception
-// thrown is rethrown after all threads have joined.
+// Runs task(w) for every worker w in [0, workers): w = 0 on the calling thread,
+// the others on a persistent pool (threads are created once, on first need).
+// When another call is using the pool (several Python threads at once), the
+// caller runs all w itself, in order: the same partition, so per-worker partial
+// sums and therefore results are bit-identical either way.  The first exception
+// thrown by any w is rethrown after all have finished.
+void parallel_run(int workers, const std::function<void(int)>& task);
+
+// Runs fn(item, worker) for item in [0, n_items).  Worker w gets the contiguous
+// block [w*n/W, (w+1)*n/W): a static split, so a per-worker partial sum covers
+// the same items on every call and results are reproducible for a given thread
+// count.  Worker ids are dense in [0, workers) for per-thread scratch.
 template <class Fn>
 void parallel_for(int64_t n_items, int workers, Fn&& fn) {
   if (n_items <= 0) return;
@@ -29,23 +32,10 @@ void parallel_for(int64_t n_items, int workers, Fn&& fn) {
     for (int64_t i = 0; i < n_items; ++i) fn(i, 0);
     return;
   }
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto run = [&](int worker) {
-    try {
-      const int64_t begin = n_items * worker / workers, end = n_items * (worker + 1) / workers;
-      for (int64_t i = begin; i < end; ++i) fn(i, worker);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (int t = 1; t < workers; ++t) pool.emplace_back(run, t);
-  run(0);
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  parallel_run(workers, [&](int w) {
+    const int64_t begin = n_items * w / workers, end = n_items * (w + 1) / workers;
+    for (int64_t i = begin; i < end; ++i) fn(i, w);
+  });
 }
 
 // Threads worth using for `flops` of work: below ~1 MFLOP a thread start costs

@@ -21,8 +21,8 @@ namespace fastconv {
 constexpr int64_t kSmallK = 32;
 
 template <class T>
-void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b,
-                  int64_t ldb, T* c, int64_t ldc) {
+void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
+                  T* c, int64_t ldc) {
   constexpr int64_t kRows = 4, kBlock = 32;
   for (int64_t j0 = 0; j0 < N; j0 += kBlock) {
     const int64_t nb = std::min(kBlock, N - j0);

@@ -422,3 +422,19 @@ def test_fold_rejects_wrong_block_count():
         fastconv.fold(np.ones((1, 4, 8)), (4, 4), 2)
     with pytest.raises(ValueError, match="input"):
         fastconv.fold(np.ones((1, 5, 9)), (4, 4), 2)
+
+
+def _conv_checksum(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, 16, 20, 20))
+    w = rng.standard_normal((8, 16, 3, 3))
+    return fastconv.conv2d(x, w, padding=1)
+
+
+def test_forked_child_gets_working_threads():
+    import multiprocessing
+
+    expected = _conv_checksum(3)  # the parent's thread pool is running now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply(_conv_checksum, (3,))
+    np.testing.assert_array_equal(got, expected)
