@@ -22,7 +22,10 @@ namespace fastconv {
 // The OpenBLAS kernel family in use (e.g. "SkylakeX").
 const char* blas_core_name();
 
-// Seconds for one n x n x n sgemm on `threads` OpenBLAS threads (median of
+// "fastconv AVX-512" or "OpenBLAS": which kernel runs fastconv's float32 GEMMs.
+const char* sgemm_kernel_name();
+
+// Seconds for one n x n x n OpenBLAS sgemm on `threads` threads (best of
 // `repeats`); the library is put back to one thread afterwards.
 double sgemm_seconds(int64_t n, int threads, int repeats);
 

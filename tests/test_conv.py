@@ -438,3 +438,50 @@ def test_forked_child_gets_working_threads():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply(_conv_checksum, (3,))
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(17, 40),
+    co=st.integers(13, 40),
+    size=st.integers(5, 19),
+    k=st.integers(1, 4),
+    s=st.integers(1, 2),
+    p=st.integers(0, 2),
+    seed=st.integers(0, 999),
+)
+def test_wide_layers_match_torch(n, c, co, size, k, s, p, seed):
+    """Channel counts large enough for fastconv's own GEMM kernel, with ragged edges everywhere."""
+    if size + 2 * p < k:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, size, size + 1)).astype(np.float32)
+    w = rng.standard_normal((co, c, k, k)).astype(np.float32)
+    y = fastconv.conv2d(x, w, None, s, p)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    y_ref, (gx_ref, gw_ref, _) = torch_conv(x, w, None, s, p, 1, 1, gy)
+    torch.testing.assert_close(y, y_ref, **tols(np.float32))
+    gx, gw, _ = fastconv.conv2d_backward(gy, x, w, s, p)
+    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
+    torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
+
+
+def test_openblas_fallback_matches_torch():
+    """FASTCONV_GEMM=openblas (and CPUs without AVX-512) take OpenBLAS for every float32 GEMM."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch, fastconv\n"
+        "assert fastconv._core.sgemm_kernel_name() == 'OpenBLAS'\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((2, 32, 15, 15)).astype(np.float32)\n"
+        "w = rng.standard_normal((24, 32, 3, 3)).astype(np.float32)\n"
+        "ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, 1, 1).numpy()\n"
+        "torch.testing.assert_close(fastconv.conv2d(x, w, padding=1), ref, rtol=2e-4, atol=1e-3)\n"
+        "print('ok')\n"
+    )
+    env = {**__import__("os").environ, "FASTCONV_GEMM": "openblas"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr

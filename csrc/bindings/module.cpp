@@ -14,6 +14,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &fastconv::get_num_threads);
   m.def("set_num_threads", &fastconv::set_num_threads, py::arg("n"));
   m.def("blas_core_name", &fastconv::blas_core_name);
+  m.def("sgemm_kernel_name", &fastconv::sgemm_kernel_name);
   m.def(
       "sgemm_seconds",
       [](int64_t n, int threads, int repeats) {

@@ -246,7 +246,7 @@ def run_table(
         print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
     print(
         f"sgemm 2048^3 on fastconv's OpenBLAS ({_core.blas_core_name()} kernels, {threads} threads): "
-        f"{sgemm_gflops(2048, threads):.1f} GFLOP/s",
+        f"{sgemm_gflops(2048, threads):.1f} GFLOP/s; fastconv's float32 GEMMs run on: {_core.sgemm_kernel_name()}",
         file=out,
     )
     head = (

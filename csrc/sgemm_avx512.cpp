@@ -1,0 +1,125 @@
+#include "sgemm_avx512.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace fastconv {
+
+namespace {
+
+constexpr int64_t kMR = 12, kNR = 32;
+constexpr int64_t kKC = 384, kMC = 12 * 16, kNC = 3072;
+
+// Packs rows [i0, i0+mc) x columns [k0, k0+kc) of op(A) into kMR-row micro-panels: panel p holds
+// k-major groups of kMR floats.
+void pack_a(bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
+  for (int64_t p = 0; p < mc; p += kMR) {
+    const int64_t rows = std::min(kMR, mc - p);
+    for (int64_t k = 0; k < kc; ++k) {
+      float* d = dst + (p / kMR) * kMR * kc + k * kMR;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + p + r, kk = k0 + k;
+        d[r] = trans_a ? A[kk * lda + i] : A[i * lda + kk];
+      }
+      for (int64_t r = rows; r < kMR; ++r) d[r] = 0.0f;
+    }
+  }
+}
+
+// Packs rows [k0, k0+kc) x columns [j0, j0+nc) of op(B) into kNR-column micro-panels.
+void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  for (int64_t p = 0; p < nc; p += kNR) {
+    const int64_t cols = std::min(kNR, nc - p);
+    float* panel = dst + (p / kNR) * kNR * kc;
+    if (!trans_b && cols == kNR) {
+      for (int64_t k = 0; k < kc; ++k) std::memcpy(panel + k * kNR, B + (k0 + k) * ldb + j0 + p, sizeof(float) * kNR);
+      continue;
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+      float* d = panel + k * kNR;
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t j = j0 + p + c, kk = k0 + k;
+        d[c] = trans_b ? B[j * ldb + kk] : B[kk * ldb + j];
+      }
+      for (int64_t c = cols; c < kNR; ++c) d[c] = 0.0f;
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                                     bool accumulate, int64_t rows, int64_t cols) {
+  __m512 acc[kMR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * kNR), b1 = _mm512_loadu_ps(b + k * kNR + 16);
+    const float* ak = a + k * kMR;
+#pragma GCC unroll 12
+    for (int r = 0; r < kMR; ++r) {
+      const __m512 av = _mm512_set1_ps(ak[r]);
+      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+    }
+  }
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xFFFF) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+#pragma GCC unroll 12
+  for (int r = 0; r < kMR; ++r) {
+    if (r >= rows) break;
+    float* cr = c + r * ldc;
+    __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (accumulate) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+    }
+    _mm512_mask_storeu_ps(cr, m0, v0);
+    _mm512_mask_storeu_ps(cr + 16, m1, v1);
+  }
+}
+
+}  // namespace
+
+bool sgemm_avx512_enabled() {
+  static const bool enabled = [] {
+    const char* choice = std::getenv("FASTCONV_GEMM");
+    if (choice && std::strcmp(choice, "openblas") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return enabled;
+}
+
+void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, bool accumulate, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  thread_local std::vector<float> pa, pb;
+  for (int64_t j0 = 0; j0 < N; j0 += kNC) {
+    const int64_t nc = std::min(kNC, N - j0), nc_pad = (nc + kNR - 1) / kNR * kNR;
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t kc = std::min(kKC, K - k0);
+      const bool acc = accumulate || k0 > 0;
+      if (pb.size() < static_cast<size_t>(nc_pad * kc)) pb.resize(nc_pad * kc);
+      pack_b(trans_b, B, ldb, k0, kc, j0, nc, pb.data());
+      for (int64_t i0 = 0; i0 < M; i0 += kMC) {
+        const int64_t mc = std::min(kMC, M - i0), mc_pad = (mc + kMR - 1) / kMR * kMR;
+        if (pa.size() < static_cast<size_t>(mc_pad * kc)) pa.resize(mc_pad * kc);
+        pack_a(trans_a, A, lda, i0, mc, k0, kc, pa.data());
+        for (int64_t jr = 0; jr < nc; jr += kNR)
+          for (int64_t ir = 0; ir < mc; ir += kMR)
+            micro_kernel(kc, pa.data() + (ir / kMR) * kMR * kc, pb.data() + (jr / kNR) * kNR * kc,
+                         C + (i0 + ir) * ldc + j0 + jr, ldc, acc, std::min(kMR, mc - ir), std::min(kNR, nc - jr));
+      }
+    }
+  }
+}
+
+}  // namespace fastconv
