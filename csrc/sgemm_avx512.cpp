@@ -39,14 +39,17 @@ void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, int64_t kc, i
       for (int64_t k = 0; k < kc; ++k) std::memcpy(panel + k * kNR, B + (k0 + k) * ldb + j0 + p, sizeof(float) * kNR);
       continue;
     }
-    for (int64_t k = 0; k < kc; ++k) {
-      float* d = panel + k * kNR;
+    if (trans_b) {  // column j of op(B) is contiguous: read it in order, scatter into the panel
       for (int64_t c = 0; c < cols; ++c) {
-        const int64_t j = j0 + p + c, kk = k0 + k;
-        d[c] = trans_b ? B[j * ldb + kk] : B[kk * ldb + j];
+        const float* src = B + (j0 + p + c) * ldb + k0;
+        for (int64_t k = 0; k < kc; ++k) panel[k * kNR + c] = src[k];
       }
-      for (int64_t c = cols; c < kNR; ++c) d[c] = 0.0f;
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t c = 0; c < cols; ++c) panel[k * kNR + c] = B[(k0 + k) * ldb + j0 + p + c];
     }
+    if (cols < kNR)
+      for (int64_t k = 0; k < kc; ++k) std::fill(panel + k * kNR + cols, panel + (k + 1) * kNR, 0.0f);
   }
 }
 
