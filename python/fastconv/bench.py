@@ -113,16 +113,19 @@ def numpy_conv2d_backward(gy, x, w, stride=1, padding=0, groups=1):
 # -- timing -------------------------------------------------------------------------
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best wall time of `repeats` runs after three warm-up runs.
+def best_time(fn, repeats: int, warmup: float = 0.2, min_calls: int = 3) -> float:
+    """Best wall time of `repeats` runs, after at least `warmup` seconds (and 3 calls) of warm-up.
 
     The minimum, not the median: on a shared 2-core machine other tenants only
-    ever add time, and both libraries are measured the same way.  The warm-up
-    lets glibc settle its mmap threshold so fresh output arrays stop faulting
-    in new pages (torch's caching allocator has the same effect).
+    ever add time, and both libraries are measured the same way.  The warm-up is
+    timed, not counted: short calls must run long enough for the cores to clock
+    up after idling, and for glibc to settle its mmap threshold so fresh output
+    arrays stop faulting in new pages.
     """
-    for _ in range(3):
+    start, calls = time.perf_counter(), 0
+    while calls < min_calls or time.perf_counter() - start < warmup:
         fn()
+        calls += 1
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -131,18 +134,32 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def settle(seconds=0.3):
+    """Let other runtimes' worker threads stop spinning before a timing starts.
+
+    torch's OpenMP threads and NumPy's OpenBLAS threads busy-wait for a while
+    after each call; timed straight after them, anything else on a 2-core
+    machine runs at a fraction of its speed (fastconv's tiny shape: 160 us
+    instead of 40 us).
+    """
+    time.sleep(seconds)
+
+
 def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None):
-    """Seconds per call: fastconv and torch forward (and fwd+bwd), NumPy idiom."""
+    """Seconds per call: fastconv and torch forward (and fwd+bwd), NumPy idiom; each after `settle()`."""
     x, w, gy = shape.arrays(dtype)
+    settle()
     geom = shape.geometry()
     res = {"fastconv_fwd": best_time(lambda: F.conv2d(x, w, **geom), repeats)}
     if backward:
+        settle()
         res["fastconv_fwdbwd"] = best_time(
             lambda: (F.conv2d(x, w, **geom), F.conv2d_backward(gy, x, w, **geom)), repeats
         )
     if torch_mod is not None:
         tf = torch_mod.nn.functional
         xt, wt, gyt = (torch_mod.from_numpy(a) for a in (x, w, gy))
+        settle()
         with torch_mod.no_grad():
             res["torch_fwd"] = best_time(lambda: tf.conv2d(xt, wt, None, **geom), repeats)
         if backward:
@@ -155,13 +172,15 @@ def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=
                 xg.grad = None
                 wg.grad = None
 
+            settle()
             res["torch_fwdbwd"] = best_time(torch_fb, repeats)
     if numpy:
         np_repeats = max(1, min(repeats, 2))
-        res["numpy_fwd"] = best_time(lambda: numpy_conv2d(x, w, **geom), np_repeats)
+        settle()
+        res["numpy_fwd"] = best_time(lambda: numpy_conv2d(x, w, **geom), np_repeats, min_calls=1)
         if backward:
             res["numpy_fwdbwd"] = best_time(
-                lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)), np_repeats
+                lambda: (numpy_conv2d(x, w, **geom), numpy_conv2d_backward(gy, x, w, **geom)), np_repeats, min_calls=1
             )
     return res
 
