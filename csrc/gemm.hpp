@@ -29,4 +29,8 @@ const char* sgemm_kernel_name();
 // `repeats`); the library is put back to one thread afterwards.
 double sgemm_seconds(int64_t n, int threads, int repeats);
 
+// Seconds for one n x n x n float32 GEMM through fastconv's own path (the
+// kernel its convolutions use), column blocks split over get_num_threads().
+double fastconv_sgemm_seconds(int64_t n, int repeats);
+
 }  // namespace fastconv

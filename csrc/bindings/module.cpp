@@ -16,6 +16,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("blas_core_name", &fastconv::blas_core_name);
   m.def("sgemm_kernel_name", &fastconv::sgemm_kernel_name);
   m.def(
+      "fastconv_sgemm_seconds",
+      [](int64_t n, int repeats) {
+        py::gil_scoped_release release;
+        return fastconv::fastconv_sgemm_seconds(n, repeats);
+      },
+      py::arg("n"), py::arg("repeats"));
+  m.def(
       "sgemm_seconds",
       [](int64_t n, int threads, int repeats) {
         py::gil_scoped_release release;

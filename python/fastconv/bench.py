@@ -264,8 +264,9 @@ def run_table(
     if torch is None:
         print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
     print(
-        f"sgemm 2048^3 on fastconv's OpenBLAS ({_core.blas_core_name()} kernels, {threads} threads): "
-        f"{sgemm_gflops(2048, threads):.1f} GFLOP/s; fastconv's float32 GEMMs run on: {_core.sgemm_kernel_name()}",
+        f"sgemm 2048^3, {threads} threads: OpenBLAS ({_core.blas_core_name()} kernels) "
+        f"{sgemm_gflops(2048, threads):.1f} GFLOP/s; fastconv's float32 GEMM ({_core.sgemm_kernel_name()}) "
+        f"{2 * 2048**3 / _core.fastconv_sgemm_seconds(2048, 3) / 1e9:.1f} GFLOP/s",
         file=out,
     )
     head = (
