@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -81,7 +82,7 @@ bool is_pointwise(const ConvGeom& g) {
   return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
 }
 
-// How a group's N*P columns are cut into GEMM tiles.  OpenBLAS packs its
+// How a group's N*P columns are cut into GEMM tiles.  The GEMM packs its
 // operands itself, so tiles are sized for GEMM efficiency: AVX-512 sgemm
 // kernels need N >= ~256 columns to reach their rate, and the K x tile column
 // buffer is kept near 2 MiB.  Images with at least that many columns are cut
@@ -105,6 +106,7 @@ struct Tiling {
       per_image = (P + want - 1) / want;
       while (groups * N * per_image < t && per_image < P) ++per_image;
       tile = (P + per_image - 1) / per_image;
+      per_image = (P + tile - 1) / tile;  // rounding the tile up can leave fewer, never empty, tiles
       ntiles = N * per_image;
     } else {
       per_image = 0;
@@ -116,7 +118,7 @@ struct Tiling {
     }
   }
 
-  // First global column and column count of tile t.
+  // First global column and column count (always >= 1) of tile t.
   void range(int64_t t, int64_t& j0, int64_t& count) const {
     if (per_image) {
       const int64_t n = t / per_image, k = t % per_image;
@@ -126,6 +128,7 @@ struct Tiling {
       j0 = t * tile;
       count = std::min(tile, NP - j0);
     }
+    if (count <= 0) throw std::logic_error("fastconv internal error: empty GEMM tile");
   }
 };
 
@@ -219,8 +222,8 @@ void for_each_segment(int64_t j0, int64_t count, int64_t P, Fn&& fn) {
   }
 }
 
-// Copies the rows of `rows` planes (row stride `src_ld`) for one segment into a
-// tile with leading dimension `ld`, or back (accumulating) when `add` is set.
+// Copies `rows` rows of `len` values from a matrix with leading dimension
+// `src_ld` into one with leading dimension `dst_ld` (tile <-> image segments).
 template <class T>
 void copy_rows(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int64_t rows, int64_t len) {
   for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_ld, src + r * src_ld, sizeof(T) * len);

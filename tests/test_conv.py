@@ -485,3 +485,28 @@ def test_openblas_fallback_matches_torch():
     env = {**__import__("os").environ, "FASTCONV_GEMM": "openblas"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("threads", [3, 4, 7, 8])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1, 5), (1, 2, 3, 3), (2, 24, 5, 5), (1, 40, 17, 17)], ids=["p5", "p9", "two_images", "p289"]
+)
+def test_more_threads_than_columns(shape, threads, rng):
+    """Tiles are split finely to feed many threads; none may be empty or run past its image."""
+    n, c, h, w_ = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((8, c, 1, 1)).astype(np.float32)
+    w3 = rng.standard_normal((8, c, 3, 3)).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        for weight, pad in ((w, 0), (w3, 1)):
+            y = fastconv.conv2d(x, weight, padding=pad)
+            gy = rng.standard_normal(y.shape).astype(np.float32)
+            y_ref, (gx_ref, gw_ref, _) = torch_conv(x, weight, None, 1, pad, 1, 1, gy)
+            torch.testing.assert_close(y, y_ref, **tols(np.float32))
+            gx, gw, _ = fastconv.conv2d_backward(gy, x, weight, padding=pad)
+            torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
+            torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
+    finally:
+        fastconv.set_num_threads(old)
