@@ -318,3 +318,10 @@ def test_model_built_without_an_input_layer():
     with torch.no_grad():
         out = to_torch(model.to_json(), model.get_weights())(torch_input(x)).numpy()
     np.testing.assert_allclose(out, model.predict(x, verbose=0), atol=1e-4, rtol=1e-4)
+
+
+def test_weight_files_keep_get_weights_order():
+    from fastconv.cli import _npz_order
+
+    keys = ["arr_10", "arr_2", "note", "arr_0", "arr_1"]
+    assert sorted(keys, key=_npz_order) == ["arr_0", "arr_1", "arr_2", "arr_10", "note"]

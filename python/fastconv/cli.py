@@ -197,6 +197,8 @@ def _bench(args, parser) -> int:
 def _keras2torch(args, parser) -> int:
     import os
 
+    import numpy as np
+
     from .keras import convert_weights, to_torch_code
 
     try:
@@ -204,13 +206,10 @@ def _keras2torch(args, parser) -> int:
             model_json = fh.read()
         weights_file = None
         if args.weights:
-            with np_load(args.weights) as data:
-                arrays = [data[k] for k in sorted(data.files, key=_npz_index)]
-            state = convert_weights(model_json, arrays)
+            with np.load(args.weights) as data:
+                arrays = [data[k] for k in sorted(data.files, key=_npz_order)]
             weights_file = args.state_out or os.path.splitext(args.weights)[0] + "_torch.npz"
-            import numpy as np
-
-            np.savez(weights_file, **state)
+            np.savez(weights_file, **convert_weights(model_json, arrays))
             print(f"wrote torch weights to {weights_file}", file=sys.stderr)
         print(to_torch_code(model_json, weights_file), end="")
     except (OSError, ValueError, KeyError) as exc:
@@ -218,15 +217,10 @@ def _keras2torch(args, parser) -> int:
     return 0
 
 
-def np_load(path):
-    import numpy as np
-
-    return np.load(path)
-
-
-def _npz_index(key: str):
-    """np.savez(path, *model.get_weights()) names arrays arr_0, arr_1, ...: keep that order."""
-    return int(key.split("_")[-1]) if key.startswith("arr_") and key.split("_")[-1].isdigit() else key
+def _npz_order(key: str) -> tuple:
+    """np.savez(path, *model.get_weights()) names arrays arr_0, arr_1, ...: numeric order first, then by name."""
+    index = key[4:]
+    return (0, int(index), "") if key.startswith("arr_") and index.isdigit() else (1, 0, key)
 
 
 def build_parser() -> argparse.ArgumentParser:

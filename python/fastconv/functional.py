@@ -14,6 +14,7 @@ import numpy as np
 from . import _core
 from ._args import (
     as_array,
+    as_int,
     contiguous,
     explicit_padding,
     float_dtype,
@@ -47,8 +48,6 @@ def _batched(x: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _groups(groups: Any) -> int:
-    from ._args import as_int
-
     g = as_int(groups, "groups")
     if g <= 0:
         raise ValueError(f"groups must be positive, got {groups!r}")
@@ -361,8 +360,6 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
 def _divisor(divisor_override) -> int:
     if divisor_override is None:
         return 0
-    from ._args import as_int
-
     d = as_int(divisor_override, "divisor_override")
     if d <= 0:
         raise ValueError(f"divisor_override must be positive, got {divisor_override!r}")
