@@ -1,5 +1,7 @@
-// Row-major GEMM over OpenBLAS (scipy-openblas32: 32-bit indices, prefixed
-// symbols).  C = alpha * op(A) * op(B) + beta * C.
+// Row-major GEMM: C = alpha * op(A) * op(B) + beta * C.
+// float32 runs on fastconv's AVX-512 kernel (sgemm_avx512.hpp) when the CPU has
+// it and alpha == 1, beta in {0, 1}; everything else on OpenBLAS
+// (scipy-openblas32: 32-bit indices, prefixed symbols).
 #pragma once
 
 #include <cstdint>
@@ -14,10 +16,6 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 void check_blas_dims(int64_t m, int64_t n, int64_t k, const char* what);
 
 void blas_set_threads(int n);
-
-}  // namespace fastconv
-
-namespace fastconv {
 
 // The OpenBLAS kernel family in use (e.g. "SkylakeX").
 const char* blas_core_name();

@@ -38,8 +38,8 @@ void parallel_for(int64_t n_items, int workers, Fn&& fn) {
   });
 }
 
-// Threads worth using for `flops` of work: below ~1 MFLOP a thread start costs
-// more than it saves.
+// Threads worth using for `flops` of work: below ~1 MFLOP waking a pool thread
+// costs more than it saves.
 inline int workers_for(double flops, int64_t n_items) {
   int t = get_num_threads();
   if (flops < 1e6) t = 1;
