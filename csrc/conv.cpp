@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.hpp"
@@ -11,6 +12,7 @@
 #include "im2col.hpp"
 #include "parallel.hpp"
 #include "small_gemm.hpp"
+#include "winograd.hpp"
 
 namespace fastconv {
 
@@ -197,7 +199,17 @@ void direct_backward_plane(const T* gy, const T* x, const T* w, T* gx, T* gw, co
 // One input channel per group and few outputs per group (depthwise): walk taps.
 // With many outputs per input channel (e.g. a 1 -> 32 stem) a K = kh*kw GEMM
 // over a shared column tile reuses each loaded input far better.
+constexpr int64_t kWinogradMinChannels = 16;
+
 bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.Cout / g.groups <= 4; }
+
+// 3x3, stride 1, undilated, one group, enough channels on both sides for the
+// transforms to pay off: F(2x2, 3x3) Winograd (float32 on AVX-512).
+template <class T>
+bool use_winograd(const ConvGeom& g) {
+  return std::is_same_v<T, float> && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+         g.groups == 1 && g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled();
+}
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
 
@@ -235,6 +247,12 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
   if (g.N == 0) return;
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_winograd<T>(g)) {
+      winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
+      return;
+    }
+  }
   if (use_direct(g)) {
     const int64_t images = g.N * G;
     const int workers = workers_for(conv_flops(g), images * Cog);
@@ -308,6 +326,14 @@ template <class T>
 void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t K = Cg * g.kh * g.kw;
+  if constexpr (std::is_same_v<T, float>) {
+    // The input gradient is a 3x3 convolution of gy with the rotated, transposed
+    // weight and padding 2 - p: Winograd too, when that padding is not negative.
+    if (gx && g.N > 0 && use_winograd<T>(g) && g.pt <= 2 && g.pl <= 2) {
+      winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W});
+      gx = nullptr;
+    }
+  }
   if (gx) std::fill(gx, gx + g.N * g.C * HW, T(0));
   if (gw) std::fill(gw, gw + g.Cout * K, T(0));
   if (gb) {

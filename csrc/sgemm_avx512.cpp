@@ -1,17 +1,17 @@
 #include "sgemm_avx512.hpp"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "sgemm_kernel.hpp"
+
 namespace fastconv {
 
 namespace {
 
-constexpr int64_t kMR = 12, kNR = 32;
+constexpr int64_t kMR = 12;
 constexpr int64_t kKC = 384, kMC = 12 * 16, kNC = 3072;
 
 // Packs rows [i0, i0+mc) x columns [k0, k0+kc) of op(A) into kMR-row micro-panels: panel p holds
@@ -53,37 +53,6 @@ void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, int64_t kc, i
   }
 }
 
-__attribute__((target("avx512f"))) void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                                                     bool accumulate, int64_t rows, int64_t cols) {
-  __m512 acc[kMR][2];
-#pragma GCC unroll 12
-  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b + k * kNR), b1 = _mm512_loadu_ps(b + k * kNR + 16);
-    const float* ak = a + k * kMR;
-#pragma GCC unroll 12
-    for (int r = 0; r < kMR; ++r) {
-      const __m512 av = _mm512_set1_ps(ak[r]);
-      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-    }
-  }
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xFFFF) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
-#pragma GCC unroll 12
-  for (int r = 0; r < kMR; ++r) {
-    if (r >= rows) break;
-    float* cr = c + r * ldc;
-    __m512 v0 = acc[r][0], v1 = acc[r][1];
-    if (accumulate) {
-      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
-    }
-    _mm512_mask_storeu_ps(cr, m0, v0);
-    _mm512_mask_storeu_ps(cr + 16, m1, v1);
-  }
-}
-
 }  // namespace
 
 bool sgemm_avx512_enabled() {
@@ -118,7 +87,7 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, c
         pack_a(trans_a, A, lda, i0, mc, k0, kc, pa.data());
         for (int64_t jr = 0; jr < nc; jr += kNR)
           for (int64_t ir = 0; ir < mc; ir += kMR)
-            micro_kernel(kc, pa.data() + (ir / kMR) * kMR * kc, pb.data() + (jr / kNR) * kNR * kc,
+            sgemm_micro<kMR>(kc, pa.data() + (ir / kMR) * kMR * kc, pb.data() + (jr / kNR) * kNR * kc, kNR,
                          C + (i0 + ir) * ldc + j0 + jr, ldc, acc, std::min(kMR, mc - ir), std::min(kNR, nc - jr));
       }
     }

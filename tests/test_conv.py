@@ -510,3 +510,105 @@ def test_more_threads_than_columns(shape, threads, rng):
             torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
     finally:
         fastconv.set_num_threads(old)
+
+
+# F(2x2, 3x3) Winograd runs float32 3x3 stride-1 single-group convolutions with at
+# least 16 channels on both sides (and their input gradients) on AVX-512 CPUs.
+# (id, N, C_in, H, W, C_out, padding)
+WINOGRAD = [
+    ("square_pad1", 2, 16, 9, 9, 16, 1),
+    ("odd_sizes_pad0", 3, 17, 7, 6, 19, 0),
+    ("pad2_grows", 2, 24, 8, 5, 40, 2),
+    ("asymmetric_pads", 1, 20, 11, 10, 28, (2, 0, 1, 2)),
+    ("same", 2, 18, 10, 9, 21, "same"),
+    ("one_pixel", 3, 16, 1, 1, 16, 1),
+    ("one_row", 1, 16, 1, 13, 16, 1),
+    ("edge_panel_4_rows", 1, 16, 6, 6, 28, 1),
+    ("edge_panel_8_rows", 1, 16, 6, 6, 32, 1),
+    ("tile_rows_span_blocks", 4, 32, 23, 21, 44, 1),
+    ("wide_map", 1, 16, 5, 70, 16, 1),
+    # many channels over few tiles: the layered schedule (U read once per point)
+    ("layered_schedule", 2, 192, 14, 14, 200, 1),
+    # padding 3 > kernel - 1: the input gradient falls back to the GEMM path
+    ("pad3", 1, 16, 5, 5, 16, 3),
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD, ids=[c[0] for c in WINOGRAD])
+def test_winograd_matches_torch(case, rng):
+    _, n, c, h, w_, co, p = case
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    y = fastconv.conv2d(x, w, b, 1, p)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    y_ref, (gx_ref, gw_ref, gb_ref) = torch_conv(x, w, b, 1, p, 1, 1, gy)
+    torch.testing.assert_close(y, y_ref, **tols(np.float32))
+    gx, gw, gb = fastconv.conv2d_backward(gy, x, w, 1, p)
+    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
+    torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
+    torch.testing.assert_close(gb, gb_ref, **tols(np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 3, 5])
+def test_winograd_thread_counts(threads, rng):
+    x = rng.standard_normal((3, 24, 13, 12)).astype(np.float32)
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        y = fastconv.conv2d(x, w, padding=1)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        gx, _, _ = fastconv.conv2d_backward(gy, x, w, padding=1)
+    finally:
+        fastconv.set_num_threads(old)
+    y_ref, (gx_ref, _, _) = torch_conv(x, w, None, 1, 1, 1, 1, gy)
+    torch.testing.assert_close(y, y_ref, **tols(np.float32))
+    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
+
+
+def test_winograd_can_be_switched_off(rng, monkeypatch):
+    """FASTCONV_WINOGRAD=0 takes the im2col GEMM path: a different summation, same answer."""
+    x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    y_wino = fastconv.conv2d(x, w, padding=1)
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "0")
+    y_gemm = fastconv.conv2d(x, w, padding=1)
+    if fastconv._core.sgemm_kernel_name() == "fastconv AVX-512":
+        assert not np.array_equal(y_wino, y_gemm)  # proves the default run took the other path
+    torch.testing.assert_close(y_wino, y_gemm, **tols(np.float32))
+
+
+def test_winograd_transposed_conv_matches_torch(rng):
+    """conv_transpose2d with a 3x3 stride-1 kernel runs on the adjoint Winograd path."""
+    x = rng.standard_normal((2, 24, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((24, 20, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    y = fastconv.conv_transpose2d(x, w, b, 1, 1)
+    ref = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), 1, 1).numpy()
+    torch.testing.assert_close(y, ref, **tols(np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(16, 50),
+    co=st.integers(16, 50),
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    pads=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+    seed=st.integers(0, 999),
+)
+def test_winograd_random_geometries(n, c, co, h, w, pads, seed):
+    if h + pads[2] + pads[3] < 3 or w + pads[0] + pads[1] < 3:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
+    y = fastconv.conv2d(x, wt, None, 1, pads)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    y_ref, (gx_ref, gw_ref, _) = torch_conv(x, wt, None, 1, pads, 1, 1, gy)
+    torch.testing.assert_close(y, y_ref, **tols(np.float32))
+    gx, gw, _ = fastconv.conv2d_backward(gy, x, wt, 1, pads)
+    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
+    torch.testing.assert_close(gw, gw_ref, **tols(np.float32))

@@ -1,0 +1,34 @@
+// F(2x2, 3x3) Winograd convolution for float32 on AVX-512 CPUs.
+//
+// A 3x3, stride-1, undilated, single-group convolution computes each 2x2 block
+// of outputs from a 4x4 input patch with 16 multiplies per channel pair instead
+// of 36: y = A^T [ (G g G^T) . (B^T d B) ] A.  Over all channel pairs that is 16
+// independent GEMMs (one per point of the 4x4 transformed tile), which run on the
+// same register micro-kernel as fastconv's sgemm, on blocks of tiles small enough
+// that transformed inputs and products stay in L2.  The transforms only add and
+// halve, so results stay within a few ulps of direct summation (tests compare
+// against torch at the same tolerances as the GEMM path).
+#pragma once
+
+#include <cstdint>
+
+namespace fastconv {
+
+struct WinogradGeom {
+  int64_t N, C, H, W;  // input
+  int64_t Cout;        // output channels
+  int64_t pad_t, pad_l;
+  int64_t OH, OW;  // output size; padding after the input is implied by it
+};
+
+// True on AVX-512 CPUs unless FASTCONV_WINOGRAD=0 (read on every call, so a
+// process can switch between algorithms).
+bool winograd_enabled();
+
+// y (N x Cout x OH x OW) = conv3x3(x, w) + bias (bias may be null).
+// w is [Cout][C][3][3]; with `adjoint` it is a [C][Cout][3][3] weight of the
+// opposite convolution, used transposed and rotated by 180 degrees: then y is
+// that convolution's input gradient when x is its output gradient.
+void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g);
+
+}  // namespace fastconv
