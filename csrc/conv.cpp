@@ -333,6 +333,10 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W});
       gx = nullptr;
     }
+    if (gw && g.N > 0 && use_winograd<T>(g)) {
+      winograd_f2x3_grad_weight(x, gy, gw, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
+      gw = nullptr;
+    }
   }
   if (gx) std::fill(gx, gx + g.N * g.C * HW, T(0));
   if (gw) std::fill(gw, gw + g.Cout * K, T(0));

@@ -238,6 +238,127 @@ void zero_tail(float* V, int64_t rows, int64_t stride_rows, int64_t ld, int64_t 
     for (int64_t r = 0; r < rows; ++r) std::fill(V + r * stride_rows + cols, V + r * stride_rows + ld, 0.0f);
 }
 
+// Z[point][col..] = A g A^T for the run's tiles of one output-gradient plane
+// (OH x OW): the 2x2 patch of gy each tile produced, outputs past the edge
+// counting as zero.  The adjoint of output_transform.
+__attribute__((target("avx512f"))) void grad_output_transform(const float* gy, int64_t OH, int64_t OW, const Run& run,
+                                                               float* z, int64_t point_stride) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t k = 0; k < run.len; k += 16) {
+    const int64_t ox = 2 * (run.tx0 + k);
+    const int64_t cnt = std::min<int64_t>(2 * std::min<int64_t>(16, run.len - k), OW - ox);
+    const __mmask16 mlo = first(cnt), mhi = first(std::max<int64_t>(0, cnt - 16));
+    __m512 e[2], o[2];  // even / odd output columns of the tile rows' two output rows
+    for (int a = 0; a < 2; ++a) {
+      const int64_t oy = 2 * run.ty + a;
+      __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+      if (oy < OH) {
+        lo = _mm512_maskz_loadu_ps(mlo, gy + oy * OW + ox);
+        hi = _mm512_maskz_loadu_ps(mhi, gy + oy * OW + ox + 16);
+      }
+      e[a] = _mm512_permutex2var_ps(lo, even, hi);
+      o[a] = _mm512_permutex2var_ps(lo, odd, hi);
+    }
+    // rows of A g: [a, b], [a + c, b + d], [a - c, b - d], [-c, -d]; then each row [p, q] -> [p, p + q, p - q, -q]
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 p[4] = {e[0], _mm512_add_ps(e[0], e[1]), _mm512_sub_ps(e[0], e[1]), _mm512_sub_ps(zero, e[1])};
+    const __m512 q[4] = {o[0], _mm512_add_ps(o[0], o[1]), _mm512_sub_ps(o[0], o[1]), _mm512_sub_ps(zero, o[1])};
+    const __mmask16 m = first(run.len - k);
+    float* dst = z + run.col + k;
+    for (int i = 0; i < 4; ++i) {
+      _mm512_mask_storeu_ps(dst + (i * 4 + 0) * point_stride, m, p[i]);
+      _mm512_mask_storeu_ps(dst + (i * 4 + 1) * point_stride, m, _mm512_add_ps(p[i], q[i]));
+      _mm512_mask_storeu_ps(dst + (i * 4 + 2) * point_stride, m, _mm512_sub_ps(p[i], q[i]));
+      _mm512_mask_storeu_ps(dst + (i * 4 + 3) * point_stride, m, _mm512_sub_ps(zero, q[i]));
+    }
+  }
+}
+
+// GCC 12 reports its own _mm512_undefined_ps() (inside the unpack intrinsics) as
+// maybe-uninitialised once inlined; the lanes it stands for are never used.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// In-register transpose of a 16 x 16 block: r[i] lane j <- r[j] lane i.
+__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // r[4i + j], 128-bit block L: rows 4i..4i+3 of column 4L + j
+  for (int j = 0; j < 4; ++j) {
+    const __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+    t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+    t[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Packs rows [r0, r0 + rows) (rows <= 16) of a row-major matrix (leading
+// dimension ld) over columns [0, cols) as k-major micro-panel data:
+// dst[k * width + lane] = src[(r0 + lane) * ld + k], lanes >= rows zero, for
+// width lanes (<= 16).  This turns the tile-contiguous transforms into the
+// tile-major operands of the weight-gradient GEMM.
+__attribute__((target("avx512f"))) void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols,
+                                                         float* dst, int64_t width) {
+  const __mmask16 wm = first(width);
+  for (int64_t k0 = 0; k0 < cols; k0 += 16) {
+    const __mmask16 cm = first(cols - k0);
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i)  // masked-off rows read nothing (a zero mask never faults)
+      r[i] = _mm512_maskz_loadu_ps(i < rows ? cm : __mmask16(0), src + std::min<int64_t>(i, std::max<int64_t>(rows - 1, 0)) * ld + k0);
+    transpose16(r);
+    for (int64_t k = 0; k < std::min<int64_t>(16, cols - k0); ++k)
+      _mm512_mask_storeu_ps(dst + (k0 + k) * width, wm, r[k]);
+  }
+}
+
+#pragma GCC diagnostic pop
+
+// gw[o][c] = G^T X G for the 4x4 sums X[point] = GW[point][o][c], with c as
+// the vector lanes.
+__attribute__((target("avx512f"))) void weight_output_transform(const float* gwt, int64_t point_stride, int64_t C,
+                                                                 int64_t o, float* gw) {
+  const __m512 half = _mm512_set1_ps(0.5f);
+  alignas(64) float tmp[9][16];
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    const __mmask16 m = first(C - c0);
+    __m512 y[3][4];
+    for (int b = 0; b < 4; ++b) {
+      __m512 x[4];
+      for (int a = 0; a < 4; ++a) x[a] = _mm512_maskz_loadu_ps(m, gwt + (a * 4 + b) * point_stride + o * C + c0);
+      const __m512 s = _mm512_mul_ps(half, _mm512_add_ps(x[1], x[2])), d = _mm512_mul_ps(half, _mm512_sub_ps(x[1], x[2]));
+      y[0][b] = _mm512_add_ps(x[0], s);
+      y[1][b] = d;
+      y[2][b] = _mm512_add_ps(s, x[3]);
+    }
+    for (int i = 0; i < 3; ++i) {
+      const __m512 s = _mm512_mul_ps(half, _mm512_add_ps(y[i][1], y[i][2]));
+      const __m512 d = _mm512_mul_ps(half, _mm512_sub_ps(y[i][1], y[i][2]));
+      _mm512_store_ps(tmp[i * 3 + 0], _mm512_add_ps(y[i][0], s));
+      _mm512_store_ps(tmp[i * 3 + 1], d);
+      _mm512_store_ps(tmp[i * 3 + 2], _mm512_add_ps(s, y[i][3]));
+    }
+    float* dst = gw + (o * C + c0) * 9;
+    for (int64_t l = 0; l < std::min<int64_t>(16, C - c0); ++l)
+      for (int k = 0; k < 9; ++k) dst[l * 9 + k] = tmp[k][l];
+  }
+}
+
 }  // namespace
 
 // Two schedules.  Blocked: each thread takes blocks of tiles and runs input
@@ -308,6 +429,104 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
       output_transform(M + o * ld, mstride, Run{n, ty, 0, tw, (n * th + ty) * tw}, bias ? bias[o] : 0.0f,
                        y + plane * HWo, g.OH, g.OW);
   });
+}
+
+}  // namespace fastconv
+
+namespace fastconv {
+
+// Weight gradient: for each of the 16 points, GW[point] (Cout x C) sums
+// Z[point] V[point]^T over all tiles, with Z the transformed output gradient
+// and V the transformed input; gw = G^T GW G.  Threads take blocks of tiles and
+// keep their own GW sums (added at the end), the tiles' Z and V are packed
+// tile-major (pack_transposed) and reduced on the shared micro-kernel.
+__attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw,
+                                                                   const WinogradGeom& g) {
+  const int64_t C = g.C, Cout = g.Cout;
+  const int64_t gstride = Cout * C + kStagger;
+  const int64_t th = (g.OH + 1) / 2, tw = (g.OW + 1) / 2, tiles = g.N * th * tw;
+  const int threads = get_num_threads();
+  const int64_t nb = block_tiles(tiles, C, Cout, threads), blocks = (tiles + nb - 1) / nb;
+  const int workers = workers_for(32.0 * C * Cout * tiles, blocks);
+  const int64_t HWi = g.H * g.W, HWo = g.OH * g.OW;
+  const int64_t rows_len = 4 * ((tw + 15) / 16 * 32 + 32);
+  const int64_t ld = (nb + 31) / 32 * 32, vstride = C * ld + kStagger, zstride = Cout * ld + kStagger;
+  const int64_t o_panels = (Cout + kMR - 1) / kMR, c_panels = (C + kNR - 1) / kNR;
+  // GW[point] += Z[point][:, cols] V[point][:, cols]^T over `cols` tile columns.
+  auto reduce_point = [&](const float* Zp, int64_t zld, const float* Vp, int64_t vld, int64_t cols, float* G,
+                          float* Ap, float* Bp) {
+    for (int64_t p = 0; p < o_panels; ++p)
+      pack_transposed(Zp + p * kMR * zld, zld, std::min(kMR, Cout - p * kMR), cols, Ap + p * kMR * cols, kMR);
+    for (int64_t q = 0; q < c_panels; ++q)
+      for (int64_t h = 0; h < 2; ++h) {
+        const int64_t c0 = q * kNR + h * 16;
+        pack_transposed(Vp + std::min(c0, C - 1) * vld, vld, std::max<int64_t>(0, std::min<int64_t>(16, C - c0)),
+                        cols, Bp + q * kNR * cols + h * 16, kNR);
+      }
+    for (int64_t p = 0; p < o_panels; ++p)
+      for (int64_t q = 0; q < c_panels; ++q)
+        sgemm_micro<12>(cols, Ap + p * kMR * cols, Bp + q * kNR * cols, kNR, G + p * kMR * C + q * kNR, C, true,
+                        std::min(kMR, Cout - p * kMR), std::min(kNR, C - q * kNR));
+  };
+  const double u_bytes = 64.0 * C * Cout, vm_bytes = 64.0 * (C + Cout) * tiles;
+  float* sum;
+  std::vector<std::vector<float>> parts(workers);
+  if (u_bytes * blocks <= 2 * vm_bytes + u_bytes) {  // blocked, as in winograd_f2x3
+    parallel_for(blocks, workers, [&](int64_t blk, int worker) {
+      thread_local Scratch sv, sz, sr, sa, sb;
+      auto& gwp = parts[worker];
+      if (gwp.empty()) gwp.assign(16 * gstride, 0.0f);
+      const int64_t t0 = blk * nb, t1 = std::min(tiles, t0 + nb), cols = t1 - t0;
+      float* V = sv.get(16 * vstride);
+      float* Z = sz.get(16 * zstride);
+      float* rows = sr.get(rows_len);
+      float* Ap = sa.get(o_panels * kMR * cols);
+      float* Bp = sb.get(c_panels * kNR * cols);
+      for (const Run& run : runs_of(t0, t1, th, tw)) {
+        for (int64_t c = 0; c < C; ++c)
+          input_transform(x + (run.n * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, run, rows, V + c * ld, vstride);
+        for (int64_t o = 0; o < Cout; ++o)
+          grad_output_transform(gy + (run.n * Cout + o) * HWo, g.OH, g.OW, run, Z + o * ld, zstride);
+      }
+      for (int64_t point = 0; point < 16; ++point)
+        reduce_point(Z + point * zstride, ld, V + point * vstride, ld, cols, gwp.data() + point * gstride, Ap, Bp);
+    });
+    sum = parts[0].data();
+    for (int w = 1; w < workers; ++w)
+      if (!parts[w].empty())
+        for (int64_t i = 0; i < 16 * gstride; ++i) sum[i] += parts[w][i];
+  } else {  // layered: every tile's V and Z, then the points split over threads
+    thread_local Scratch sv_all, sz_all, sg;
+    const int64_t lda = (tiles + 31) / 32 * 32, va = C * lda + kStagger, za = Cout * lda + kStagger;
+    float* V = sv_all.get(16 * va);
+    float* Z = sz_all.get(16 * za);
+    sum = sg.get(16 * gstride);
+    std::fill(sum, sum + 16 * gstride, 0.0f);
+    const int t = get_num_threads();
+    parallel_for(g.N * (C + Cout), std::min<int64_t>(t, g.N * (C + Cout)), [&](int64_t item, int) {
+      thread_local Scratch sr;
+      float* rows = sr.get(rows_len);
+      const int64_t n = item / (C + Cout), ch = item % (C + Cout);
+      for (int64_t ty = 0; ty < th; ++ty) {
+        const Run run{n, ty, 0, tw, (n * th + ty) * tw};
+        if (ch < C)
+          input_transform(x + (n * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, run, rows, V + ch * lda, va);
+        else
+          grad_output_transform(gy + (n * Cout + ch - C) * HWo, g.OH, g.OW, run, Z + (ch - C) * lda, za);
+      }
+    });
+    parallel_for(16, std::min(t, 16), [&](int64_t point, int) {
+      thread_local Scratch sa, sb;
+      const int64_t chunk = 256;
+      float* Ap = sa.get(o_panels * kMR * chunk);
+      float* Bp = sb.get(c_panels * kNR * chunk);
+      for (int64_t j0 = 0; j0 < tiles; j0 += chunk)
+        reduce_point(Z + point * za + j0, lda, V + point * va + j0, lda, std::min(chunk, tiles - j0),
+                     sum + point * gstride, Ap, Bp);
+    });
+  }
+  parallel_for(Cout, workers_for(64.0 * C * Cout, Cout),
+               [&](int64_t o, int) { weight_output_transform(sum, gstride, C, o, gw); });
 }
 
 }  // namespace fastconv

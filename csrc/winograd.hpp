@@ -31,4 +31,8 @@ bool winograd_enabled();
 // that convolution's input gradient when x is its output gradient.
 void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g);
 
+// gw ([Cout][C][3][3], overwritten) of that convolution from its input x and
+// output gradient gy (N x Cout x OH x OW).
+void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const WinogradGeom& g);
+
 }  // namespace fastconv
