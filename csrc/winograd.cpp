@@ -162,6 +162,63 @@ __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t 
   }
 }
 
+// input_transform for all th x tw tiles of one plane at once, flattened, so
+// that maps narrower than 16 tiles still fill the vector lanes.  Each tile's
+// four input columns come from two buffers per patch row: P holds columns
+// 2tx, 2tx+1 and Q columns 2tx+2, 2tx+3 of every tile row's input row, built
+// with masked loads that read nothing outside the image.  `buf` holds
+// 8 * (2 * th * tw + 32) floats.
+__attribute__((target("avx512f"))) void input_transform_plane(const float* x, int64_t H, int64_t W, int64_t pad_t,
+                                                               int64_t pad_l, int64_t th, int64_t tw, float* buf,
+                                                               float* v, int64_t point_stride) {
+  const int64_t seg = 2 * tw, len = th * seg + 32;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int i = 0; i < 4; ++i)
+    for (int h = 0; h < 2; ++h) {  // h = 0: P, 1: Q (shifted by two columns)
+      float* dst = buf + (2 * i + h) * len;
+      for (int64_t ty = 0; ty < th; ++ty) {
+        const int64_t iy = 2 * ty - pad_t + i, x0 = -pad_l + 2 * h;
+        for (int64_t q = 0; q < seg; q += 16) {
+          const __m512i col = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(x0 + q)));
+          __mmask16 m = first(seg - q);
+          if (iy < 0 || iy >= H)
+            m = 0;
+          else
+            m &= _mm512_cmpge_epi32_mask(col, _mm512_setzero_si512()) &
+                 _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(static_cast<int>(W)));
+          const float* src = x + (iy < 0 || iy >= H ? 0 : iy * W) + x0 + q;  // only masked-in lanes are read
+          _mm512_mask_storeu_ps(dst + ty * seg + q, first(seg - q), _mm512_maskz_loadu_ps(m, src));
+        }
+      }
+    }
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const int64_t tiles = th * tw;
+  for (int64_t k = 0; k < tiles; k += 16) {
+    const __mmask16 m = first(tiles - k);
+    __m512 R[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const float* P = buf + (2 * i) * len + 2 * k;
+      const float* Q = buf + (2 * i + 1) * len + 2 * k;
+      const __m512 a0 = _mm512_loadu_ps(P), a1 = _mm512_loadu_ps(P + 16);
+      const __m512 b0 = _mm512_loadu_ps(Q), b1 = _mm512_loadu_ps(Q + 16);
+      const __m512 e0 = _mm512_permutex2var_ps(a0, even, a1), o0 = _mm512_permutex2var_ps(a0, odd, a1);
+      const __m512 e1 = _mm512_permutex2var_ps(b0, even, b1), o1 = _mm512_permutex2var_ps(b0, odd, b1);
+      R[i][0] = _mm512_sub_ps(e0, e1);
+      R[i][1] = _mm512_add_ps(o0, e1);
+      R[i][2] = _mm512_sub_ps(e1, o0);
+      R[i][3] = _mm512_sub_ps(o0, o1);
+    }
+    float* dst = v + k;
+    for (int j = 0; j < 4; ++j) {
+      _mm512_mask_storeu_ps(dst + (0 * 4 + j) * point_stride, m, _mm512_sub_ps(R[0][j], R[2][j]));
+      _mm512_mask_storeu_ps(dst + (1 * 4 + j) * point_stride, m, _mm512_add_ps(R[1][j], R[2][j]));
+      _mm512_mask_storeu_ps(dst + (2 * 4 + j) * point_stride, m, _mm512_sub_ps(R[2][j], R[1][j]));
+      _mm512_mask_storeu_ps(dst + (3 * 4 + j) * point_stride, m, _mm512_sub_ps(R[1][j], R[3][j]));
+    }
+  }
+}
+
 // y plane (OH x OW) of one output channel += nothing: written as A^T m A + bias
 // for the run's tiles, where m[point] = M[point][col..] of that channel.
 __attribute__((target("avx512f"))) void output_transform(const float* m, int64_t point_stride, const Run& run,
@@ -376,7 +433,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
   const int64_t th = (g.OH + 1) / 2, tw = (g.OW + 1) / 2, tiles = g.N * th * tw;
   const int threads = get_num_threads();
   const int64_t HWi = g.H * g.W, HWo = g.OH * g.OW;
-  const int64_t rows_len = 4 * ((tw + 15) / 16 * 32 + 32);
+  const int64_t rows_len = 4 * ((tw + 15) / 16 * 32 + 32), plane_buf = 8 * (2 * th * tw + 32);
   const int64_t nb = block_tiles(tiles, g.C, g.Cout, threads), blocks = (tiles + nb - 1) / nb;
   const double u_bytes = 64.0 * g.C * g.Cout, vm_bytes = 64.0 * (g.C + g.Cout) * tiles;
   const int workers = workers_for(32.0 * g.C * g.Cout * tiles, blocks);
@@ -410,11 +467,9 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
   const int t = get_num_threads();
   parallel_for(g.N * g.C, std::min<int64_t>(t, g.N * g.C), [&](int64_t plane, int) {
     thread_local Scratch sr;
-    float* rows = sr.get(rows_len);
     const int64_t n = plane / g.C, c = plane % g.C;
-    for (int64_t ty = 0; ty < th; ++ty)
-      input_transform(x + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, Run{n, ty, 0, tw, (n * th + ty) * tw}, rows,
-                      V + c * ld, vstride);
+    input_transform_plane(x + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plane_buf), V + c * ld + n * th * tw,
+                          vstride);
   });
   for (int64_t point = 0; point < 16; ++point) zero_tail(V + point * vstride, g.C, ld, ld, tiles);
   // Column blocks keep a point's slice of V (C x block) within about half of L2.
@@ -505,15 +560,15 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
     const int t = get_num_threads();
     parallel_for(g.N * (C + Cout), std::min<int64_t>(t, g.N * (C + Cout)), [&](int64_t item, int) {
       thread_local Scratch sr;
-      float* rows = sr.get(rows_len);
       const int64_t n = item / (C + Cout), ch = item % (C + Cout);
-      for (int64_t ty = 0; ty < th; ++ty) {
-        const Run run{n, ty, 0, tw, (n * th + ty) * tw};
-        if (ch < C)
-          input_transform(x + (n * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, run, rows, V + ch * lda, va);
-        else
-          grad_output_transform(gy + (n * Cout + ch - C) * HWo, g.OH, g.OW, run, Z + (ch - C) * lda, za);
+      if (ch < C) {
+        input_transform_plane(x + (n * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw,
+                              sr.get(8 * (2 * th * tw + 32)), V + ch * lda + n * th * tw, va);
+        return;
       }
+      for (int64_t ty = 0; ty < th; ++ty)
+        grad_output_transform(gy + (n * Cout + ch - C) * HWo, g.OH, g.OW, Run{n, ty, 0, tw, (n * th + ty) * tw},
+                              Z + (ch - C) * lda, za);
     });
     parallel_for(16, std::min(t, 16), [&](int64_t point, int) {
       thread_local Scratch sa, sb;

@@ -529,6 +529,8 @@ WINOGRAD = [
     ("wide_map", 1, 16, 5, 70, 16, 1),
     # many channels over few tiles: the layered schedule (U read once per point)
     ("layered_schedule", 2, 192, 14, 14, 200, 1),
+    ("layered_odd_pad0", 2, 192, 13, 15, 192, 0),
+    ("layered_asymmetric", 3, 176, 7, 6, 200, (2, 0, 1, 2)),
     # padding 3 > kernel - 1: the input gradient falls back to the GEMM path
     ("pad3", 1, 16, 5, 5, 16, 3),
 ]
