@@ -27,6 +27,8 @@ constexpr int64_t kMR = 12;
 // line between them keeps power-of-two sizes from mapping all 16 streams onto
 // the same L1 sets.
 constexpr int64_t kStagger = 16;
+// Upper bound on the layered schedule's transformed inputs and products.
+constexpr int64_t kLayeredBytes = 32 << 20;
 
 // 64-byte aligned float scratch that keeps its capacity between calls.
 struct Scratch {
@@ -471,29 +473,37 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
     return;
   }
 
-  const int64_t ld = (tiles + 31) / 32 * 32, vstride = g.C * ld + kStagger, mstride = g.Cout * ld + kStagger;
+  // Layered: in batch chunks, so that V and M stay under kLayeredBytes
+  // whatever the batch (the workspace must not grow with N).
+  const int64_t per_image = th * tw, chunk = std::clamp<int64_t>(kLayeredBytes / (64 * (g.C + g.Cout) * per_image), 1, g.N);
+  const int64_t ld = (chunk * per_image + 31) / 32 * 32, vstride = g.C * ld + kStagger, mstride = g.Cout * ld + kStagger;
   float* V = sv_all.get(16 * vstride);
   float* M = sm_all.get(16 * mstride);
   const int t = get_num_threads();
-  parallel_for(g.N * g.C, std::min<int64_t>(t, g.N * g.C), [&](int64_t plane, int) {
-    thread_local Scratch sr;
-    const int64_t n = plane / g.C, c = plane % g.C;
-    input_transform_plane(x + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plane_buf), V + c * ld + n * th * tw,
-                          vstride);
-  });
-  for (int64_t point = 0; point < 16; ++point) zero_tail(V + point * vstride, g.C, ld, ld, tiles);
-  // Column blocks keep a point's slice of V (C x block) within about half of L2.
-  const int64_t jb = std::min(ld, std::max<int64_t>(kNR, (1 << 17) / g.C / kNR * kNR)), njb = (ld + jb - 1) / jb;
-  parallel_for(16 * njb, std::min<int64_t>(t, 16 * njb), [&](int64_t item, int) {
-    const int64_t point = item / njb, j0 = (item % njb) * jb;
-    point_gemm(U, point, V + point * vstride, M + point * mstride, ld, j0, std::min(tiles, j0 + jb));
-  });
-  parallel_for(g.N * g.Cout, std::min<int64_t>(t, g.N * g.Cout), [&](int64_t plane, int) {
-    const int64_t n = plane / g.Cout, o = plane % g.Cout;
-    for (int64_t ty = 0; ty < th; ++ty)
-      output_transform(M + o * ld, mstride, Run{n, ty, 0, tw, (n * th + ty) * tw}, bias ? bias[o] : 0.0f,
-                       y + plane * HWo, g.OH, g.OW);
-  });
+  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
+    const int64_t images = std::min(chunk, g.N - n0), ctiles = images * per_image;
+    const float* xc = x + n0 * g.C * HWi;
+    float* yc = y + n0 * g.Cout * HWo;
+    parallel_for(images * g.C, std::min<int64_t>(t, images * g.C), [&](int64_t plane, int) {
+      thread_local Scratch sr;
+      const int64_t n = plane / g.C, c = plane % g.C;
+      input_transform_plane(xc + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plane_buf),
+                            V + c * ld + n * per_image, vstride);
+    });
+    for (int64_t point = 0; point < 16; ++point) zero_tail(V + point * vstride, g.C, ld, ld, ctiles);
+    // Column blocks keep a point's slice of V (C x block) within about half of L2.
+    const int64_t jb = std::min(ld, std::max<int64_t>(kNR, (1 << 17) / g.C / kNR * kNR)), njb = (ld + jb - 1) / jb;
+    parallel_for(16 * njb, std::min<int64_t>(t, 16 * njb), [&](int64_t item, int) {
+      const int64_t point = item / njb, j0 = (item % njb) * jb;
+      point_gemm(U, point, V + point * vstride, M + point * mstride, ld, j0, std::min(ctiles, j0 + jb));
+    });
+    parallel_for(images * g.Cout, std::min<int64_t>(t, images * g.Cout), [&](int64_t plane, int) {
+      const int64_t n = plane / g.Cout, o = plane % g.Cout;
+      for (int64_t ty = 0; ty < th; ++ty)
+        output_transform(M + o * ld, mstride, Run{n, ty, 0, tw, (n * th + ty) * tw}, bias ? bias[o] : 0.0f,
+                         yc + plane * HWo, g.OH, g.OW);
+    });
+  }
 }
 
 }  // namespace fastconv
@@ -562,33 +572,38 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
         for (int64_t i = 0; i < 16 * gstride; ++i) sum[i] += parts[w][i];
   } else {  // layered: every tile's V and Z, then the points split over threads
     thread_local Scratch sv_all, sz_all, sg;
-    const int64_t lda = (tiles + 31) / 32 * 32, va = C * lda + kStagger, za = Cout * lda + kStagger;
+    const int64_t per_image = th * tw;
+    const int64_t images = std::clamp<int64_t>(kLayeredBytes / (64 * (C + Cout) * per_image), 1, g.N);  // per chunk
+    const int64_t lda = (images * per_image + 31) / 32 * 32, va = C * lda + kStagger, za = Cout * lda + kStagger;
     float* V = sv_all.get(16 * va);
     float* Z = sz_all.get(16 * za);
     sum = sg.get(16 * gstride);
     std::fill(sum, sum + 16 * gstride, 0.0f);
     const int t = get_num_threads();
-    parallel_for(g.N * (C + Cout), std::min<int64_t>(t, g.N * (C + Cout)), [&](int64_t item, int) {
-      thread_local Scratch sr;
-      const int64_t n = item / (C + Cout), ch = item % (C + Cout);
-      if (ch < C) {
-        input_transform_plane(x + (n * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw,
-                              sr.get(8 * (2 * th * tw + 32)), V + ch * lda + n * th * tw, va);
-        return;
-      }
-      for (int64_t ty = 0; ty < th; ++ty)
-        grad_output_transform(gy + (n * Cout + ch - C) * HWo, g.OH, g.OW, Run{n, ty, 0, tw, (n * th + ty) * tw},
-                              Z + (ch - C) * lda, za);
-    });
-    parallel_for(16, std::min(t, 16), [&](int64_t point, int) {
-      thread_local Scratch sa, sb;
-      const int64_t chunk = 256;
-      float* Ap = sa.get(o_panels * kMR * chunk);
-      float* Bp = sb.get(c_panels * kNR * chunk);
-      for (int64_t j0 = 0; j0 < tiles; j0 += chunk)
-        reduce_point(Z + point * za + j0, lda, V + point * va + j0, lda, std::min(chunk, tiles - j0),
-                     sum + point * gstride, Ap, Bp);
-    });
+    for (int64_t n0 = 0; n0 < g.N; n0 += images) {
+      const int64_t nimg = std::min(images, g.N - n0), ctiles = nimg * per_image;
+      parallel_for(nimg * (C + Cout), std::min<int64_t>(t, nimg * (C + Cout)), [&](int64_t item, int) {
+        thread_local Scratch sr;
+        const int64_t n = item / (C + Cout), ch = item % (C + Cout);
+        if (ch < C) {
+          input_transform_plane(x + ((n0 + n) * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw,
+                                sr.get(8 * (2 * per_image + 32)), V + ch * lda + n * per_image, va);
+          return;
+        }
+        for (int64_t ty = 0; ty < th; ++ty)
+          grad_output_transform(gy + ((n0 + n) * Cout + ch - C) * HWo, g.OH, g.OW,
+                                Run{n, ty, 0, tw, (n * th + ty) * tw}, Z + (ch - C) * lda, za);
+      });
+      parallel_for(16, std::min(t, 16), [&](int64_t point, int) {
+        thread_local Scratch sa, sb;
+        const int64_t chunk = 256;
+        float* Ap = sa.get(o_panels * kMR * chunk);
+        float* Bp = sb.get(c_panels * kNR * chunk);
+        for (int64_t j0 = 0; j0 < ctiles; j0 += chunk)
+          reduce_point(Z + point * za + j0, lda, V + point * va + j0, lda, std::min(chunk, ctiles - j0),
+                       sum + point * gstride, Ap, Bp);
+      });
+    }
   }
   parallel_for(Cout, workers_for(64.0 * C * Cout, Cout),
                [&](int64_t o, int) { weight_output_transform(sum, gstride, C, o, gw); });

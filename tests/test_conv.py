@@ -531,6 +531,8 @@ WINOGRAD = [
     ("layered_schedule", 2, 192, 14, 14, 200, 1),
     ("layered_odd_pad0", 2, 192, 13, 15, 192, 0),
     ("layered_asymmetric", 3, 176, 7, 6, 200, (2, 0, 1, 2)),
+    # 6.4 MB of transformed data per image: the layered schedule runs in two batch chunks
+    ("layered_batch_chunks", 6, 256, 28, 28, 256, 1),
     # padding 3 > kernel - 1: the input gradient falls back to the GEMM path
     ("pad3", 1, 16, 5, 5, 16, 3),
 ]
