@@ -88,7 +88,7 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, c
         for (int64_t jr = 0; jr < nc; jr += kNR)
           for (int64_t ir = 0; ir < mc; ir += kMR)
             sgemm_micro<kMR>(kc, pa.data() + (ir / kMR) * kMR * kc, pb.data() + (jr / kNR) * kNR * kc, kNR,
-                         C + (i0 + ir) * ldc + j0 + jr, ldc, acc, std::min(kMR, mc - ir), std::min(kNR, nc - jr));
+                             C + (i0 + ir) * ldc + j0 + jr, ldc, acc, std::min(kMR, mc - ir), std::min(kNR, nc - jr));
       }
     }
   }

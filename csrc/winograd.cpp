@@ -64,7 +64,7 @@ struct PackedU {
 // transposed through a small L1 buffer instead, which is faster than gathering
 // lanes that share cache lines.
 __attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, int64_t C, int64_t Cout,
-                                                   Scratch& store) {
+                                                  Scratch& store) {
   PackedU u{C, Cout, Cout / kMR, Cout % kMR, (Cout % kMR + 3) / 4 * 4, 0, nullptr};
   u.per_point = (u.full * kMR + u.edge_mr) * C + kStagger;
   u.data = store.get(16 * u.per_point);
@@ -92,7 +92,8 @@ __attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, 
           for (int j = 0; j < 3; ++j) g[i][j] = _mm512_maskz_load_ps(m, tb[i * 3 + j]);
       } else {
         for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) g[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + i * 3 + j, 4);
+          for (int j = 0; j < 3; ++j)
+            g[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + i * 3 + j, 4);
       }
       __m512 t[4][3];  // G g
       for (int j = 0; j < 3; ++j) {
@@ -136,8 +137,8 @@ std::vector<Run> runs_of(int64_t t0, int64_t t1, int64_t th, int64_t tw) {
 // zero-padded buffers, so padding and edges need no branches in the vector
 // code; even and odd columns are then split with two permutes.
 __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t H, int64_t W, int64_t pad_t,
-                                                         int64_t pad_l, const Run& run, float* rows, float* v,
-                                                         int64_t point_stride) {
+                                                        int64_t pad_l, const Run& run, float* rows, float* v,
+                                                        int64_t point_stride) {
   const int64_t span = 2 * run.len + 2, x0 = 2 * run.tx0 - pad_l;
   const int64_t padded = (run.len + 15) / 16 * 32 + 32;
   for (int i = 0; i < 4; ++i) {
@@ -181,8 +182,8 @@ __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t 
 // with masked loads that read nothing outside the image.  `buf` holds
 // 8 * (2 * th * tw + 32) floats.
 __attribute__((target("avx512f"))) void input_transform_plane(const float* x, int64_t H, int64_t W, int64_t pad_t,
-                                                               int64_t pad_l, int64_t th, int64_t tw, float* buf,
-                                                               float* v, int64_t point_stride) {
+                                                              int64_t pad_l, int64_t th, int64_t tw, float* buf,
+                                                              float* v, int64_t point_stride) {
   const int64_t seg = 2 * tw, len = th * seg + 32;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int i = 0; i < 4; ++i)
@@ -234,7 +235,7 @@ __attribute__((target("avx512f"))) void input_transform_plane(const float* x, in
 // y plane (OH x OW) of one output channel += nothing: written as A^T m A + bias
 // for the run's tiles, where m[point] = M[point][col..] of that channel.
 __attribute__((target("avx512f"))) void output_transform(const float* m, int64_t point_stride, const Run& run,
-                                                          float bias, float* y, int64_t OH, int64_t OW) {
+                                                         float bias, float* y, int64_t OH, int64_t OW) {
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
   const __m512 bv = _mm512_set1_ps(bias);
@@ -283,7 +284,7 @@ int64_t block_tiles(int64_t tiles, int64_t C, int64_t Cout, int threads) {
 // columns [j0, j1): output-channel panels outside, so a 12-row panel of U stays in
 // L1 while the columns of V stream from L2.
 __attribute__((target("avx512f"))) void point_gemm(const PackedU& U, int64_t point, const float* V, float* M,
-                                                    int64_t ld, int64_t j0, int64_t j1) {
+                                                   int64_t ld, int64_t j0, int64_t j1) {
   for (int64_t p = 0; p < U.full + (U.edge_rows > 0); ++p) {
     const float* a = U.panel(point, p);
     float* c = M + p * kMR * ld;
@@ -311,7 +312,7 @@ void zero_tail(float* V, int64_t rows, int64_t stride_rows, int64_t ld, int64_t 
 // (OH x OW): the 2x2 patch of gy each tile produced, outputs past the edge
 // counting as zero.  The adjoint of output_transform.
 __attribute__((target("avx512f"))) void grad_output_transform(const float* gy, int64_t OH, int64_t OW, const Run& run,
-                                                               float* z, int64_t point_stride) {
+                                                              float* z, int64_t point_stride) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   for (int64_t k = 0; k < run.len; k += 16) {
@@ -383,13 +384,14 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
 // width lanes (<= 16).  This turns the tile-contiguous transforms into the
 // tile-major operands of the weight-gradient GEMM.
 __attribute__((target("avx512f"))) void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols,
-                                                         float* dst, int64_t width) {
+                                                        float* dst, int64_t width) {
   const __mmask16 wm = first(width);
   for (int64_t k0 = 0; k0 < cols; k0 += 16) {
     const __mmask16 cm = first(cols - k0);
     __m512 r[16];
     for (int i = 0; i < 16; ++i)  // masked-off rows read nothing (a zero mask never faults)
-      r[i] = _mm512_maskz_loadu_ps(i < rows ? cm : __mmask16(0), src + std::min<int64_t>(i, std::max<int64_t>(rows - 1, 0)) * ld + k0);
+      r[i] = _mm512_maskz_loadu_ps(i < rows ? cm : __mmask16(0),
+                                   src + std::min<int64_t>(i, std::max<int64_t>(rows - 1, 0)) * ld + k0);
     transpose16(r);
     for (int64_t k = 0; k < std::min<int64_t>(16, cols - k0); ++k)
       _mm512_mask_storeu_ps(dst + (k0 + k) * width, wm, r[k]);
@@ -401,7 +403,7 @@ __attribute__((target("avx512f"))) void pack_transposed(const float* src, int64_
 // gw[o][c] = G^T X G for the 4x4 sums X[point] = GW[point][o][c], with c as
 // the vector lanes.
 __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt, int64_t point_stride, int64_t C,
-                                                                 int64_t o, float* gw) {
+                                                                int64_t o, float* gw) {
   const __m512 half = _mm512_set1_ps(0.5f);
   alignas(64) float tmp[9][16];
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
@@ -410,7 +412,8 @@ __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt
     for (int b = 0; b < 4; ++b) {
       __m512 x[4];
       for (int a = 0; a < 4; ++a) x[a] = _mm512_maskz_loadu_ps(m, gwt + (a * 4 + b) * point_stride + o * C + c0);
-      const __m512 s = _mm512_mul_ps(half, _mm512_add_ps(x[1], x[2])), d = _mm512_mul_ps(half, _mm512_sub_ps(x[1], x[2]));
+      const __m512 s = _mm512_mul_ps(half, _mm512_add_ps(x[1], x[2])),
+                   d = _mm512_mul_ps(half, _mm512_sub_ps(x[1], x[2]));
       y[0][b] = _mm512_add_ps(x[0], s);
       y[1][b] = d;
       y[2][b] = _mm512_add_ps(s, x[3]);
@@ -438,7 +441,7 @@ __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt
 // with many channels (7x7 layers: U is 16 MiB for 512 x 512) the second; the
 // choice compares the bytes each would move.
 __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias,
-                                                       float* y, const WinogradGeom& g) {
+                                                      float* y, const WinogradGeom& g) {
   if (g.N == 0) return;
   thread_local Scratch su, sv_all, sm_all;
   const PackedU U = pack_u(w, adjoint, g.C, g.Cout, su);
@@ -467,16 +470,17 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
         point_gemm(U, point, V + point * vstride, M + point * mstride, ld, 0, cols);
       for (const Run& run : runs)
         for (int64_t o = 0; o < g.Cout; ++o)
-          output_transform(M + o * ld, mstride, run, bias ? bias[o] : 0.0f, y + (run.n * g.Cout + o) * HWo, g.OH,
-                           g.OW);
+          output_transform(M + o * ld, mstride, run, bias ? bias[o] : 0.0f, y + (run.n * g.Cout + o) * HWo, g.OH, g.OW);
     });
     return;
   }
 
   // Layered: in batch chunks, so that V and M stay under kLayeredBytes
   // whatever the batch (the workspace must not grow with N).
-  const int64_t per_image = th * tw, chunk = std::clamp<int64_t>(kLayeredBytes / (64 * (g.C + g.Cout) * per_image), 1, g.N);
-  const int64_t ld = (chunk * per_image + 31) / 32 * 32, vstride = g.C * ld + kStagger, mstride = g.Cout * ld + kStagger;
+  const int64_t per_image = th * tw,
+                chunk = std::clamp<int64_t>(kLayeredBytes / (64 * (g.C + g.Cout) * per_image), 1, g.N);
+  const int64_t ld = (chunk * per_image + 31) / 32 * 32, vstride = g.C * ld + kStagger,
+                mstride = g.Cout * ld + kStagger;
   float* V = sv_all.get(16 * vstride);
   float* M = sm_all.get(16 * mstride);
   const int t = get_num_threads();
@@ -516,7 +520,7 @@ namespace fastconv {
 // keep their own GW sums (added at the end), the tiles' Z and V are packed
 // tile-major (pack_transposed) and reduced on the shared micro-kernel.
 __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw,
-                                                                   const WinogradGeom& g) {
+                                                                  const WinogradGeom& g) {
   const int64_t C = g.C, Cout = g.Cout;
   const int64_t gstride = Cout * C + kStagger;
   const int64_t th = (g.OH + 1) / 2, tw = (g.OW + 1) / 2, tiles = g.N * th * tw;
@@ -528,15 +532,15 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
   const int64_t ld = (nb + 31) / 32 * 32, vstride = C * ld + kStagger, zstride = Cout * ld + kStagger;
   const int64_t o_panels = (Cout + kMR - 1) / kMR, c_panels = (C + kNR - 1) / kNR;
   // GW[point] += Z[point][:, cols] V[point][:, cols]^T over `cols` tile columns.
-  auto reduce_point = [&](const float* Zp, int64_t zld, const float* Vp, int64_t vld, int64_t cols, float* G,
-                          float* Ap, float* Bp) {
+  auto reduce_point = [&](const float* Zp, int64_t zld, const float* Vp, int64_t vld, int64_t cols, float* G, float* Ap,
+                          float* Bp) {
     for (int64_t p = 0; p < o_panels; ++p)
       pack_transposed(Zp + p * kMR * zld, zld, std::min(kMR, Cout - p * kMR), cols, Ap + p * kMR * cols, kMR);
     for (int64_t q = 0; q < c_panels; ++q)
       for (int64_t h = 0; h < 2; ++h) {
         const int64_t c0 = q * kNR + h * 16;
-        pack_transposed(Vp + std::min(c0, C - 1) * vld, vld, std::max<int64_t>(0, std::min<int64_t>(16, C - c0)),
-                        cols, Bp + q * kNR * cols + h * 16, kNR);
+        pack_transposed(Vp + std::min(c0, C - 1) * vld, vld, std::max<int64_t>(0, std::min<int64_t>(16, C - c0)), cols,
+                        Bp + q * kNR * cols + h * 16, kNR);
       }
     for (int64_t p = 0; p < o_panels; ++p)
       for (int64_t q = 0; q < c_panels; ++q)
