@@ -205,9 +205,8 @@ bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.Cout / g.gr
 
 // 3x3, stride 1, undilated, one group, enough channels on both sides for the
 // transforms to pay off: F(2x2, 3x3) Winograd (float32 on AVX-512).
-template <class T>
 bool use_winograd(const ConvGeom& g) {
-  return std::is_same_v<T, float> && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
          g.groups == 1 && g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled();
 }
 
@@ -248,7 +247,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd<T>(g)) {
+    if (use_winograd(g)) {
       winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
       return;
     }
@@ -329,11 +328,11 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   if constexpr (std::is_same_v<T, float>) {
     // The input gradient is a 3x3 convolution of gy with the rotated, transposed
     // weight and padding 2 - p: Winograd too, when that padding is not negative.
-    if (gx && g.N > 0 && use_winograd<T>(g) && g.pt <= 2 && g.pl <= 2) {
+    if (gx && g.N > 0 && use_winograd(g) && g.pt <= 2 && g.pl <= 2) {
       winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W});
       gx = nullptr;
     }
-    if (gw && g.N > 0 && use_winograd<T>(g)) {
+    if (gw && g.N > 0 && use_winograd(g)) {
       winograd_f2x3_grad_weight(x, gy, gw, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
       gw = nullptr;
     }

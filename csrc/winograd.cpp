@@ -132,10 +132,41 @@ std::vector<Run> runs_of(int64_t t0, int64_t t1, int64_t th, int64_t tw) {
   return runs;
 }
 
+// V = B^T d B for `count` tiles, written to v[point * point_stride + t].  Tile t's
+// patch row i is P[i][2t], P[i][2t + 1], Q[i][2t], Q[i][2t + 1] (Q holds the
+// columns two to the right); even and odd columns are split with two permutes.
+// P and Q are readable for 2 * round_up(count, 16) floats.
+__attribute__((target("avx512f"))) void transform_tiles(const float* const P[4], const float* const Q[4], int64_t count,
+                                                        float* v, int64_t point_stride) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t k = 0; k < count; k += 16) {
+    const __mmask16 m = first(count - k);
+    __m512 R[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const __m512 a0 = _mm512_loadu_ps(P[i] + 2 * k), a1 = _mm512_loadu_ps(P[i] + 2 * k + 16);
+      const __m512 b0 = _mm512_loadu_ps(Q[i] + 2 * k), b1 = _mm512_loadu_ps(Q[i] + 2 * k + 16);
+      const __m512 e0 = _mm512_permutex2var_ps(a0, even, a1), o0 = _mm512_permutex2var_ps(a0, odd, a1);
+      const __m512 e1 = _mm512_permutex2var_ps(b0, even, b1), o1 = _mm512_permutex2var_ps(b0, odd, b1);
+      R[i][0] = _mm512_sub_ps(e0, e1);
+      R[i][1] = _mm512_add_ps(o0, e1);
+      R[i][2] = _mm512_sub_ps(e1, o0);
+      R[i][3] = _mm512_sub_ps(o0, o1);
+    }
+    float* dst = v + k;
+    for (int j = 0; j < 4; ++j) {
+      _mm512_mask_storeu_ps(dst + (0 * 4 + j) * point_stride, m, _mm512_sub_ps(R[0][j], R[2][j]));
+      _mm512_mask_storeu_ps(dst + (1 * 4 + j) * point_stride, m, _mm512_add_ps(R[1][j], R[2][j]));
+      _mm512_mask_storeu_ps(dst + (2 * 4 + j) * point_stride, m, _mm512_sub_ps(R[2][j], R[1][j]));
+      _mm512_mask_storeu_ps(dst + (3 * 4 + j) * point_stride, m, _mm512_sub_ps(R[1][j], R[3][j]));
+    }
+  }
+}
+
 // V[point][c][col..] = B^T d B for the run's tiles of channel plane `x`
 // (H x W).  The four input rows of a tile row are first copied into
 // zero-padded buffers, so padding and edges need no branches in the vector
-// code; even and odd columns are then split with two permutes.
+// code.
 __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t H, int64_t W, int64_t pad_t,
                                                         int64_t pad_l, const Run& run, float* rows, float* v,
                                                         int64_t point_stride) {
@@ -149,30 +180,9 @@ __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t 
     const int64_t lo = std::max<int64_t>(0, -x0), hi = std::min<int64_t>(span, W - x0);
     if (hi > lo) std::memcpy(rb + lo, x + iy * W + x0 + lo, sizeof(float) * (hi - lo));
   }
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  for (int64_t k = 0; k < run.len; k += 16) {
-    const __mmask16 m = first(run.len - k);
-    __m512 R[4][4];
-    for (int i = 0; i < 4; ++i) {
-      const float* rb = rows + i * padded + 2 * k;
-      const __m512 a0 = _mm512_loadu_ps(rb), a1 = _mm512_loadu_ps(rb + 16);
-      const __m512 b0 = _mm512_loadu_ps(rb + 2), b1 = _mm512_loadu_ps(rb + 18);
-      const __m512 e0 = _mm512_permutex2var_ps(a0, even, a1), o0 = _mm512_permutex2var_ps(a0, odd, a1);
-      const __m512 e1 = _mm512_permutex2var_ps(b0, even, b1), o1 = _mm512_permutex2var_ps(b0, odd, b1);
-      R[i][0] = _mm512_sub_ps(e0, e1);
-      R[i][1] = _mm512_add_ps(o0, e1);
-      R[i][2] = _mm512_sub_ps(e1, o0);
-      R[i][3] = _mm512_sub_ps(o0, o1);
-    }
-    float* dst = v + run.col + k;
-    for (int j = 0; j < 4; ++j) {
-      _mm512_mask_storeu_ps(dst + (0 * 4 + j) * point_stride, m, _mm512_sub_ps(R[0][j], R[2][j]));
-      _mm512_mask_storeu_ps(dst + (1 * 4 + j) * point_stride, m, _mm512_add_ps(R[1][j], R[2][j]));
-      _mm512_mask_storeu_ps(dst + (2 * 4 + j) * point_stride, m, _mm512_sub_ps(R[2][j], R[1][j]));
-      _mm512_mask_storeu_ps(dst + (3 * 4 + j) * point_stride, m, _mm512_sub_ps(R[1][j], R[3][j]));
-    }
-  }
+  const float *P[4], *Q[4];
+  for (int i = 0; i < 4; ++i) P[i] = rows + i * padded, Q[i] = P[i] + 2;
+  transform_tiles(P, Q, run.len, v + run.col, point_stride);
 }
 
 // input_transform for all th x tw tiles of one plane at once, flattened, so
@@ -204,36 +214,13 @@ __attribute__((target("avx512f"))) void input_transform_plane(const float* x, in
         }
       }
     }
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const int64_t tiles = th * tw;
-  for (int64_t k = 0; k < tiles; k += 16) {
-    const __mmask16 m = first(tiles - k);
-    __m512 R[4][4];
-    for (int i = 0; i < 4; ++i) {
-      const float* P = buf + (2 * i) * len + 2 * k;
-      const float* Q = buf + (2 * i + 1) * len + 2 * k;
-      const __m512 a0 = _mm512_loadu_ps(P), a1 = _mm512_loadu_ps(P + 16);
-      const __m512 b0 = _mm512_loadu_ps(Q), b1 = _mm512_loadu_ps(Q + 16);
-      const __m512 e0 = _mm512_permutex2var_ps(a0, even, a1), o0 = _mm512_permutex2var_ps(a0, odd, a1);
-      const __m512 e1 = _mm512_permutex2var_ps(b0, even, b1), o1 = _mm512_permutex2var_ps(b0, odd, b1);
-      R[i][0] = _mm512_sub_ps(e0, e1);
-      R[i][1] = _mm512_add_ps(o0, e1);
-      R[i][2] = _mm512_sub_ps(e1, o0);
-      R[i][3] = _mm512_sub_ps(o0, o1);
-    }
-    float* dst = v + k;
-    for (int j = 0; j < 4; ++j) {
-      _mm512_mask_storeu_ps(dst + (0 * 4 + j) * point_stride, m, _mm512_sub_ps(R[0][j], R[2][j]));
-      _mm512_mask_storeu_ps(dst + (1 * 4 + j) * point_stride, m, _mm512_add_ps(R[1][j], R[2][j]));
-      _mm512_mask_storeu_ps(dst + (2 * 4 + j) * point_stride, m, _mm512_sub_ps(R[2][j], R[1][j]));
-      _mm512_mask_storeu_ps(dst + (3 * 4 + j) * point_stride, m, _mm512_sub_ps(R[1][j], R[3][j]));
-    }
-  }
+  const float *P[4], *Q[4];
+  for (int i = 0; i < 4; ++i) P[i] = buf + (2 * i) * len, Q[i] = buf + (2 * i + 1) * len;
+  transform_tiles(P, Q, th * tw, v, point_stride);
 }
 
-// y plane (OH x OW) of one output channel += nothing: written as A^T m A + bias
-// for the run's tiles, where m[point] = M[point][col..] of that channel.
+// Writes the run's tiles of one output channel's y plane (OH x OW) as
+// A^T m A + bias, where m[point] = M[point][col..] of that channel.
 __attribute__((target("avx512f"))) void output_transform(const float* m, int64_t point_stride, const Run& run,
                                                          float bias, float* y, int64_t OH, int64_t OW) {
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -278,6 +265,35 @@ int64_t block_tiles(int64_t tiles, int64_t C, int64_t Cout, int threads) {
     if (cost < best_cost || (cost == best_cost && nb > best)) best = nb, best_cost = cost;
   }
   return std::min(best, tiles);
+}
+
+// How a layer's tiles are scheduled; shared by the forward (and input gradient)
+// and the weight gradient, which move the same kinds of data.
+struct Plan {
+  int64_t th, tw, per_image, tiles;  // 2x2 tiles per row and column, per image, in all
+  int64_t nb, blocks;                // blocked schedule: tiles per block, blocks
+  bool layered;                      // layered schedule chosen
+  int64_t chunk;                     // layered schedule: images per batch chunk
+  int64_t rows_len, plane_len;       // floats of input_transform's / input_transform_plane's scratch
+};
+
+// Blocked reads all of U (64 C Cout bytes) once per block; layered writes and
+// reads every tile's transformed data (64 (C + Cout) bytes per tile) once
+// more and U once.  Take the one that moves fewer bytes.
+Plan plan_for(const WinogradGeom& g) {
+  Plan p;
+  p.th = (g.OH + 1) / 2;
+  p.tw = (g.OW + 1) / 2;
+  p.per_image = p.th * p.tw;
+  p.tiles = g.N * p.per_image;
+  p.nb = block_tiles(p.tiles, g.C, g.Cout, get_num_threads());
+  p.blocks = (p.tiles + p.nb - 1) / p.nb;
+  const double u_bytes = 64.0 * g.C * g.Cout, vm_bytes = 64.0 * (g.C + g.Cout) * p.tiles;
+  p.layered = u_bytes * p.blocks > 2 * vm_bytes + u_bytes;
+  p.chunk = std::clamp<int64_t>(kLayeredBytes / (64 * (g.C + g.Cout) * p.per_image), 1, std::max<int64_t>(g.N, 1));
+  p.rows_len = 4 * ((p.tw + 15) / 16 * 32 + 32);
+  p.plane_len = 8 * (2 * p.per_image + 32);
+  return p;
 }
 
 // M[point] (Cout x cols, leading dimension ld) = U[point] V[point] for the
@@ -445,22 +461,19 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
   if (g.N == 0) return;
   thread_local Scratch su, sv_all, sm_all;
   const PackedU U = pack_u(w, adjoint, g.C, g.Cout, su);
-  const int64_t th = (g.OH + 1) / 2, tw = (g.OW + 1) / 2, tiles = g.N * th * tw;
-  const int threads = get_num_threads();
+  const Plan plan = plan_for(g);
+  const int64_t th = plan.th, tw = plan.tw, tiles = plan.tiles, nb = plan.nb, blocks = plan.blocks;
   const int64_t HWi = g.H * g.W, HWo = g.OH * g.OW;
-  const int64_t rows_len = 4 * ((tw + 15) / 16 * 32 + 32), plane_buf = 8 * (2 * th * tw + 32);
-  const int64_t nb = block_tiles(tiles, g.C, g.Cout, threads), blocks = (tiles + nb - 1) / nb;
-  const double u_bytes = 64.0 * g.C * g.Cout, vm_bytes = 64.0 * (g.C + g.Cout) * tiles;
   const int workers = workers_for(32.0 * g.C * g.Cout * tiles, blocks);
 
-  if (u_bytes * blocks <= 2 * vm_bytes + u_bytes) {
+  if (!plan.layered) {
     const int64_t ld = (nb + 31) / 32 * 32, vstride = g.C * ld + kStagger, mstride = g.Cout * ld + kStagger;
     parallel_for(blocks, workers, [&](int64_t blk, int) {
       thread_local Scratch sv, sm, sr;
       const int64_t t0 = blk * nb, t1 = std::min(tiles, t0 + nb), cols = t1 - t0;
       float* V = sv.get(16 * vstride);
       float* M = sm.get(16 * mstride);
-      float* rows = sr.get(rows_len);
+      float* rows = sr.get(plan.rows_len);
       const std::vector<Run> runs = runs_of(t0, t1, th, tw);
       for (int64_t point = 0; point < 16; ++point) zero_tail(V + point * vstride, g.C, ld, ld, cols);
       for (const Run& run : runs)
@@ -477,8 +490,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
 
   // Layered: in batch chunks, so that V and M stay under kLayeredBytes
   // whatever the batch (the workspace must not grow with N).
-  const int64_t per_image = th * tw,
-                chunk = std::clamp<int64_t>(kLayeredBytes / (64 * (g.C + g.Cout) * per_image), 1, g.N);
+  const int64_t per_image = plan.per_image, chunk = plan.chunk;
   const int64_t ld = (chunk * per_image + 31) / 32 * 32, vstride = g.C * ld + kStagger,
                 mstride = g.Cout * ld + kStagger;
   float* V = sv_all.get(16 * vstride);
@@ -491,7 +503,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
     parallel_for(images * g.C, std::min<int64_t>(t, images * g.C), [&](int64_t plane, int) {
       thread_local Scratch sr;
       const int64_t n = plane / g.C, c = plane % g.C;
-      input_transform_plane(xc + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plane_buf),
+      input_transform_plane(xc + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plan.plane_len),
                             V + c * ld + n * per_image, vstride);
     });
     for (int64_t point = 0; point < 16; ++point) zero_tail(V + point * vstride, g.C, ld, ld, ctiles);
@@ -523,12 +535,10 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
                                                                   const WinogradGeom& g) {
   const int64_t C = g.C, Cout = g.Cout;
   const int64_t gstride = Cout * C + kStagger;
-  const int64_t th = (g.OH + 1) / 2, tw = (g.OW + 1) / 2, tiles = g.N * th * tw;
-  const int threads = get_num_threads();
-  const int64_t nb = block_tiles(tiles, C, Cout, threads), blocks = (tiles + nb - 1) / nb;
+  const Plan plan = plan_for(g);
+  const int64_t th = plan.th, tw = plan.tw, tiles = plan.tiles, nb = plan.nb, blocks = plan.blocks;
   const int workers = workers_for(32.0 * C * Cout * tiles, blocks);
   const int64_t HWi = g.H * g.W, HWo = g.OH * g.OW;
-  const int64_t rows_len = 4 * ((tw + 15) / 16 * 32 + 32);
   const int64_t ld = (nb + 31) / 32 * 32, vstride = C * ld + kStagger, zstride = Cout * ld + kStagger;
   const int64_t o_panels = (Cout + kMR - 1) / kMR, c_panels = (C + kNR - 1) / kNR;
   // GW[point] += Z[point][:, cols] V[point][:, cols]^T over `cols` tile columns.
@@ -547,10 +557,9 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
         sgemm_micro<12>(cols, Ap + p * kMR * cols, Bp + q * kNR * cols, kNR, G + p * kMR * C + q * kNR, C, true,
                         std::min(kMR, Cout - p * kMR), std::min(kNR, C - q * kNR));
   };
-  const double u_bytes = 64.0 * C * Cout, vm_bytes = 64.0 * (C + Cout) * tiles;
   float* sum;
   std::vector<std::vector<float>> parts(workers);
-  if (u_bytes * blocks <= 2 * vm_bytes + u_bytes) {  // blocked, as in winograd_f2x3
+  if (!plan.layered) {
     parallel_for(blocks, workers, [&](int64_t blk, int worker) {
       thread_local Scratch sv, sz, sr, sa, sb;
       auto& gwp = parts[worker];
@@ -558,7 +567,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
       const int64_t t0 = blk * nb, t1 = std::min(tiles, t0 + nb), cols = t1 - t0;
       float* V = sv.get(16 * vstride);
       float* Z = sz.get(16 * zstride);
-      float* rows = sr.get(rows_len);
+      float* rows = sr.get(plan.rows_len);
       float* Ap = sa.get(o_panels * kMR * cols);
       float* Bp = sb.get(c_panels * kNR * cols);
       for (const Run& run : runs_of(t0, t1, th, tw)) {
@@ -576,8 +585,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
         for (int64_t i = 0; i < 16 * gstride; ++i) sum[i] += parts[w][i];
   } else {  // layered: every tile's V and Z, then the points split over threads
     thread_local Scratch sv_all, sz_all, sg;
-    const int64_t per_image = th * tw;
-    const int64_t images = std::clamp<int64_t>(kLayeredBytes / (64 * (C + Cout) * per_image), 1, g.N);  // per chunk
+    const int64_t per_image = plan.per_image, images = plan.chunk;
     const int64_t lda = (images * per_image + 31) / 32 * 32, va = C * lda + kStagger, za = Cout * lda + kStagger;
     float* V = sv_all.get(16 * va);
     float* Z = sz_all.get(16 * za);
@@ -591,7 +599,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
         const int64_t n = item / (C + Cout), ch = item % (C + Cout);
         if (ch < C) {
           input_transform_plane(x + ((n0 + n) * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw,
-                                sr.get(8 * (2 * per_image + 32)), V + ch * lda + n * per_image, va);
+                                sr.get(plan.plane_len), V + ch * lda + n * per_image, va);
           return;
         }
         for (int64_t ty = 0; ty < th; ++ty)

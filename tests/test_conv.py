@@ -46,6 +46,22 @@ def torch_conv(x, w, b, stride, padding, dilation, groups, gy=None):
     return y.detach().numpy(), grads
 
 
+def assert_matches_torch(x, w, b, stride, padding, dilation=1, groups=1, rng=None):
+    """Forward and all gradients of fastconv against torch's forward and autograd; returns the output."""
+    dtype = x.dtype.type
+    y = fastconv.conv2d(x, w, b, stride, padding, dilation, groups)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y_ref, (gx_ref, gw_ref, gb_ref) = torch_conv(x, w, b, stride, padding, dilation, groups, gy)
+    torch.testing.assert_close(y, y_ref, **tols(dtype))
+    gx, gw, gb = fastconv.conv2d_backward(gy, x, w, stride, padding, dilation, groups)
+    torch.testing.assert_close(gx, gx_ref, **tols(dtype))
+    torch.testing.assert_close(gw, gw_ref, **tols(dtype))
+    if b is not None:
+        torch.testing.assert_close(gb, gb_ref, **tols(dtype))
+    return y
+
+
 # (id, N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
 CASES = [
     ("basic", 2, 3, 8, 8, 4, 3, 1, 0, 1, 1),
@@ -92,15 +108,8 @@ def test_conv2d_forward_and_backward_match_torch(case, dtype, rng):
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((co, c // g, kh, kw)).astype(dtype)
     b = rng.standard_normal(co).astype(dtype)
-    y = fastconv.conv2d(x, wt, b, s, p, d, g)
-    gy = rng.standard_normal(y.shape).astype(dtype)
-    y_ref, (gx_ref, gw_ref, gb_ref) = torch_conv(x, wt, b, s, p, d, g, gy)
+    y = assert_matches_torch(x, wt, b, s, p, d, g, rng)
     assert y.dtype == dtype and y.flags.c_contiguous
-    torch.testing.assert_close(y, y_ref, **tols(dtype))
-    gx, gw, gb = fastconv.conv2d_backward(gy, x, wt, s, p, d, g)
-    torch.testing.assert_close(gx, gx_ref, **tols(dtype))
-    torch.testing.assert_close(gw, gw_ref, **tols(dtype))
-    torch.testing.assert_close(gb, gb_ref, **tols(dtype))
 
 
 def test_no_bias_matches_torch(rng):
@@ -458,13 +467,7 @@ def test_wide_layers_match_torch(n, c, co, size, k, s, p, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, size, size + 1)).astype(np.float32)
     w = rng.standard_normal((co, c, k, k)).astype(np.float32)
-    y = fastconv.conv2d(x, w, None, s, p)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    y_ref, (gx_ref, gw_ref, _) = torch_conv(x, w, None, s, p, 1, 1, gy)
-    torch.testing.assert_close(y, y_ref, **tols(np.float32))
-    gx, gw, _ = fastconv.conv2d_backward(gy, x, w, s, p)
-    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
-    torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
+    assert_matches_torch(x, w, None, s, p, rng=rng)
 
 
 def test_openblas_fallback_matches_torch():
@@ -544,14 +547,7 @@ def test_winograd_matches_torch(case, rng):
     x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
     w = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32)
-    y = fastconv.conv2d(x, w, b, 1, p)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    y_ref, (gx_ref, gw_ref, gb_ref) = torch_conv(x, w, b, 1, p, 1, 1, gy)
-    torch.testing.assert_close(y, y_ref, **tols(np.float32))
-    gx, gw, gb = fastconv.conv2d_backward(gy, x, w, 1, p)
-    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
-    torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
-    torch.testing.assert_close(gb, gb_ref, **tols(np.float32))
+    assert_matches_torch(x, w, b, 1, p, rng=rng)
 
 
 @pytest.mark.parametrize("threads", [1, 3, 5])
@@ -609,10 +605,4 @@ def test_winograd_random_geometries(n, c, co, h, w, pads, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
-    y = fastconv.conv2d(x, wt, None, 1, pads)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    y_ref, (gx_ref, gw_ref, _) = torch_conv(x, wt, None, 1, pads, 1, 1, gy)
-    torch.testing.assert_close(y, y_ref, **tols(np.float32))
-    gx, gw, _ = fastconv.conv2d_backward(gy, x, wt, 1, pads)
-    torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
-    torch.testing.assert_close(gw, gw_ref, **tols(np.float32))
+    assert_matches_torch(x, wt, None, 1, pads, rng=rng)
