@@ -206,8 +206,8 @@ bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.Cout / g.gr
 // 3x3, stride 1, undilated, one group, enough channels on both sides for the
 // transforms to pay off: F(2x2, 3x3) Winograd (float32 on AVX-512).
 bool use_winograd(const ConvGeom& g) {
-  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
-         g.groups == 1 && g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled();
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
+         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled();
 }
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
