@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "direct.hpp"
 #include "gemm.hpp"
 #include "geometry.hpp"
 #include "im2col.hpp"
@@ -134,74 +135,7 @@ struct Tiling {
   }
 };
 
-// --- Direct kernel for one input channel per group (depthwise, and C_in/groups == 1).
-// A GEMM with K = kh*kw would spend its time packing; walking the taps keeps the
-// inner loop a unit-stride axpy over an output row when stride is 1.
-//
-// Visits, for tap (i, j) and every output row oh whose input row is inside the
-// image, the valid output-column run [lo, hi) and the input row pointer offset
-// such that input column = ow*sw + base.
-template <class Fn>
-void for_each_tap_row(const PlaneGeom& p, Fn&& fn) {
-  for (int64_t i = 0; i < p.kh; ++i)
-    for (int64_t j = 0; j < p.kw; ++j) {
-      int64_t lo, hi;
-      valid_ow_range(p, j, 0, p.OW, lo, hi);
-      if (lo >= hi) continue;
-      const int64_t base = j * p.dw - p.pad_l;
-      for (int64_t oh = 0; oh < p.OH; ++oh) {
-        const int64_t ih = oh * p.sh - p.pad_t + i * p.dh;
-        if (ih < 0 || ih >= p.H) continue;
-        fn(i * p.kw + j, oh, ih, lo, hi, base);
-      }
-    }
-}
-
-template <class T>
-void direct_forward_plane(const T* x, const T* w, T bias, T* y, const PlaneGeom& p) {
-  std::fill(y, y + p.OH * p.OW, bias);
-  for_each_tap_row(p, [&](int64_t tap, int64_t oh, int64_t ih, int64_t lo, int64_t hi, int64_t base) {
-    const T wv = w[tap];
-    const T* xr = x + ih * p.W + base;
-    T* yr = y + oh * p.OW;
-    if (p.sw == 1)
-      for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow];
-    else
-      for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * p.sw];
-  });
-}
-
-// gx += w (*) gy scattered back; gw += gy . x per tap.
-template <class T>
-void direct_backward_plane(const T* gy, const T* x, const T* w, T* gx, T* gw, const PlaneGeom& p) {
-  for_each_tap_row(p, [&](int64_t tap, int64_t oh, int64_t ih, int64_t lo, int64_t hi, int64_t base) {
-    const T* gyr = gy + oh * p.OW;
-    if (gx) {
-      const T wv = w[tap];
-      T* gxr = gx + ih * p.W + base;
-      if (p.sw == 1)
-        for (int64_t ow = lo; ow < hi; ++ow) gxr[ow] += wv * gyr[ow];
-      else
-        for (int64_t ow = lo; ow < hi; ++ow) gxr[ow * p.sw] += wv * gyr[ow];
-    }
-    if (gw) {
-      const T* xr = x + ih * p.W + base;
-      T acc = 0;
-      if (p.sw == 1)
-        for (int64_t ow = lo; ow < hi; ++ow) acc += gyr[ow] * xr[ow];
-      else
-        for (int64_t ow = lo; ow < hi; ++ow) acc += gyr[ow] * xr[ow * p.sw];
-      gw[tap] += acc;
-    }
-  });
-}
-
-// One input channel per group and few outputs per group (depthwise): walk taps.
-// With many outputs per input channel (e.g. a 1 -> 32 stem) a K = kh*kw GEMM
-// over a shared column tile reuses each loaded input far better.
 constexpr int64_t kWinogradMinChannels = 16;
-
-bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.Cout / g.groups <= 4; }
 
 // 3x3, stride 1, undilated, one group, enough channels on both sides for the
 // transforms to pay off: F(2x2, 3x3) Winograd (float32 on AVX-512).
@@ -218,6 +152,27 @@ void reduce_into(T* dst, const std::vector<std::vector<T>>& parts, int64_t n) {
   for (const auto& part : parts)
     if (!part.empty())
       for (int64_t i = 0; i < n; ++i) dst[i] += part[i];
+}
+
+// Per-channel sums of a[N, C, P] over images and positions (bias gradients),
+// split over channels.  Thirty-two running sums per channel let the compiler
+// vectorise instead of waiting on one scalar add chain.
+template <class T>
+void channel_sums(const T* a, int64_t N, int64_t C, int64_t P, T* out) {
+  constexpr int64_t L = 32;
+  parallel_for(C, workers_for(double(N) * C * P, C), [&](int64_t c, int) {
+    T acc[L] = {};
+    T total = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = a + (n * C + c) * P;
+      int64_t p = 0;
+      for (; p + L <= P; p += L)
+        for (int64_t k = 0; k < L; ++k) acc[k] += row[p + k];
+      for (; p < P; ++p) total += row[p];
+    }
+    for (int64_t k = 0; k < L; ++k) total += acc[k];
+    out[c] = total;
+  });
 }
 
 }  // namespace
@@ -253,12 +208,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
     }
   }
   if (use_direct(g)) {
-    const int64_t images = g.N * G;
-    const int workers = workers_for(conv_flops(g), images * Cog);
-    parallel_for(images * Cog, workers, [&](int64_t item, int) {
-      const int64_t n = item / g.Cout, oc = item % g.Cout, gi = oc / Cog;
-      direct_forward_plane(x + (n * g.C + gi) * HW, w + oc * K, b ? b[oc] : T(0), y + (n * g.Cout + oc) * P, pg);
-    });
+    direct_forward(x, w, b, y, g);
     return;
   }
   // Columns of all images of a group form one N*P column space, cut into tiles
@@ -337,41 +287,15 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       gw = nullptr;
     }
   }
-  if (gx) std::fill(gx, gx + g.N * g.C * HW, T(0));
-  if (gw) std::fill(gw, gw + g.Cout * K, T(0));
-  if (gb) {
-    std::fill(gb, gb + g.Cout, T(0));
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t oc = 0; oc < g.Cout; ++oc) {
-        const T* row = gy + (n * g.Cout + oc) * P;
-        T acc = 0;
-        for (int64_t p = 0; p < P; ++p) acc += row[p];
-        gb[oc] += acc;
-      }
-  }
-  if (g.N == 0 || (!gx && !gw)) return;
-  const PlaneGeom pg = plane_of(g, Cg);
-
+  if (gb) channel_sums(gy, g.N, g.Cout, P, gb);
   if (use_direct(g)) {
-    // Items are (image, group): each owns one gx plane, so no two items race on it.
-    const int64_t images = g.N * G;
-    const int workers = workers_for(2 * conv_flops(g), images);
-    std::vector<std::vector<T>> gw_part(workers);
-    parallel_for(images, workers, [&](int64_t item, int worker) {
-      const int64_t n = item / G, gi = item % G;
-      T* gwp = nullptr;
-      if (gw) {
-        auto& part = gw_part[worker];
-        if (part.empty()) part.assign(g.Cout * K, T(0));
-        gwp = part.data();
-      }
-      for (int64_t oc = gi * Cog; oc < (gi + 1) * Cog; ++oc)
-        direct_backward_plane(gy + (n * g.Cout + oc) * P, x ? x + (n * g.C + gi) * HW : nullptr, w + oc * K,
-                              gx ? gx + (n * g.C + gi) * HW : nullptr, gwp ? gwp + oc * K : nullptr, pg);
-    });
-    if (gw) reduce_into(gw, gw_part, g.Cout * K);
+    direct_backward(gy, x, w, gx, gw, g);
     return;
   }
+  if (gx) std::fill(gx, gx + g.N * g.C * HW, T(0));
+  if (gw) std::fill(gw, gw + g.Cout * K, T(0));
+  if (g.N == 0 || (!gx && !gw)) return;
+  const PlaneGeom pg = plane_of(g, Cg);
 
   // The forward's column space and tiles.  Each worker takes a contiguous run
   // of tiles; only the image where its run starts can be shared with the
@@ -511,17 +435,7 @@ void conv_transpose2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw
   // image and output gradient swapped.
   if (gx) conv2d_forward<T>(gy, w, nullptr, gx, g);
   if (gw) conv2d_backward<T>(x, gy, w, nullptr, gw, nullptr, g);
-  if (gb) {
-    const int64_t HW = g.H * g.W;
-    std::fill(gb, gb + g.C, T(0));
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t c = 0; c < g.C; ++c) {
-        const T* plane = gy + (n * g.C + c) * HW;
-        T acc = 0;
-        for (int64_t i = 0; i < HW; ++i) acc += plane[i];
-        gb[c] += acc;
-      }
-  }
+  if (gb) channel_sums(gy, g.N, g.C, g.H * g.W, gb);
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                                 \

@@ -606,3 +606,89 @@ def test_winograd_random_geometries(n, c, co, h, w, pads, seed):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
     assert_matches_torch(x, wt, None, 1, pads, rng=rng)
+
+
+# One input channel per group runs on the direct kernels: blocks of 1-8 vectors
+# along a row, 4-channel blocks plus leftovers, column phases for strides > 1,
+# and gathered input gradients.
+# (id, N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
+DIRECT = [
+    ("depthwise_wide", 2, 3, 9, 150, 3, 3, 1, 1, 1, 3),
+    ("depthwise_one_vector", 2, 4, 6, 16, 4, 3, 1, (0, 1), 1, 4),
+    ("depthwise_stride2_wide", 1, 5, 11, 133, 5, 3, 2, 1, 1, 5),
+    ("depthwise_stride3_dilated", 2, 2, 17, 71, 2, (3, 5), (2, 3), (2, 4), (2, 3), 2),
+    ("depthwise_big_pad", 1, 3, 7, 40, 3, 3, 1, 4, 1, 3),
+    ("depthwise_asymmetric", 2, 3, 12, 37, 3, 5, 1, (0, 3, 2, 1), 1, 3),
+    ("depthwise_5x5_same", 1, 8, 20, 45, 8, 5, 1, "same", 1, 8),
+    ("depthwise_same_s2", 2, 4, 15, 35, 4, 3, 2, "same", 1, 4),
+    ("multiplier3", 2, 4, 10, 50, 12, 3, 1, 1, 1, 4),
+    ("multiplier5_strided", 2, 2, 13, 29, 10, 3, 2, 1, 1, 2),
+    ("one_channel_32_out", 4, 1, 28, 28, 32, 3, 1, 0, 1, 1),
+    ("one_channel_7x7_s2", 2, 1, 30, 41, 9, 7, 2, 3, 1, 1),
+    ("one_channel_1x1", 2, 1, 5, 70, 6, 1, 1, 0, 1, 1),
+    ("one_channel_kernel_eq_input", 3, 1, 5, 18, 4, 5, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", DIRECT, ids=[c[0] for c in DIRECT])
+def test_direct_kernels_match_torch(case, dtype, rng):
+    _, n, c, h, w, co, k, s, p, d, g = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((co, c // g, kh, kw)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    assert_matches_torch(x, wt, b, s, p, d, g, rng)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_direct_kernels_thread_counts(threads, rng):
+    x = rng.standard_normal((5, 6, 21, 40)).astype(np.float32)
+    w = rng.standard_normal((12, 1, 3, 3)).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        assert_matches_torch(x, w, None, 1, 1, groups=6, rng=rng)
+    finally:
+        fastconv.set_num_threads(old)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 2),
+    groups=st.integers(1, 4),
+    cout_g=st.integers(1, 9),
+    h=st.integers(1, 14),
+    w=st.integers(1, 200),
+    kh=st.integers(1, 5),
+    kw=st.integers(1, 5),
+    sh=st.integers(1, 3),
+    sw=st.integers(1, 3),
+    dh=st.integers(1, 3),
+    dw=st.integers(1, 3),
+    pads=st.tuples(*[st.integers(0, 4)] * 4),
+    seed=st.integers(0, 2**16),
+)
+def test_direct_random_geometries(n, groups, cout_g, h, w, kh, kw, sh, sw, dh, dw, pads, seed):
+    if h + pads[2] + pads[3] < dh * (kh - 1) + 1 or w + pads[0] + pads[1] < dw * (kw - 1) + 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, groups, h, w))
+    wt = rng.standard_normal((groups * cout_g, 1, kh, kw))
+    b = rng.standard_normal(groups * cout_g)
+    assert_matches_torch(x, wt, b, (sh, sw), pads, (dh, dw), groups, rng)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_depthwise_transposed_conv_matches_torch(stride, rng):
+    """A grouped transposed conv with one channel per group is the direct input gradient."""
+    # 8 input channels in 4 groups, one output channel each: the convolution it
+    # is the input gradient of has one input channel per group.
+    x = rng.standard_normal((2, 8, 9, 37)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    y = fastconv.conv_transpose2d(x, w, b, stride, 1, output_padding=stride - 1, groups=4)
+    ref = F.conv_transpose2d(
+        torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride, 1, output_padding=stride - 1, groups=4
+    ).numpy()
+    torch.testing.assert_close(y, ref, **tols(np.float32))
