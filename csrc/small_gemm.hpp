@@ -7,8 +7,10 @@
 //   C is M x N, row-major with leading dimension ldc; overwritten, never read
 //   Any M, N >= 0 and 1 <= K.  No alignment is assumed.
 // Blocking: a kRows x kBlock tile of C is accumulated in a fixed-size local
-// array the compiler keeps in vector registers (4 x 32 floats = 8 AVX-512 or 16
-// AVX2 registers); each loaded row of B feeds kRows FMAs.  The K x kBlock panel
+// array the compiler keeps in vector registers (8 x 32 floats = 16 of the 32
+// AVX-512 registers; 4 x 32 = all 16 AVX2 ones elsewhere); each loaded row of B
+// feeds kRows FMAs, and with AVX-512 the 16 FMAs per two loads of B outrun the
+// loads.  The K x kBlock panel
 // of B (at most 4 KiB for float and K = 32) stays in L1 while all rows of A
 // sweep it.
 #pragma once
@@ -23,7 +25,11 @@ constexpr int64_t kSmallK = 32;
 template <class T>
 void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
                   T* c, int64_t ldc) {
+  #ifdef __AVX512F__
+  constexpr int64_t kRows = 8, kBlock = 32;
+#else
   constexpr int64_t kRows = 4, kBlock = 32;
+#endif
   for (int64_t j0 = 0; j0 < N; j0 += kBlock) {
     const int64_t nb = std::min(kBlock, N - j0);
     int64_t i = 0;

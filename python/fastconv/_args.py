@@ -16,6 +16,8 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def as_int(value: Any, name: str) -> int:
     """An integer (bools and floats refused) named ``name`` in errors."""
+    if type(value) is int:  # the common case, first: this runs several times per call
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool {value!r}")
     try:
@@ -26,6 +28,8 @@ def as_int(value: Any, name: str) -> int:
 
 def as_pair(value: Any, name: str) -> tuple[int, int]:
     """``int`` or ``(h, w)`` -> ``(h, w)``."""
+    if type(value) is int:
+        return value, value
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
@@ -112,4 +116,6 @@ def contiguous(array: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
     """C-contiguous copy only when needed (non-contiguous, reversed, Fortran or other dtype)."""
     if array is None:
         return None
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
     return np.ascontiguousarray(array, dtype=dtype)

@@ -38,8 +38,11 @@ __all__ = [
 ]
 
 
+_SUFFIX = {np.dtype(np.float32): "_float32", np.dtype(np.float64): "_float64"}
+
+
 def _kernel(dtype: np.dtype, name: str):
-    return getattr(_core, f"{name}_{dtype.name}")
+    return getattr(_core, name + _SUFFIX[dtype])
 
 
 def _batched(x: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
