@@ -17,17 +17,24 @@ bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1; }
 
 namespace {
 
-// One 64-byte vector through the GCC/Clang vector extension: an AVX-512
-// register where there is one (two AVX2 registers elsewhere), and the same code
-// for float and double.
+// One vector register through the GCC/Clang vector extension, as wide as the
+// target's widest (64 bytes with AVX-512, 32 with AVX, 16 otherwise: a wider
+// one would be passed in memory), and the same code for float and double.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
 template <class T>
 struct VecOf {
-  typedef T type __attribute__((vector_size(64)));
+  typedef T type __attribute__((vector_size(kVecBytes)));
 };
 template <class T>
 using Vec = typename VecOf<T>::type;
 template <class T>
-constexpr int64_t kLanes = 64 / sizeof(T);
+constexpr int64_t kLanes = kVecBytes / sizeof(T);
 
 template <class T>
 inline Vec<T> load(const T* p) {

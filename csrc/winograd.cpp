@@ -62,7 +62,52 @@ struct PackedU {
 // the 16 results is one contiguous store into the panel.  Their 3x3 kernels are
 // gathered (C*9 floats apart); the adjoint's lie side by side (w[c][o]) and are
 // transposed through a small L1 buffer instead, which is faster than gathering
-// lanes that share cache lines.
+// lanes that share cache lines.  This is one work item of pack_u: panel p,
+// input channels [16*cc, 16*cc + 16).  (A named function, not a lambda: lambdas
+// do not inherit the target attribute.)
+__attribute__((target("avx512f"))) void transform_weights(const float* w, bool adjoint, const PackedU& u, int64_t p,
+                                                          int64_t cc) {
+  const int64_t C = u.C, Cout = u.Cout;
+  const int64_t rows = p < u.full ? kMR : u.edge_rows, mr = p < u.full ? kMR : u.edge_mr;
+  const __mmask16 m = first(rows), store_mask = first(mr);  // padded rows are stored as zeros
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(C * 9)));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const int64_t c_end = std::min(C, cc * 16 + 16);
+  for (int64_t c = cc * 16; c < c_end; ++c) {
+    // lane 0's kernel: g[i][j] = base[i*3 + j], or base[8 - i*3 - j] rotated
+    const float* base = adjoint ? w + (c * Cout + p * kMR) * 9 : w + (p * kMR * C + c) * 9;
+    __m512 g[3][3];
+    if (adjoint) {  // the panel's kernels are 12 x 9 contiguous floats: transpose them through L1
+      alignas(64) float tb[9][16];
+      for (int64_t r = 0; r < rows; ++r)
+        for (int k = 0; k < 9; ++k) tb[8 - k][r] = base[r * 9 + k];
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) g[i][j] = _mm512_maskz_load_ps(m, tb[i * 3 + j]);
+    } else {
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+          g[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + i * 3 + j, 4);
+    }
+    __m512 t[4][3];  // G g
+    for (int j = 0; j < 3; ++j) {
+      const __m512 s02 = _mm512_add_ps(g[0][j], g[2][j]);
+      t[0][j] = g[0][j];
+      t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g[1][j]));
+      t[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g[1][j]));
+      t[3][j] = g[2][j];
+    }
+    float* dst = u.data + p * kMR * C + c * mr;
+    for (int a = 0; a < 4; ++a) {
+      const __m512 s02 = _mm512_add_ps(t[a][0], t[a][2]);
+      const __m512 r[4] = {t[a][0], _mm512_mul_ps(half, _mm512_add_ps(s02, t[a][1])),
+                           _mm512_mul_ps(half, _mm512_sub_ps(s02, t[a][1])), t[a][2]};
+      for (int b = 0; b < 4; ++b) _mm512_mask_storeu_ps(dst + (a * 4 + b) * u.per_point, store_mask, r[b]);
+    }
+  }
+}
+
+// U = G g G^T for every kernel, in panels of kMR output channels (PackedU).
 __attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, int64_t C, int64_t Cout,
                                                   Scratch& store) {
   PackedU u{C, Cout, Cout / kMR, Cout % kMR, (Cout % kMR + 3) / 4 * 4, 0, nullptr};
@@ -72,46 +117,8 @@ __attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, 
   // Items are (panel, chunk of 16 input channels), panel-major: each thread
   // writes whole panels front to back.
   const int workers = workers_for(40.0 * Cout * C, panels * chunks);
-  parallel_for(panels * chunks, workers, [&](int64_t item, int) {
-    const int64_t p = item / chunks, cc = item % chunks;
-    const int64_t rows = p < u.full ? kMR : u.edge_rows, mr = p < u.full ? kMR : u.edge_mr;
-    const __mmask16 m = first(rows), store_mask = first(mr);  // padded rows are stored as zeros
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(static_cast<int>(C * 9)));
-    const __m512 half = _mm512_set1_ps(0.5f);
-    const int64_t c_end = std::min(C, cc * 16 + 16);
-    for (int64_t c = cc * 16; c < c_end; ++c) {
-      // lane 0's kernel: g[i][j] = base[i*3 + j], or base[8 - i*3 - j] rotated
-      const float* base = adjoint ? w + (c * Cout + p * kMR) * 9 : w + (p * kMR * C + c) * 9;
-      __m512 g[3][3];
-      if (adjoint) {  // the panel's kernels are 12 x 9 contiguous floats: transpose them through L1
-        alignas(64) float tb[9][16];
-        for (int64_t r = 0; r < rows; ++r)
-          for (int k = 0; k < 9; ++k) tb[8 - k][r] = base[r * 9 + k];
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) g[i][j] = _mm512_maskz_load_ps(m, tb[i * 3 + j]);
-      } else {
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j)
-            g[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + i * 3 + j, 4);
-      }
-      __m512 t[4][3];  // G g
-      for (int j = 0; j < 3; ++j) {
-        const __m512 s02 = _mm512_add_ps(g[0][j], g[2][j]);
-        t[0][j] = g[0][j];
-        t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g[1][j]));
-        t[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g[1][j]));
-        t[3][j] = g[2][j];
-      }
-      float* dst = u.data + p * kMR * C + c * mr;
-      for (int a = 0; a < 4; ++a) {
-        const __m512 s02 = _mm512_add_ps(t[a][0], t[a][2]);
-        const __m512 r[4] = {t[a][0], _mm512_mul_ps(half, _mm512_add_ps(s02, t[a][1])),
-                             _mm512_mul_ps(half, _mm512_sub_ps(s02, t[a][1])), t[a][2]};
-        for (int b = 0; b < 4; ++b) _mm512_mask_storeu_ps(dst + (a * 4 + b) * u.per_point, store_mask, r[b]);
-      }
-    }
-  });
+  parallel_for(panels * chunks, workers,
+               [&](int64_t item, int) { transform_weights(w, adjoint, u, item / chunks, item % chunks); });
   return u;
 }
 
