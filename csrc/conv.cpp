@@ -146,14 +146,6 @@ bool use_winograd(const ConvGeom& g) {
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
 
-// Adds per-worker partial sums into dst; a worker that got no item left its part empty.
-template <class T>
-void reduce_into(T* dst, const std::vector<std::vector<T>>& parts, int64_t n) {
-  for (const auto& part : parts)
-    if (!part.empty())
-      for (int64_t i = 0; i < n; ++i) dst[i] += part[i];
-}
-
 // Per-channel sums of a[N, C, P] over images and positions (bias gradients),
 // split over channels.  Thirty-two running sums per channel let the compiler
 // vectorise instead of waiting on one scalar add chain.

@@ -451,9 +451,7 @@ void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const Co
     }
     if (gx) input_group(s.gyb.data(), gy_plane, gathers, g, w + gi * Cog * taps, gx + (n * g.C + gi) * HW);
   });
-  for (const auto& part : gw_part)
-    if (!part.empty())
-      for (int64_t i = 0; i < g.Cout * taps; ++i) gw[i] += part[i];
+  if (gw) reduce_into(gw, gw_part, g.Cout * taps);
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                       \

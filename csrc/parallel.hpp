@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace fastconv {
 
@@ -45,6 +46,14 @@ inline int workers_for(double flops, int64_t n_items) {
   if (flops < 1e6) t = 1;
   if (t > n_items) t = static_cast<int>(n_items < 1 ? 1 : n_items);
   return t;
+}
+
+// Adds per-worker partial sums into dst; a worker that got no item left its part empty.
+template <class T>
+void reduce_into(T* dst, const std::vector<std::vector<T>>& parts, int64_t n) {
+  for (const auto& part : parts)
+    if (!part.empty())
+      for (int64_t i = 0; i < n; ++i) dst[i] += part[i];
 }
 
 }  // namespace fastconv

@@ -25,7 +25,7 @@ constexpr int64_t kSmallK = 32;
 template <class T>
 void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
                   T* c, int64_t ldc) {
-  #ifdef __AVX512F__
+#ifdef __AVX512F__
   constexpr int64_t kRows = 8, kBlock = 32;
 #else
   constexpr int64_t kRows = 4, kBlock = 32;
