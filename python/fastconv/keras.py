@@ -208,8 +208,12 @@ class _Converter:
     def _DepthwiseConv2D(self, name, conf, nxt):
         k, s, d, pad, c, size = self._conv_common(name, "DepthwiseConv2D", conf)
         mult, bias = conf.get("depth_multiplier", 1), conf.get("use_bias", True)
-        ws = self.take(name, 2 if bias else 1)
         self.shape = (*size, c * mult)
+        self._add_depthwise(name, k, s, d, pad, c, mult, bias, self.take(name, 2 if bias else 1))
+        self.activation(name, conf.get("activation"))
+
+    def _add_depthwise(self, name, k, s, d, pad, c, mult, bias, ws):
+        """A Keras depthwise kernel (kh, kw, c, mult) as an nn.Conv2d with c groups and c * mult outputs."""
         state = None
         if ws is not None:
             state = {
@@ -222,23 +226,16 @@ class _Converter:
             f"groups={c}, bias={bias})",
             state,
         )
-        self.activation(name, conf.get("activation"))
 
     def _SeparableConv2D(self, name, conf, nxt):
         k, s, d, pad, c, size = self._conv_common(name, "SeparableConv2D", conf)
         mult, filters, bias = conf.get("depth_multiplier", 1), conf["filters"], conf.get("use_bias", True)
         ws = self.take(name, 3 if bias else 2)
         self.shape = (*size, filters)
-        dw = pw = None
+        pw = None
         if ws is not None:
-            dw = {"weight": ws[0].transpose(2, 3, 0, 1).reshape(c * mult, 1, *k)}
             pw = {"weight": ws[1].transpose(3, 2, 0, 1), **({"bias": ws[2]} if bias else {})}
-        self.add(
-            f"{name}_depthwise",
-            f"nn.Conv2d({c}, {c * mult}, kernel_size={k}, stride={s}, padding={pad}, "
-            f"dilation={d}, groups={c}, bias=False)",
-            dw,
-        )
+        self._add_depthwise(f"{name}_depthwise", k, s, d, pad, c, mult, False, None if ws is None else ws[:1])
         self.add(f"{name}_pointwise", f"nn.Conv2d({c * mult}, {filters}, kernel_size=1, bias={bias})", pw)
         self.activation(name, conf.get("activation"))
 
