@@ -58,57 +58,152 @@ struct PackedU {
   const float* panel(int64_t point, int64_t p) const { return data + point * per_point + p * kMR * C; }
 };
 
-// The 12 (or fewer) output channels of a panel are the vector lanes, so each of
-// the 16 results is one contiguous store into the panel.  Their 3x3 kernels are
-// gathered (C*9 floats apart); the adjoint's lie side by side (w[c][o]) and are
-// transposed through a small L1 buffer instead, which is faster than gathering
-// lanes that share cache lines.  This is one work item of pack_u: panel p,
-// input channels [16*cc, 16*cc + 16).  (A named function, not a lambda: lambdas
-// do not inherit the target attribute.)
-__attribute__((target("avx512f"))) void transform_weights(const float* w, bool adjoint, const PackedU& u, int64_t p,
-                                                          int64_t cc) {
-  const int64_t C = u.C, Cout = u.Cout;
-  const int64_t rows = p < u.full ? kMR : u.edge_rows, mr = p < u.full ? kMR : u.edge_mr;
-  const __mmask16 m = first(rows), store_mask = first(mr);  // padded rows are stored as zeros
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(static_cast<int>(C * 9)));
-  const __m512 half = _mm512_set1_ps(0.5f);
-  const int64_t c_end = std::min(C, cc * 16 + 16);
-  for (int64_t c = cc * 16; c < c_end; ++c) {
-    // lane 0's kernel: g[i][j] = base[i*3 + j], or base[8 - i*3 - j] rotated
-    const float* base = adjoint ? w + (c * Cout + p * kMR) * 9 : w + (p * kMR * C + c) * 9;
-    __m512 g[3][3];
-    if (adjoint) {  // the panel's kernels are 12 x 9 contiguous floats: transpose them through L1
-      alignas(64) float tb[9][16];
-      for (int64_t r = 0; r < rows; ++r)
-        for (int k = 0; k < 9; ++k) tb[8 - k][r] = base[r * 9 + k];
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) g[i][j] = _mm512_maskz_load_ps(m, tb[i * 3 + j]);
-    } else {
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j)
-          g[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + i * 3 + j, 4);
-    }
-    __m512 t[4][3];  // G g
-    for (int j = 0; j < 3; ++j) {
-      const __m512 s02 = _mm512_add_ps(g[0][j], g[2][j]);
-      t[0][j] = g[0][j];
-      t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g[1][j]));
-      t[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g[1][j]));
-      t[3][j] = g[2][j];
-    }
-    float* dst = u.data + p * kMR * C + c * mr;
-    for (int a = 0; a < 4; ++a) {
-      const __m512 s02 = _mm512_add_ps(t[a][0], t[a][2]);
-      const __m512 r[4] = {t[a][0], _mm512_mul_ps(half, _mm512_add_ps(s02, t[a][1])),
-                           _mm512_mul_ps(half, _mm512_sub_ps(s02, t[a][1])), t[a][2]};
-      for (int b = 0; b < 4; ++b) _mm512_mask_storeu_ps(dst + (a * 4 + b) * u.per_point, store_mask, r[b]);
-    }
+// GCC 12 reports its own _mm512_undefined_ps() (inside the unpack intrinsics) as
+// (maybe-)uninitialised once inlined; the lanes it stands for are never used.
+// The pragmas cover transpose16 and the two functions that inline it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+// In-register transpose of a 16 x 16 block: r[i] lane j <- r[j] lane i.
+__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // r[4i + j], 128-bit block L: rows 4i..4i+3 of column 4L + j
+  for (int j = 0; j < 4; ++j) {
+    const __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+    t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+    t[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-// U = G g G^T for every kernel, in panels of kMR output channels (PackedU).
-__attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, int64_t C, int64_t Cout,
+// Makes one work item of pack_u: panel p, k-index (the packed GEMM's inner
+// dimension: input channel, or output channel for the adjoint) [16*kc,
+// 16*kc + 16).  Each kernel's 16 transformed values are one vector: U[point] =
+// sum over taps of g[tap] * T[tap][point] with T[(i,j)][(a,b)] = G[a][i] G[b][j]
+// (9 FMAs, the taps read as broadcasts straight from w).  The panel's 12 rows
+// of such vectors are then transposed in registers, which turns them into 16
+// contiguous 12-float rows of the packed panels.  Gathers would read the same
+// data in place but are several times slower on the CPUs measured (Zen 5).
+// A named function, not a lambda: lambdas do not inherit the target attribute.
+__attribute__((target("avx512f"))) void transform_weights(const float* w, bool adjoint, const PackedU& u, int64_t p,
+                                                          int64_t kc, bool streaming) {
+  const int64_t C = u.C, Cout = u.Cout;
+  const int64_t rows = p < u.full ? kMR : u.edge_rows, mr = p < u.full ? kMR : u.edge_mr;
+  const __mmask16 store_mask = first(mr);
+  // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]; the adjoint's kernels are rotated by 180 degrees.
+  static const float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+  __m512 T[9];
+  for (int tap = 0; tap < 9; ++tap) {
+    alignas(64) float col[16];
+    const int i = adjoint ? 2 - tap / 3 : tap / 3, j = adjoint ? 2 - tap % 3 : tap % 3;
+    for (int q = 0; q < 16; ++q) col[q] = G[q / 4][i] * G[q % 4][j];
+    T[tap] = _mm512_load_ps(col);
+  }
+  // kernel (row r, k) starts at w + (k * k_step + r * r_step) * 9 relative to the panel's first
+  const int64_t r_step = adjoint ? 1 : C, k_step = adjoint ? Cout : 1;
+  const float* panel_w = adjoint ? w + p * kMR * 9 : w + p * kMR * C * 9;
+  const int64_t k0 = kc * 16, k_end = std::min(C, k0 + 16);
+  // With `streaming`, whole 16 x 12 blocks whose destinations are 64-byte
+  // aligned are staged in L1 and written with streaming stores: no
+  // read-for-ownership of U's lines, which a U too big to stay in cache would
+  // cost for nothing (resnet_3x3_7, U = 16 MiB: 1.08 -> 0.87 ms).
+  alignas(64) float buf[16][16 * kMR];
+  const bool stream = streaming && mr == kMR && k_end - k0 == 16 && u.per_point % 16 == 0 && (kMR * C) % 16 == 0;
+  if (!adjoint) {
+    // The panel's rows (output channels) hold their kernels for [k0, k_end)
+    // as runs of (k_end - k0) * 9 contiguous floats: transposed 16 columns at a
+    // time through L1, every tap becomes a vector over the rows, and the
+    // transform runs separably (G g, then (G g) G^T) on those.  A third of
+    // the instructions of the broadcast form below, which the adjoint keeps:
+    // its rows are 9 floats apart, not C * 9.
+    const int64_t cols = (k_end - k0) * 9;
+    alignas(64) float tb[16 * 9][16];
+    for (int64_t b = 0; b < cols; b += 16) {
+      const __mmask16 cm = first(cols - b);
+      __m512 r[16];
+      for (int row = 0; row < 16; ++row)  // padded rows of the edge panel are stored as zeros
+        r[row] = row < rows ? _mm512_maskz_loadu_ps(cm, panel_w + row * C * 9 + k0 * 9 + b) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t j = 0; j < std::min<int64_t>(16, cols - b); ++j) _mm512_store_ps(tb[b + j], r[j]);
+    }
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int64_t k = k0; k < k_end; ++k) {
+      const float(*g)[16] = tb + (k - k0) * 9;  // g[i * 3 + j]: tap (i, j) of every row
+      __m512 t[4][3];                           // G g
+      for (int j = 0; j < 3; ++j) {
+        const __m512 g0 = _mm512_load_ps(g[j]), g1 = _mm512_load_ps(g[3 + j]), g2 = _mm512_load_ps(g[6 + j]);
+        const __m512 s02 = _mm512_add_ps(g0, g2);
+        t[0][j] = g0;
+        t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g1));
+        t[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g1));
+        t[3][j] = g2;
+      }
+      __m512 r[16];  // r[point] lane row
+      for (int a = 0; a < 4; ++a) {
+        const __m512 s02 = _mm512_add_ps(t[a][0], t[a][2]);
+        r[a * 4 + 0] = t[a][0];
+        r[a * 4 + 1] = _mm512_mul_ps(half, _mm512_add_ps(s02, t[a][1]));
+        r[a * 4 + 2] = _mm512_mul_ps(half, _mm512_sub_ps(s02, t[a][1]));
+        r[a * 4 + 3] = t[a][2];
+      }
+      if (stream)
+        for (int point = 0; point < 16; ++point)
+          _mm512_mask_storeu_ps(buf[point] + (k - k0) * kMR, store_mask, r[point]);
+      else
+        for (int point = 0; point < 16; ++point)
+          _mm512_mask_storeu_ps(u.data + p * kMR * C + k * mr + point * u.per_point, store_mask, r[point]);
+    }
+  }
+  for (int64_t k = k0; adjoint && k < k_end; ++k) {
+    __m512 r[16];
+    for (int row = 0; row < 16; ++row) {
+      if (row >= rows) {  // padded rows of the edge panel are stored as zeros
+        r[row] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* g = panel_w + (k * k_step + row * r_step) * 9;
+      __m512 acc = _mm512_mul_ps(_mm512_set1_ps(g[0]), T[0]);
+      for (int tap = 1; tap < 9; ++tap) acc = _mm512_fmadd_ps(_mm512_set1_ps(g[tap]), T[tap], acc);
+      r[row] = acc;
+    }
+    transpose16(r);  // r[point] lane row
+    if (stream) {
+      for (int point = 0; point < 16; ++point) _mm512_mask_storeu_ps(buf[point] + (k - k0) * kMR, store_mask, r[point]);
+      continue;
+    }
+    float* dst = u.data + p * kMR * C + k * mr;
+    for (int point = 0; point < 16; ++point) _mm512_mask_storeu_ps(dst + point * u.per_point, store_mask, r[point]);
+  }
+  if (stream)
+    for (int point = 0; point < 16; ++point) {
+      float* dst = u.data + point * u.per_point + p * kMR * C + k0 * kMR;
+      for (int v = 0; v < 12; ++v) _mm512_stream_ps(dst + 16 * v, _mm512_load_ps(buf[point] + 16 * v));
+    }
+  if (stream) _mm_sfence();  // streaming stores are weakly ordered: publish them before the join
+}
+
+#pragma GCC diagnostic pop
+
+// U = G g G^T for every kernel, in panels of kMR output channels (PackedU);
+// `streaming` when U is read once (the layered schedule), not once per block.
+__attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, int64_t C, int64_t Cout, bool streaming,
                                                   Scratch& store) {
   PackedU u{C, Cout, Cout / kMR, Cout % kMR, (Cout % kMR + 3) / 4 * 4, 0, nullptr};
   u.per_point = (u.full * kMR + u.edge_mr) * C + kStagger;
@@ -118,7 +213,7 @@ __attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, 
   // writes whole panels front to back.
   const int workers = workers_for(40.0 * Cout * C, panels * chunks);
   parallel_for(panels * chunks, workers,
-               [&](int64_t item, int) { transform_weights(w, adjoint, u, item / chunks, item % chunks); });
+               [&](int64_t item, int) { transform_weights(w, adjoint, u, item / chunks, item % chunks, streaming); });
   return u;
 }
 
@@ -170,6 +265,56 @@ __attribute__((target("avx512f"))) void transform_tiles(const float* const P[4],
   }
 }
 
+// V[point][t] = B^T d B for 4x4 patches d held with tiles as lanes; lanes
+// outside `m` are not stored.
+__attribute__((target("avx512f"))) inline void transform_patches(const __m512 d[4][4], __mmask16 m, float* v,
+                                                                 int64_t point_stride) {
+  __m512 r[4][4];  // B^T d: rows [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+  for (int j = 0; j < 4; ++j) {
+    r[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+    r[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+    r[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+    r[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    float* dst = v + i * 4 * point_stride;
+    _mm512_mask_storeu_ps(dst, m, _mm512_sub_ps(r[i][0], r[i][2]));
+    _mm512_mask_storeu_ps(dst + point_stride, m, _mm512_add_ps(r[i][1], r[i][2]));
+    _mm512_mask_storeu_ps(dst + 2 * point_stride, m, _mm512_sub_ps(r[i][2], r[i][1]));
+    _mm512_mask_storeu_ps(dst + 3 * point_stride, m, _mm512_sub_ps(r[i][1], r[i][3]));
+  }
+}
+
+// Rows of at most 32 values (and runs of at most 16 tiles) skip the staging
+// buffers: each of the tile row's four input rows is two masked loads straight
+// from x, and each patch value one two-source permute of them, with lanes
+// outside the image zeroed by the permute's mask.
+constexpr int64_t kRegisterRow = 32;
+
+__attribute__((target("avx512f"))) void input_transform_row(const float* x, int64_t H, int64_t W, int64_t pad_t,
+                                                            int64_t pad_l, int64_t ty, int64_t tx0, int64_t len,
+                                                            float* v, int64_t point_stride) {
+  const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __mmask16 m = first(len);
+  __m512i idx[4];
+  __mmask16 valid[4];
+  for (int j = 0; j < 4; ++j) {
+    idx[j] = _mm512_add_epi32(lane2, _mm512_set1_epi32(static_cast<int>(2 * tx0 - pad_l + j)));
+    valid[j] = m & _mm512_cmpge_epi32_mask(idx[j], _mm512_setzero_si512()) &
+               _mm512_cmplt_epi32_mask(idx[j], _mm512_set1_epi32(static_cast<int>(W)));
+  }
+  __m512 d[4][4];
+  for (int i = 0; i < 4; ++i) {
+    const int64_t iy = 2 * ty - pad_t + i;
+    const bool inside = iy >= 0 && iy < H;
+    const float* row = x + (inside ? iy * W : 0);
+    const __m512 lo = _mm512_maskz_loadu_ps(inside ? first(W) : __mmask16(0), row);
+    const __m512 hi = _mm512_maskz_loadu_ps(inside ? first(std::max<int64_t>(0, W - 16)) : __mmask16(0), row + 16);
+    for (int j = 0; j < 4; ++j) d[i][j] = _mm512_maskz_permutex2var_ps(valid[j], lo, idx[j], hi);
+  }
+  transform_patches(d, m, v, point_stride);
+}
+
 // V[point][c][col..] = B^T d B for the run's tiles of channel plane `x`
 // (H x W).  The four input rows of a tile row are first copied into
 // zero-padded buffers, so padding and edges need no branches in the vector
@@ -177,6 +322,8 @@ __attribute__((target("avx512f"))) void transform_tiles(const float* const P[4],
 __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t H, int64_t W, int64_t pad_t,
                                                         int64_t pad_l, const Run& run, float* rows, float* v,
                                                         int64_t point_stride) {
+  if (W <= kRegisterRow && run.len <= 16)
+    return input_transform_row(x, H, W, pad_t, pad_l, run.ty, run.tx0, run.len, v + run.col, point_stride);
   const int64_t span = 2 * run.len + 2, x0 = 2 * run.tx0 - pad_l;
   const int64_t padded = (run.len + 15) / 16 * 32 + 32;
   for (int i = 0; i < 4; ++i) {
@@ -201,6 +348,11 @@ __attribute__((target("avx512f"))) void input_transform(const float* x, int64_t 
 __attribute__((target("avx512f"))) void input_transform_plane(const float* x, int64_t H, int64_t W, int64_t pad_t,
                                                               int64_t pad_l, int64_t th, int64_t tw, float* buf,
                                                               float* v, int64_t point_stride) {
+  if (W <= kRegisterRow && tw <= 16) {
+    for (int64_t ty = 0; ty < th; ++ty)
+      input_transform_row(x, H, W, pad_t, pad_l, ty, 0, tw, v + ty * tw, point_stride);
+    return;
+  }
   const int64_t seg = 2 * tw, len = th * seg + 32;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int i = 0; i < 4; ++i)
@@ -260,6 +412,95 @@ __attribute__((target("avx512f"))) void output_transform(const float* m, int64_t
   }
 }
 
+// Small planes (at most 64 input and 64 output values, at most 16 tiles: 7x7
+// and 8x8 maps, for instance) are transformed in registers: the whole plane is
+// four vectors, and every tile value is picked out of them with two-source
+// permutes whose index vectors depend only on the geometry (built once per
+// call).  The buffer-based transforms above cost about 1000 cycles per 7x7
+// plane, mostly store-to-load forwarding stalls on their staging rows; this
+// path takes a fraction of that.
+struct SmallPlane {
+  bool ok = false;
+  int64_t tiles = 0, in_len = 0, out_len = 0;
+  alignas(64) int32_t in_idx[16][16];  // [patch value i*4 + j][tile]: plane offset, bit 5 selects vectors 2-3
+  __mmask16 in_valid[16], in_hi[16];   // lanes inside the image; lanes reading vectors 2-3
+  alignas(64) int32_t out_idx[4][16];  // [output vector][lane]: tile + 16 * column parity
+  __mmask16 out_odd_row[4];            // lanes taken from the tile's second output row
+};
+
+SmallPlane small_plane(const WinogradGeom& g, int64_t th, int64_t tw) {
+  SmallPlane sp;
+  sp.tiles = th * tw;
+  sp.in_len = g.H * g.W;
+  sp.out_len = g.OH * g.OW;
+  if (sp.tiles > 16 || sp.in_len > 64 || sp.out_len > 64) return sp;
+  sp.ok = true;
+  for (int v = 0; v < 16; ++v) {
+    const int64_t i = v / 4, j = v % 4;
+    sp.in_valid[v] = sp.in_hi[v] = 0;
+    for (int64_t t = 0; t < 16; ++t) {
+      const int64_t iy = 2 * (t / tw) - g.pad_t + i, ix = 2 * (t % tw) - g.pad_l + j;
+      const bool inside = t < sp.tiles && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+      const int64_t off = inside ? iy * g.W + ix : 0;
+      sp.in_idx[v][t] = static_cast<int32_t>(off);
+      if (inside) sp.in_valid[v] |= __mmask16(1u << t);
+      if (off >= 32) sp.in_hi[v] |= __mmask16(1u << t);
+    }
+  }
+  for (int k = 0; k < 4; ++k) {
+    sp.out_odd_row[k] = 0;
+    for (int64_t l = 0; l < 16; ++l) {
+      const int64_t px = std::min<int64_t>(16 * k + l, sp.out_len - 1), oy = px / g.OW, ox = px % g.OW;
+      sp.out_idx[k][l] = static_cast<int32_t>((oy / 2) * tw + ox / 2 + 16 * (ox % 2));
+      if (oy % 2) sp.out_odd_row[k] |= __mmask16(1u << l);
+    }
+  }
+  return sp;
+}
+
+// V[point][t] = B^T d B for the tiles t of one small plane (lanes = tiles).
+__attribute__((target("avx512f"))) void input_transform_small(const float* x, const SmallPlane& sp, float* v,
+                                                              int64_t point_stride) {
+  __m512 src[4];
+  for (int k = 0; k < 4; ++k)
+    src[k] = _mm512_maskz_loadu_ps(first(std::max<int64_t>(0, sp.in_len - 16 * k)), x + 16 * k);
+  __m512 d[4][4];
+  for (int val = 0; val < 16; ++val) {
+    const __m512i idx = _mm512_load_si512(sp.in_idx[val]);
+    const __m512 lo = _mm512_permutex2var_ps(src[0], idx, src[1]), hi = _mm512_permutex2var_ps(src[2], idx, src[3]);
+    d[val / 4][val % 4] = _mm512_maskz_mov_ps(sp.in_valid[val], _mm512_mask_blend_ps(sp.in_hi[val], lo, hi));
+  }
+  transform_patches(d, first(sp.tiles), v, point_stride);
+}
+
+// One small output plane y = A^T m A + bias from m[point][t] (lanes = tiles).
+__attribute__((target("avx512f"))) void output_transform_small(const float* m, int64_t point_stride,
+                                                               const SmallPlane& sp, float bias, float* y) {
+  const __mmask16 lanes = first(sp.tiles);
+  __m512 s[4], t[4];  // A^T m: rows [m0 + m1 + m2, m1 - m2 - m3]
+  for (int j = 0; j < 4; ++j) {
+    const __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + (0 * 4 + j) * point_stride);
+    const __m512 m1 = _mm512_maskz_loadu_ps(lanes, m + (1 * 4 + j) * point_stride);
+    const __m512 m2 = _mm512_maskz_loadu_ps(lanes, m + (2 * 4 + j) * point_stride);
+    const __m512 m3 = _mm512_maskz_loadu_ps(lanes, m + (3 * 4 + j) * point_stride);
+    s[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+    t[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+  }
+  const __m512 bv = _mm512_set1_ps(bias);
+  __m512 out[2][2];  // [row][column] of each tile's 2x2 outputs
+  for (int a = 0; a < 2; ++a) {
+    const __m512* q = a == 0 ? s : t;
+    out[a][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q[0], q[1]), q[2]), bv);
+    out[a][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q[1], q[2]), q[3]), bv);
+  }
+  for (int64_t k = 0; 16 * k < sp.out_len; ++k) {
+    const __m512i idx = _mm512_load_si512(sp.out_idx[k]);
+    const __m512 even = _mm512_permutex2var_ps(out[0][0], idx, out[0][1]);
+    const __m512 odd = _mm512_permutex2var_ps(out[1][0], idx, out[1][1]);
+    _mm512_mask_storeu_ps(y + 16 * k, first(sp.out_len - 16 * k), _mm512_mask_blend_ps(sp.out_odd_row[k], even, odd));
+  }
+}
+
 // Tiles per block: as many as keep V and M (16 points x (C + Cout) floats per
 // tile) near 1 MiB, then the count that splits the tiles over the threads with
 // the fewest 32-column GEMM panels on the busiest thread.
@@ -305,7 +546,8 @@ Plan plan_for(const WinogradGeom& g) {
 
 // M[point] (Cout x cols, leading dimension ld) = U[point] V[point] for the
 // columns [j0, j1): output-channel panels outside, so a 12-row panel of U stays in
-// L1 while the columns of V stream from L2.
+// L1 while the columns of V stream from L2.  U comes from L3 (16 MiB for a
+// 512 x 512 layer), so the last column block of each panel prefetches the next.
 __attribute__((target("avx512f"))) void point_gemm(const PackedU& U, int64_t point, const float* V, float* M,
                                                    int64_t ld, int64_t j0, int64_t j1) {
   for (int64_t p = 0; p < U.full + (U.edge_rows > 0); ++p) {
@@ -313,8 +555,9 @@ __attribute__((target("avx512f"))) void point_gemm(const PackedU& U, int64_t poi
     float* c = M + p * kMR * ld;
     for (int64_t j = j0; j < j1; j += kNR) {
       const int64_t n = std::min(kNR, j1 - j);
+      const float* next = j + kNR >= j1 && p + 1 < U.full ? U.panel(point, p + 1) : nullptr;
       if (p < U.full)
-        sgemm_micro<12>(U.C, a, V + j, ld, c + j, ld, false, kMR, n);
+        sgemm_micro<12>(U.C, a, V + j, ld, c + j, ld, false, kMR, n, next);
       else if (U.edge_mr == 4)
         sgemm_micro<4>(U.C, a, V + j, ld, c + j, ld, false, U.edge_rows, n);
       else if (U.edge_mr == 8)
@@ -368,38 +611,9 @@ __attribute__((target("avx512f"))) void grad_output_transform(const float* gy, i
   }
 }
 
-// GCC 12 reports its own _mm512_undefined_ps() (inside the unpack intrinsics) as
-// maybe-uninitialised once inlined; the lanes it stands for are never used.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-// In-register transpose of a 16 x 16 block: r[i] lane j <- r[j] lane i.
-__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  // r[4i + j], 128-bit block L: rows 4i..4i+3 of column 4L + j
-  for (int j = 0; j < 4; ++j) {
-    const __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
-    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
-    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
-    t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88);
-    t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
-    t[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88);
-    t[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 // Packs rows [r0, r0 + rows) (rows <= 16) of a row-major matrix (leading
 // dimension ld) over columns [0, cols) as k-major micro-panel data:
@@ -467,8 +681,8 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
                                                       float* y, const WinogradGeom& g) {
   if (g.N == 0) return;
   thread_local Scratch su, sv_all, sm_all;
-  const PackedU U = pack_u(w, adjoint, g.C, g.Cout, su);
   const Plan plan = plan_for(g);
+  const PackedU U = pack_u(w, adjoint, g.C, g.Cout, plan.layered, su);
   const int64_t th = plan.th, tw = plan.tw, tiles = plan.tiles, nb = plan.nb, blocks = plan.blocks;
   const int64_t HWi = g.H * g.W, HWo = g.OH * g.OW;
   const int workers = workers_for(32.0 * g.C * g.Cout * tiles, blocks);
@@ -498,6 +712,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
   // Layered: in batch chunks, so that V and M stay under kLayeredBytes
   // whatever the batch (the workspace must not grow with N).
   const int64_t per_image = plan.per_image, chunk = plan.chunk;
+  const SmallPlane sp = small_plane(g, th, tw);
   const int64_t ld = (chunk * per_image + 31) / 32 * 32, vstride = g.C * ld + kStagger,
                 mstride = g.Cout * ld + kStagger;
   float* V = sv_all.get(16 * vstride);
@@ -510,8 +725,11 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
     parallel_for(images * g.C, std::min<int64_t>(t, images * g.C), [&](int64_t plane, int) {
       thread_local Scratch sr;
       const int64_t n = plane / g.C, c = plane % g.C;
-      input_transform_plane(xc + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plan.plane_len),
-                            V + c * ld + n * per_image, vstride);
+      if (sp.ok)
+        input_transform_small(xc + plane * HWi, sp, V + c * ld + n * per_image, vstride);
+      else
+        input_transform_plane(xc + plane * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw, sr.get(plan.plane_len),
+                              V + c * ld + n * per_image, vstride);
     });
     for (int64_t point = 0; point < 16; ++point) zero_tail(V + point * vstride, g.C, ld, ld, ctiles);
     // Column blocks keep a point's slice of V (C x block) within about half of L2.
@@ -522,6 +740,10 @@ __attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const floa
     });
     parallel_for(images * g.Cout, std::min<int64_t>(t, images * g.Cout), [&](int64_t plane, int) {
       const int64_t n = plane / g.Cout, o = plane % g.Cout;
+      if (sp.ok) {
+        output_transform_small(M + o * ld + n * per_image, mstride, sp, bias ? bias[o] : 0.0f, yc + plane * HWo);
+        return;
+      }
       for (int64_t ty = 0; ty < th; ++ty)
         output_transform(M + o * ld, mstride, Run{n, ty, 0, tw, (n * th + ty) * tw}, bias ? bias[o] : 0.0f,
                          yc + plane * HWo, g.OH, g.OW);

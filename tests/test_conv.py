@@ -530,10 +530,23 @@ WINOGRAD = [
     ("edge_panel_8_rows", 1, 16, 6, 6, 32, 1),
     ("tile_rows_span_blocks", 4, 32, 23, 21, 44, 1),
     ("wide_map", 1, 16, 5, 70, 16, 1),
+    # rows of up to 32 values are transformed from registers, wider ones staged
+    ("register_row_17", 2, 16, 9, 17, 20, 1),
+    ("register_row_32", 1, 16, 6, 32, 16, 1),
+    ("row_32_pad2_staged", 1, 16, 5, 32, 16, 2),
+    ("row_33_staged", 1, 16, 5, 33, 16, 1),
     # many channels over few tiles: the layered schedule (U read once per point)
     ("layered_schedule", 2, 192, 14, 14, 200, 1),
     ("layered_odd_pad0", 2, 192, 13, 15, 192, 0),
     ("layered_asymmetric", 3, 176, 7, 6, 200, (2, 0, 1, 2)),
+    # layered, and planes of at most 64 values and 16 tiles: transformed in
+    # registers (C Cout > 2 (C + Cout) tiles > 64 (C + Cout) keeps them layered)
+    ("small_plane_7x7", 4, 384, 7, 7, 392, 1),
+    ("small_plane_8x8_limit", 3, 384, 8, 8, 392, 1),
+    ("small_plane_pad0", 10, 384, 5, 6, 392, 0),
+    ("small_plane_one_row", 4, 384, 1, 20, 392, 1),
+    ("small_plane_pad2_grows", 5, 384, 4, 4, 392, 2),
+    ("above_small_plane_9x9", 2, 384, 9, 9, 392, 1),
     # 6.4 MB of transformed data per image: the layered schedule runs in two batch chunks
     ("layered_batch_chunks", 6, 256, 28, 28, 256, 1),
     # padding 3 > kernel - 1: the input gradient falls back to the GEMM path
