@@ -426,6 +426,8 @@ struct SmallPlane {
   __mmask16 in_valid[16], in_hi[16];   // lanes inside the image; lanes reading vectors 2-3
   alignas(64) int32_t out_idx[4][16];  // [output vector][lane]: tile + 16 * column parity
   __mmask16 out_odd_row[4];            // lanes taken from the tile's second output row
+  alignas(64) int32_t gy_idx[4][16];   // [output value row * 2 + column][tile]: offset in the output plane
+  __mmask16 gy_valid[4], gy_hi[4];     // as in_valid and in_hi, for the output plane
 };
 
 SmallPlane small_plane(const WinogradGeom& g, int64_t th, int64_t tw) {
@@ -445,6 +447,17 @@ SmallPlane small_plane(const WinogradGeom& g, int64_t th, int64_t tw) {
       sp.in_idx[v][t] = static_cast<int32_t>(off);
       if (inside) sp.in_valid[v] |= __mmask16(1u << t);
       if (off >= 32) sp.in_hi[v] |= __mmask16(1u << t);
+    }
+  }
+  for (int v = 0; v < 4; ++v) {
+    sp.gy_valid[v] = sp.gy_hi[v] = 0;
+    for (int64_t t = 0; t < 16; ++t) {
+      const int64_t oy = 2 * (t / tw) + v / 2, ox = 2 * (t % tw) + v % 2;
+      const bool inside = t < sp.tiles && oy < g.OH && ox < g.OW;
+      const int64_t off = inside ? oy * g.OW + ox : 0;
+      sp.gy_idx[v][t] = static_cast<int32_t>(off);
+      if (inside) sp.gy_valid[v] |= __mmask16(1u << t);
+      if (off >= 32) sp.gy_hi[v] |= __mmask16(1u << t);
     }
   }
   for (int k = 0; k < 4; ++k) {
@@ -574,6 +587,22 @@ void zero_tail(float* V, int64_t rows, int64_t stride_rows, int64_t ld, int64_t 
     for (int64_t r = 0; r < rows; ++r) std::fill(V + r * stride_rows + cols, V + r * stride_rows + ld, 0.0f);
 }
 
+// Z[point][t] = A g A^T from each tile's 2x2 output gradient: e[row] its
+// even, o[row] its odd column (tiles as lanes).
+__attribute__((target("avx512f"))) inline void grad_patches(const __m512 e[2], const __m512 o[2], __mmask16 m, float* z,
+                                                            int64_t point_stride) {
+  // rows of A g: [a, b], [a + c, b + d], [a - c, b - d], [-c, -d]; then each row [p, q] -> [p, p + q, p - q, -q]
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 p[4] = {e[0], _mm512_add_ps(e[0], e[1]), _mm512_sub_ps(e[0], e[1]), _mm512_sub_ps(zero, e[1])};
+  const __m512 q[4] = {o[0], _mm512_add_ps(o[0], o[1]), _mm512_sub_ps(o[0], o[1]), _mm512_sub_ps(zero, o[1])};
+  for (int i = 0; i < 4; ++i) {
+    _mm512_mask_storeu_ps(z + (i * 4 + 0) * point_stride, m, p[i]);
+    _mm512_mask_storeu_ps(z + (i * 4 + 1) * point_stride, m, _mm512_add_ps(p[i], q[i]));
+    _mm512_mask_storeu_ps(z + (i * 4 + 2) * point_stride, m, _mm512_sub_ps(p[i], q[i]));
+    _mm512_mask_storeu_ps(z + (i * 4 + 3) * point_stride, m, _mm512_sub_ps(zero, q[i]));
+  }
+}
+
 // Z[point][col..] = A g A^T for the run's tiles of one output-gradient plane
 // (OH x OW): the 2x2 patch of gy each tile produced, outputs past the edge
 // counting as zero.  The adjoint of output_transform.
@@ -596,19 +625,24 @@ __attribute__((target("avx512f"))) void grad_output_transform(const float* gy, i
       e[a] = _mm512_permutex2var_ps(lo, even, hi);
       o[a] = _mm512_permutex2var_ps(lo, odd, hi);
     }
-    // rows of A g: [a, b], [a + c, b + d], [a - c, b - d], [-c, -d]; then each row [p, q] -> [p, p + q, p - q, -q]
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512 p[4] = {e[0], _mm512_add_ps(e[0], e[1]), _mm512_sub_ps(e[0], e[1]), _mm512_sub_ps(zero, e[1])};
-    const __m512 q[4] = {o[0], _mm512_add_ps(o[0], o[1]), _mm512_sub_ps(o[0], o[1]), _mm512_sub_ps(zero, o[1])};
-    const __mmask16 m = first(run.len - k);
-    float* dst = z + run.col + k;
-    for (int i = 0; i < 4; ++i) {
-      _mm512_mask_storeu_ps(dst + (i * 4 + 0) * point_stride, m, p[i]);
-      _mm512_mask_storeu_ps(dst + (i * 4 + 1) * point_stride, m, _mm512_add_ps(p[i], q[i]));
-      _mm512_mask_storeu_ps(dst + (i * 4 + 2) * point_stride, m, _mm512_sub_ps(p[i], q[i]));
-      _mm512_mask_storeu_ps(dst + (i * 4 + 3) * point_stride, m, _mm512_sub_ps(zero, q[i]));
-    }
+    grad_patches(e, o, first(run.len - k), z + run.col + k, point_stride);
   }
+}
+
+// grad_output_transform for a whole small plane (SmallPlane), lanes = tiles.
+__attribute__((target("avx512f"))) void grad_output_transform_small(const float* gy, const SmallPlane& sp, float* z,
+                                                                    int64_t point_stride) {
+  __m512 src[4];
+  for (int k = 0; k < 4; ++k)
+    src[k] = _mm512_maskz_loadu_ps(first(std::max<int64_t>(0, sp.out_len - 16 * k)), gy + 16 * k);
+  __m512 v[4];  // [row * 2 + column] of each tile's 2x2 outputs
+  for (int val = 0; val < 4; ++val) {
+    const __m512i idx = _mm512_load_si512(sp.gy_idx[val]);
+    const __m512 lo = _mm512_permutex2var_ps(src[0], idx, src[1]), hi = _mm512_permutex2var_ps(src[2], idx, src[3]);
+    v[val] = _mm512_maskz_mov_ps(sp.gy_valid[val], _mm512_mask_blend_ps(sp.gy_hi[val], lo, hi));
+  }
+  const __m512 e[2] = {v[0], v[2]}, o[2] = {v[1], v[3]};
+  grad_patches(e, o, first(sp.tiles), z, point_stride);
 }
 
 #pragma GCC diagnostic push
@@ -637,12 +671,15 @@ __attribute__((target("avx512f"))) void pack_transposed(const float* src, int64_
 
 #pragma GCC diagnostic pop
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 // gw[o][c] = G^T X G for the 4x4 sums X[point] = GW[point][o][c], with c as
 // the vector lanes.
 __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt, int64_t point_stride, int64_t C,
                                                                 int64_t o, float* gw) {
   const __m512 half = _mm512_set1_ps(0.5f);
-  alignas(64) float tmp[9][16];
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
     const __mmask16 m = first(C - c0);
     __m512 y[3][4];
@@ -655,18 +692,21 @@ __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt
       y[1][b] = d;
       y[2][b] = _mm512_add_ps(s, x[3]);
     }
+    __m512 r[16];  // r[tap] lane c, then transposed to r[c] lane tap: each kernel's 9 floats
     for (int i = 0; i < 3; ++i) {
       const __m512 s = _mm512_mul_ps(half, _mm512_add_ps(y[i][1], y[i][2]));
-      const __m512 d = _mm512_mul_ps(half, _mm512_sub_ps(y[i][1], y[i][2]));
-      _mm512_store_ps(tmp[i * 3 + 0], _mm512_add_ps(y[i][0], s));
-      _mm512_store_ps(tmp[i * 3 + 1], d);
-      _mm512_store_ps(tmp[i * 3 + 2], _mm512_add_ps(s, y[i][3]));
+      r[i * 3 + 0] = _mm512_add_ps(y[i][0], s);
+      r[i * 3 + 1] = _mm512_mul_ps(half, _mm512_sub_ps(y[i][1], y[i][2]));
+      r[i * 3 + 2] = _mm512_add_ps(s, y[i][3]);
     }
+    for (int k = 9; k < 16; ++k) r[k] = _mm512_setzero_ps();
+    transpose16(r);
     float* dst = gw + (o * C + c0) * 9;
-    for (int64_t l = 0; l < std::min<int64_t>(16, C - c0); ++l)
-      for (int k = 0; k < 9; ++k) dst[l * 9 + k] = tmp[k][l];
+    for (int64_t l = 0; l < std::min<int64_t>(16, C - c0); ++l) _mm512_mask_storeu_ps(dst + l * 9, 0x1FF, r[l]);
   }
 }
+
+#pragma GCC diagnostic pop
 
 }  // namespace
 
@@ -762,6 +802,7 @@ namespace fastconv {
 // tile-major (pack_transposed) and reduced on the shared micro-kernel.
 __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw,
                                                                   const WinogradGeom& g) {
+  if (g.N == 0) return std::fill(gw, gw + g.Cout * g.C * 9, 0.0f);
   const int64_t C = g.C, Cout = g.Cout;
   const int64_t gstride = Cout * C + kStagger;
   const Plan plan = plan_for(g);
@@ -772,7 +813,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
   const int64_t o_panels = (Cout + kMR - 1) / kMR, c_panels = (C + kNR - 1) / kNR;
   // GW[point] += Z[point][:, cols] V[point][:, cols]^T over `cols` tile columns.
   auto reduce_point = [&](const float* Zp, int64_t zld, const float* Vp, int64_t vld, int64_t cols, float* G, float* Ap,
-                          float* Bp) {
+                          float* Bp, bool accumulate) {
     for (int64_t p = 0; p < o_panels; ++p)
       pack_transposed(Zp + p * kMR * zld, zld, std::min(kMR, Cout - p * kMR), cols, Ap + p * kMR * cols, kMR);
     for (int64_t q = 0; q < c_panels; ++q)
@@ -783,7 +824,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
       }
     for (int64_t p = 0; p < o_panels; ++p)
       for (int64_t q = 0; q < c_panels; ++q)
-        sgemm_micro<12>(cols, Ap + p * kMR * cols, Bp + q * kNR * cols, kNR, G + p * kMR * C + q * kNR, C, true,
+        sgemm_micro<12>(cols, Ap + p * kMR * cols, Bp + q * kNR * cols, kNR, G + p * kMR * C + q * kNR, C, accumulate,
                         std::min(kMR, Cout - p * kMR), std::min(kNR, C - q * kNR));
   };
   float* sum;
@@ -806,7 +847,8 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
           grad_output_transform(gy + (run.n * Cout + o) * HWo, g.OH, g.OW, run, Z + o * ld, zstride);
       }
       for (int64_t point = 0; point < 16; ++point)
-        reduce_point(Z + point * zstride, ld, V + point * vstride, ld, cols, gwp.data() + point * gstride, Ap, Bp);
+        reduce_point(Z + point * zstride, ld, V + point * vstride, ld, cols, gwp.data() + point * gstride, Ap, Bp,
+                     true);
     });
     sum = parts[0].data();
     for (int w = 1; w < workers; ++w)
@@ -819,18 +861,25 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
     float* V = sv_all.get(16 * va);
     float* Z = sz_all.get(16 * za);
     sum = sg.get(16 * gstride);
-    std::fill(sum, sum + 16 * gstride, 0.0f);
+    // no zero fill: the first batch chunk's products are stored, later ones added
     const int t = get_num_threads();
+    const SmallPlane sp = small_plane(g, th, tw);
     for (int64_t n0 = 0; n0 < g.N; n0 += images) {
       const int64_t nimg = std::min(images, g.N - n0), ctiles = nimg * per_image;
       parallel_for(nimg * (C + Cout), std::min<int64_t>(t, nimg * (C + Cout)), [&](int64_t item, int) {
         thread_local Scratch sr;
         const int64_t n = item / (C + Cout), ch = item % (C + Cout);
         if (ch < C) {
-          input_transform_plane(x + ((n0 + n) * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw,
-                                sr.get(plan.plane_len), V + ch * lda + n * per_image, va);
+          if (sp.ok)
+            input_transform_small(x + ((n0 + n) * C + ch) * HWi, sp, V + ch * lda + n * per_image, va);
+          else
+            input_transform_plane(x + ((n0 + n) * C + ch) * HWi, g.H, g.W, g.pad_t, g.pad_l, th, tw,
+                                  sr.get(plan.plane_len), V + ch * lda + n * per_image, va);
           return;
         }
+        if (sp.ok)
+          return grad_output_transform_small(gy + ((n0 + n) * Cout + ch - C) * HWo, sp,
+                                             Z + (ch - C) * lda + n * per_image, za);
         for (int64_t ty = 0; ty < th; ++ty)
           grad_output_transform(gy + ((n0 + n) * Cout + ch - C) * HWo, g.OH, g.OW,
                                 Run{n, ty, 0, tw, (n * th + ty) * tw}, Z + (ch - C) * lda, za);
@@ -842,7 +891,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
         float* Bp = sb.get(c_panels * kNR * chunk);
         for (int64_t j0 = 0; j0 < ctiles; j0 += chunk)
           reduce_point(Z + point * za + j0, lda, V + point * va + j0, lda, std::min(chunk, ctiles - j0),
-                       sum + point * gstride, Ap, Bp);
+                       sum + point * gstride, Ap, Bp, n0 > 0 || j0 > 0);
       });
     }
   }
