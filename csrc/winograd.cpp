@@ -234,37 +234,6 @@ std::vector<Run> runs_of(int64_t t0, int64_t t1, int64_t th, int64_t tw) {
   return runs;
 }
 
-// V = B^T d B for `count` tiles, written to v[point * point_stride + t].  Tile t's
-// patch row i is P[i][2t], P[i][2t + 1], Q[i][2t], Q[i][2t + 1] (Q holds the
-// columns two to the right); even and odd columns are split with two permutes.
-// P and Q are readable for 2 * round_up(count, 16) floats.
-__attribute__((target("avx512f"))) void transform_tiles(const float* const P[4], const float* const Q[4], int64_t count,
-                                                        float* v, int64_t point_stride) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  for (int64_t k = 0; k < count; k += 16) {
-    const __mmask16 m = first(count - k);
-    __m512 R[4][4];
-    for (int i = 0; i < 4; ++i) {
-      const __m512 a0 = _mm512_loadu_ps(P[i] + 2 * k), a1 = _mm512_loadu_ps(P[i] + 2 * k + 16);
-      const __m512 b0 = _mm512_loadu_ps(Q[i] + 2 * k), b1 = _mm512_loadu_ps(Q[i] + 2 * k + 16);
-      const __m512 e0 = _mm512_permutex2var_ps(a0, even, a1), o0 = _mm512_permutex2var_ps(a0, odd, a1);
-      const __m512 e1 = _mm512_permutex2var_ps(b0, even, b1), o1 = _mm512_permutex2var_ps(b0, odd, b1);
-      R[i][0] = _mm512_sub_ps(e0, e1);
-      R[i][1] = _mm512_add_ps(o0, e1);
-      R[i][2] = _mm512_sub_ps(e1, o0);
-      R[i][3] = _mm512_sub_ps(o0, o1);
-    }
-    float* dst = v + k;
-    for (int j = 0; j < 4; ++j) {
-      _mm512_mask_storeu_ps(dst + (0 * 4 + j) * point_stride, m, _mm512_sub_ps(R[0][j], R[2][j]));
-      _mm512_mask_storeu_ps(dst + (1 * 4 + j) * point_stride, m, _mm512_add_ps(R[1][j], R[2][j]));
-      _mm512_mask_storeu_ps(dst + (2 * 4 + j) * point_stride, m, _mm512_sub_ps(R[2][j], R[1][j]));
-      _mm512_mask_storeu_ps(dst + (3 * 4 + j) * point_stride, m, _mm512_sub_ps(R[1][j], R[3][j]));
-    }
-  }
-}
-
 // V[point][t] = B^T d B for 4x4 patches d held with tiles as lanes; lanes
 // outside `m` are not stored.
 __attribute__((target("avx512f"))) inline void transform_patches(const __m512 d[4][4], __mmask16 m, float* v,
@@ -282,6 +251,28 @@ __attribute__((target("avx512f"))) inline void transform_patches(const __m512 d[
     _mm512_mask_storeu_ps(dst + point_stride, m, _mm512_add_ps(r[i][1], r[i][2]));
     _mm512_mask_storeu_ps(dst + 2 * point_stride, m, _mm512_sub_ps(r[i][2], r[i][1]));
     _mm512_mask_storeu_ps(dst + 3 * point_stride, m, _mm512_sub_ps(r[i][1], r[i][3]));
+  }
+}
+
+// V = B^T d B for `count` tiles, written to v[point * point_stride + t].  Tile t's
+// patch row i is P[i][2t], P[i][2t + 1], Q[i][2t], Q[i][2t + 1] (Q holds the
+// columns two to the right); even and odd columns are split with two permutes.
+// P and Q are readable for 2 * round_up(count, 16) floats.
+__attribute__((target("avx512f"))) void transform_tiles(const float* const P[4], const float* const Q[4], int64_t count,
+                                                        float* v, int64_t point_stride) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t k = 0; k < count; k += 16) {
+    __m512 d[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const __m512 a0 = _mm512_loadu_ps(P[i] + 2 * k), a1 = _mm512_loadu_ps(P[i] + 2 * k + 16);
+      const __m512 b0 = _mm512_loadu_ps(Q[i] + 2 * k), b1 = _mm512_loadu_ps(Q[i] + 2 * k + 16);
+      d[i][0] = _mm512_permutex2var_ps(a0, even, a1);
+      d[i][1] = _mm512_permutex2var_ps(a0, odd, a1);
+      d[i][2] = _mm512_permutex2var_ps(b0, even, b1);
+      d[i][3] = _mm512_permutex2var_ps(b0, odd, b1);
+    }
+    transform_patches(d, first(count - k), v + k, point_stride);
   }
 }
 
@@ -419,15 +410,25 @@ __attribute__((target("avx512f"))) void output_transform(const float* m, int64_t
 // call).  The buffer-based transforms above cost about 1000 cycles per 7x7
 // plane, mostly store-to-load forwarding stalls on their staging rows; this
 // path takes a fraction of that.
+// Per value v of a tile's patch, where each tile (lane) finds it in a plane of
+// at most 64 floats held as four vectors.
+struct Picks {
+  alignas(64) int32_t idx[16][16] = {};   // [value][tile]: plane offset (bit 5 selects vectors 2-3)
+  __mmask16 valid[16] = {}, hi[16] = {};  // lanes inside the plane; lanes reading vectors 2-3
+  void set(int v, int64_t t, bool inside, int64_t off) {
+    idx[v][t] = static_cast<int32_t>(inside ? off : 0);
+    if (inside) valid[v] |= __mmask16(1u << t);
+    if (inside && off >= 32) hi[v] |= __mmask16(1u << t);
+  }
+};
+
 struct SmallPlane {
   bool ok = false;
   int64_t tiles = 0, in_len = 0, out_len = 0;
-  alignas(64) int32_t in_idx[16][16];  // [patch value i*4 + j][tile]: plane offset, bit 5 selects vectors 2-3
-  __mmask16 in_valid[16], in_hi[16];   // lanes inside the image; lanes reading vectors 2-3
+  Picks in;                            // 16 values: the 4x4 input patch, i * 4 + j
+  Picks gy;                            // 4 values: the 2x2 outputs, row * 2 + column (output plane)
   alignas(64) int32_t out_idx[4][16];  // [output vector][lane]: tile + 16 * column parity
   __mmask16 out_odd_row[4];            // lanes taken from the tile's second output row
-  alignas(64) int32_t gy_idx[4][16];   // [output value row * 2 + column][tile]: offset in the output plane
-  __mmask16 gy_valid[4], gy_hi[4];     // as in_valid and in_hi, for the output plane
 };
 
 SmallPlane small_plane(const WinogradGeom& g, int64_t th, int64_t tw) {
@@ -437,29 +438,15 @@ SmallPlane small_plane(const WinogradGeom& g, int64_t th, int64_t tw) {
   sp.out_len = g.OH * g.OW;
   if (sp.tiles > 16 || sp.in_len > 64 || sp.out_len > 64) return sp;
   sp.ok = true;
-  for (int v = 0; v < 16; ++v) {
-    const int64_t i = v / 4, j = v % 4;
-    sp.in_valid[v] = sp.in_hi[v] = 0;
-    for (int64_t t = 0; t < 16; ++t) {
-      const int64_t iy = 2 * (t / tw) - g.pad_t + i, ix = 2 * (t % tw) - g.pad_l + j;
-      const bool inside = t < sp.tiles && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
-      const int64_t off = inside ? iy * g.W + ix : 0;
-      sp.in_idx[v][t] = static_cast<int32_t>(off);
-      if (inside) sp.in_valid[v] |= __mmask16(1u << t);
-      if (off >= 32) sp.in_hi[v] |= __mmask16(1u << t);
+  for (int64_t t = 0; t < sp.tiles; ++t)
+    for (int v = 0; v < 16; ++v) {
+      const int64_t iy = 2 * (t / tw) - g.pad_t + v / 4, ix = 2 * (t % tw) - g.pad_l + v % 4;
+      sp.in.set(v, t, iy >= 0 && iy < g.H && ix >= 0 && ix < g.W, iy * g.W + ix);
+      if (v < 4) {
+        const int64_t oy = 2 * (t / tw) + v / 2, ox = 2 * (t % tw) + v % 2;
+        sp.gy.set(v, t, oy < g.OH && ox < g.OW, oy * g.OW + ox);
+      }
     }
-  }
-  for (int v = 0; v < 4; ++v) {
-    sp.gy_valid[v] = sp.gy_hi[v] = 0;
-    for (int64_t t = 0; t < 16; ++t) {
-      const int64_t oy = 2 * (t / tw) + v / 2, ox = 2 * (t % tw) + v % 2;
-      const bool inside = t < sp.tiles && oy < g.OH && ox < g.OW;
-      const int64_t off = inside ? oy * g.OW + ox : 0;
-      sp.gy_idx[v][t] = static_cast<int32_t>(off);
-      if (inside) sp.gy_valid[v] |= __mmask16(1u << t);
-      if (off >= 32) sp.gy_hi[v] |= __mmask16(1u << t);
-    }
-  }
   for (int k = 0; k < 4; ++k) {
     sp.out_odd_row[k] = 0;
     for (int64_t l = 0; l < 16; ++l) {
@@ -471,18 +458,24 @@ SmallPlane small_plane(const WinogradGeom& g, int64_t th, int64_t tw) {
   return sp;
 }
 
+// Values [0, count) of every tile's patch (Picks) from a plane of `len` <= 64
+// floats; out[v] has the tiles as lanes, zero where the value lies outside.
+__attribute__((target("avx512f"))) inline void pick_values(const float* plane, int64_t len, const Picks& picks,
+                                                           int count, __m512* out) {
+  __m512 src[4];
+  for (int k = 0; k < 4; ++k) src[k] = _mm512_maskz_loadu_ps(first(std::max<int64_t>(0, len - 16 * k)), plane + 16 * k);
+  for (int v = 0; v < count; ++v) {
+    const __m512i idx = _mm512_load_si512(picks.idx[v]);
+    const __m512 lo = _mm512_permutex2var_ps(src[0], idx, src[1]), hi = _mm512_permutex2var_ps(src[2], idx, src[3]);
+    out[v] = _mm512_maskz_mov_ps(picks.valid[v], _mm512_mask_blend_ps(picks.hi[v], lo, hi));
+  }
+}
+
 // V[point][t] = B^T d B for the tiles t of one small plane (lanes = tiles).
 __attribute__((target("avx512f"))) void input_transform_small(const float* x, const SmallPlane& sp, float* v,
                                                               int64_t point_stride) {
-  __m512 src[4];
-  for (int k = 0; k < 4; ++k)
-    src[k] = _mm512_maskz_loadu_ps(first(std::max<int64_t>(0, sp.in_len - 16 * k)), x + 16 * k);
   __m512 d[4][4];
-  for (int val = 0; val < 16; ++val) {
-    const __m512i idx = _mm512_load_si512(sp.in_idx[val]);
-    const __m512 lo = _mm512_permutex2var_ps(src[0], idx, src[1]), hi = _mm512_permutex2var_ps(src[2], idx, src[3]);
-    d[val / 4][val % 4] = _mm512_maskz_mov_ps(sp.in_valid[val], _mm512_mask_blend_ps(sp.in_hi[val], lo, hi));
-  }
+  pick_values(x, sp.in_len, sp.in, 16, &d[0][0]);
   transform_patches(d, first(sp.tiles), v, point_stride);
 }
 
@@ -632,15 +625,8 @@ __attribute__((target("avx512f"))) void grad_output_transform(const float* gy, i
 // grad_output_transform for a whole small plane (SmallPlane), lanes = tiles.
 __attribute__((target("avx512f"))) void grad_output_transform_small(const float* gy, const SmallPlane& sp, float* z,
                                                                     int64_t point_stride) {
-  __m512 src[4];
-  for (int k = 0; k < 4; ++k)
-    src[k] = _mm512_maskz_loadu_ps(first(std::max<int64_t>(0, sp.out_len - 16 * k)), gy + 16 * k);
   __m512 v[4];  // [row * 2 + column] of each tile's 2x2 outputs
-  for (int val = 0; val < 4; ++val) {
-    const __m512i idx = _mm512_load_si512(sp.gy_idx[val]);
-    const __m512 lo = _mm512_permutex2var_ps(src[0], idx, src[1]), hi = _mm512_permutex2var_ps(src[2], idx, src[3]);
-    v[val] = _mm512_maskz_mov_ps(sp.gy_valid[val], _mm512_mask_blend_ps(sp.gy_hi[val], lo, hi));
-  }
+  pick_values(gy, sp.out_len, sp.gy, 4, v);
   const __m512 e[2] = {v[0], v[2]}, o[2] = {v[1], v[3]};
   grad_patches(e, o, first(sp.tiles), z, point_stride);
 }
