@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "direct.hpp"
+#include "finite.hpp"
 #include "gemm.hpp"
 #include "geometry.hpp"
 #include "im2col.hpp"
@@ -194,7 +195,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd(g)) {
+    if (use_winograd(g) && all_finite(x, g.N * g.C * HW) && all_finite(w, g.Cout * K)) {
       winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
       return;
     }
@@ -268,21 +269,26 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t K = Cg * g.kh * g.kw;
   if constexpr (std::is_same_v<T, float>) {
+    const bool finite_gy = (gx || gw) && use_winograd(g) && all_finite(gy, g.N * g.Cout * P);
     // The input gradient is a 3x3 convolution of gy with the rotated, transposed
     // weight and padding 2 - p: Winograd too, when that padding is not negative.
-    if (gx && g.N > 0 && use_winograd(g) && g.pt <= 2 && g.pl <= 2) {
+    if (gx && g.N > 0 && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && finite_gy && all_finite(w, g.Cout * K)) {
       winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W});
       gx = nullptr;
     }
-    if (gw && g.N > 0 && use_winograd(g)) {
+    if (gw && g.N > 0 && use_winograd(g) && finite_gy && all_finite(x, g.N * g.C * HW)) {
       winograd_f2x3_grad_weight(x, gy, gw, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
       gw = nullptr;
     }
   }
   if (gb) channel_sums(gy, g.N, g.Cout, P, gb);
   if (use_direct(g)) {
-    direct_backward(gy, x, w, gx, gw, g);
-    return;
+    // The direct input gradient gathers over zero margins of gy, so a
+    // non-finite weight would reach inputs torch keeps finite: im2col for it.
+    T* direct_gx = gx && all_finite(w, g.Cout * K) ? gx : nullptr;
+    direct_backward(gy, x, w, direct_gx, gw, g);
+    if (direct_gx || !gx) return;
+    gw = nullptr;
   }
   if (gx) std::fill(gx, gx + g.N * g.C * HW, T(0));
   if (gw) std::fill(gw, gw + g.Cout * K, T(0));

@@ -1,7 +1,10 @@
 #include "direct.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "geometry.hpp"
@@ -40,6 +43,25 @@ template <class T>
 inline Vec<T> load(const T* p) {
   Vec<T> v;
   std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// An integer vector of Vec<T>'s shape, for lane masks.
+template <class T>
+struct BitsOf {
+  using elem = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  typedef elem type __attribute__((vector_size(kVecBytes)));
+};
+template <class T>
+using BitsVec = typename BitsOf<T>::type;
+
+// v with the lanes whose mask is 0 set to +0.0 (NaN and Inf included).
+template <class T>
+inline Vec<T> masked(Vec<T> v, BitsVec<T> keep) {
+  BitsVec<T> b;
+  std::memcpy(&b, &v, sizeof v);
+  b &= keep;
+  std::memcpy(&v, &b, sizeof v);
   return v;
 }
 
@@ -221,16 +243,32 @@ void weight_block(const T* gyb, int64_t ldy, const T* buf, const Phases<T>& ph, 
                   T* gw) {
   constexpr int64_t V = kLanes<T>, block = RC * V;
   Vec<T> acc[TB][RC] = {};
+  // Lanes at or past OW hold zero gy, but the input under them can be a real
+  // Inf or NaN (a column other windows use): 0 * Inf would reach gw, where torch
+  // sums valid positions only.  The row's last block therefore clears those
+  // input lanes with a bit mask.
+  const int64_t tail0 = (g.OW - 1) / block * block;
+  using Elem = typename BitsOf<T>::elem;
+  Elem lanes[RC * V];
+  for (int64_t k = 0; k < RC * V; ++k) lanes[k] = tail0 + k < g.OW ? ~Elem(0) : Elem(0);
+  BitsVec<T> keep[RC];
+  std::memcpy(keep, lanes, sizeof keep);
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     const T* grow = gyb + oh * ldy;
     const T* xrow = buf + ph.row(g, oh);
-    for (int64_t ow0 = 0; ow0 < g.OW; ow0 += block) {
+    for (int64_t ow0 = 0; ow0 < tail0; ow0 += block) {
       Vec<T> gv[RC];
       for (int r = 0; r < RC; ++r) gv[r] = load(grow + ow0 + r * V);
       for (int t = 0; t < TB; ++t) {
         const T* s = xrow + offs[t] + ow0;
         for (int r = 0; r < RC; ++r) acc[t][r] += gv[r] * load(s + r * V);
       }
+    }
+    Vec<T> gv[RC];
+    for (int r = 0; r < RC; ++r) gv[r] = load(grow + tail0 + r * V);
+    for (int t = 0; t < TB; ++t) {
+      const T* s = xrow + offs[t] + tail0;
+      for (int r = 0; r < RC; ++r) acc[t][r] += gv[r] * masked<T>(load(s + r * V), keep[r]);
     }
   }
   for (int t = 0; t < TB; ++t) {

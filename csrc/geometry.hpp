@@ -18,13 +18,25 @@ namespace fastconv {
 
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) fail(std::string(what) + ": size computation overflows int64");
+  if (__builtin_mul_overflow(a, b, &r))
+    fail(std::string(what) + ": size computation " + std::to_string(a) + " * " + std::to_string(b) +
+         " overflows int64");
   return r;
 }
 
 inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) fail(std::string(what) + ": size computation overflows int64");
+  if (__builtin_add_overflow(a, b, &r))
+    fail(std::string(what) + ": size computation " + std::to_string(a) + " + " + std::to_string(b) +
+         " overflows int64");
+  return r;
+}
+
+inline int64_t checked_sub(int64_t a, int64_t b, const char* what) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r))
+    fail(std::string(what) + ": size computation " + std::to_string(a) + " - " + std::to_string(b) +
+         " overflows int64");
   return r;
 }
 
@@ -81,7 +93,7 @@ inline SamePad same_padding(int64_t n, int64_t k, int64_t s, int64_t d) {
   require_positive(n, "input size");
   require_positive(s, "stride");
   const int64_t e = effective_kernel(k, d);
-  const int64_t out = (n + s - 1) / s;
+  const int64_t out = n / s + (n % s != 0);  // ceil(n / s) without forming n + s - 1
   int64_t total = checked_add(checked_mul(out - 1, s, "same padding"), e, "same padding") - n;
   if (total < 0) total = 0;
   return {total / 2, total - total / 2, out};
@@ -102,7 +114,9 @@ inline int64_t pool_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d, b
   const int64_t e = effective_kernel(k, d);
   // torch's pooling_output_shape: floor division rounding toward -infinity; in
   // ceil mode a window may overhang the input, as long as it starts inside it.
-  int64_t numer = checked_add(n, 2 * p, "padded input") - e + (ceil_mode ? s - 1 : 0);
+  // p <= k / 2 keeps 2 * p in range.
+  const int64_t numer =
+      checked_add(checked_add(n, 2 * p, "padded input") - e, ceil_mode ? s - 1 : 0, "pooling output size");
   int64_t out = (numer >= 0 ? numer / s : -((-numer + s - 1) / s)) + 1;
   if (ceil_mode && (out - 1) * s >= n + p) --out;
   if (out < 1)
@@ -112,9 +126,10 @@ inline int64_t pool_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d, b
 }
 
 // torch's transposed-convolution rule: (n-1)*s - 2p + d*(k-1) + output_padding + 1,
-// output_padding smaller than stride or dilation.
+// output_padding smaller than stride or dilation.  n == 0 (an empty batch with a zero-size axis, which torch accepts)
+// may give 0.
 inline int64_t conv_transpose_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t op, int64_t d) {
-  require_positive(n, "input size");
+  require_nonnegative(n, "input size");
   require_positive(s, "stride");
   require_nonnegative(p, "padding");
   require_nonnegative(op, "output_padding");
@@ -122,8 +137,10 @@ inline int64_t conv_transpose_out(int64_t n, int64_t k, int64_t s, int64_t p, in
   if (op >= s && op >= d)
     fail("output_padding must be smaller than either stride or dilation, got output_padding " + std::to_string(op) +
          ", stride " + std::to_string(s) + ", dilation " + std::to_string(d));
-  const int64_t out = checked_add(checked_mul(n - 1, s, "transposed output"), e + op, "transposed output") - 2 * p;
-  if (out < 1)
+  const int64_t full = checked_add(checked_mul(n - 1, s, "transposed output"), checked_add(e, op, "transposed output"),
+                                   "transposed output");
+  const int64_t out = checked_sub(full, checked_mul(2, p, "padding"), "transposed output");
+  if (out < (n == 0 ? 0 : 1))
     fail("padding: transposed convolution output size " + std::to_string(out) + " is not positive (padding " +
          std::to_string(p) + ")");
   return out;

@@ -10,15 +10,19 @@
 
 namespace fastconv {
 
+// Upper bound of set_num_threads: far above any CPU fastconv runs on, low enough
+// that a typo cannot ask for millions of threads.
+constexpr int kMaxThreads = 1024;
+
 int get_num_threads();
 void set_num_threads(int n);
 
 // Runs task(w) for every worker w in [0, workers): w = 0 on the calling thread,
 // the others on a persistent pool (threads are created once, on first need).
-// When another call is using the pool (several Python threads at once), the
-// caller runs all w itself, in order: the same partition, so per-worker partial
-// sums and therefore results are bit-identical either way.  The first exception
-// thrown by any w is rethrown after all have finished.
+// When another call is using the pool (several Python threads at once, or a
+// task that calls parallel_run itself), the caller runs all w itself, in order: the same partition, so per-worker
+// partial sums and therefore results are bit-identical either way.  The first exception thrown by any w is rethrown
+// after all have finished.
 void parallel_run(int workers, const std::function<void(int)>& task);
 
 // Runs fn(item, worker) for item in [0, n_items).  Worker w gets the contiguous
@@ -55,5 +59,17 @@ void reduce_into(T* dst, const std::vector<std::vector<T>>& parts, int64_t n) {
     if (!part.empty())
       for (int64_t i = 0; i < n; ++i) dst[i] += part[i];
 }
+
+}  // namespace fastconv
+
+namespace fastconv {
+
+// Test hook (fastconv._core._pool_selftest): `rounds` parallel_run calls with
+// worker counts drawn from [1, max_workers] by a seeded generator, tasks of a
+// few hundred nanoseconds so that rounds follow each other as fast as the pool
+// allows.  Checks that every worker id of a round ran exactly once before the
+// call returned and that no id ran after it; returns the number of rounds that
+// broke this.
+int64_t pool_selftest(int64_t rounds, int max_workers, uint64_t seed);
 
 }  // namespace fastconv

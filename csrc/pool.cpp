@@ -23,7 +23,19 @@ PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw,
 }
 
 namespace {
-int pool_workers(const PoolGeom& g) { return workers_for(double(g.planes) * g.OH * g.OW * g.kh * g.kw, g.planes); }
+int pool_workers(const PoolGeom& g) {
+  // Cost of the taps inside the image, at most: a huge kernel is clamped to it.
+  return workers_for(double(g.planes) * g.OH * g.OW * std::min(g.kh, g.H) * std::min(g.kw, g.W), g.planes);
+}
+
+// The taps i in [lo, hi) of a window starting at `start` (dilation d, k taps)
+// that land inside [0, n).  Loops run over these only, so a kernel far larger
+// than the image costs what the image costs, not 2**40 skipped taps.
+inline void taps_inside(int64_t start, int64_t k, int64_t d, int64_t n, int64_t& lo, int64_t& hi) {
+  lo = start >= 0 ? 0 : (-start + d - 1) / d;
+  hi = start > n - 1 ? 0 : std::min(k, (n - 1 - start) / d + 1);
+  if (hi < lo) hi = lo;
+}
 }  // namespace
 
 template <class T>
@@ -34,17 +46,19 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g) {
     for (int64_t oh = 0; oh < g.OH; ++oh)
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const int64_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+        int64_t i0, i1, j0, j1;
+        taps_inside(h0, g.kh, g.dh, g.H, i0, i1);
+        taps_inside(w0, g.kw, g.dw, g.W, j0, j1);
         T best = -std::numeric_limits<T>::infinity();
         int64_t arg = -1;
-        for (int64_t i = 0; i < g.kh; ++i) {
+        for (int64_t i = i0; i < i1; ++i) {
           const int64_t ih = h0 + i * g.dh;
-          if (ih < 0 || ih >= g.H) continue;
-          for (int64_t j = 0; j < g.kw; ++j) {
+          for (int64_t j = j0; j < j1; ++j) {
             const int64_t iw = w0 + j * g.dw;
-            if (iw < 0 || iw >= g.W) continue;
             const T v = xp[ih * g.W + iw];
-            // NaN wins, as in torch: once seen it is kept.
-            if (arg < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
+            // torch's rule: every NaN replaces the current maximum, so the last
+            // NaN in scan order is the one whose index is returned.
+            if (arg < 0 || v > best || std::isnan(v)) {
               best = v;
               arg = ih * g.W + iw;
             }
@@ -59,31 +73,40 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g) {
 template <class T>
 void max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const PoolGeom& g) {
   const int64_t HW = g.H * g.W, P = g.OH * g.OW;
+  // An index outside its plane would drop gradient silently (or, in torch,
+  // write out of bounds): refuse it before touching gx.
+  for (int64_t i = 0; i < g.planes * P; ++i)
+    if (indices[i] < 0 || indices[i] >= HW)
+      fail("indices: every index must be a flat position in [0, " + std::to_string(HW) + ") of its " +
+           std::to_string(g.H) + "x" + std::to_string(g.W) + " plane, got " + std::to_string(indices[i]) +
+           " at flat position " + std::to_string(i));
   std::fill(gx, gx + g.planes * HW, T(0));
   parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
-    for (int64_t p = 0; p < P; ++p) {
-      const int64_t at = indices[plane * P + p];
-      if (at >= 0 && at < HW) gx[plane * HW + at] += gy[plane * P + p];
-    }
+    for (int64_t p = 0; p < P; ++p) gx[plane * HW + indices[plane * P + p]] += gy[plane * P + p];
   });
 }
 
 namespace {
 // torch's avg-pool window: the divisor counts padding up to (and only up to)
 // the padded edge, then the window is clipped to the image.
+// The divisor is a double: with a huge kernel the padded window's area
+// overflows int64 (2**40 x 2**40), while as a floating-point count it is exact
+// for every window that fits in memory and right to rounding beyond.
 struct AvgWindow {
-  int64_t h0, h1, w0, w1, divisor;
+  int64_t h0, h1, w0, w1;
+  double divisor;
 };
 
 inline AvgWindow avg_window(const PoolGeom& g, int64_t oh, int64_t ow, bool count_include_pad, int64_t divisor) {
   int64_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+  // h0 < H + ph and kh <= H + 2 ph (pool_out), so these sums stay in range.
   int64_t h1 = std::min(h0 + g.kh, g.H + g.ph), w1 = std::min(w0 + g.kw, g.W + g.pw);
-  const int64_t padded_count = (h1 - h0) * (w1 - w0);
+  const double padded_count = double(h1 - h0) * double(w1 - w0);
   h0 = std::max<int64_t>(h0, 0);
   w0 = std::max<int64_t>(w0, 0);
   h1 = std::min(h1, g.H);
   w1 = std::min(w1, g.W);
-  int64_t d = divisor > 0 ? divisor : (count_include_pad ? padded_count : (h1 - h0) * (w1 - w0));
+  const double d = divisor > 0 ? double(divisor) : (count_include_pad ? padded_count : double(h1 - h0) * (w1 - w0));
   return {h0, h1, w0, w1, d};
 }
 }  // namespace

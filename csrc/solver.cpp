@@ -1,9 +1,10 @@
 #include "solver.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
-#include <map>
 #include <queue>
 #include <unordered_map>
 
@@ -30,8 +31,14 @@ namespace {
 
 using i128 = __int128;
 constexpr i128 kInf = std::numeric_limits<i128>::max();
+// Limits of the search space, each refused with a message before the work
+// starts (documented in README, "Solver limits"):
 constexpr int64_t kMaxStates = 20'000'000;  // total reachable sizes over all layers
 constexpr int64_t kMaxSize = (int64_t(1) << 31) - 1;
+constexpr double kMaxTransitions = 1e9;                      // (size, choice class) steps of one DP pass, ~seconds each
+constexpr double kMaxTableBytes = double(int64_t(2) << 30);  // count and cost tables
+constexpr double kMaxEnumeration = 2e9;            // choices scanned by the top-k phase: top x layers x choices
+constexpr int64_t kDenseSizes = int64_t(1) << 20;  // sizes indexed by a table; larger ones hashed
 
 struct Choice {
   int64_t k, s, p, d, m;
@@ -78,31 +85,36 @@ std::vector<Choice> enumerate_choices(LayerKind kind, const SolveSpec& sp) {
   return out;
 }
 
+// Classes in (s, m) order.  A sorted vector rather than a map: tens of millions
+// of choices group in a second instead of a quarter of a minute.
 std::vector<Group> group_choices(const std::vector<Choice>& choices) {
-  std::map<std::pair<int64_t, int64_t>, Group> groups;
-  for (const Choice& c : choices) {
-    auto [it, fresh] = groups.try_emplace({c.s, c.m}, Group{c.s, c.m, 0, c.k});
-    it->second.mult += 1;
-    it->second.kmin = std::min(it->second.kmin, c.k);
-  }
+  std::vector<std::array<int64_t, 3>> keys;  // (s, m, k)
+  keys.reserve(choices.size());
+  for (const Choice& c : choices) keys.push_back({c.s, c.m, c.k});
+  std::sort(keys.begin(), keys.end());
   std::vector<Group> out;
-  for (auto& kv : groups) out.push_back(kv.second);
+  for (const auto& [s, m, k] : keys) {
+    if (out.empty() || out.back().s != s || out.back().m != m) out.push_back(Group{s, m, 0, k});  // k ascending
+    out.back().mult += 1;
+  }
   return out;
 }
 
 // Reachable (h, w) sizes of one layer.  Square problems stay on the diagonal and
-// use a dense table; others hash.
+// index sizes below kDenseSizes by a table; larger sizes and other problems hash
+// (a table as long as the largest size would be 8 GiB at 2**31).
 struct States {
   bool square;
   std::vector<std::pair<int64_t, int64_t>> list;
-  std::vector<int32_t> dense;  // size -> index, square only
+  std::vector<int32_t> dense;  // size -> index, square sizes below kDenseSizes
   std::unordered_map<uint64_t, int32_t> hashed;
 
   explicit States(bool sq) : square(sq) {}
   static uint64_t key(int64_t h, int64_t w) { return (uint64_t(h) << 32) | uint64_t(w); }
+  bool is_dense(int64_t h) const { return square && h < kDenseSizes; }
 
   int32_t find(int64_t h, int64_t w) const {
-    if (square) return h < int64_t(dense.size()) ? dense[h] : -1;
+    if (is_dense(h)) return h < int64_t(dense.size()) ? dense[h] : -1;
     auto it = hashed.find(key(h, w));
     return it == hashed.end() ? -1 : it->second;
   }
@@ -110,14 +122,22 @@ struct States {
     if (find(h, w) >= 0) return;
     const int32_t idx = int32_t(list.size());
     list.push_back({h, w});
-    if (square) {
-      if (h >= int64_t(dense.size())) dense.resize(std::max<int64_t>(h + 1, dense.size() * 2), -1);
+    if (is_dense(h)) {
+      if (h >= int64_t(dense.size()))
+        dense.resize(std::min<int64_t>(kDenseSizes, std::max<int64_t>(h + 1, dense.size() * 2)), -1);
       dense[h] = idx;
     } else {
       hashed.emplace(key(h, w), idx);
     }
   }
 };
+
+[[noreturn]] void too_large(const std::string& what, double amount, double limit) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3g (limit %.3g)", amount, limit);
+  fail("search space too large: " + what + " " + buf +
+       "; narrow the kernel, stride, padding or dilation ranges, or use fewer layers");
+}
 
 // Applies one (s, m) class to a size; false when the layer is not allowed there.
 inline bool step(int64_t h, int64_t w, int64_t s, int64_t m, bool exact, int64_t& oh, int64_t& ow) {
@@ -213,6 +233,11 @@ void validate(const SolveSpec& sp) {
 SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
   validate(sp);
   const int64_t L = int64_t(sp.layers.size());
+  if (progress) {  // phase 0: enumerating the choices is its first step, each layer's sizes the others
+    progress->phase.store(0);
+    progress->total.store(L + 1);
+    progress->done.store(0);
+  }
   const std::vector<Choice> choices[2] = {enumerate_choices(LayerKind::conv, sp),
                                           enumerate_choices(LayerKind::pool, sp)};
   const std::vector<Group> groups[2] = {group_choices(choices[0]), group_choices(choices[1])};
@@ -228,8 +253,12 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
   states[0].insert(sp.in_h, sp.in_w);
   int64_t total_states = 1;
   double work = 0;
+  if (progress) progress->done.store(1);
   for (int64_t l = 0; l < L; ++l) {
     const auto& gs = groups[kind_index(sp.layers[l].kind)];
+    // Checked before the layer runs: the backward pass does the same steps again.
+    const double layer_work = double(states[l].list.size()) * double(gs.size());
+    if (work + layer_work > kMaxTransitions) too_large("size transitions per pass", work + layer_work, kMaxTransitions);
     for (const auto& [h, w] : states[l].list)
       for (const Group& g : gs) {
         int64_t oh, ow;
@@ -241,13 +270,21 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     if (total_states > kMaxStates)
       fail("search space too large: more than " + std::to_string(kMaxStates) +
            " reachable feature-map sizes; narrow the padding range or use square sizes");
-    work += double(states[l].list.size()) * double(gs.size());
+    work += layer_work;
+    if (progress) progress->done.store(l + 2);
   }
 
   // Limbs from an upper bound on the design count: the product of choices per layer.
   double bits = 1;
   for (const auto& l : sp.layers) bits += std::log2(double(std::max<size_t>(1, choices[kind_index(l.kind)].size())));
   const int limbs = int(bits / 64) + 2;
+  const double table_bytes = double(total_states) * (double(limbs) * sizeof(uint64_t) + sizeof(i128));
+  if (table_bytes > kMaxTableBytes) too_large("count and cost tables of (bytes)", table_bytes, kMaxTableBytes);
+  double widest = 0;
+  for (const auto& l : sp.layers) widest = std::max(widest, double(choices[kind_index(l.kind)].size()));
+  const double enumeration = double(sp.top) * double(L) * widest;
+  if (enumeration > kMaxEnumeration)
+    too_large("top-k enumeration (top x layers x choices)", enumeration, kMaxEnumeration);
 
   std::vector<std::vector<uint64_t>> cnt(L + 1);
   std::vector<std::vector<i128>> best(L + 1);
@@ -261,8 +298,9 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     best[L][target] = 0;
   }
   if (progress) {
-    progress->total.store(int64_t(work));
     progress->done.store(0);
+    progress->total.store(int64_t(work));
+    progress->phase.store(1);
   }
 
   // Backward: count and cheapest cost-to-go per (layer, size).
@@ -322,6 +360,11 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
   };
   std::priority_queue<Node, std::vector<Node>, decltype(worse)> open(worse);
   open.push(Node{best[0][0], 0, 0, 0, {}});
+  if (progress) {
+    progress->done.store(0);
+    progress->total.store(sp.top * L);  // at most top x L expansions
+    progress->phase.store(2);
+  }
   while (!open.empty() && int64_t(result.designs.size()) < sp.top) {
     Node node = open.top();
     open.pop();
@@ -341,6 +384,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
       result.designs.push_back(std::move(d));
       continue;
     }
+    if (progress) progress->done.fetch_add(1);
     const auto [h, w] = states[node.layer].list[node.state];
     const auto& cs = choices[kind_index(sp.layers[node.layer].kind)];
     const States& next = states[node.layer + 1];

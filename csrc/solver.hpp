@@ -57,9 +57,12 @@ struct SolveResult {
   std::vector<Design> designs;  // best first
 };
 
-// Polled from another thread to draw a progress bar.
+// Polled from another thread to draw a progress bar.  Phases: 0 choices and
+// reachable sizes (done/total in steps: the choices, then each layer), 1 counting and costs (in size transitions), 2
+// the top designs (in expansions, of at most top x layers).
 struct SolveProgress {
   std::atomic<int64_t> done{0}, total{0};
+  std::atomic<int> phase{0};
 };
 
 // Throws std::invalid_argument naming the offending option.

@@ -145,8 +145,8 @@ __attribute__((target("avx512f"))) void transform_weights(const float* w, bool a
     }
     const __m512 half = _mm512_set1_ps(0.5f);
     for (int64_t k = k0; k < k_end; ++k) {
-      const float(*g)[16] = tb + (k - k0) * 9;  // g[i * 3 + j]: tap (i, j) of every row
-      __m512 t[4][3];                           // G g
+      const float (*g)[16] = tb + (k - k0) * 9;  // g[i * 3 + j]: tap (i, j) of every row
+      __m512 t[4][3];                            // G g
       for (int j = 0; j < 3; ++j) {
         const __m512 g0 = _mm512_load_ps(g[j]), g1 = _mm512_load_ps(g[3 + j]), g2 = _mm512_load_ps(g[6 + j]);
         const __m512 s02 = _mm512_add_ps(g0, g2);

@@ -25,7 +25,8 @@ void bind_solver(py::module_& m) {
   py::class_<SolveProgress>(m, "SolveProgress")
       .def(py::init<>())
       .def_property_readonly("done", [](const SolveProgress& p) { return p.done.load(); })
-      .def_property_readonly("total", [](const SolveProgress& p) { return p.total.load(); });
+      .def_property_readonly("total", [](const SolveProgress& p) { return p.total.load(); })
+      .def_property_readonly("phase", [](const SolveProgress& p) { return p.phase.load(); });
 
   m.def(
       "solve",

@@ -13,6 +13,13 @@ PYBIND11_MODULE(_core, m) {
   fastconv::sgemm_seconds(1, 1, 1);
   m.def("get_num_threads", &fastconv::get_num_threads);
   m.def("set_num_threads", &fastconv::set_num_threads, py::arg("n"));
+  m.def(
+      "_pool_selftest",
+      [](int64_t rounds, int max_workers, uint64_t seed) {
+        py::gil_scoped_release release;
+        return fastconv::pool_selftest(rounds, max_workers, seed);
+      },
+      py::arg("rounds"), py::arg("max_workers"), py::arg("seed"));
   m.def("blas_core_name", &fastconv::blas_core_name);
   m.def("sgemm_kernel_name", &fastconv::sgemm_kernel_name);
   m.def(

@@ -10,8 +10,8 @@ from ._blas import load_core
 _core = load_core()  # before anything else imports the extension
 
 from . import layers, shapes  # noqa: E402
-from ._core import get_num_threads, set_num_threads  # noqa: E402
 from ._summary import DroppedPixelsWarning, summary  # noqa: E402
+from ._threads import get_num_threads, set_num_threads  # noqa: E402
 from .functional import (  # noqa: E402
     avg_pool2d,
     avg_pool2d_backward,

@@ -12,30 +12,57 @@ from typing import Any
 import numpy as np
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int64(value: int, name: str) -> int:
+    # The C++ kernels take int64: a larger Python int would reach pybind11 as a
+    # signature mismatch instead of a message naming the argument.
+    if _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    raise ValueError(f"{name} must fit in int64 (|value| < 2**63), got {value}")
 
 
 def as_int(value: Any, name: str) -> int:
-    """An integer (bools and floats refused) named ``name`` in errors."""
+    """An int64-sized integer (bools and floats refused) named ``name`` in errors."""
     if type(value) is int:  # the common case, first: this runs several times per call
-        return value
+        return _int64(value, name)
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool {value!r}")
     try:
-        return operator.index(value)
+        return _int64(operator.index(value), name)
     except TypeError:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
 
 
 def as_pair(value: Any, name: str) -> tuple[int, int]:
-    """``int`` or ``(h, w)`` -> ``(h, w)``."""
+    """``int``, ``(v,)`` or ``(h, w)`` -> ``(h, w)``; a 1-element sequence is repeated, as torch does."""
     if type(value) is int:
-        return value, value
+        v = _int64(value, name)
+        return v, v
     if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            v = as_int(value[0], name)
+            return v, v
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
         return as_int(value[0], name), as_int(value[1], name)
     v = as_int(value, name)
     return v, v
+
+
+def pool_stride(stride: Any, kernel: tuple[int, int]) -> tuple[int, int]:
+    """A pool's stride: ``None`` or an empty sequence (torch's default ``()``) means the kernel size."""
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        return kernel
+    return positive_pair(stride, "stride")
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """A flag: ``bool`` or ``numpy.bool_`` only, as torch refuses ``'no'``, ``0`` or ``None``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 def is_pair_like(value: Any) -> bool:
@@ -81,7 +108,8 @@ def explicit_padding(value: Any, name: str = "padding") -> tuple[int, int, int, 
 def float_dtype(*named: tuple[str, Any]) -> np.dtype:
     """The compute dtype of several arrays: float64 if any is float64, else float32.
 
-    Mixed float32/float64 is promoted, never downcast.  Anything that is not
+    Mixed float32/float64 is promoted, never downcast; non-native byte orders
+    count as their native dtype (the arrays are converted).  Anything that is not
     float32 or float64 (integers, bool, complex, float16, objects) is a TypeError
     naming the argument and its dtype.
     """
@@ -90,6 +118,8 @@ def float_dtype(*named: tuple[str, Any]) -> np.dtype:
         if array is None:
             continue
         dt = array.dtype
+        if not dt.isnative:  # big-endian '>f4' and the like: converted by contiguous()
+            dt = dt.newbyteorder("=")
         if dt not in _FLOATS:
             raise TypeError(f"{name} must be float32 or float64, got dtype {dt}")
         if dt == np.float64:

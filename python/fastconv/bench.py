@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _core
 from . import functional as F
-from ._core import get_num_threads, set_num_threads
+from ._threads import get_num_threads, set_num_threads
 
 
 @dataclass(frozen=True)

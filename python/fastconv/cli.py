@@ -99,29 +99,35 @@ def _shape(args, parser) -> int:
     from . import shapes
 
     def geom(value):
-        parts = [int(v) for v in str(value).lower().split("x")]
+        try:
+            parts = [int(v) for v in str(value).lower().split("x")]
+        except ValueError:
+            raise ValueError(f"expected an int or HxW, got {value!r}") from None
         return parts[0] if len(parts) == 1 else tuple(parts)
 
     try:
         n, k = geom(args.input), geom(args.kernel)
+        # No --stride: 1 for convolutions, the kernel for pools.  An explicit 0 stays
+        # 0 and is refused by the size rule (it used to turn into 1).
         s, d = geom(args.stride) if args.stride is not None else None, geom(args.dilation)
+        conv_s = 1 if s is None else s
         if args.what == "same":
-            pads = shapes.same_padding(n, k, s or 1, d)
-            out = shapes.conv_output_size(n, k, s or 1, "same", d)
+            pads = shapes.same_padding(n, k, conv_s, d)
+            out = shapes.conv_output_size(n, k, conv_s, "same", d)
             print(f"same padding (before, after): {pads}; output {out}")
             return 0
         if args.what == "conv":
             p = args.padding if args.padding in ("same", "valid") else geom(args.padding)
-            out = shapes.conv_output_size(n, k, s or 1, p, d)
-            dropped = shapes.dropped_pixels(n, k, s or 1, p, d)
+            out = shapes.conv_output_size(n, k, conv_s, p, d)
+            dropped = shapes.dropped_pixels(n, k, conv_s, p, d)
         elif args.what == "pool":
             p = geom(args.padding)
             out = shapes.pool_output_size(n, k, s, p, d, args.ceil_mode)
-            dropped = 0 if args.ceil_mode else shapes.dropped_pixels(n, k, s or k, p, d)
+            dropped = 0 if args.ceil_mode else shapes.dropped_pixels(n, k, k if s is None else s, p, d)
         else:
-            out = shapes.conv_transpose_output_size(n, k, s or 1, geom(args.padding), geom(args.output_padding), d)
+            out = shapes.conv_transpose_output_size(n, k, conv_s, geom(args.padding), geom(args.output_padding), d)
             dropped = 0
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     print(f"output size: {_fmt(out) if not isinstance(out, int) else out}")
     if dropped and dropped != (0, 0):
@@ -143,7 +149,12 @@ def _summary(args, parser) -> int:
             if mod_spec is None:
                 parser.error(f"MODEL: cannot import {path}")
             module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
+            try:
+                mod_spec.loader.exec_module(module)
+            except OSError:
+                raise
+            except Exception as exc:  # the user's file is broken: a message, not its traceback
+                raise ValueError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
             model = getattr(module, attr)
             model = (
                 model()
@@ -154,6 +165,8 @@ def _summary(args, parser) -> int:
             with open(spec) as fh:
                 model = model_from_json(json.load(fh))
         result = summary(model, args.input)
+    except RecursionError:
+        parser.error(f"MODEL {spec}: nested too deeply (more than {sys.getrecursionlimit()} levels)")
     except (ValueError, TypeError, OSError, AttributeError) as exc:
         parser.error(f"MODEL {spec}: {exc}")
     print(json.dumps(result.to_dict()) if args.json else result)
@@ -174,14 +187,25 @@ def model_from_json(obj):
     if cls is None or not isinstance(cls, type) or not issubclass(cls, L.Layer) or kind == "Layer":
         raise ValueError(f"unknown layer type {kind!r}")
     if kind == "Sequential":
-        return L.Sequential(*(model_from_json(o) for o in kwargs.get("layers", [])))
+        layers = kwargs.get("layers", [])
+        if not isinstance(layers, list):
+            raise ValueError(f"Sequential: 'layers' must be a list, got {layers!r}")
+        return L.Sequential(*(model_from_json(o) for o in layers))
     if kind in ("Residual", "Concat"):
+        if "body" not in kwargs:
+            raise ValueError(f"{kind} needs a 'body' (a layer or a list of layers), got keys {sorted(kwargs)}")
         return cls(model_from_json(kwargs["body"]))
     return cls(**kwargs)
 
 
 def _bench(args, parser) -> int:
+    from ._threads import MAX_THREADS
     from .bench import run_table
+
+    if not 1 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be in [1, {MAX_THREADS}], got {args.threads}")
+    if args.repeats <= 0:
+        parser.error(f"--repeats must be positive, got {args.repeats}")
 
     return run_table(
         shapes=args.shapes,
@@ -206,8 +230,7 @@ def _keras2torch(args, parser) -> int:
             model_json = fh.read()
         weights_file = None
         if args.weights:
-            with np.load(args.weights) as data:
-                arrays = [data[k] for k in sorted(data.files, key=_npz_order)]
+            arrays = _load_npz(args.weights)
             weights_file = args.state_out or os.path.splitext(args.weights)[0] + "_torch.npz"
             np.savez(weights_file, **convert_weights(model_json, arrays))
             print(f"wrote torch weights to {weights_file}", file=sys.stderr)
@@ -215,6 +238,25 @@ def _keras2torch(args, parser) -> int:
     except (OSError, ValueError, KeyError) as exc:
         parser.error(f"{args.model}: {exc}")
     return 0
+
+
+def _load_npz(path: str) -> list:
+    """The arrays of an ``np.savez`` file in saving order; ValueError for anything else."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"--weights {path}: not a readable .npz file ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"--weights {path}: expected the .npz of np.savez(path, *model.get_weights()), got one array")
+    try:
+        with data:
+            return [data[k] for k in sorted(data.files, key=_npz_order)]
+    except (ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise ValueError(f"--weights {path}: corrupt .npz file ({exc})") from None
 
 
 def _npz_order(key: str) -> tuple:
@@ -292,10 +334,35 @@ def main(argv=None) -> int:
     if argv and argv[0] == "demo":  # the demo parses its own options, --help included
         from .demo import main as demo_main
 
-        return demo_main(argv[1:])
+        return _guarded(lambda: demo_main(argv[1:]), "fastconv demo")
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args, args.parser)
+    return _guarded(lambda: args.func(args, args.parser), f"fastconv {args.command}")
+
+
+def _guarded(run, prog: str) -> int:
+    """Runs a subcommand; an error no option check foresaw becomes one line and exit 1, not a traceback.
+
+    ``FASTCONV_DEBUG=1`` shows the traceback instead.
+    """
+    import os
+
+    if os.environ.get("FASTCONV_DEBUG"):
+        return run()
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except RecursionError:
+        print(f"{prog}: error: input nested too deeply", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"{prog}: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the point of this function
+        print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ matplotlib for ``--plot``).
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 
@@ -141,6 +143,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs <= 0:
         parser.error(f"--epochs must be positive, got {args.epochs}")
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be positive, got {args.batch_size}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if args.plot:  # refused before training, not after it
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            parser.error(f"--plot: folder {folder!r} does not exist (got {args.plot!r})")
     try:
         import sklearn  # noqa: F401
     except ImportError:

@@ -14,11 +14,13 @@ import numpy as np
 from . import _core
 from ._args import (
     as_array,
+    as_bool,
     as_int,
     contiguous,
     explicit_padding,
     float_dtype,
     nonnegative_pair,
+    pool_stride,
     positive_pair,
     require_ndim,
 )
@@ -190,6 +192,24 @@ def _prepare_transpose(input, weight, bias, stride, padding, output_padding, gro
     return x, w, b, dtype, unbatched, (stride, padding, output_padding, groups, dilation)
 
 
+def _empty_transpose(x: np.ndarray) -> bool:
+    """An empty batch with a zero-size spatial axis: torch answers with an empty result, so do we."""
+    return x.shape[0] == 0 and 0 in x.shape[2:]
+
+
+def _transpose_shape(x: np.ndarray, w: np.ndarray, geom) -> tuple[int, int, int, int]:
+    stride, padding, output_padding, groups, dilation = geom
+    if w.shape[0] != x.shape[1]:
+        raise ValueError(f"weight: expected weight.shape[0] == input channels {x.shape[1]}, got {w.shape[0]}")
+    if x.shape[1] % groups:
+        raise ValueError(f"groups: input channels {x.shape[1]} are not divisible by groups {groups}")
+    size = [
+        _core.conv_transpose_out(x.shape[2 + i], w.shape[2 + i], stride[i], padding[i], output_padding[i], dilation[i])
+        for i in range(2)
+    ]
+    return (0, w.shape[1] * groups, size[0], size[1])
+
+
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution, as ``torch.nn.functional.conv_transpose2d``.
 
@@ -215,6 +235,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     x, w, b, dtype, unbatched, geom = _prepare_transpose(
         input, weight, bias, stride, padding, output_padding, groups, dilation
     )
+    if _empty_transpose(x):
+        return np.zeros(_transpose_shape(x, w, geom), dtype)
     y = _kernel(dtype, "conv_transpose2d_forward")(
         contiguous(x, dtype), contiguous(w, dtype), contiguous(b, dtype), *geom
     )
@@ -231,6 +253,11 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, o
     if unbatched:
         require_ndim(gy, "grad_output", (3,))
         gy = gy[None]
+    if _empty_transpose(x):
+        want = _transpose_shape(x, w, geom)
+        if gy.shape != want:
+            raise ValueError(f"grad_output: expected shape {want}, got {gy.shape}")
+        return np.zeros(x.shape, dtype), np.zeros(w.shape, dtype), np.zeros(want[1], dtype)
     gx, gw, gb = _kernel(dtype, "conv_transpose2d_backward")(
         contiguous(gy, dtype), contiguous(x, dtype), contiguous(w, dtype), *geom, True
     )
@@ -302,17 +329,12 @@ def _pool_args(input, kernel_size, stride, padding, dilation):
     dtype = float_dtype(("input", x))
     x, unbatched = _batched(x, "input")
     kernel = positive_pair(kernel_size, "kernel_size")
-    stride = (
-        kernel
-        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
-        else (positive_pair(stride, "stride"))
-    )
     return (
         x,
         dtype,
         unbatched,
         kernel,
-        stride,
+        pool_stride(stride, kernel),
         nonnegative_pair(padding, "padding"),
         positive_pair(dilation, "dilation"),
     )
@@ -333,18 +355,33 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
             [13., 15.]]])
     """
     x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
-    y, idx = _kernel(dtype, "max_pool2d_forward")(contiguous(x, dtype), k, s, p, d, bool(ceil_mode))
+    ceil_mode, return_indices = as_bool(ceil_mode, "ceil_mode"), as_bool(return_indices, "return_indices")
+    y, idx = _kernel(dtype, "max_pool2d_forward")(contiguous(x, dtype), k, s, p, d, ceil_mode)
     if unbatched:
         y, idx = y[0], idx[0]
     return (y, idx) if return_indices else y
 
 
 def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """Gradient of :func:`max_pool2d`: routes ``grad_output`` to the arg-max positions."""
+    """Gradient of :func:`max_pool2d`: routes ``grad_output`` to the arg-max positions.
+
+    ``indices`` are those ``max_pool2d(..., return_indices=True)`` returned: an
+    integer array of ``grad_output``'s shape whose values are flat positions
+    ``h * W + w`` inside their plane.  Anything else is refused (TypeError for a
+    non-integer dtype, ValueError for another shape or a position outside the
+    plane), never silently dropped.
+    """
     x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
+    ceil_mode = as_bool(ceil_mode, "ceil_mode")
     gy = as_array(grad_output, "grad_output")
     dtype = float_dtype(("grad_output", gy), ("input", x))
     idx = as_array(indices, "indices")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array (as max_pool2d returns them), got dtype {idx.dtype}")
+    if idx.shape != gy.shape:
+        raise ValueError(f"indices must have grad_output's shape {gy.shape}, got {idx.shape}")
+    if idx.dtype.kind == "u" and idx.size and idx.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"indices: every index must be a flat position in its plane, got {idx.max()}")
     if unbatched:
         gy, idx = gy[None], idx[None]
     gx = _kernel(dtype, "max_pool2d_backward")(
@@ -355,7 +392,7 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
         s,
         p,
         d,
-        bool(ceil_mode),
+        ceil_mode,
     )
     return gx[0] if unbatched else gx
 
@@ -383,7 +420,13 @@ def avg_pool2d(
     """
     x, dtype, unbatched, k, s, p, _ = _pool_args(input, kernel_size, stride, padding, 1)
     y = _kernel(dtype, "avg_pool2d_forward")(
-        contiguous(x, dtype), k, s, p, bool(ceil_mode), bool(count_include_pad), _divisor(divisor_override)
+        contiguous(x, dtype),
+        k,
+        s,
+        p,
+        as_bool(ceil_mode, "ceil_mode"),
+        as_bool(count_include_pad, "count_include_pad"),
+        _divisor(divisor_override),
     )
     return y[0] if unbatched else y
 
@@ -410,8 +453,8 @@ def avg_pool2d_backward(
         k,
         s,
         p,
-        bool(ceil_mode),
-        bool(count_include_pad),
+        as_bool(ceil_mode, "ceil_mode"),
+        as_bool(count_include_pad, "count_include_pad"),
         _divisor(divisor_override),
     )
     return gx[0] if unbatched else gx

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import shapes
-from ._args import as_int, as_pair, explicit_padding, positive_pair
+from ._args import as_bool, as_int, as_pair, explicit_padding, pool_stride, positive_pair
 
 __all__ = [
     "Layer",
@@ -252,10 +252,10 @@ class ConvTranspose2d(Layer):
 class _Pool(Layer):
     def _pool_init(self, kernel_size, stride, padding, dilation, ceil_mode):
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride")
+        self.stride = pool_stride(stride, self.kernel_size)
         self.padding = as_pair(padding, "padding")
         self.dilation = positive_pair(dilation, "dilation")
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = as_bool(ceil_mode, "ceil_mode")
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
@@ -278,7 +278,7 @@ class MaxPool2d(_Pool):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         self._pool_init(kernel_size, stride, padding, dilation, ceil_mode)
-        self.return_indices = bool(return_indices)
+        self.return_indices = as_bool(return_indices, "return_indices")
 
     def _args(self):
         return _kw(
@@ -297,7 +297,7 @@ class AvgPool2d(_Pool):
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
     ):
         self._pool_init(kernel_size, stride, padding, 1, ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = as_bool(count_include_pad, "count_include_pad")
         self.divisor_override = divisor_override
 
     def _args(self):

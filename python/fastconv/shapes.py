@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _core
-from ._args import as_pair, explicit_padding, is_pair_like
+from ._args import as_bool, as_pair, explicit_padding, is_pair_like, pool_stride
 
 __all__ = [
     "conv_output_size",
@@ -140,9 +140,9 @@ def pool_output_size(n, kernel_size, stride=None, padding=0, dilation=1, ceil_mo
     """
     hw = as_pair(n, "n")
     k = as_pair(kernel_size, "kernel_size")
-    s = k if stride is None else as_pair(stride, "stride")
+    s = pool_stride(stride, k)
     p, d = as_pair(padding, "padding"), as_pair(dilation, "dilation")
-    out = tuple(_core.pool_out(hw[i], k[i], s[i], p[i], d[i], bool(ceil_mode)) for i in range(2))
+    out = tuple(_core.pool_out(hw[i], k[i], s[i], p[i], d[i], as_bool(ceil_mode, "ceil_mode")) for i in range(2))
     return _form(out, n, kernel_size, stride, padding, dilation)
 
 

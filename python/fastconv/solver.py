@@ -19,6 +19,7 @@ __all__ = ["solve", "SolveResult", "Solution", "DesignLayer"]
 
 _OBJECTIVES = ("params", "macs", "kernel")
 _PROGRESS_AFTER = 0.5  # seconds before a progress bar is drawn
+_PHASES = ("sizes", "counting", "top designs")  # the C++ solver's progress phases
 _KINDS = ("conv", "pool")
 
 
@@ -283,13 +284,15 @@ def _solve_with_progress(args):
     while worker.is_alive():
         worker.join(0.1)
         if worker.is_alive() and time.monotonic() - started > _PROGRESS_AFTER and state.total:
+            phase = state.phase
             frac = min(1.0, state.done / state.total)
             bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\rsolving [{bar:<30}] {100 * frac:5.1f}%")
+            label = f"{phase + 1}/3 {_PHASES[phase]}"
+            sys.stderr.write(f"\rsolving {label:<15} [{bar:<30}] {100 * frac:5.1f}%")
             sys.stderr.flush()
             drawn = True
     if drawn:
-        sys.stderr.write("\r" + " " * 50 + "\r")
+        sys.stderr.write("\r" + " " * 70 + "\r")
     if "error" in box:
         raise box["error"]
     return box["result"]
