@@ -1,3 +1,6 @@
+#include <exception>
+#include <new>
+
 #include "../gemm.hpp"
 #include "../parallel.hpp"
 #include "common.hpp"
@@ -6,6 +9,17 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastconv's C++ kernels (private; use the fastconv package)";
+  // Sizes that fit int64 can still exceed memory (padding 2**31 makes a valid,
+  // 170 GB output): say so instead of pybind11's bare "std::bad_alloc".
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::bad_alloc&) {
+      PyErr_SetString(PyExc_MemoryError,
+                      "fastconv: not enough memory for this call's result or workspace (the sizes are valid but "
+                      "too large; check padding, dilation and output sizes)");
+    }
+  });
   // fastconv schedules its own threads around single-threaded GEMMs.
   fastconv::blas_set_threads(1);
   // OpenBLAS picks its kernels on first use; use it now, while fastconv._blas

@@ -249,7 +249,7 @@ def run_table(
     names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
     unknown = [n for n in names if n not in SHAPES_BY_NAME]
     if unknown:
-        raise SystemExit(f"fastconv bench: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
+        raise ValueError(f"--shapes: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
     torch = _import_torch()
     old = get_num_threads()
     set_num_threads(threads)

@@ -200,13 +200,16 @@ def model_from_json(obj):
 
 def _bench(args, parser) -> int:
     from ._threads import MAX_THREADS
-    from .bench import run_table
+    from .bench import SHAPES_BY_NAME, run_table
 
     if not 1 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be in [1, {MAX_THREADS}], got {args.threads}")
     if args.repeats <= 0:
         parser.error(f"--repeats must be positive, got {args.repeats}")
 
+    unknown = [n.strip() for n in (args.shapes or "").split(",") if n.strip() and n.strip() not in SHAPES_BY_NAME]
+    if unknown:
+        parser.error(f"--shapes: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
     return run_table(
         shapes=args.shapes,
         repeats=args.repeats,
