@@ -45,6 +45,14 @@ void check_common(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int6
   checked_mul(checked_mul(checked_mul(Cout, weight_in, "weight"), kh, "weight"), kw, "weight");
 }
 
+// Along an axis with one output position the stride is never used (only
+// window 0 exists), so it becomes 1: a stride of 2**31 on a small input then
+// costs nothing, where the direct kernels would size buffers by it.
+void single_output_strides(ConvGeom& g) {
+  if (g.OH == 1) g.sh = 1;
+  if (g.OW == 1) g.sw = 1;
+}
+
 }  // namespace
 
 ConvGeom conv_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh, int64_t kw,
@@ -57,6 +65,7 @@ ConvGeom conv_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int
   ConvGeom g{N, C, H, W, Cout, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, groups, 0, 0};
   g.OH = conv_out(H, kh, sh, pt, pb, dh);
   g.OW = conv_out(W, kw, sw, pl, pr, dw);
+  single_output_strides(g);
   checked_mul(checked_mul(checked_mul(N, Cout, "output"), g.OH, "output"), g.OW, "output");
   checked_mul(checked_mul(weight_in * kh * kw, g.OH, "columns"), g.OW, "columns");
   return g;
@@ -72,7 +81,9 @@ ConvGeom conv_geom_with_output(int64_t N, int64_t C, int64_t H, int64_t W, int64
   checked_mul(checked_mul(weight_in * kh * kw, OH, "columns"), OW, "columns");
   // Implied trailing padding may be negative when the last input rows are not covered; the
   // traversal never reads past OH/OW so that is harmless.
-  return ConvGeom{N, C, H, W, Cout, kh, kw, sh, sw, dh, dw, pt, 0, pl, 0, groups, OH, OW};
+  ConvGeom g{N, C, H, W, Cout, kh, kw, sh, sw, dh, dw, pt, 0, pl, 0, groups, OH, OW};
+  single_output_strides(g);
+  return g;
 }
 
 namespace {

@@ -16,7 +16,11 @@
 
 namespace fastconv {
 
-bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1; }
+// The phase buffer pads every padded row with kChains vectors per column phase,
+// so its size grows with the column stride: beyond 8, im2col is the better tool.
+constexpr int64_t kMaxDirectColumnStride = 8;
+
+bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.sw <= kMaxDirectColumnStride; }
 
 namespace {
 

@@ -117,7 +117,8 @@ inline int64_t pool_out(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d, b
   // p <= k / 2 keeps 2 * p in range.
   const int64_t numer =
       checked_add(checked_add(n, 2 * p, "padded input") - e, ceil_mode ? s - 1 : 0, "pooling output size");
-  int64_t out = (numer >= 0 ? numer / s : -((-numer + s - 1) / s)) + 1;
+  // Floor division, without forming -numer + s - 1 (it overflows for a huge stride).
+  int64_t out = numer / s - (numer % s < 0 ? 1 : 0) + 1;
   if (ceil_mode && (out - 1) * s >= n + p) --out;
   if (out < 1)
     fail("kernel_size: pooling window extent " + std::to_string(e) + " does not fit the input size " +

@@ -122,7 +122,7 @@ class Pool {
       const uint64_t seen = round_.load(std::memory_order_relaxed);  // no round is posted while we grow
       try {
         std::thread(&Pool::helper, this, id, seen).detach();
-      } catch (const std::system_error& e) {
+      } catch (const std::exception& e) {  // system_error (EAGAIN), or bad_alloc for its state
         throw std::runtime_error("fastconv could not start worker thread " + std::to_string(id) + " of " +
                                  std::to_string(want) + " (" + e.what() +
                                  "); call fastconv.set_num_threads with a smaller number");

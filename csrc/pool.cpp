@@ -74,15 +74,20 @@ template <class T>
 void max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const PoolGeom& g) {
   const int64_t HW = g.H * g.W, P = g.OH * g.OW;
   // An index outside its plane would drop gradient silently (or, in torch,
-  // write out of bounds): refuse it before touching gx.
+  // write out of bounds): refuse it before touching gx.  -1 is the forward's
+  // mark of a window wholly in padding (dilated windows can miss the image):
+  // its maximum is -inf and it sends gradient nowhere.
   for (int64_t i = 0; i < g.planes * P; ++i)
-    if (indices[i] < 0 || indices[i] >= HW)
+    if (indices[i] < -1 || indices[i] >= HW)
       fail("indices: every index must be a flat position in [0, " + std::to_string(HW) + ") of its " +
-           std::to_string(g.H) + "x" + std::to_string(g.W) + " plane, got " + std::to_string(indices[i]) +
-           " at flat position " + std::to_string(i));
+           std::to_string(g.H) + "x" + std::to_string(g.W) + " plane (or -1 for a window wholly in padding), got " +
+           std::to_string(indices[i]) + " at flat position " + std::to_string(i));
   std::fill(gx, gx + g.planes * HW, T(0));
   parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
-    for (int64_t p = 0; p < P; ++p) gx[plane * HW + indices[plane * P + p]] += gy[plane * P + p];
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t at = indices[plane * P + p];
+      if (at >= 0) gx[plane * HW + at] += gy[plane * P + p];
+    }
   });
 }
 

@@ -17,7 +17,9 @@ struct PoolGeom {
 PoolGeom pool_geom(int64_t planes, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                    int64_t pw, int64_t dh, int64_t dw, bool ceil_mode);
 
-// indices (may be null) receive the flat h*W+w position of each maximum, as torch returns.
+// indices (may be null) receive the flat h*W+w position of each maximum, as torch returns;
+// -1 for a window wholly in padding (its maximum is -inf; torch returns a position past the
+// plane there).  The backward refuses any other index outside the plane.
 template <class T>
 void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g);
 template <class T>

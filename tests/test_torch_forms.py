@@ -90,6 +90,20 @@ def test_empty_batches_as_torch():
     assert fastconv.unfold(x, 2).shape == tuple(F.unfold(T(x), 2).shape)
 
 
+@pytest.mark.parametrize("stride", [(2**31, 1), (1, 2**31), 2**31, (2**62, 3)], ids=str)
+@pytest.mark.parametrize("groups", [1, 2], ids=["gemm", "direct"])
+def test_huge_strides_on_small_inputs_as_torch(stride, groups, rng):
+    """One output along an axis: the stride is irrelevant and must cost nothing (it once sized a 3.7 TB buffer)."""
+    x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((4, 2 // groups, 3, 3))
+    ref = F.conv2d(T(x), T(w), stride=stride, groups=groups, padding=1)
+    torch.testing.assert_close(fastconv.conv2d(x, w, stride=stride, groups=groups, padding=1), ref.numpy())
+    xt, wt = T(x, requires_grad=True), T(w, requires_grad=True)
+    F.conv2d(xt, wt, stride=stride, groups=groups, padding=1).backward(T(np.ones(tuple(ref.shape))))
+    gx, gw, _ = fastconv.conv2d_backward(np.ones(tuple(ref.shape)), x, w, stride=stride, groups=groups, padding=1)
+    torch.testing.assert_close(gx, xt.grad.numpy())
+    torch.testing.assert_close(gw, wt.grad.numpy())
+
+
 # --- refusals torch makes ----------------------------------------------------
 
 
@@ -134,7 +148,7 @@ def _pool_case():
     [
         (lambda i: i.astype(np.float64), TypeError, "indices must be an integer array"),
         (lambda i: i.astype(bool), TypeError, "indices must be an integer array"),
-        (lambda i: np.where(np.arange(i.size).reshape(i.shape) == 5, -1, i), ValueError, r"\[0, 36\).*got -1"),
+        (lambda i: np.where(np.arange(i.size).reshape(i.shape) == 5, -2, i), ValueError, r"\[0, 36\).*got -2"),
         (lambda i: np.where(np.arange(i.size).reshape(i.shape) == 7, 36, i), ValueError, r"\[0, 36\).*got 36"),
         (lambda i: i[..., :2], ValueError, "indices must have grad_output's shape"),
         (lambda i: i.reshape(2, 3, 9), ValueError, "indices must have grad_output's shape"),
@@ -146,6 +160,16 @@ def test_max_pool_backward_refuses_bad_indices(mutate, exc, match):
     x, gy, idx = _pool_case()
     with pytest.raises(exc, match=match):
         fastconv.max_pool2d_backward(gy, x, mutate(idx), 2)
+
+
+def test_a_window_wholly_in_padding_has_index_minus_one_and_no_gradient():
+    """Dilation 3 with padding 1 on a 2x2 plane: the window's taps (-1, 2) miss the image on both axes."""
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    y, i = fastconv.max_pool2d(x, 2, 1, 1, dilation=3, return_indices=True)
+    assert y[0, 0, 0, 0] == -np.inf and i[0, 0, 0, 0] == -1  # torch: -inf, and an index past the plane
+    assert y[0, 0, 0, 0] == F.max_pool2d(T(x), 2, 1, 1, dilation=3)[0, 0, 0, 0]
+    g = fastconv.max_pool2d_backward(np.ones_like(y), x, i, 2, 1, 1, dilation=3)
+    assert not g.any()
 
 
 def test_max_pool_backward_takes_other_integer_dtypes():

@@ -345,7 +345,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     ``stride`` defaults to ``kernel_size``; ``padding`` (implicit -inf) is at most
     half the kernel.  With ``return_indices`` the flat ``h * W + w`` position of
-    every maximum is returned too (int64), as torch does.
+    every maximum is returned too (int64), as torch does; -1 marks a dilated
+    window that lies wholly in padding (output -inf), where torch returns a
+    position outside the plane.  NaN is the maximum of any window holding one,
+    and the last NaN in scan order gives the index, as in torch.
 
     Examples
     --------
@@ -367,9 +370,10 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
 
     ``indices`` are those ``max_pool2d(..., return_indices=True)`` returned: an
     integer array of ``grad_output``'s shape whose values are flat positions
-    ``h * W + w`` inside their plane.  Anything else is refused (TypeError for a
-    non-integer dtype, ValueError for another shape or a position outside the
-    plane), never silently dropped.
+    ``h * W + w`` inside their plane, or -1 where :func:`max_pool2d` found a
+    window wholly in padding (its output is -inf and gets no gradient).  Anything
+    else is refused (TypeError for a non-integer dtype, ValueError for another
+    shape or a position outside the plane), never silently dropped.
     """
     x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
     ceil_mode = as_bool(ceil_mode, "ceil_mode")
