@@ -5,16 +5,20 @@
 // finite; the im2col + GEMM path handles the rest with torch's propagation.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "parallel.hpp"
+
 namespace fastconv {
 
 // Tests exponent bits as integers: the loop vectorises (a floating-point
-// reduction would not, without -ffast-math) and costs one read of the array.
+// reduction would not, without -ffast-math) and costs one read of the range.
 template <class T>
-bool all_finite(const T* p, int64_t n) {
+bool all_finite_range(const T* p, int64_t n) {
   using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   constexpr U exp = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
   U bad = 0;
@@ -24,6 +28,21 @@ bool all_finite(const T* p, int64_t n) {
     bad |= U((b & exp) == exp);
   }
   return bad == 0;
+}
+
+// The whole array, split over the pool when it is large: the scan is bound by
+// memory bandwidth (0.11 ms for 3.2 MB on one core), a few percent of a layer.
+template <class T>
+bool all_finite(const T* p, int64_t n) {
+  constexpr int64_t kChunk = int64_t(1) << 18;
+  if (n <= kChunk) return all_finite_range(p, n);
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::atomic<bool> ok{true};
+  parallel_for(chunks, workers_for(double(n), chunks), [&](int64_t c, int) {
+    const int64_t begin = c * kChunk;
+    if (!all_finite_range(p + begin, std::min(kChunk, n - begin))) ok.store(false, std::memory_order_relaxed);
+  });
+  return ok.load();
 }
 
 }  // namespace fastconv

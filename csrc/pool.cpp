@@ -32,8 +32,13 @@ int pool_workers(const PoolGeom& g) {
 // that land inside [0, n).  Loops run over these only, so a kernel far larger
 // than the image costs what the image costs, not 2**40 skipped taps.
 inline void taps_inside(int64_t start, int64_t k, int64_t d, int64_t n, int64_t& lo, int64_t& hi) {
-  lo = start >= 0 ? 0 : (-start + d - 1) / d;
-  hi = start > n - 1 ? 0 : std::min(k, (n - 1 - start) / d + 1);
+  if (d == 1) {  // the common case, without the divisions (they cost more than a 2x2 window)
+    lo = std::max<int64_t>(0, -start);
+    hi = std::min(k, n - start);
+  } else {
+    lo = start >= 0 ? 0 : (-start + d - 1) / d;
+    hi = start > n - 1 ? 0 : std::min(k, (n - 1 - start) / d + 1);
+  }
   if (hi < lo) hi = lo;
 }
 }  // namespace
@@ -43,11 +48,13 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g) {
   const int64_t HW = g.H * g.W, P = g.OH * g.OW;
   parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
     const T* xp = x + plane * HW;
-    for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const int64_t h0 = oh * g.sh - g.ph;
+      int64_t i0, i1;
+      taps_inside(h0, g.kh, g.dh, g.H, i0, i1);
       for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const int64_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
-        int64_t i0, i1, j0, j1;
-        taps_inside(h0, g.kh, g.dh, g.H, i0, i1);
+        const int64_t w0 = ow * g.sw - g.pw;
+        int64_t j0, j1;
         taps_inside(w0, g.kw, g.dw, g.W, j0, j1);
         T best = -std::numeric_limits<T>::infinity();
         int64_t arg = -1;
@@ -67,6 +74,7 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g) {
         y[plane * P + oh * g.OW + ow] = best;
         if (indices) indices[plane * P + oh * g.OW + ow] = arg;
       }
+    }
   });
 }
 
