@@ -16,27 +16,28 @@ namespace fastconv {
 
 [[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
+// The one overflow check for every size computation: checked_add/sub/mul fail
+// with the operation and its operands in the message.
+[[noreturn]] inline void overflow(const char* what, int64_t a, const char* op, int64_t b) {
+  fail(std::string(what) + ": size computation " + std::to_string(a) + " " + op + " " + std::to_string(b) +
+       " overflows int64");
+}
+
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_mul_overflow(a, b, &r))
-    fail(std::string(what) + ": size computation " + std::to_string(a) + " * " + std::to_string(b) +
-         " overflows int64");
+  if (__builtin_mul_overflow(a, b, &r)) overflow(what, a, "*", b);
   return r;
 }
 
 inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_add_overflow(a, b, &r))
-    fail(std::string(what) + ": size computation " + std::to_string(a) + " + " + std::to_string(b) +
-         " overflows int64");
+  if (__builtin_add_overflow(a, b, &r)) overflow(what, a, "+", b);
   return r;
 }
 
 inline int64_t checked_sub(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_sub_overflow(a, b, &r))
-    fail(std::string(what) + ": size computation " + std::to_string(a) + " - " + std::to_string(b) +
-         " overflows int64");
+  if (__builtin_sub_overflow(a, b, &r)) overflow(what, a, "-", b);
   return r;
 }
 

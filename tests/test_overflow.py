@@ -140,6 +140,19 @@ calls = {
     "max_pool2d": lambda **a: fastconv.max_pool2d(x, **{"kernel_size": 2, **a}),
     "avg_pool2d": lambda **a: fastconv.avg_pool2d(x, **{"kernel_size": 2, **a}),
 }
+# Backwards take the forward's output shape as grad_output: the forward runs first
+# with the same huge argument (and refuses first when it must).
+def transpose_bwd(**a):
+    a = {"groups": 2, **a}
+    return fastconv.conv_transpose2d_backward(np.ones_like(fastconv.conv_transpose2d(x, w, **a)), x, w, **a)
+def max_bwd(**a):
+    a = {"kernel_size": 2, **a}
+    y, i = fastconv.max_pool2d(x, return_indices=True, **a)
+    return fastconv.max_pool2d_backward(np.ones_like(y), x, i, **a)
+def avg_bwd(**a):
+    a = {"kernel_size": 2, **a}
+    return fastconv.avg_pool2d_backward(np.ones_like(fastconv.avg_pool2d(x, **a)), x, **a)
+calls.update(conv_transpose2d_backward=transpose_bwd, max_pool2d_backward=max_bwd, avg_pool2d_backward=avg_bwd)
 args = {
     "conv2d": ["stride", "padding", "dilation", "groups"],
     "conv2d_backward": ["stride", "padding", "dilation", "groups"],
@@ -149,6 +162,9 @@ args = {
     "max_pool2d": ["kernel_size", "stride", "padding", "dilation"],
     "avg_pool2d": ["kernel_size", "stride", "padding", "divisor_override"],
 }
+args["conv_transpose2d_backward"] = args["conv_transpose2d"]
+args["max_pool2d_backward"] = args["max_pool2d"]
+args["avg_pool2d_backward"] = args["avg_pool2d"]
 cases = refused = 0
 for name, call in calls.items():
     for arg in args[name]:
@@ -182,4 +198,5 @@ def test_array_functions_with_huge_sizes():
     out = run_script(f"HUGE = {HUGE!r}\n" + ARRAY_GRID, timeout=120)
     assert out.startswith("ok")
     _, cases, refused = out.split()
-    assert int(cases) > 200 and int(refused) > 0
+    assert int(cases) > 400 and int(refused) > 0
+    print(f"array grid: {cases} calls, {refused} refused with a message")
