@@ -1,5 +1,22 @@
 #include "sgemm_avx512.hpp"
 
+#if !(defined(__x86_64__) || defined(__i386__))
+// Off x86 the float32 GEMMs run on OpenBLAS: sgemm_avx512_enabled() is false.
+#include <stdexcept>
+
+namespace fastconv {
+
+bool sgemm_avx512_enabled() { return false; }
+
+void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, bool, float*,
+                  int64_t) {
+  throw std::logic_error("fastconv internal error: no AVX-512 GEMM kernel on this CPU");
+}
+
+}  // namespace fastconv
+
+#else
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -95,3 +112,5 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, c
 }
 
 }  // namespace fastconv
+
+#endif  // x86

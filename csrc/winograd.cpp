@@ -1,5 +1,26 @@
 #include "winograd.hpp"
 
+#if !(defined(__x86_64__) || defined(__i386__))
+// Off x86 there is no AVX-512 kernel yet (NEON ones are issue 14's work):
+// winograd_enabled() is false, so conv.cpp never reaches these.
+#include <stdexcept>
+
+namespace fastconv {
+
+bool winograd_enabled() { return false; }
+
+void winograd_f2x3(const float*, const float*, bool, const float*, float*, const WinogradGeom&) {
+  throw std::logic_error("fastconv internal error: no Winograd kernel for this CPU");
+}
+
+void winograd_f2x3_grad_weight(const float*, const float*, float*, const WinogradGeom&) {
+  throw std::logic_error("fastconv internal error: no Winograd kernel for this CPU");
+}
+
+}  // namespace fastconv
+
+#else
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -814,7 +835,7 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
                         std::min(kMR, Cout - p * kMR), std::min(kNR, C - q * kNR));
   };
   float* sum;
-  std::vector<std::vector<float>> parts(workers);
+  std::vector<std::vector<float> > parts(workers);
   if (!plan.layered) {
     parallel_for(blocks, workers, [&](int64_t blk, int worker) {
       thread_local Scratch sv, sz, sr, sa, sb;
@@ -886,3 +907,5 @@ __attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x
 }
 
 }  // namespace fastconv
+
+#endif  // x86

@@ -5,12 +5,15 @@ to its Haswell/Zen AVX2 kernels; its SkylakeX AVX-512 kernels are about twice
 as fast there (sgemm 2048^3 on one core: 92 -> 215 GFLOP/s on this project's
 2-core EPYC).  The choice is read from ``OPENBLAS_CORETYPE`` once, when the
 library loads, so we set it only around the import of ``_core`` and only when
-the user has not set it; it is not left in ``os.environ``.
+the user has not set it; it is not left in ``os.environ``.  On aarch64 CPUs
+with SME it chooses the NEON kernels instead of the broken ``armv9sme`` ones.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import struct
 
 _SKYLAKEX_FLAGS = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
 
@@ -34,13 +37,46 @@ def _amd_with_avx512() -> bool:
     return vendor == "AuthenticAMD" and flags is not None and _SKYLAKEX_FLAGS <= flags
 
 
+_AT_HWCAP2 = 26
+_HWCAP2_SME = 1 << 23  # aarch64
+
+
+def hwcap2_has_sme(auxv: bytes) -> bool:
+    """Whether a Linux aarch64 auxiliary vector (``/proc/self/auxv``) reports SME in AT_HWCAP2."""
+    for offset in range(0, len(auxv) - 15, 16):
+        key, value = struct.unpack_from("<QQ", auxv, offset)
+        if key == _AT_HWCAP2:
+            return bool(value & _HWCAP2_SME)
+        if key == 0:  # AT_NULL ends the vector
+            break
+    return False
+
+
+def _aarch64_with_sme() -> bool:
+    if platform.machine() not in ("aarch64", "arm64") or platform.system() != "Linux":
+        return False
+    try:
+        with open("/proc/self/auxv", "rb") as fh:
+            return hwcap2_has_sme(fh.read())
+    except OSError:
+        return False
+
+
 def choose_coretype() -> str | None:
-    """The OPENBLAS_CORETYPE fastconv's OpenBLAS should load with (None: leave it)."""
+    """The OPENBLAS_CORETYPE fastconv's OpenBLAS should load with (None: leave it).
+
+    On aarch64 CPUs that report SME, the pinned OpenBLAS (0.3.34) picks its
+    ``armv9sme`` kernels, whose float32 GEMMs return wrong results (measured
+    under qemu's ``max`` CPU: 30 of the 54 NumPy-reference tests failed); its
+    NEON ``NEOVERSEN1`` kernels are correct on every ARMv8.2+ CPU.
+    """
     forced = os.environ.get("FASTCONV_OPENBLAS_CORETYPE")
     if forced:
         return forced
     if "OPENBLAS_CORETYPE" in os.environ:
         return None
+    if _aarch64_with_sme():
+        return "NEOVERSEN1"
     return "SkylakeX" if _amd_with_avx512() else None
 
 
