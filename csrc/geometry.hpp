@@ -8,6 +8,7 @@
 // could overflow int64 are checked.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -74,14 +75,31 @@ inline int64_t conv_out(int64_t n, int64_t k, int64_t s, int64_t pad_before, int
 }
 
 // Input rows (or columns) that no window touches: the seed's "lost features".
+// Windows cover [o*s, o*s + e) in padded coordinates.  With s <= e they tile a
+// prefix, and only trailing rows are lost; with s > e (a stride longer than the
+// dilated kernel) the s - e rows between consecutive windows are lost too.
 inline int64_t conv_dropped(int64_t n, int64_t k, int64_t s, int64_t pad_before, int64_t pad_after, int64_t d) {
   const int64_t out = conv_out(n, k, s, pad_before, pad_after, d);
-  const int64_t padded = n + pad_before + pad_after;
-  const int64_t used_end = (out - 1) * s + effective_kernel(k, d);  // exclusive, padded coordinates
-  const int64_t unused_padded = padded - used_end;
-  // Unused trailing positions that are real input rather than padding.
-  int64_t dropped = unused_padded - pad_after;
-  return dropped > 0 ? dropped : 0;
+  const int64_t e = effective_kernel(k, d);
+  const int64_t first = pad_before, last = pad_before + n;  // the input, in padded coordinates: [first, last)
+  auto overlap = [&](int64_t o) {                           // input rows inside window o
+    const int64_t lo = std::max(o * s, first), hi = std::min(o * s + e, last);
+    return hi > lo ? hi - lo : 0;
+  };
+  if (s <= e) {
+    const int64_t used_end = (out - 1) * s + e;  // exclusive; no overflow: <= the padded size
+    return std::max<int64_t>(0, last - std::max(used_end, first));
+  }
+  // Disjoint windows: those wholly inside the input read e rows each; at most
+  // one window straddles each end of the input.
+  const int64_t o_lo = first / s + (first % s != 0);  // first window starting at or after `first`
+  const int64_t o_hi = std::min(out - 1, last >= e ? (last - e) / s : int64_t(-1));  // last ending by `last`
+  int64_t covered = o_hi >= o_lo ? (o_hi - o_lo + 1) * e : 0;
+  const int64_t edge_a = first / s, edge_b = (last - 1) / s;  // the windows that can straddle an end
+  auto partial = [&](int64_t o) { return o < out && (o < o_lo || o > o_hi) ? overlap(o) : 0; };
+  covered += partial(edge_a);
+  if (edge_b != edge_a) covered += partial(edge_b);
+  return n - covered;
 }
 
 // TensorFlow/Keras 'same': out = ceil(n / s); total padding

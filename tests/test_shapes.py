@@ -133,7 +133,8 @@ def test_pair_forms_and_errors():
 def test_dropped_pixels():
     assert dropped_pixels(28, 3, 2) == 1  # 28 -> 13 reads rows 0..26
     assert dropped_pixels(27, 3, 2) == 0
-    assert dropped_pixels(10, 3, 4, 1) == 0  # the unread trailing position is padding
+    assert dropped_pixels(10, 3, 2, 1) == 0  # the unread trailing position is padding
+    assert dropped_pixels(10, 3, 4, 1) == 2  # stride 4 > 3 skips input rows 2 and 6 (the trailing one is padding)
     assert dropped_pixels((28, 27), 3, 2) == (1, 0)
 
 
@@ -349,7 +350,7 @@ def test_summary_rejects_unknown_torch_module():
 
 def test_dropped_pixel_warning_and_table():
     model = [L.Conv2d(1, 4, 3, stride=2), L.MaxPool2d(2)]
-    with pytest.warns(fastconv.DroppedPixelsWarning, match="ignores the last 1 input row"):
+    with pytest.warns(fastconv.DroppedPixelsWarning, match="never reads 1 input row"):
         s = fastconv.summary(model, (1, 28, 28))
     assert s.rows[0].dropped == (1, 1)
     assert s.rows[1].dropped == (1, 1)  # 13 rows pooled by 2
@@ -473,3 +474,36 @@ def test_cli_summary_json_and_module(tmp_path):
     path.write_text(json.dumps([{"type": "Frobnicate"}]))
     r = run_cli("summary", str(path), "--input", "3x32x32")
     assert r.returncode == 2 and "Frobnicate" in r.stderr
+
+
+def _unread_rows(n, k, s, pad_before, pad_after, d):
+    """Brute force: input rows inside no window's extent [o*s, o*s + d(k-1) + 1) (padded coordinates)."""
+    e = d * (k - 1) + 1
+    out = (n + pad_before + pad_after - e) // s + 1
+    read = set()
+    for o in range(out):
+        read.update(range(o * s, o * s + e))
+    return sum(1 for r in range(pad_before, pad_before + n) if r not in read)
+
+
+def test_dropped_pixels_counts_rows_between_windows_too():
+    """Issue 17: stride 3 with a 1x1 kernel reads rows 0, 3 and 6 of 7; the old rule counted trailing rows only."""
+    assert fastconv.shapes.dropped_pixels(7, 1, stride=3) == 4
+    cases = 0
+    for n in range(1, 13):
+        for k in range(1, 5):
+            for s in range(1, 8):
+                for d in range(1, 4):
+                    for pb in range(0, 3):
+                        for pa in range(0, 3):
+                            if n + pb + pa < d * (k - 1) + 1:
+                                continue
+                            got = fastconv._core.conv_dropped(n, k, s, pb, pa, d)
+                            assert got == _unread_rows(n, k, s, pb, pa, d), (n, k, s, pb, pa, d)
+                            cases += 1
+    assert cases > 7000
+
+
+def test_summary_warns_about_rows_between_windows():
+    with pytest.warns(fastconv.DroppedPixelsWarning, match="never reads 4 input row"):
+        fastconv.summary([L.Conv2d(1, 1, 1, stride=3)], (1, 7, 7))

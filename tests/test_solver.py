@@ -15,9 +15,10 @@ from fastconv.solver import layer_plan
 
 
 def out_size(n, k, s, p, d, exact):
-    """torch's rule, written independently of fastconv."""
+    """torch's rule, written independently of fastconv; exact mode also refuses rows left unread
+    at the end (span % s) or between windows (a stride longer than the dilated kernel)."""
     span = n + 2 * p - d * (k - 1) - 1
-    if span < 0 or (exact and span % s):
+    if span < 0 or (exact and (span % s or s > d * (k - 1) + 1)):
         return None
     return span // s + 1
 
@@ -357,3 +358,17 @@ def test_progress_bar_is_drawn_for_long_solves(monkeypatch, capsys):
     assert r.count > 0
     err = capsys.readouterr().err
     assert "solving 1/3 sizes" in err and "solving 2/3 counting" in err, err  # every phase reports
+
+
+def test_exact_mode_reads_every_row():
+    """Issue 17: --exact used to return a 1x1 stride-3 design that reads 3 of 7 rows."""
+    r = fastconv.solve(7, 3, [1, 2], block="conv", kernel=(1, 1), stride=(3, 3), exact=True)
+    assert r.count == 0 and not r.solutions
+    r = fastconv.solve(64, 4, [1, 2, 3], block=("conv", "pool"), kernel=(1, 5), stride=(1, 4), exact=True, top=20)
+    assert r.count > 0
+    for sol in r.solutions:
+        for layer in sol.layers:
+            dropped = fastconv.shapes.dropped_pixels(
+                layer.in_size, layer.kernel, layer.stride, layer.padding, layer.dilation
+            )
+            assert dropped == 0, layer

@@ -100,8 +100,8 @@ class Summary:
         for r in self.rows:
             if any(r.dropped):
                 lines.append(
-                    f"! {r.name} ({r.type}) ignores the last {r.dropped[0]} input row(s) and "
-                    f"{r.dropped[1]} column(s): (n + 2p - d(k-1) - 1) % s != 0"
+                    f"! {r.name} ({r.type}) never reads {r.dropped[0]} input row(s) and {r.dropped[1]} column(s): "
+                    "trailing ones ((n + 2p - d(k-1) - 1) % s != 0) and those between windows (s > d(k-1) + 1)"
                 )
         return "\n".join(lines)
 
@@ -176,7 +176,7 @@ def summary(model, input_shape) -> Summary:
         )
         if any(dropped):
             warnings.warn(
-                f"{name} ({type(layer).__name__}) ignores the last {dropped[0]} input row(s) and "
+                f"{name} ({type(layer).__name__}) never reads {dropped[0]} input row(s) and "
                 f"{dropped[1]} column(s) of its {in_shape[1]}x{in_shape[2]} input",
                 DroppedPixelsWarning,
                 stacklevel=2,

@@ -131,7 +131,7 @@ def _shape(args, parser) -> int:
         parser.error(str(exc))
     print(f"output size: {_fmt(out) if not isinstance(out, int) else out}")
     if dropped and dropped != (0, 0):
-        print(f"warning: the last {dropped} input row(s)/column(s) are never read")
+        print(f"warning: {dropped} input row(s)/column(s) are never read (trailing, or between windows)")
     return 0
 
 

@@ -77,14 +77,19 @@ def conv_output_size(n, kernel_size, stride=1, padding=0, dilation=1):
 def dropped_pixels(n, kernel_size, stride=1, padding=0, dilation=1):
     """Input rows (and columns) a convolution or pool never reads.
 
-    They are the trailing ``(n + 2p - d(k-1) - 1) % s`` positions, less any that
-    are padding.  Returns the int or pair form of ``n``.
+    A row is read when it lies inside some window's extent ``d(k-1) + 1``.  The
+    unread rows are the trailing ``(n + 2p - d(k-1) - 1) % s`` positions that
+    are not padding, and, when the stride is longer than the dilated kernel
+    (``s > d(k-1) + 1``), the ``s - d(k-1) - 1`` rows between consecutive
+    windows.  Returns the int or pair form of ``n``.
 
     Examples
     --------
     >>> from fastconv.shapes import dropped_pixels
     >>> dropped_pixels(28, 3, stride=2)
     1
+    >>> dropped_pixels(7, 1, stride=3)  # reads rows 0, 3 and 6 only
+    4
     """
     hw = as_pair(n, "n")
     k, s, d = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride"), as_pair(dilation, "dilation")
