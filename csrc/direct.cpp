@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -42,6 +43,12 @@ template <class T>
 using Vec = typename VecOf<T>::type;
 template <class T>
 constexpr int64_t kLanes = kVecBytes / sizeof(T);
+
+}  // namespace
+
+std::string direct_kernel_name() { return "vector extension, " + std::to_string(kVecBytes * 8) + "-bit vectors"; }
+
+namespace {
 
 template <class T>
 inline Vec<T> load(const T* p) {

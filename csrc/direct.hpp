@@ -5,12 +5,18 @@
 // of the input plane, accumulated in registers.
 #pragma once
 
+#include <string>
+
 #include "conv.hpp"
 
 namespace fastconv {
 
-// True when the direct kernels serve this convolution (C / groups == 1).
+// True when the direct kernels serve this convolution (one input channel per
+// group, column stride at most 8).
 bool use_direct(const ConvGeom& g);
+
+// Which vector width this build's direct kernels use (for show_config).
+std::string direct_kernel_name();
 
 // y = conv(x, w) + b for use_direct(g) geometries; b may be null.
 template <class T>

@@ -1,8 +1,11 @@
 #include <exception>
 #include <new>
 
+#include "../cpu_features.hpp"
+#include "../direct.hpp"
 #include "../gemm.hpp"
 #include "../parallel.hpp"
+#include "../winograd.hpp"
 #include "common.hpp"
 
 namespace py = pybind11;
@@ -35,6 +38,10 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("rounds"), py::arg("max_workers"), py::arg("seed"));
   m.def("blas_core_name", &fastconv::blas_core_name);
+  m.def("cpu_features", &fastconv::cpu_features);
+  m.def("build_target", &fastconv::build_target);
+  m.def("direct_kernel_name", &fastconv::direct_kernel_name);
+  m.def("winograd_enabled", &fastconv::winograd_enabled);
   m.def("sgemm_kernel_name", &fastconv::sgemm_kernel_name);
   m.def(
       "fastconv_sgemm_seconds",

@@ -10,6 +10,7 @@ from ._blas import load_core
 _core = load_core()  # before anything else imports the extension
 
 from . import layers, shapes  # noqa: E402
+from ._config import show_config  # noqa: E402
 from ._summary import DroppedPixelsWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 from .functional import (  # noqa: E402
@@ -48,6 +49,7 @@ __all__ = [
     "avg_pool2d_backward",
     "set_num_threads",
     "get_num_threads",
+    "show_config",
     "conv_output_size",
     "pool_output_size",
     "conv_transpose_output_size",

@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _core
 from . import functional as F
+from ._config import show_config
 from ._threads import get_num_threads, set_num_threads
 
 
@@ -256,6 +257,7 @@ def run_table(
     if torch is not None:
         torch.set_num_threads(threads)
     dt = np.dtype(dtype)
+    show_config(file=out)
     print(
         f"fastconv bench: {dt.name}, {threads} threads, best of {repeats} runs; GFLOP/s counts 2 per MAC "
         f"(fwd+bwd = 3x forward FLOPs)",

@@ -1,0 +1,91 @@
+"""What fastconv found on this CPU and which kernel serves each family."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+from . import _core
+
+__all__ = ["show_config"]
+
+_KNOBS = ("FASTCONV_GEMM", "FASTCONV_WINOGRAD", "FASTCONV_OPENBLAS_CORETYPE", "OPENBLAS_CORETYPE")
+
+
+def _level(features: list[str], target: str) -> str:
+    """The widest instruction set whose fastconv kernels run here."""
+    if _core.sgemm_kernel_name().startswith("fastconv AVX-512") or "avx512f" in target.split():
+        return "avx512"
+    if "avx2" in target.split():
+        return "avx2"
+    if platform.machine() in ("aarch64", "arm64"):
+        return "neon"
+    return "portable"
+
+
+def show_config(file=None) -> dict[str, Any]:
+    """Print, and return as a dict, the CPU features, the kernels in use and the thread count.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print (default ``sys.stdout``); ``False`` prints nothing.
+
+    Returns
+    -------
+    dict
+        ``machine``, ``cpu_features`` (what the CPU reports), ``build_target`` (what the
+        compiler could use outside the run-time chosen kernels), ``level`` (the widest
+        instruction set whose fastconv kernels run), ``kernels`` (family -> kernel),
+        ``openblas_core``, ``threads`` and ``environment`` (the variables that change the
+        choice, when set).
+
+    Notes
+    -----
+    The AVX-512 GEMM and Winograd kernels are chosen at run time from what the CPU
+    reports; the direct and pooling kernels use the width the build targets
+    (``-march=native`` unless built with ``FASTCONV_NATIVE=OFF``).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> cfg = fastconv.show_config(file=False)
+    >>> sorted(cfg["kernels"])
+    ['direct', 'gemm float32', 'gemm float64', 'pooling', 'winograd float32']
+    >>> cfg["threads"] == fastconv.get_num_threads()
+    True
+    """
+    features = list(_core.cpu_features())
+    target = _core.build_target()
+    core = _core.blas_core_name()
+    gemm32 = _core.sgemm_kernel_name()
+    if gemm32 == "OpenBLAS":
+        gemm32 = f"OpenBLAS ({core} kernels)"
+    config = {
+        "machine": platform.machine(),
+        "cpu_features": features,
+        "build_target": target,
+        "level": _level(features, target),
+        "kernels": {
+            "gemm float32": gemm32,
+            "gemm float64": f"OpenBLAS ({core} kernels)",
+            "winograd float32": "F(2x2, 3x3), AVX-512" if _core.winograd_enabled() else "off (im2col + GEMM)",
+            "direct": _core.direct_kernel_name(),
+            "pooling": "portable C++",
+        },
+        "openblas_core": core,
+        "threads": _core.get_num_threads(),
+        "environment": {k: os.environ[k] for k in _KNOBS if k in os.environ},
+    }
+    if file is not False:
+        out = sys.stdout if file is None else file
+        print(f"fastconv on {config['machine']}, level {config['level']}, {config['threads']} threads", file=out)
+        print(f"  cpu features: {' '.join(features) or '(none detected)'}", file=out)
+        print(f"  build target: {target}", file=out)
+        for family, kernel in config["kernels"].items():
+            print(f"  {family + ':':<18}{kernel}", file=out)
+        for k, v in config["environment"].items():
+            print(f"  {k}={v}", file=out)
+    return config
