@@ -22,6 +22,7 @@ void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, 
 #include <cstring>
 #include <vector>
 
+#include "cpu_features.hpp"
 #include "sgemm_kernel.hpp"
 
 namespace fastconv {
@@ -73,13 +74,12 @@ void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t k0, int64_t kc, i
 }  // namespace
 
 bool sgemm_avx512_enabled() {
-  static const bool enabled = [] {
+  static const bool openblas_forced = [] {
     const char* choice = std::getenv("FASTCONV_GEMM");
-    if (choice && std::strcmp(choice, "openblas") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
+    return choice && std::strcmp(choice, "openblas") == 0;
   }();
-  return enabled;
+  // active_level() checked the CPU: avx512 is never active on a CPU without it.
+  return !openblas_forced && active_level() == CpuLevel::avx512;
 }
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,

@@ -18,7 +18,8 @@
 
 namespace fastconv {
 
-// True when the CPU runs AVX-512F and FASTCONV_GEMM is not set to "openblas".
+// True when the active level (cpu_features.hpp: the CPU's, capped by
+// FASTCONV_CPU) is avx512 and FASTCONV_GEMM is not set to "openblas".
 bool sgemm_avx512_enabled();
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,

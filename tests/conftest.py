@@ -11,3 +11,20 @@ def rng():
 
 def tols(dtype):
     return dict(rtol=2e-4, atol=1e-3) if np.dtype(dtype) == np.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which FASTCONV_CPU levels the kernel tests ran at, and which this CPU lacks."""
+    import sys
+
+    module = sys.modules.get("test_numpy_reference")
+    if module is None:
+        return
+    from fastconv import _core
+
+    covered = sorted(module.COVERED_LEVELS, key=module.LEVELS.index)
+    lacking = [lv for lv in module.LEVELS if lv not in covered]
+    terminalreporter.write_line(
+        f"fastconv levels covered: {', '.join(covered) or 'none'}; not on this CPU: {', '.join(lacking) or 'none'} "
+        f"(CPU level {_core.cpu_level()})"
+    )

@@ -62,3 +62,46 @@ def test_gemm_switch_is_reported():
     cfg = json.loads(out.stdout)
     assert cfg["kernels"]["gemm float32"].startswith("OpenBLAS")
     assert cfg["environment"]["FASTCONV_GEMM"] == "openblas"
+
+
+def test_levels_order_and_the_cpu_level():
+    cfg = fastconv.show_config(file=False)
+    assert cfg["cpu_level"] in ("avx512", "avx2", "neon", "portable")
+    features = set(cfg["cpu_features"])
+    if cfg["cpu_level"] == "avx512":
+        assert {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"} <= features
+    elif cfg["cpu_level"] == "avx2":
+        assert {"avx2", "fma"} <= features and "avx512f" not in features
+
+
+def _import_with(level):
+    env = dict(os.environ, FASTCONV_CPU=level)
+    env.pop("OPENBLAS_CORETYPE", None)
+    code = "import fastconv, json; print(json.dumps(fastconv.show_config(file=False)))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_level_the_cpu_lacks_fails_the_import_with_a_message():
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86 levels: a child interpreter is needed, which the aarch64 job under qemu cannot start")
+    out = _import_with("neon")
+    assert out.returncode != 0
+    assert "FASTCONV_CPU=neon: neon is an ARM level and this is an x86 CPU" in out.stderr.strip().splitlines()[-1]
+    out = _import_with("sse9")
+    assert "FASTCONV_CPU must be one of portable, avx2, avx512, neon, got 'sse9'" in out.stderr
+    if fastconv._core.cpu_level() != "avx512":
+        out = _import_with("avx512")
+        assert out.returncode != 0 and "this CPU lacks avx512f" in out.stderr
+
+
+def test_a_cap_turns_off_the_wider_kernels_and_openblas_follows():
+    if platform.machine() not in ("x86_64", "AMD64") or fastconv._core.cpu_level() == "portable":
+        pytest.skip("needs an x86 CPU with AVX2 (and a child interpreter)")
+    out = _import_with("avx2")
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads(out.stdout)
+    assert cfg["level"] == "avx2"
+    assert cfg["kernels"]["gemm float32"] == "OpenBLAS (Haswell kernels)"
+    assert cfg["kernels"]["winograd float32"].startswith("off")
+    cfg = json.loads(_import_with("portable").stdout)
+    assert cfg["level"] == "portable" and cfg["openblas_core"] == "Nehalem"

@@ -50,6 +50,27 @@ def conv_ref(x, w, b, s, pads, d, groups):
     return y, gy, gx, gw
 
 
+LEVELS = ("portable", "avx2", "avx512", "neon")
+COVERED_LEVELS: set[str] = set()  # read by conftest's terminal summary
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    """Runs a test at each FASTCONV_CPU level this CPU has; a level it lacks is skipped, saying what is missing."""
+    from fastconv import _core
+
+    before = _core.active_level()
+    try:
+        _core._set_active_level(request.param)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    COVERED_LEVELS.add(request.param)
+    try:
+        yield request.param
+    finally:
+        _core._set_active_level(before)
+
+
 def close(got, ref, dtype):
     tol = 2e-4 if dtype == np.float32 else 1e-10
     scale = max(1.0, float(np.abs(ref).max(initial=0)))
@@ -72,7 +93,7 @@ CONVS = [
 @pytest.mark.parametrize("threads", [1, 3, 8], ids=lambda t: f"{t}threads")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("xs, ws, s, pads, d, groups", CONVS, ids=[f"{c[0]}x{c[1]}" for c in CONVS])
-def test_conv2d_and_gradients(xs, ws, s, pads, d, groups, dtype, threads):
+def test_conv2d_and_gradients(xs, ws, s, pads, d, groups, dtype, threads, level):
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)

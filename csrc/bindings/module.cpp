@@ -38,7 +38,13 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("rounds"), py::arg("max_workers"), py::arg("seed"));
   m.def("blas_core_name", &fastconv::blas_core_name);
+  // FASTCONV_CPU is checked now: a level this CPU lacks fails the import with
+  // a message naming what is missing, never an illegal instruction later.
+  fastconv::active_level();
   m.def("cpu_features", &fastconv::cpu_features);
+  m.def("cpu_level", [] { return std::string(fastconv::level_name(fastconv::cpu_level())); });
+  m.def("active_level", [] { return std::string(fastconv::level_name(fastconv::active_level())); });
+  m.def("_set_active_level", &fastconv::set_active_level, py::arg("name"));
   m.def("build_target", &fastconv::build_target);
   m.def("direct_kernel_name", &fastconv::direct_kernel_name);
   m.def("winograd_enabled", &fastconv::winograd_enabled);

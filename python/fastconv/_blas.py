@@ -37,6 +37,14 @@ def _amd_with_avx512() -> bool:
     return vendor == "AuthenticAMD" and flags is not None and _SKYLAKEX_FLAGS <= flags
 
 
+# OpenBLAS core types for a FASTCONV_CPU cap: what a CPU of that level would load.
+_CAPPED_CORETYPE = {
+    ("avx2", "x86_64"): "Haswell",
+    ("portable", "x86_64"): "Nehalem",  # SSE4.2, no AVX: the oldest core this OpenBLAS build carries
+    ("portable", "aarch64"): "ARMV8",
+    ("neon", "aarch64"): "NEOVERSEN1",
+}
+
 _AT_HWCAP2 = 26
 _HWCAP2_SME = 1 << 23  # aarch64
 
@@ -75,6 +83,9 @@ def choose_coretype() -> str | None:
         return forced
     if "OPENBLAS_CORETYPE" in os.environ:
         return None
+    capped = _CAPPED_CORETYPE.get((os.environ.get("FASTCONV_CPU", ""), platform.machine()))
+    if capped:  # FASTCONV_CPU caps OpenBLAS's kernels too, to what a CPU of that level would get
+        return capped
     if _aarch64_with_sme():
         return "NEOVERSEN1"
     return "SkylakeX" if _amd_with_avx512() else None

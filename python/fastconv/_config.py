@@ -11,18 +11,7 @@ from . import _core
 
 __all__ = ["show_config"]
 
-_KNOBS = ("FASTCONV_GEMM", "FASTCONV_WINOGRAD", "FASTCONV_OPENBLAS_CORETYPE", "OPENBLAS_CORETYPE")
-
-
-def _level(features: list[str], target: str) -> str:
-    """The widest instruction set whose fastconv kernels run here."""
-    if _core.sgemm_kernel_name().startswith("fastconv AVX-512") or "avx512f" in target.split():
-        return "avx512"
-    if "avx2" in target.split():
-        return "avx2"
-    if platform.machine() in ("aarch64", "arm64"):
-        return "neon"
-    return "portable"
+_KNOBS = ("FASTCONV_CPU", "FASTCONV_GEMM", "FASTCONV_WINOGRAD", "FASTCONV_OPENBLAS_CORETYPE", "OPENBLAS_CORETYPE")
 
 
 def show_config(file=None) -> dict[str, Any]:
@@ -44,9 +33,11 @@ def show_config(file=None) -> dict[str, Any]:
 
     Notes
     -----
-    The AVX-512 GEMM and Winograd kernels are chosen at run time from what the CPU
-    reports; the direct and pooling kernels use the width the build targets
-    (``-march=native`` unless built with ``FASTCONV_NATIVE=OFF``).
+    The AVX-512 GEMM and Winograd kernels are chosen at run time from the level, so
+    ``FASTCONV_CPU=avx2`` on an AVX-512 CPU runs the paths an AVX2 CPU gets for them;
+    the direct and pooling kernels still use the width the build targets
+    (``-march=native`` unless built with ``FASTCONV_NATIVE=OFF``).  A level the CPU
+    lacks makes ``import fastconv`` fail with a message naming what is missing.
 
     Examples
     --------
@@ -67,7 +58,8 @@ def show_config(file=None) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_features": features,
         "build_target": target,
-        "level": _level(features, target),
+        "level": _core.active_level(),
+        "cpu_level": _core.cpu_level(),
         "kernels": {
             "gemm float32": gemm32,
             "gemm float64": f"OpenBLAS ({core} kernels)",
@@ -81,7 +73,8 @@ def show_config(file=None) -> dict[str, Any]:
     }
     if file is not False:
         out = sys.stdout if file is None else file
-        print(f"fastconv on {config['machine']}, level {config['level']}, {config['threads']} threads", file=out)
+        cap = "" if config["level"] == config["cpu_level"] else f" (capped; the CPU runs {config['cpu_level']})"
+        print(f"fastconv on {config['machine']}, level {config['level']}{cap}, {config['threads']} threads", file=out)
         print(f"  cpu features: {' '.join(features) or '(none detected)'}", file=out)
         print(f"  build target: {target}", file=out)
         for family, kernel in config["kernels"].items():
