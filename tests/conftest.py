@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -7,6 +12,20 @@ torch = pytest.importorskip("torch")  # a test dependency: pip install ".[test]"
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def run_script(body: str, timeout: float = 120) -> str:
+    """Runs ``body`` in a fresh interpreter; returns its stdout, fails on any error, signal or hang."""
+    code = textwrap.dedent(body)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung for {timeout} s (a pool deadlock); output so far: {exc.stdout!r} {exc.stderr!r}")
+    if proc.returncode != 0:
+        pytest.fail(f"exit code {proc.returncode} (negative = killed by that signal)\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
 
 
 def tols(dtype):

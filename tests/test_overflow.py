@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import fastconv
+from conftest import run_script
 from fastconv import shapes
-from test_threads import run_script
 
 HUGE = [2**31 - 1, 2**31, 2**62, 2**63 - 1, 2**63, 2**64, -(2**63)]
 I64 = 2**63 - 1

@@ -10,29 +10,12 @@ core machines hit on every call.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import fastconv
-
-
-def run_script(body: str, timeout: float = 120) -> str:
-    """Runs ``body`` in a fresh interpreter; returns its stdout, fails on any error, signal or hang."""
-    code = textwrap.dedent(body)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"hung for {timeout} s (a pool deadlock); output so far: {exc.stdout!r} {exc.stderr!r}")
-    if proc.returncode != 0:
-        pytest.fail(f"exit code {proc.returncode} (negative = killed by that signal)\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
+from conftest import run_script
 
 # The workload: calls whose worker counts differ from one call to the next (the
 # pool's hardest case), covering fold/unfold, pooling, the direct, GEMM and

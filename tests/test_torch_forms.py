@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fastconv
-from conftest import tols
-from test_threads import run_script
+from conftest import run_script, tols
 
 T = torch.tensor
 
