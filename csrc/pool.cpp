@@ -157,11 +157,39 @@ void avg_pool2d_backward(const T* gy, T* gx, const PoolGeom& g, bool count_inclu
   });
 }
 
-#define FASTCONV_INSTANTIATE(T)                                                        \
-  template void max_pool2d_forward<T>(const T*, T*, int64_t*, const PoolGeom&);        \
-  template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const PoolGeom&); \
-  template void avg_pool2d_forward<T>(const T*, T*, const PoolGeom&, bool, int64_t);   \
-  template void avg_pool2d_backward<T>(const T*, T*, const PoolGeom&, bool, int64_t);
+namespace {
+void check_unpool_indices(const int64_t* indices, int64_t n, int64_t OP) {
+  for (int64_t i = 0; i < n; ++i)
+    if (indices[i] < 0 || indices[i] >= OP)
+      fail("indices: every index must be a flat position in [0, " + std::to_string(OP) + ") of the output plane, got " +
+           std::to_string(indices[i]) + " at flat position " + std::to_string(i));
+}
+}  // namespace
+
+template <class T>
+void max_unpool2d_forward(const T* x, const int64_t* indices, T* y, int64_t planes, int64_t P, int64_t OP) {
+  check_unpool_indices(indices, planes * P, OP);
+  std::fill(y, y + planes * OP, T(0));
+  parallel_for(planes, workers_for(double(planes) * (P + OP), planes), [&](int64_t plane, int) {
+    for (int64_t p = 0; p < P; ++p) y[plane * OP + indices[plane * P + p]] = x[plane * P + p];
+  });
+}
+
+template <class T>
+void max_unpool2d_backward(const T* gy, const int64_t* indices, T* gx, int64_t planes, int64_t P, int64_t OP) {
+  check_unpool_indices(indices, planes * P, OP);
+  parallel_for(planes, workers_for(double(planes) * P, planes), [&](int64_t plane, int) {
+    for (int64_t p = 0; p < P; ++p) gx[plane * P + p] = gy[plane * OP + indices[plane * P + p]];
+  });
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                                   \
+  template void max_pool2d_forward<T>(const T*, T*, int64_t*, const PoolGeom&);                   \
+  template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const PoolGeom&);            \
+  template void avg_pool2d_forward<T>(const T*, T*, const PoolGeom&, bool, int64_t);              \
+  template void avg_pool2d_backward<T>(const T*, T*, const PoolGeom&, bool, int64_t);             \
+  template void max_unpool2d_forward<T>(const T*, const int64_t*, T*, int64_t, int64_t, int64_t); \
+  template void max_unpool2d_backward<T>(const T*, const int64_t*, T*, int64_t, int64_t, int64_t);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
 #undef FASTCONV_INSTANTIATE

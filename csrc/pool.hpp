@@ -31,4 +31,14 @@ void avg_pool2d_forward(const T* x, T* y, const PoolGeom& g, bool count_include_
 template <class T>
 void avg_pool2d_backward(const T* gy, T* gx, const PoolGeom& g, bool count_include_pad, int64_t divisor);
 
+// max_unpool2d: y (planes x OP, zero-filled) receives x[plane, p] at the flat
+// position indices[plane, p] of its plane, as max_pool2d's indices give them;
+// a position named twice gets the later value (torch's CPU order).  The
+// backward gathers gy at the same positions.  Every index must lie in
+// [0, OP); one outside is refused before anything is written.
+template <class T>
+void max_unpool2d_forward(const T* x, const int64_t* indices, T* y, int64_t planes, int64_t P, int64_t OP);
+template <class T>
+void max_unpool2d_backward(const T* gy, const int64_t* indices, T* gx, int64_t planes, int64_t P, int64_t OP);
+
 }  // namespace fastconv

@@ -72,9 +72,43 @@ void bind_typed(py::module_& m, const std::string& suffix) {
   });
 }
 
+template <class T>
+void bind_unpool(py::module_& m, const std::string& suffix) {
+  // x and indices (N, C, H, W) of one shape, checked in Python; y is (N, C, OH, OW).
+  m.def(("max_unpool2d_forward_" + suffix).c_str(),
+        [](const carray<T>& x, const carray<int64_t>& idx, int64_t OH, int64_t OW) {
+          require_ndim(x, 4, "input");
+          if (idx.size() != x.size()) fail("indices: expected the shape of input");
+          const int64_t planes = checked_mul(x.shape(0), x.shape(1), "input");
+          const int64_t OP = checked_mul(OH, OW, "output");
+          checked_mul(planes, OP, "output");
+          auto y = new_array<T>({x.shape(0), x.shape(1), OH, OW});
+          {
+            py::gil_scoped_release release;
+            max_unpool2d_forward<T>(x.data(), idx.data(), y.mutable_data(), planes, x.shape(2) * x.shape(3), OP);
+          }
+          return y;
+        });
+  m.def(("max_unpool2d_backward_" + suffix).c_str(), [](const carray<T>& gy, const carray<int64_t>& idx) {
+    require_ndim(gy, 4, "grad_output");
+    if (idx.ndim() != 4 || idx.shape(0) != gy.shape(0) || idx.shape(1) != gy.shape(1))
+      fail("indices: expected (N, C, H, W) with grad_output's N and C");
+    const int64_t planes = checked_mul(gy.shape(0), gy.shape(1), "grad_output");
+    auto gx = new_array<T>({idx.shape(0), idx.shape(1), idx.shape(2), idx.shape(3)});
+    {
+      py::gil_scoped_release release;
+      max_unpool2d_backward<T>(gy.data(), idx.data(), gx.mutable_data(), planes, idx.shape(2) * idx.shape(3),
+                               gy.shape(2) * gy.shape(3));
+    }
+    return gx;
+  });
+}
+
 }  // namespace
 
 void bind_pool(py::module_& m) {
+  bind_unpool<float>(m, "float32");
+  bind_unpool<double>(m, "float64");
   bind_typed<float>(m, "float32");
   bind_typed<double>(m, "float64");
 }

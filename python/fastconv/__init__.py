@@ -23,6 +23,8 @@ from .functional import (  # noqa: E402
     fold,
     max_pool2d,
     max_pool2d_backward,
+    max_unpool2d,
+    max_unpool2d_backward,
     unfold,
 )
 from .shapes import (  # noqa: E402
@@ -45,6 +47,8 @@ __all__ = [
     "fold",
     "max_pool2d",
     "max_pool2d_backward",
+    "max_unpool2d",
+    "max_unpool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
     "set_num_threads",

@@ -35,6 +35,8 @@ __all__ = [
     "fold",
     "max_pool2d",
     "max_pool2d_backward",
+    "max_unpool2d",
+    "max_unpool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
 ]
@@ -398,6 +400,111 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
         d,
         ceil_mode,
     )
+    return gx[0] if unbatched else gx
+
+
+def _unpool_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
+    idx = as_array(indices, "indices")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array (as max_pool2d returns them), got dtype {idx.dtype}")
+    if idx.shape != shape:
+        raise ValueError(f"indices must have input's shape {shape}, got {idx.shape}")
+    return idx
+
+
+def _unpool_size(x: np.ndarray, kernel_size, stride, padding, output_size) -> tuple[int, int]:
+    """torch's rule: (n - 1) * stride - 2 * padding + kernel_size (the transposed-convolution rule with
+    dilation 1); an explicit output_size (the last two of 2 or 4 values) must lie strictly within one
+    stride of it."""
+    k = positive_pair(kernel_size, "kernel_size")
+    s = pool_stride(stride, k)
+    p = nonnegative_pair(padding, "padding")
+    default = tuple(_core.conv_transpose_out(x.shape[2 + i], k[i], s[i], p[i], 0, 1) for i in range(2))
+    if output_size is None:
+        return default
+    if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 3, 4):
+        raise ValueError(f"output_size must be (h, w) or a full shape ending in (h, w), got {output_size!r}")
+    size = tuple(as_int(v, "output_size") for v in output_size[-2:])
+    for i in range(2):
+        if not default[i] - s[i] < size[i] < default[i] + s[i]:
+            raise ValueError(
+                f"output_size: {size} must lie strictly between {tuple(d - t for d, t in zip(default, s))} and "
+                f"{tuple(d + t for d, t in zip(default, s))} (the default is {default})"
+            )
+    return size
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None) -> np.ndarray:
+    """Partial inverse of :func:`max_pool2d`, as ``torch.nn.functional.max_unpool2d``.
+
+    Each value goes to the position its index names in a zero-filled output;
+    every other output is zero.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C, H, W) or (C, H, W)
+        The pooled values.
+    indices : array_like of int, the shape of ``input``
+        Flat positions ``h * W_out + w``, as ``max_pool2d(..., return_indices=True)`` gives them.
+    kernel_size, stride, padding
+        As given to :func:`max_pool2d` (``stride`` defaults to ``kernel_size``).
+    output_size : (h, w) or a shape ending in (h, w), optional
+        Default ``(n - 1) * stride - 2 * padding + kernel_size``; otherwise strictly
+        within one stride of it (an odd input size the pool rounded away).
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, C, H_out, W_out) or (C, H_out, W_out)
+
+    Notes
+    -----
+    An index outside the output plane raises ValueError (torch raises too); a
+    position named twice gets the later value.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> y, i = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> fastconv.max_unpool2d(y, i, 2)[0, 0]
+    array([[ 0.,  0.,  0.,  0.],
+           [ 0.,  5.,  0.,  7.],
+           [ 0.,  0.,  0.,  0.],
+           [ 0., 13.,  0., 15.]])
+    """
+    x = as_array(input, "input")
+    dtype = float_dtype(("input", x))
+    x, unbatched = _batched(x, "input")
+    idx = _unpool_indices(indices, x.shape[1:] if unbatched else x.shape)
+    if unbatched:
+        idx = idx[None]
+    oh, ow = _unpool_size(x, kernel_size, stride, padding, output_size)
+    y = _kernel(dtype, "max_unpool2d_forward")(contiguous(x, dtype), np.ascontiguousarray(idx, np.int64), oh, ow)
+    return y[0] if unbatched else y
+
+
+def max_unpool2d_backward(grad_output, indices) -> np.ndarray:
+    """Gradient of :func:`max_unpool2d` with respect to its input: ``grad_output`` at the indexed positions.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> gy = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fastconv.max_unpool2d_backward(gy, np.array([[[[5, 7], [13, 15]]]]))[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    gy = as_array(grad_output, "grad_output")
+    dtype = float_dtype(("grad_output", gy))
+    gy, unbatched = _batched(gy, "grad_output")
+    idx = as_array(indices, "indices")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array (as max_pool2d returns them), got dtype {idx.dtype}")
+    if unbatched:
+        idx = idx[None]
+    if idx.ndim != 4 or idx.shape[:2] != gy.shape[:2]:
+        raise ValueError(f"indices must be (N, C, H, W) with grad_output's N and C {gy.shape[:2]}, got {idx.shape}")
+    gx = _kernel(dtype, "max_unpool2d_backward")(contiguous(gy, dtype), np.ascontiguousarray(idx, np.int64))
     return gx[0] if unbatched else gx
 
 
