@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fastconv
+import fastconv.nn
 from conftest import tols
 
 T = torch.tensor
@@ -86,3 +87,27 @@ def test_refusals(kwargs, exc, match):
 def test_torch_refuses_the_same_output_size():
     with pytest.raises(ValueError):
         F.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), 2, output_size=(6, 4))
+
+
+# Input sizes the default unpool size restores (torch refuses indices past its plane too).
+@pytest.mark.parametrize("k, s, p, hw", [(2, None, 0, (8, 6)), (3, 2, 1, (9, 7)), ((3, 2), (2, 1), (1, 0), (9, 7))])
+def test_layer_spec_and_module_as_torch(k, s, p, hw, rng):
+    x = rng.standard_normal((2, 3, *hw))
+    pool, unpool = fastconv.nn.MaxPool2d(k, s, p, return_indices=True), fastconv.nn.MaxUnpool2d(k, s, p)
+    tpool, tunpool = torch.nn.MaxPool2d(k, s, p, return_indices=True), torch.nn.MaxUnpool2d(k, s, p)
+    y, idx = pool(x)
+    yt, it = tpool(T(x))
+    out = unpool(y, idx)
+    yg = yt.detach().clone().requires_grad_(True)
+    ref = tunpool(yg, it)
+    torch.testing.assert_close(out, ref.detach().numpy())
+    gy = rng.standard_normal(out.shape)
+    ref.backward(T(gy))
+    torch.testing.assert_close(unpool.backward(gy), yg.grad.numpy())
+    # The spec's output shape, alone, inside a summary, and from torch's module.
+    spec = fastconv.layers.MaxUnpool2d(k, s, p)
+    assert spec.output_shape(tuple(y.shape[1:])) == tuple(ref.shape[1:])
+    rows = fastconv.summary([fastconv.layers.MaxPool2d(k, s, p), spec], (3, *hw)).rows
+    assert rows[-1].output_shape == tuple(ref.shape[1:])
+    rows = fastconv.summary(torch.nn.Sequential(tpool, tunpool), (3, *hw)).rows
+    assert rows[-1].output_shape == tuple(ref.shape[1:]) and rows[-1].type == "MaxUnpool2d"

@@ -200,6 +200,7 @@ _TORCH_LEAVES = {
         m.dilation,
     ),
     "MaxPool2d": lambda m: L.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode),
+    "MaxUnpool2d": lambda m: L.MaxUnpool2d(m.kernel_size, m.stride, m.padding),
     "AvgPool2d": lambda m: L.AvgPool2d(
         m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
     ),

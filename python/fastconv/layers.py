@@ -35,6 +35,7 @@ __all__ = [
     "Conv2d",
     "ConvTranspose2d",
     "MaxPool2d",
+    "MaxUnpool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "BatchNorm2d",
@@ -288,6 +289,27 @@ class MaxPool2d(_Pool):
             dilation=self.dilation,
             ceil_mode=self.ceil_mode,
         )
+
+
+class MaxUnpool2d(Layer):
+    """``torch.nn.MaxUnpool2d``'s description: the partial inverse of a ``MaxPool2d`` with the same geometry.
+
+    The output size is torch's default ``(n - 1) * stride - 2 * padding + kernel_size``
+    (a forward call may ask for one within a stride of it).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = pool_stride(stride, self.kernel_size)
+        self.padding = as_pair(padding, "padding")
+
+    def output_shape(self, shape):
+        c, h, w = _spatial(shape, self)
+        oh, ow = shapes.conv_transpose_output_size((h, w), self.kernel_size, self.stride, self.padding)
+        return (c, oh, ow)
+
+    def _args(self):
+        return _kw(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
 
 
 class AvgPool2d(_Pool):

@@ -36,6 +36,7 @@ __all__ = [
     "Conv2d",
     "ConvTranspose2d",
     "MaxPool2d",
+    "MaxUnpool2d",
     "AvgPool2d",
     "BatchNorm2d",
     "ReLU",
@@ -286,6 +287,25 @@ class MaxPool2d(L.MaxPool2d, Module):
             self.dilation,
             self.ceil_mode,
         )
+
+
+class MaxUnpool2d(L.MaxUnpool2d, Module):
+    """Max unpooling layer: ``forward(x, indices, output_size=None)``, ``backward(grad)``.
+
+    ``indices`` are those a ``MaxPool2d(..., return_indices=True)`` returned; the
+    backward gathers the gradient at the same positions.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        L.MaxUnpool2d.__init__(self, kernel_size, stride, padding)
+        self._init_module()
+
+    def forward(self, x, indices, output_size=None):
+        self._indices = indices
+        return F.max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def backward(self, grad_output):
+        return F.max_unpool2d_backward(grad_output, self._indices)
 
 
 class AvgPool2d(L.AvgPool2d, Module):
