@@ -36,5 +36,6 @@ void bind_geometry(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_solver(py::module_& m);
+void bind_interpolate(py::module_& m);
 
 }  // namespace fastconv::bind

@@ -67,4 +67,5 @@ PYBIND11_MODULE(_core, m) {
   fastconv::bind::bind_conv(m);
   fastconv::bind::bind_pool(m);
   fastconv::bind::bind_solver(m);
+  fastconv::bind::bind_interpolate(m);
 }

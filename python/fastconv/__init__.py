@@ -11,6 +11,7 @@ _core = load_core()  # before anything else imports the extension
 
 from . import layers, shapes  # noqa: E402
 from ._config import show_config  # noqa: E402
+from ._resample import interpolate, interpolate_backward  # noqa: E402
 from ._summary import DroppedPixelsWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 from .functional import (  # noqa: E402
@@ -49,6 +50,8 @@ __all__ = [
     "max_pool2d_backward",
     "max_unpool2d",
     "max_unpool2d_backward",
+    "interpolate",
+    "interpolate_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
     "set_num_threads",

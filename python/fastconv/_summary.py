@@ -220,7 +220,7 @@ _TORCH_LEAVES = {
     "Dropout2d": lambda m: L.Dropout(m.p),
     "Flatten": lambda m: L.Flatten(m.start_dim, m.end_dim),
     "Linear": lambda m: L.Linear(m.in_features, m.out_features, m.bias is not None),
-    "Upsample": lambda m: L.Upsample(m.size, m.scale_factor, m.mode),
+    "Upsample": lambda m: L.Upsample(m.size, m.scale_factor, m.mode, m.align_corners),
     "ZeroPad2d": lambda m: L.ZeroPad2d(tuple(m.padding)),
 }
 

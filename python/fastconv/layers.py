@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from . import shapes
+from . import _resample, shapes
 from ._args import as_bool, as_int, as_pair, explicit_padding, pool_stride, positive_pair
 
 __all__ = [
@@ -511,28 +511,23 @@ class Linear(Layer):
 
 
 class Upsample(Layer):
-    """``torch.nn.Upsample`` (size or scale_factor; output floor(n * scale))."""
+    """``torch.nn.Upsample`` (size or scale_factor; output floor(n * scale)), by ``fastconv.interpolate``'s rule."""
 
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
-        if (size is None) == (scale_factor is None):
-            raise ValueError("Upsample needs exactly one of size and scale_factor")
         self.size = None if size is None else as_pair(size, "size")
-        if scale_factor is None:
-            self.scale_factor = None
-        elif isinstance(scale_factor, (tuple, list)):
-            self.scale_factor = (float(scale_factor[0]), float(scale_factor[1]))
-        else:
-            self.scale_factor = (float(scale_factor),) * 2
+        self.scale_factor = None if scale_factor is None else _resample.scale_pair(scale_factor)
         self.mode = mode
+        self.align_corners = align_corners
+        # Checks every option now (mode, align_corners, exactly one of size/scale) on a dummy size.
+        _resample.plan((1, 1) if self.size is None else self.size, self.size, self.scale_factor, mode, align_corners)
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
-        if self.size is not None:
-            return (c, *self.size)
-        return (c, math.floor(h * self.scale_factor[0]), math.floor(w * self.scale_factor[1]))
+        (oh, ow), _, _ = _resample.plan((h, w), self.size, self.scale_factor, self.mode, self.align_corners)
+        return (c, oh, ow)
 
     def _args(self):
-        return _kw(size=self.size, scale_factor=self.scale_factor, mode=self.mode)
+        return _kw(size=self.size, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
 
 
 class ZeroPad2d(Layer):

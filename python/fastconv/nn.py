@@ -29,6 +29,7 @@ import numpy as np
 
 from . import functional as F
 from . import layers as L
+from ._resample import interpolate, interpolate_backward
 
 __all__ = [
     "Parameter",
@@ -37,6 +38,7 @@ __all__ = [
     "ConvTranspose2d",
     "MaxPool2d",
     "MaxUnpool2d",
+    "Upsample",
     "AvgPool2d",
     "BatchNorm2d",
     "ReLU",
@@ -306,6 +308,24 @@ class MaxUnpool2d(L.MaxUnpool2d, Module):
 
     def backward(self, grad_output):
         return F.max_unpool2d_backward(grad_output, self._indices)
+
+
+class Upsample(L.Upsample, Module):
+    """Resampling layer (``fastconv.interpolate``); backward by ``interpolate_backward``."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        L.Upsample.__init__(self, size, scale_factor, mode, align_corners)
+        self._init_module()
+
+    def _options(self):
+        return dict(size=self.size, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
+
+    def forward(self, x):
+        self._shape = np.shape(x)
+        return interpolate(x, **self._options())
+
+    def backward(self, grad_output):
+        return interpolate_backward(grad_output, self._shape, **self._options())
 
 
 class AvgPool2d(L.AvgPool2d, Module):

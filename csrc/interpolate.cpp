@@ -1,0 +1,108 @@
+#include "interpolate.hpp"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "geometry.hpp"
+#include "parallel.hpp"
+
+namespace fastconv {
+
+namespace {
+
+void check_taps(const Taps& t, const char* axis) {
+  for (int64_t i = 0; i < t.out * t.taps; ++i)
+    if (t.index[i] < 0 || t.index[i] >= t.in)
+      fail(std::string("fastconv internal error: ") + axis + " tap " + std::to_string(t.index[i]) + " outside [0, " +
+           std::to_string(t.in) + ")");
+}
+
+// Weights in the compute type, once per call.
+template <class T>
+std::vector<T> weights(const Taps& t) {
+  return std::vector<T>(t.weight, t.weight + t.out * t.taps);
+}
+
+}  // namespace
+
+template <class T>
+void interpolate_forward(const T* x, T* y, int64_t planes, const Taps& rows, const Taps& cols) {
+  check_taps(rows, "row");
+  check_taps(cols, "column");
+  const std::vector<T> rw = weights<T>(rows), cw = weights<T>(cols);
+  const int64_t in_plane = rows.in * cols.in, out_plane = rows.out * cols.out;
+  const double cost = double(planes) * out_plane * rows.taps * cols.taps;
+  const int workers = workers_for(cost, planes);
+  // Per worker: each input row's horizontal pass (cols.out values), computed
+  // once per plane when a first output row needs it, then combined vertically
+  // with contiguous rows (vectorised).  A row that no output reads is never
+  // computed, which matters when shrinking.
+  std::vector<std::vector<T>> across(workers);
+  std::vector<std::vector<int64_t>> stamp(workers);
+  parallel_for(planes, workers, [&](int64_t plane, int wk) {
+    const T* xp = x + plane * in_plane;
+    T* yp = y + plane * out_plane;
+    std::vector<T>& a = across[wk];
+    std::vector<int64_t>& seen = stamp[wk];
+    if (a.empty()) {
+      a.resize(static_cast<size_t>(rows.in * cols.out));
+      seen.assign(static_cast<size_t>(rows.in), -1);
+    }
+    for (int64_t oh = 0; oh < rows.out; ++oh) {
+      T* yr = yp + oh * cols.out;
+      for (int64_t i = 0; i < rows.taps; ++i) {
+        const int64_t ih = rows.index[oh * rows.taps + i];
+        T* ar = a.data() + ih * cols.out;
+        if (seen[ih] != plane) {
+          const T* xr = xp + ih * cols.in;
+          for (int64_t ow = 0; ow < cols.out; ++ow) {
+            T acc = 0;
+            for (int64_t j = 0; j < cols.taps; ++j) acc += cw[ow * cols.taps + j] * xr[cols.index[ow * cols.taps + j]];
+            ar[ow] = acc;
+          }
+          seen[ih] = plane;
+        }
+        const T wr = rw[oh * rows.taps + i];
+        if (i == 0)
+          for (int64_t ow = 0; ow < cols.out; ++ow) yr[ow] = wr * ar[ow];
+        else
+          for (int64_t ow = 0; ow < cols.out; ++ow) yr[ow] += wr * ar[ow];
+      }
+    }
+  });
+}
+
+template <class T>
+void interpolate_backward(const T* gy, T* gx, int64_t planes, const Taps& rows, const Taps& cols) {
+  check_taps(rows, "row");
+  check_taps(cols, "column");
+  const std::vector<T> rw = weights<T>(rows), cw = weights<T>(cols);
+  const int64_t in_plane = rows.in * cols.in, out_plane = rows.out * cols.out;
+  std::fill(gx, gx + planes * in_plane, T(0));
+  const double cost = double(planes) * out_plane * rows.taps * cols.taps;
+  // A plane's scatter stays inside the plane: planes are independent work items.
+  parallel_for(planes, workers_for(cost, planes), [&](int64_t plane, int) {
+    const T* gp = gy + plane * out_plane;
+    T* xp = gx + plane * in_plane;
+    for (int64_t oh = 0; oh < rows.out; ++oh)
+      for (int64_t i = 0; i < rows.taps; ++i) {
+        const T wr = rw[oh * rows.taps + i];
+        T* xr = xp + rows.index[oh * rows.taps + i] * cols.in;
+        const T* gr = gp + oh * cols.out;
+        for (int64_t ow = 0; ow < cols.out; ++ow) {
+          const T g = wr * gr[ow];
+          for (int64_t j = 0; j < cols.taps; ++j) xr[cols.index[ow * cols.taps + j]] += cw[ow * cols.taps + j] * g;
+        }
+      }
+  });
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                          \
+  template void interpolate_forward<T>(const T*, T*, int64_t, const Taps&, const Taps&); \
+  template void interpolate_backward<T>(const T*, T*, int64_t, const Taps&, const Taps&);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv
