@@ -79,8 +79,6 @@ std::vector<Choice> enumerate_choices(LayerKind kind, const SolveSpec& sp) {
         if (!conv && p > k / 2) continue;  // torch: pool padding at most half the kernel
         for (int64_t d = D.lo; d <= D.hi; ++d) {
           const int64_t e = effective_kernel(k, d);
-          // Exact mode: a stride longer than the window skips the rows between windows.
-          if (sp.exact && s > e) continue;
           out.push_back({k, s, p, d, checked_add(checked_mul(2, p, "padding"), -e, "padding")});
         }
       }

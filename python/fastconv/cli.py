@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("pool-padding", "0:0"),
     ]:
         p.add_argument(f"--{name}", default=default, help=f"inclusive range lo:hi (default {default})")
-    p.add_argument("--exact", action="store_true", help="every layer must read every input row/column")
+    p.add_argument("--exact", action="store_true", help="no layer may drop trailing input rows/columns")
     p.add_argument("--objective", default="params", choices=["params", "macs", "kernel"])
     p.add_argument("--top", type=int, default=1, help="how many designs to show")
     out = p.add_mutually_exclusive_group()

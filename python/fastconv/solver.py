@@ -206,8 +206,10 @@ def solve(
     pool_kernel, pool_stride, pool_padding : (lo, hi), int or "lo:hi"
         Inclusive ranges for max pools (dilation 1; padding at most kernel // 2).
     exact : bool
-        Only designs where every layer reads every input row and column
-        (``(n + 2p - d(k-1) - 1) % s == 0``).
+        Only designs where no layer drops trailing input rows or columns
+        (``(n + 2p - d(k-1) - 1) % s == 0``).  Rows between windows, skipped when
+        a stride is longer than its dilated kernel, are not ruled out (see
+        :func:`fastconv.shapes.dropped_pixels`).
     objective : {'params', 'macs', 'kernel'}
         Parameters of the convs, MACs per sample of the convs, or the sum of all
         kernel sizes.  Ties go to the lexicographically smallest (k, s, p, d) sequence.
