@@ -507,3 +507,51 @@ def test_dropped_pixels_counts_rows_between_windows_too():
 def test_summary_warns_about_rows_between_windows():
     with pytest.warns(fastconv.DroppedPixelsWarning, match="never reads 4 input row"):
         fastconv.summary([L.Conv2d(1, 1, 1, stride=3)], (1, 7, 7))
+
+
+def _autograd_gridding(chain, n=64):
+    """The issue's measurement: d out[centre] / d input through all-ones kernels, nonzero entries over the box."""
+    modules = [nn.Conv2d(1, 1, k, stride=s, dilation=d, bias=False) for k, s, d in chain]
+    for m in modules:
+        nn.init.ones_(m.weight)
+    x = torch.ones(1, 1, n, n, requires_grad=True)
+    y = x
+    for m in modules:
+        y = m(y)
+    c = y.shape[-1] // 2
+    y[0, 0, c, c].backward()
+    g = x.grad[0, 0]
+    rows, cols = torch.nonzero(g.sum(1)).flatten(), torch.nonzero(g.sum(0)).flatten()
+    box = g[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return float((box != 0).sum()) / box.numel(), tuple(box.shape)
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        [(3, 1, 2)] * 3,
+        [(3, 1, 1), (3, 1, 2), (3, 1, 3)],
+        [(1, 2, 1), (3, 1, 1)],
+        [(3, 2, 1), (3, 1, 1), (3, 1, 4)],
+        [(2, 2, 1), (2, 2, 1), (3, 1, 2)],
+        [(5, 1, 1)],
+        [(3, 1, 3), (3, 3, 1), (3, 1, 1)],
+    ],
+    ids=str,
+)
+def test_gridding_matches_autograd(chain):
+    g = fastconv.shapes.gridding([(k, s, 0, d) for k, s, d in chain])
+    fraction, box = _autograd_gridding(chain)
+    assert g.box == box
+    assert g.fraction == pytest.approx(fraction)
+
+
+def test_gridding_examples_from_the_issue_and_the_summary_warning():
+    g = fastconv.shapes.gridding([(3, 1, 2, 2)] * 3)
+    assert g.fraction == pytest.approx(49 / 169) and g.box == (13, 13) and g.culprits == ("0", "1", "2")
+    assert fastconv.shapes.gridding([(3, 1, 1, 1), (3, 1, 2, 2), (3, 1, 3, 3)]).fraction == 1.0
+    with pytest.warns(fastconv.GriddingWarning, match=r"29\.0% of one output's 13x13 receptive field"):
+        fastconv.summary([L.Conv2d(1, 1, 3, padding=2, dilation=2)] * 3, (1, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastconv.GriddingWarning)  # a plain VGG-style chain has no holes
+        fastconv.summary([L.Conv2d(3, 8, 3, padding=1), L.MaxPool2d(2), L.Conv2d(8, 8, 3, padding=1)], (3, 32, 32))

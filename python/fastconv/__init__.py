@@ -12,7 +12,7 @@ _core = load_core()  # before anything else imports the extension
 from . import layers, shapes  # noqa: E402
 from ._config import show_config  # noqa: E402
 from ._resample import interpolate, interpolate_backward  # noqa: E402
-from ._summary import DroppedPixelsWarning, summary  # noqa: E402
+from ._summary import DroppedPixelsWarning, GriddingWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 from .functional import (  # noqa: E402
     avg_pool2d,
@@ -64,6 +64,7 @@ __all__ = [
     "receptive_field",
     "summary",
     "DroppedPixelsWarning",
+    "GriddingWarning",
     "solve",
     "SolveResult",
     "layers",

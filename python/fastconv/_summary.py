@@ -7,9 +7,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import layers as L
+from . import shapes
 from .shapes import RFState
 
-__all__ = ["summary", "Summary", "SummaryRow", "DroppedPixelsWarning", "from_torch", "parse_shape"]
+__all__ = ["summary", "Summary", "SummaryRow", "DroppedPixelsWarning", "GriddingWarning", "from_torch", "parse_shape"]
+
+
+class GriddingWarning(UserWarning):
+    """Input pixels inside an output's receptive field never reach it (stacked dilations, long strides).
+
+    Turn it into an error with ``warnings.simplefilter("error", fastconv.GriddingWarning)``.
+    """
 
 
 class DroppedPixelsWarning(UserWarning):
@@ -181,6 +189,20 @@ def summary(model, input_shape) -> Summary:
                 DroppedPixelsWarning,
                 stacklevel=2,
             )
+    # Gridding of the spatial part, up to the first fully connected layer.
+    spatial = []
+    for name, layer, in_shape, _ in model.walk(shape):
+        if isinstance(layer, (L.Flatten, L.Linear)) or len(in_shape) != 3:
+            break
+        spatial.append((name, layer, in_shape))
+    grid = shapes.gridding_walk(spatial)
+    if grid.fraction < 1:
+        warnings.warn(
+            f"gridding: {100 * grid.fraction:.1f}% of one output's {grid.box[0]}x{grid.box[1]} receptive field "
+            f"reaches it through the taps; caused by {', '.join(grid.culprits)}",
+            GriddingWarning,
+            stacklevel=2,
+        )
     return Summary(model, shape, rows)
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "dropped_pixels",
     "receptive_field",
     "ReceptiveField",
+    "gridding",
+    "Gridding",
 ]
 
 
@@ -252,3 +254,88 @@ def receptive_field(layers, input_size=None) -> list[ReceptiveField]:
         field = field.after(layer, in_shape)
         rows.append(ReceptiveField(name, field.size, field.jump, field.start))
     return rows
+
+
+@dataclass(frozen=True)
+class Gridding:
+    """How much of one output's receptive-field box actually reaches it.
+
+    ``fraction``: reached pixels over the box's area (1.0: no holes);
+    ``per_axis``: the same along (h, w); ``box``: the receptive field (h, w);
+    ``culprits``: names of the layers after which the fraction fell.
+    """
+
+    fraction: float
+    per_axis: tuple[float, float]
+    box: tuple[int, int]
+    culprits: tuple[str, ...]
+
+
+def gridding(layers, input_size=None) -> Gridding:
+    """Gridding of a chain: the fraction of one output's receptive field that reaches it through taps.
+
+    Stacked dilated convolutions leave holes (the seed's conv arithmetic, question 3):
+    input pixels inside the receptive-field box that no chain of taps connects to
+    the output.  Taps form rectangular grids, so the reach is the product of one set
+    per axis, built layer by layer: a layer with kernel k, dilation d and effective
+    stride ``jump`` so far reads offsets ``i * d * jump + r`` for its taps i and the
+    offsets r reached before it.
+
+    Parameters
+    ----------
+    layers : sequence
+        ``fastconv.layers`` specs or ``(kernel, stride, padding, dilation)`` tuples,
+        as :func:`receptive_field` takes them (containers are flattened).
+    input_size : int or (int, int), optional
+        Needed only to resolve ``padding='same'``.
+
+    Returns
+    -------
+    Gridding
+
+    Examples
+    --------
+    >>> from fastconv.shapes import gridding
+    >>> round(gridding([(3, 1, 2, 2)] * 3).fraction, 3)  # 49 / 169
+    0.29
+    >>> gridding([(3, 1, 1, 1), (3, 1, 2, 2), (3, 1, 3, 3)]).fraction  # dilations 1, 2, 3
+    1.0
+    """
+    from .layers import Layer, Sequential, Window
+
+    if isinstance(layers, Layer):
+        layers = [layers]
+    specs = []
+    for layer in layers:
+        if isinstance(layer, Layer):
+            specs.append(layer)
+        else:
+            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer) :])[:4]
+            specs.append(Window(k, s, p, d))
+    shape = None if input_size is None else (1, *as_pair(input_size, "input_size"))
+    return gridding_walk((name, layer, in_shape) for name, layer, in_shape, _ in Sequential(*specs).walk(shape))
+
+
+def gridding_walk(steps) -> Gridding:
+    """:func:`gridding` over ``(name, layer, input shape)`` triples (the summary passes its own walk)."""
+    import numpy as np
+
+    reach = [np.ones(1, bool), np.ones(1, bool)]
+    jump = [1, 1]
+    culprits = []
+    fraction = 1.0
+    for name, layer, in_shape in steps:
+        for k, st, _, d in layer.geometry(in_shape):
+            for a in range(2):
+                step = d[a] * jump[a]
+                grown = np.zeros(len(reach[a]) + (k[a] - 1) * step, bool)
+                for i in range(k[a]):
+                    grown[i * step : i * step + len(reach[a])] |= reach[a]
+                reach[a] = grown
+                jump[a] *= st[a]
+        now = float(reach[0].mean() * reach[1].mean())
+        if now < fraction - 1e-12:
+            culprits.append(name)
+        fraction = now
+    per_axis = (float(reach[0].mean()), float(reach[1].mean()))
+    return Gridding(per_axis[0] * per_axis[1], per_axis, (len(reach[0]), len(reach[1])), tuple(culprits))
