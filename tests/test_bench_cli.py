@@ -20,6 +20,7 @@ def test_bench_table_runs_with_torch():
     assert r.returncode == 0, r.stderr
     assert "tiny" in r.stdout and "geometric mean ratio" in r.stdout and "sgemm 2048^3" in r.stdout
     assert r.stdout.startswith("fastconv on ") and "gemm float32:" in r.stdout  # show_config first
+    assert all(name in r.stdout for name in ("bilinear_2x_56", "nearest_2x_14", "bicubic_2x_28", "unpool_2x_28"))
 
 
 def test_bench_table_says_when_torch_is_absent():

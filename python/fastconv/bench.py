@@ -243,8 +243,82 @@ def _import_torch():
     return torch
 
 
+# (name, input shape, interpolate options or None for max_unpool2d of a 2x2 max pool)
+UPSAMPLING = [
+    ("bilinear_2x_56", (8, 64, 56, 56), dict(scale_factor=2, mode="bilinear")),
+    ("nearest_2x_14", (8, 256, 14, 14), dict(scale_factor=2, mode="nearest")),
+    ("bicubic_2x_28", (8, 32, 28, 28), dict(scale_factor=2, mode="bicubic")),
+    ("unpool_2x_28", (8, 64, 28, 28), None),
+]
+
+
+def measure_upsampling(shape, options, repeats=5, dtype=np.float32, torch_mod=None):
+    """Seconds per call, forward and forward+backward, of fastconv and torch (each after `settle()`)."""
+    from . import _resample
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    if options is None:  # unpooling: the values and indices of a 2x2 max pool of a map twice as large
+        big = rng.standard_normal((*shape[:2], 2 * shape[2], 2 * shape[3])).astype(dtype)
+        x, idx = F.max_pool2d(big, 2, return_indices=True)
+        fwd = lambda: F.max_unpool2d(x, idx, 2)  # noqa: E731
+        gy = np.ones_like(fwd())
+        fb = lambda: (fwd(), F.max_unpool2d_backward(gy, idx))  # noqa: E731
+    else:
+        fwd = lambda: _resample.interpolate(x, **options)  # noqa: E731
+        gy = np.ones_like(fwd())
+        fb = lambda: (fwd(), _resample.interpolate_backward(gy, x.shape, **options))  # noqa: E731
+    settle()
+    r = {"fastconv_fwd": best_time(fwd, repeats), "fastconv_fwdbwd": best_time(fb, repeats)}
+    if torch_mod is not None:
+        tf = torch_mod.nn.functional
+        xt, gyt = torch_mod.from_numpy(x), torch_mod.from_numpy(gy)
+        if options is None:
+            it = torch_mod.from_numpy(idx)
+            tfwd = lambda t: tf.max_unpool2d(t, it, 2)  # noqa: E731
+        else:
+            tfwd = lambda t: tf.interpolate(t, **options)  # noqa: E731
+
+        def torch_fb():
+            t = xt.clone().requires_grad_(True)
+            tfwd(t).backward(gyt)
+
+        settle()
+        r["torch_fwd"] = best_time(lambda: tfwd(xt), repeats)
+        r["torch_fwdbwd"] = best_time(torch_fb, repeats)
+    return r
+
+
+def upsampling_table(repeats, dtype, torch_mod, out):
+    """Milliseconds per call of the upsampling kernels, beside torch's; returns the (fwd, f+b) ratios."""
+    head = f"{'upsampling':<16}{'fwd ms':>8}{'torch':>8}{'ratio':>7}  |{'f+b ms':>8}{'torch':>8}{'ratio':>7}"
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    ratios = []
+    for name, shape, options in UPSAMPLING:
+        r = measure_upsampling(shape, options, repeats, dtype, torch_mod)
+        cols = [f"{name:<16}", f"{1e3 * r['fastconv_fwd']:8.2f}"]
+        if torch_mod is not None:
+            rf, rb = r["torch_fwd"] / r["fastconv_fwd"], r["torch_fwdbwd"] / r["fastconv_fwdbwd"]
+            ratios.append((rf, rb))
+            cols += [f"{1e3 * r['torch_fwd']:8.2f}", f"{rf:7.2f}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}"]
+            cols += [f"{1e3 * r['torch_fwdbwd']:8.2f}", f"{rb:7.2f}"]
+        else:
+            cols += [f"{'-':>8}", f"{'-':>7}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}", f"{'-':>8}", f"{'-':>7}"]
+        print("".join(cols), file=out, flush=True)
+    return ratios
+
+
 def run_table(
-    shapes=None, repeats=5, threads=2, dtype="float32", backward=True, numpy=True, memory=True, out=sys.stdout
+    shapes=None,
+    repeats=5,
+    threads=2,
+    dtype="float32",
+    backward=True,
+    numpy=True,
+    memory=True,
+    upsampling=True,
+    out=sys.stdout,
 ):
     """Print the benchmark table; returns 0."""
     names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
@@ -302,6 +376,8 @@ def run_table(
                     cols += [f"{'-':>8}", f"{'-':>7}"]
                 cols.append(f"{r['numpy_fwdbwd'] / r['fastconv_fwdbwd']:9.1f}" if numpy else f"{'-':>9}")
             print("".join(cols), file=out, flush=True)
+        if upsampling:
+            upsampling_table(repeats, dt, torch, out)
     finally:
         set_num_threads(old)
     if memory:

@@ -218,6 +218,7 @@ def _bench(args, parser) -> int:
         backward=not args.forward_only,
         numpy=not args.no_numpy,
         memory=not args.no_memory,
+        upsampling=not args.no_upsampling,
     )
 
 
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-only", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
     p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
+    p.add_argument("--no-upsampling", action="store_true", help="skip the interpolate/unpool table")
     p.set_defaults(func=_bench, parser=p)
 
     p = sub.add_parser("keras2torch", help="PyTorch source for a Keras model.json (model.to_json())")
