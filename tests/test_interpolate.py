@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastconv
 from conftest import tols
@@ -136,3 +138,34 @@ def test_upsample_spec_checks_its_options():
         fastconv.layers.Upsample()
     with pytest.raises(ValueError, match="align_corners can only be set"):
         fastconv.layers.Upsample(scale_factor=2, align_corners=True)
+
+
+def test_non_contiguous_and_big_endian_input(rng):
+    x = rng.standard_normal((2, 3, 14, 10))[:, :, ::2, ::-1]  # strided and reversed
+    ref = F.interpolate(T(np.ascontiguousarray(x)), size=(9, 13), mode="bicubic").numpy()
+    torch.testing.assert_close(fastconv.interpolate(x, size=(9, 13), mode="bicubic"), ref)
+    torch.testing.assert_close(fastconv.interpolate(x.astype(">f8"), size=(9, 13), mode="bicubic"), ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    oh=st.integers(1, 25),
+    ow=st.integers(1, 25),
+    mode=st.sampled_from(["nearest", "nearest-exact", "bilinear", "bicubic"]),
+    corners=st.booleans(),
+    by_scale=st.booleans(),
+)
+def test_random_sizes_as_torch(h, w, oh, ow, mode, corners, by_scale):
+    x = np.random.default_rng(h * 100 + w).standard_normal((1, 2, h, w))
+    ac = corners if mode in ("bilinear", "bicubic") else None
+    kw = dict(scale_factor=(oh / h, ow / w)) if by_scale else dict(size=(oh, ow))
+    xt = T(x, requires_grad=True)
+    ref = F.interpolate(xt, mode=mode, align_corners=ac, **kw)
+    got = fastconv.interpolate(x, mode=mode, align_corners=ac, **kw)
+    torch.testing.assert_close(got, ref.detach().numpy(), **tols(np.float64))
+    gy = np.cos(np.arange(ref.numel())).reshape(tuple(ref.shape))
+    ref.backward(T(gy))
+    gx = fastconv.interpolate_backward(gy, x.shape, mode=mode, align_corners=ac, **kw)
+    torch.testing.assert_close(gx, xt.grad.numpy(), **tols(np.float64))

@@ -555,3 +555,24 @@ def test_gridding_examples_from_the_issue_and_the_summary_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", fastconv.GriddingWarning)  # a plain VGG-style chain has no holes
         fastconv.summary([L.Conv2d(3, 8, 3, padding=1), L.MaxPool2d(2), L.Conv2d(8, 8, 3, padding=1)], (3, 32, 32))
+
+
+def test_summary_text_and_json_report_gridding(tmp_path):
+    model = [{"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3, "dilation": 2, "padding": 2}] * 3
+    path = tmp_path / "dilated.json"
+    path.write_text(json.dumps(model))
+    out = subprocess.run(
+        [sys.executable, "-m", "fastconv", "summary", str(path), "--input", "1x32x32"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "! gridding: 29.0% of one output's 13x13 receptive field" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "fastconv", "summary", str(path), "--input", "1x32x32", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(out.stdout)["gridding"]["fraction"] == pytest.approx(49 / 169)

@@ -57,10 +57,11 @@ def parse_shape(shape: Any) -> tuple:
 class Summary:
     """Result of :func:`summary`; ``str()`` gives the table."""
 
-    def __init__(self, model: L.Layer, input_shape: tuple, rows: list[SummaryRow]):
+    def __init__(self, model: L.Layer, input_shape: tuple, rows: list[SummaryRow], gridding=None):
         self.model = model
         self.input_shape = input_shape
         self.rows = rows
+        self.gridding = gridding  # shapes.Gridding of the spatial part, or None
         self.total_params = model.param_count()
         self.total_macs = sum(r.macs for r in rows)
         self.output_shape = rows[-1].output_shape if rows else input_shape
@@ -71,6 +72,7 @@ class Summary:
             "output_shape": list(self.output_shape),
             "total_params": self.total_params,
             "total_macs": self.total_macs,
+            "gridding": None if self.gridding is None else asdict(self.gridding),
             "rows": [
                 {
                     **asdict(r),
@@ -111,6 +113,12 @@ class Summary:
                     f"! {r.name} ({r.type}) never reads {r.dropped[0]} input row(s) and {r.dropped[1]} column(s): "
                     "trailing ones ((n + 2p - d(k-1) - 1) % s != 0) and those between windows (s > d(k-1) + 1)"
                 )
+        if self.gridding is not None and self.gridding.fraction < 1:
+            g = self.gridding
+            lines.append(
+                f"! gridding: {100 * g.fraction:.1f}% of one output's {g.box[0]}x{g.box[1]} receptive field reaches "
+                f"it through the taps; caused by {', '.join(g.culprits)}"
+            )
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):  # IPython
@@ -203,7 +211,7 @@ def summary(model, input_shape) -> Summary:
             GriddingWarning,
             stacklevel=2,
         )
-    return Summary(model, shape, rows)
+    return Summary(model, shape, rows, grid)
 
 
 _TORCH_LEAVES = {
