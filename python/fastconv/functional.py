@@ -381,9 +381,7 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
     ceil_mode = as_bool(ceil_mode, "ceil_mode")
     gy = as_array(grad_output, "grad_output")
     dtype = float_dtype(("grad_output", gy), ("input", x))
-    idx = as_array(indices, "indices")
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"indices must be an integer array (as max_pool2d returns them), got dtype {idx.dtype}")
+    idx = _integer_indices(indices)
     if idx.shape != gy.shape:
         raise ValueError(f"indices must have grad_output's shape {gy.shape}, got {idx.shape}")
     if idx.dtype.kind == "u" and idx.size and idx.max() > np.iinfo(np.int64).max:
@@ -403,10 +401,15 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride=None, p
     return gx[0] if unbatched else gx
 
 
-def _unpool_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
+def _integer_indices(indices) -> np.ndarray:
     idx = as_array(indices, "indices")
     if idx.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array (as max_pool2d returns them), got dtype {idx.dtype}")
+    return idx
+
+
+def _unpool_indices(indices, shape: tuple[int, ...]) -> np.ndarray:
+    idx = _integer_indices(indices)
     if idx.shape != shape:
         raise ValueError(f"indices must have input's shape {shape}, got {idx.shape}")
     return idx
@@ -497,9 +500,7 @@ def max_unpool2d_backward(grad_output, indices) -> np.ndarray:
     gy = as_array(grad_output, "grad_output")
     dtype = float_dtype(("grad_output", gy))
     gy, unbatched = _batched(gy, "grad_output")
-    idx = as_array(indices, "indices")
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"indices must be an integer array (as max_pool2d returns them), got dtype {idx.dtype}")
+    idx = _integer_indices(indices)
     if unbatched:
         idx = idx[None]
     if idx.ndim != 4 or idx.shape[:2] != gy.shape[:2]:

@@ -218,6 +218,22 @@ class ReceptiveField:
     start: tuple[float, float]
 
 
+def _specs(layers) -> list:
+    """Layer specs from specs, containers or ``(kernel, stride, padding, dilation)`` tuples."""
+    from .layers import Layer, Window
+
+    if isinstance(layers, Layer):
+        layers = [layers]
+    specs = []
+    for layer in layers:
+        if isinstance(layer, Layer):
+            specs.append(layer)
+        else:
+            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer) :])[:4]
+            specs.append(Window(k, s, p, d))
+    return specs
+
+
 def receptive_field(layers, input_size=None) -> list[ReceptiveField]:
     """Receptive field, jump and start offset after each layer of a chain.
 
@@ -236,17 +252,9 @@ def receptive_field(layers, input_size=None) -> list[ReceptiveField]:
     >>> [r.size for r in receptive_field([(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 1)])]
     [(3, 3), (5, 5), (9, 9)]
     """
-    from .layers import Layer, Sequential, Window
+    from .layers import Sequential
 
-    if isinstance(layers, Layer):
-        layers = [layers]
-    specs = []
-    for layer in layers:
-        if isinstance(layer, Layer):
-            specs.append(layer)
-        else:
-            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer) :])[:4]
-            specs.append(Window(k, s, p, d))
+    specs = _specs(layers)
     shape = None if input_size is None else (1, *as_pair(input_size, "input_size"))
     rows: list[ReceptiveField] = []
     field = RFState()
@@ -301,17 +309,9 @@ def gridding(layers, input_size=None) -> Gridding:
     >>> gridding([(3, 1, 1, 1), (3, 1, 2, 2), (3, 1, 3, 3)]).fraction  # dilations 1, 2, 3
     1.0
     """
-    from .layers import Layer, Sequential, Window
+    from .layers import Sequential
 
-    if isinstance(layers, Layer):
-        layers = [layers]
-    specs = []
-    for layer in layers:
-        if isinstance(layer, Layer):
-            specs.append(layer)
-        else:
-            k, s, p, d = (tuple(layer) + (1, 1, 0, 1)[len(layer) :])[:4]
-            specs.append(Window(k, s, p, d))
+    specs = _specs(layers)
     shape = None if input_size is None else (1, *as_pair(input_size, "input_size"))
     return gridding_walk((name, layer, in_shape) for name, layer, in_shape, _ in Sequential(*specs).walk(shape))
 
