@@ -18,22 +18,33 @@ void check_taps(const Taps& t, const char* axis) {
            std::to_string(t.in) + ")");
 }
 
-// Weights in the compute type, once per call.
+// What forward and backward both need: checked taps, weights in the compute
+// type (once per call), plane sizes and the threads worth using.
 template <class T>
-std::vector<T> weights(const Taps& t) {
-  return std::vector<T>(t.weight, t.weight + t.out * t.taps);
-}
+struct Plan {
+  std::vector<T> rw, cw;
+  int64_t in_plane, out_plane;
+  int workers;
+
+  Plan(int64_t planes, const Taps& rows, const Taps& cols) {
+    check_taps(rows, "row");
+    check_taps(cols, "column");
+    rw.assign(rows.weight, rows.weight + rows.out * rows.taps);
+    cw.assign(cols.weight, cols.weight + cols.out * cols.taps);
+    in_plane = rows.in * cols.in;
+    out_plane = rows.out * cols.out;
+    workers = workers_for(double(planes) * out_plane * rows.taps * cols.taps, planes);
+  }
+};
 
 }  // namespace
 
 template <class T>
 void interpolate_forward(const T* x, T* y, int64_t planes, const Taps& rows, const Taps& cols) {
-  check_taps(rows, "row");
-  check_taps(cols, "column");
-  const std::vector<T> rw = weights<T>(rows), cw = weights<T>(cols);
-  const int64_t in_plane = rows.in * cols.in, out_plane = rows.out * cols.out;
-  const double cost = double(planes) * out_plane * rows.taps * cols.taps;
-  const int workers = workers_for(cost, planes);
+  const Plan<T> plan(planes, rows, cols);
+  const std::vector<T>&rw = plan.rw, &cw = plan.cw;
+  const int64_t in_plane = plan.in_plane, out_plane = plan.out_plane;
+  const int workers = plan.workers;
   // Per worker: each input row's horizontal pass (cols.out values), computed
   // once per plane when a first output row needs it, then combined vertically
   // with contiguous rows (vectorised).  A row that no output reads is never
@@ -75,14 +86,12 @@ void interpolate_forward(const T* x, T* y, int64_t planes, const Taps& rows, con
 
 template <class T>
 void interpolate_backward(const T* gy, T* gx, int64_t planes, const Taps& rows, const Taps& cols) {
-  check_taps(rows, "row");
-  check_taps(cols, "column");
-  const std::vector<T> rw = weights<T>(rows), cw = weights<T>(cols);
-  const int64_t in_plane = rows.in * cols.in, out_plane = rows.out * cols.out;
+  const Plan<T> plan(planes, rows, cols);
+  const std::vector<T>&rw = plan.rw, &cw = plan.cw;
+  const int64_t in_plane = plan.in_plane, out_plane = plan.out_plane;
   std::fill(gx, gx + planes * in_plane, T(0));
-  const double cost = double(planes) * out_plane * rows.taps * cols.taps;
   // A plane's scatter stays inside the plane: planes are independent work items.
-  parallel_for(planes, workers_for(cost, planes), [&](int64_t plane, int) {
+  parallel_for(planes, plan.workers, [&](int64_t plane, int) {
     const T* gp = gy + plane * out_plane;
     T* xp = gx + plane * in_plane;
     for (int64_t oh = 0; oh < rows.out; ++oh)
