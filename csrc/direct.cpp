@@ -12,7 +12,7 @@
 #include "parallel.hpp"
 
 #ifdef __AVX512F__
-#include <immintrin.h>
+#include "direct_store_avx512.hpp"
 #endif
 
 namespace fastconv {
@@ -82,13 +82,8 @@ inline Vec<T> masked(Vec<T> v, BitsVec<T> keep) {
 template <class T>
 inline void store_part(T* dst, Vec<T> v, int64_t n) {
 #ifdef __AVX512F__
-  if constexpr (sizeof(T) == 4) {
-    _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << n) - 1), v);
-    return;
-  } else {
-    _mm512_mask_storeu_pd(dst, static_cast<__mmask8>((1u << n) - 1), v);
-    return;
-  }
+  masked_store_avx512(dst, v, n);
+  return;
 #endif
   for (int64_t k = 0; k < n; ++k) dst[k] = v[k];
 }

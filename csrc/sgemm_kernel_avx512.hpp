@@ -1,5 +1,5 @@
 // The AVX-512 single-precision GEMM micro-kernel shared by the packed sgemm
-// (sgemm_avx512.cpp) and the Winograd convolution (winograd.cpp).
+// (sgemm_avx512.cpp) and the Winograd convolution (winograd_avx512.cpp).
 //
 // Contract of sgemm_micro<MR>:
 //   C[r][j] (+)= sum_k a[k*MR + r] * b[k*ldb + j]   for r < rows, j < cols

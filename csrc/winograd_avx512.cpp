@@ -31,7 +31,7 @@ void winograd_f2x3_grad_weight(const float*, const float*, float*, const Winogra
 
 #include "parallel.hpp"
 #include "sgemm_avx512.hpp"
-#include "sgemm_kernel.hpp"
+#include "sgemm_kernel_avx512.hpp"
 
 namespace fastconv {
 

@@ -14,13 +14,13 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def run_script(body: str, timeout: float = 120) -> str:
-    """Runs ``body`` in a fresh interpreter; returns its stdout, fails on any error, signal or hang."""
+def run_script(body: str, timeout: float = 120, env: dict | None = None) -> str:
+    """Runs ``body`` in a fresh interpreter (``env`` added to the environment); returns its stdout, fails on any
+    error, signal or hang."""
     code = textwrap.dedent(body)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
-        )
+        env = {**os.environ, **(env or {})}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"hung for {timeout} s (a pool deadlock); output so far: {exc.stdout!r} {exc.stderr!r}")
     if proc.returncode != 0:
