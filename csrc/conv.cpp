@@ -12,8 +12,8 @@
 #include "gemm.hpp"
 #include "geometry.hpp"
 #include "im2col.hpp"
+#include "kernels/table.hpp"
 #include "parallel.hpp"
-#include "small_gemm.hpp"
 #include "winograd.hpp"
 
 namespace fastconv {
@@ -260,7 +260,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
       ldc = cnt;
     }
     if (K <= kSmallK)
-      gemm_small_k<T>(Cog, cnt, K, wg, K, 1, B, ldb, C, ldc);
+      kernels_for<T>().gemm_small_k(Cog, cnt, K, wg, K, 1, B, ldb, C, ldc);
     else
       gemm<T>(false, false, Cog, cnt, K, T(1), wg, K, B, ldb, T(0), C, ldc);
     for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
@@ -383,7 +383,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
         }
         if (gcol.size() < static_cast<size_t>(K * tile)) gcol.resize(K * tile);
         if (Cog <= kSmallK)  // W^T (K x Cog) times the gradient tile, a short reduction
-          gemm_small_k<T>(K, cnt, Cog, wg, 1, K, A, lda, gcol.data(), cnt);
+          kernels_for<T>().gemm_small_k(K, cnt, Cog, wg, 1, K, A, lda, gcol.data(), cnt);
         else
           gemm<T>(true, false, K, cnt, Cog, T(1), wg, K, A, lda, T(0), gcol.data(), cnt);
         for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {

@@ -23,7 +23,7 @@ void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, 
 #include <vector>
 
 #include "cpu_features.hpp"
-#include "sgemm_kernel_avx512.hpp"
+#include "kernels/x86_avx512/sgemm_12x32_avx512.hpp"
 
 namespace fastconv {
 

@@ -29,9 +29,9 @@ void winograd_f2x3_grad_weight(const float*, const float*, float*, const Winogra
 #include <memory>
 #include <vector>
 
+#include "kernels/x86_avx512/sgemm_12x32_avx512.hpp"
 #include "parallel.hpp"
 #include "sgemm_avx512.hpp"
-#include "sgemm_kernel_avx512.hpp"
 
 namespace fastconv {
 

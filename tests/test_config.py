@@ -25,7 +25,14 @@ def _cpuinfo_flags() -> set[str]:
 def test_config_has_every_family_and_the_thread_count():
     buf = io.StringIO()
     cfg = fastconv.show_config(file=buf)
-    assert set(cfg["kernels"]) == {"gemm float32", "gemm float64", "winograd float32", "direct", "pooling"}
+    assert set(cfg["kernels"]) == {
+        "gemm float32",
+        "gemm float64",
+        "winograd float32",
+        "direct",
+        "small-k gemm",
+        "pooling",
+    }
     assert cfg["threads"] == fastconv.get_num_threads()
     assert cfg["level"] in ("avx512", "avx2", "neon", "portable")
     assert cfg["openblas_core"] and cfg["openblas_core"] in cfg["kernels"]["gemm float64"]

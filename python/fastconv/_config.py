@@ -33,18 +33,18 @@ def show_config(file=None) -> dict[str, Any]:
 
     Notes
     -----
-    The AVX-512 GEMM and Winograd kernels are chosen at run time from the level, so
-    ``FASTCONV_CPU=avx2`` on an AVX-512 CPU runs the paths an AVX2 CPU gets for them;
-    the direct and pooling kernels still use the width the build targets
-    (``-march=native`` unless built with ``FASTCONV_NATIVE=OFF``).  A level the CPU
-    lacks makes ``import fastconv`` fail with a message naming what is missing.
+    Every dispatched kernel (GEMM, Winograd, direct, small-K GEMM) is chosen at run
+    time from the level, so ``FASTCONV_CPU=avx2`` on an AVX-512 CPU runs exactly the
+    kernels an AVX2 CPU gets.  Pooling and interpolation are baseline-ISA operator
+    code.  A level the CPU lacks makes ``import fastconv`` fail with a message naming
+    what is missing.
 
     Examples
     --------
     >>> import fastconv
     >>> cfg = fastconv.show_config(file=False)
     >>> sorted(cfg["kernels"])
-    ['direct', 'gemm float32', 'gemm float64', 'pooling', 'winograd float32']
+    ['direct', 'gemm float32', 'gemm float64', 'pooling', 'small-k gemm', 'winograd float32']
     >>> cfg["threads"] == fastconv.get_num_threads()
     True
     """
@@ -65,6 +65,7 @@ def show_config(file=None) -> dict[str, Any]:
             "gemm float64": f"OpenBLAS ({core} kernels)",
             "winograd float32": "F(2x2, 3x3), AVX-512" if _core.winograd_enabled() else "off (im2col + GEMM)",
             "direct": _core.direct_kernel_name(),
+            "small-k gemm": _core.direct_kernel_name(),
             "pooling": "portable C++",
         },
         "openblas_core": core,

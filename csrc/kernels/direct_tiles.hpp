@@ -1,0 +1,221 @@
+// Direct convolution tiles for one input channel per group (depthwise layers,
+// grey-scale first layers), written once on the vector layer (vec.hpp) and
+// compiled per level.  Included inside an ISA namespace by isa_kernels.cpp.
+//
+// Contract (V = kLanes<T> values per vector):
+//   - Inputs come from the phase buffer described by DirectPlane (table.hpp),
+//     which the operator pads with kDirectChains * V zeros after each phase row,
+//     so a block may load past its output row's end; no load needs alignment.
+//   - Forward blocks are RO output channels x RC vectors of one output row:
+//     RO = 4 channels share each loaded input vector; a lone channel (depthwise)
+//     gets its independent chains from up to 8 vectors of columns instead.
+//     Only the block's first `valid` columns are stored.
+//   - Weight-gradient blocks take TB = 4 taps at once, so each loaded gy vector
+//     feeds TB * RC accumulators; lanes past OW must not reach gw even when the
+//     input under them is Inf or NaN (torch sums valid positions only), so the
+//     last block of a row clears those input lanes with a bit mask.
+//   - Input-gradient blocks sum (gy offset, tap) pairs over RC vectors of one
+//     phase row, PAR channels in separate accumulators when RC alone gives few
+//     chains; stores are strided by the column stride.
+#pragma once
+
+// Expects vec.hpp and table.hpp.
+
+inline int64_t pow2_at_least(int64_t n, int64_t cap) {
+  int64_t p = 1;
+  while (p < cap && p < n) p *= 2;
+  return p;
+}
+
+// --- Forward.  src is the block's first output column in the phase buffer (its
+// row offset added); tap t reads src + offs[t] and the RC*V values after it.  w
+// holds RO rows of `taps` weights; b (null: no bias) RO values.  Row o of the
+// result goes to y + o * ystride.
+template <class T, int RO, int RC>
+inline void direct_forward_block(const T* src, const int64_t* offs, int64_t taps, const T* w, const T* b, T* y,
+                                 int64_t ystride, int64_t valid) {
+  constexpr int64_t V = kLanes<T>;
+  Vec<T> acc[RO][RC];
+  for (int o = 0; o < RO; ++o)
+    for (int r = 0; r < RC; ++r) acc[o][r] = broadcast<T>(b ? b[o] : T(0));
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* s = src + offs[t];
+    Vec<T> xv[RC];
+    for (int r = 0; r < RC; ++r) xv[r] = load(s + r * V);
+    for (int o = 0; o < RO; ++o) {
+      const T wv = w[o * taps + t];
+      for (int r = 0; r < RC; ++r) acc[o][r] += wv * xv[r];
+    }
+  }
+  for (int o = 0; o < RO; ++o)
+    for (int r = 0; r < RC; ++r) store_vec<T>(y + o * ystride, acc[o][r], r, valid);
+}
+
+// Output channels [c0, c1) of one group, (c1 - c0) a multiple of RO.
+template <class T, int RO, int RC>
+void direct_forward_channels(const T* buf, DirectPlane ph, const ConvGeom& g, const T* w, const T* b, T* y, int64_t c0,
+                             int64_t c1) {
+  constexpr int64_t block = RC * kLanes<T>;
+  const int64_t taps = g.kh * g.kw, P = g.OH * g.OW;
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    const T* row = buf + oh * ph.row_step;
+    for (int64_t ow0 = 0; ow0 < g.OW; ow0 += block) {
+      const int64_t valid = imin(block, g.OW - ow0);
+      for (int64_t oc = c0; oc < c1; oc += RO)
+        direct_forward_block<T, RO, RC>(row + ow0, ph.offs, taps, w + oc * taps, b ? b + oc : nullptr,
+                                        y + oc * P + oh * g.OW + ow0, P, valid);
+    }
+  }
+}
+
+template <class T>
+void direct_forward_group(const T* buf, DirectPlane ph, const ConvGeom& g, const T* w, const T* b, T* y) {
+  const int64_t Cog = g.Cout / g.groups, chunks = (g.OW + kLanes<T> - 1) / kLanes<T>;
+  const int64_t main = Cog / 4 * 4;
+  if (main > 0) {
+    if (chunks <= 1)
+      direct_forward_channels<T, 4, 1>(buf, ph, g, w, b, y, 0, main);
+    else
+      direct_forward_channels<T, 4, 2>(buf, ph, g, w, b, y, 0, main);
+  }
+  if (main == Cog) return;
+  switch (pow2_at_least(chunks, kDirectChains)) {
+    case 1:
+      direct_forward_channels<T, 1, 1>(buf, ph, g, w, b, y, main, Cog);
+      break;
+    case 2:
+      direct_forward_channels<T, 1, 2>(buf, ph, g, w, b, y, main, Cog);
+      break;
+    case 4:
+      direct_forward_channels<T, 1, 4>(buf, ph, g, w, b, y, main, Cog);
+      break;
+    default:
+      direct_forward_channels<T, 1, 8>(buf, ph, g, w, b, y, main, Cog);
+      break;
+  }
+}
+
+// --- Weight gradient, TB taps of one output channel.
+template <class T, int TB, int RC>
+void direct_weight_block(const T* gyb, int64_t ldy, const T* buf, DirectPlane ph, const ConvGeom& g,
+                         const int64_t* offs, T* gw) {
+  constexpr int64_t V = kLanes<T>, block = RC * V;
+  Vec<T> acc[TB][RC] = {};
+  const int64_t tail0 = (g.OW - 1) / block * block;
+  using Elem = typename BitsOf<T>::elem;
+  Elem lanes[RC * V];
+  for (int64_t k = 0; k < RC * V; ++k) lanes[k] = tail0 + k < g.OW ? ~Elem(0) : Elem(0);
+  BitsVec<T> keep[RC];
+  std::memcpy(keep, lanes, sizeof keep);
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    const T* grow = gyb + oh * ldy;
+    const T* xrow = buf + oh * ph.row_step;
+    for (int64_t ow0 = 0; ow0 < tail0; ow0 += block) {
+      Vec<T> gv[RC];
+      for (int r = 0; r < RC; ++r) gv[r] = load(grow + ow0 + r * V);
+      for (int t = 0; t < TB; ++t) {
+        const T* s = xrow + offs[t] + ow0;
+        for (int r = 0; r < RC; ++r) acc[t][r] += gv[r] * load(s + r * V);
+      }
+    }
+    Vec<T> gv[RC];
+    for (int r = 0; r < RC; ++r) gv[r] = load(grow + tail0 + r * V);
+    for (int t = 0; t < TB; ++t) {
+      const T* s = xrow + offs[t] + tail0;
+      for (int r = 0; r < RC; ++r) acc[t][r] += gv[r] * masked<T>(load(s + r * V), keep[r]);
+    }
+  }
+  for (int t = 0; t < TB; ++t) {
+    for (int r = 1; r < RC; ++r) acc[t][0] += acc[t][r];
+    gw[t] += reduce_add<T>(acc[t][0]);
+  }
+}
+
+template <class T, int RC>
+void direct_weight_taps(const T* gyb, int64_t ldy, const T* buf, DirectPlane ph, const ConvGeom& g, T* gw) {
+  const int64_t taps = g.kh * g.kw;
+  int64_t t = 0;
+  for (; t + 4 <= taps; t += 4) direct_weight_block<T, 4, RC>(gyb, ldy, buf, ph, g, ph.offs + t, gw + t);
+  switch (taps - t) {
+    case 3:
+      direct_weight_block<T, 3, RC>(gyb, ldy, buf, ph, g, ph.offs + t, gw + t);
+      break;
+    case 2:
+      direct_weight_block<T, 2, RC>(gyb, ldy, buf, ph, g, ph.offs + t, gw + t);
+      break;
+    case 1:
+      direct_weight_block<T, 1, RC>(gyb, ldy, buf, ph, g, ph.offs + t, gw + t);
+      break;
+    default:
+      break;
+  }
+}
+
+template <class T>
+void direct_weight_channel(const T* gyb, int64_t ldy, const T* buf, DirectPlane ph, const ConvGeom& g, T* gw) {
+  if (g.OW <= kLanes<T>)
+    direct_weight_taps<T, 1>(gyb, ldy, buf, ph, g, gw);
+  else
+    direct_weight_taps<T, 2>(gyb, ldy, buf, ph, g, gw);
+}
+
+// --- Input gradient, gathered rather than scattered (direct.cpp builds the
+// pairs).  gy planes sit `plane` apart in gyb; n values go to out, dst_stride
+// apart.
+template <class T, int RC, int PAR>
+void direct_input_block(const T* gyb, int64_t plane, const int64_t* offs, const int64_t* tap, int64_t pairs, const T* w,
+                        int64_t taps, int64_t cog, T* out, int64_t n, int64_t dst_stride) {
+  constexpr int64_t V = kLanes<T>;
+  Vec<T> acc[PAR][RC] = {};
+  const int64_t full = cog / PAR * PAR;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const T* base = gyb + offs[p];
+    const T* wp = w + tap[p];
+    for (int64_t oc = 0; oc < full; oc += PAR)
+      for (int c = 0; c < PAR; ++c) {
+        const T* src = base + (oc + c) * plane;
+        const T wv = wp[(oc + c) * taps];
+        for (int r = 0; r < RC; ++r) acc[c][r] += wv * load(src + r * V);
+      }
+    for (int64_t oc = full; oc < cog; ++oc) {
+      const T* src = base + oc * plane;
+      const T wv = wp[oc * taps];
+      for (int r = 0; r < RC; ++r) acc[0][r] += wv * load(src + r * V);
+    }
+  }
+  for (int c = 1; c < PAR; ++c)
+    for (int r = 0; r < RC; ++r) acc[0][r] += acc[c][r];
+  if (dst_stride == 1) {
+    for (int r = 0; r < RC; ++r) store_vec<T>(out, acc[0][r], r, n);
+  } else {
+    T v[RC * V];
+    std::memcpy(v, acc[0], sizeof v);
+    for (int64_t k = 0; k < n; ++k) out[k * dst_stride] = v[k];
+  }
+}
+
+template <class T>
+DirectInputBlock<T> direct_input_block_for(int64_t rc, int64_t cog) {
+  int64_t par = 1;
+  while (par < 4 && 2 * par <= cog && 2 * par * rc <= kDirectChains) par *= 2;
+  switch (rc * 10 + par) {
+    case 11:
+      return direct_input_block<T, 1, 1>;
+    case 12:
+      return direct_input_block<T, 1, 2>;
+    case 14:
+      return direct_input_block<T, 1, 4>;
+    case 21:
+      return direct_input_block<T, 2, 1>;
+    case 22:
+      return direct_input_block<T, 2, 2>;
+    case 24:
+      return direct_input_block<T, 2, 4>;
+    case 41:
+      return direct_input_block<T, 4, 1>;
+    case 42:
+      return direct_input_block<T, 4, 2>;
+    default:
+      return direct_input_block<T, 8, 1>;
+  }
+}

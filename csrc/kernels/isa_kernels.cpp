@@ -1,0 +1,64 @@
+// One level's dispatch table.  CMake compiles this file once per level with
+// that level's flags and these definitions:
+//   FASTCONV_ISA_NS        the namespace (isa_sse2, isa_avx2, isa_avx512, isa_neon, isa_generic)
+//   FASTCONV_VEC_BYTES     bytes per vector register (16, 32, 64)
+//   FASTCONV_VEC_REGS      vector registers the level has (16 or 32)
+//   FASTCONV_LEVEL         the level it serves ("portable", "avx2", "avx512", "neon")
+//   FASTCONV_ISA_NAME      what the flags enable, for show_config
+//   FASTCONV_ISA_AVX512    1 in the AVX-512 build (masked partial stores)
+// Everything below lives in fastconv::FASTCONV_ISA_NS, so no function compiled
+// with one level's flags can be picked by the linker for another level's code
+// (see vec.hpp).
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "table.hpp"
+
+#if FASTCONV_ISA_AVX512
+#include <immintrin.h>
+#endif
+
+#ifndef FASTCONV_ISA_NS
+#error "kernels/isa_kernels.cpp is compiled by CMake once per level, with FASTCONV_ISA_NS and its flags"
+#endif
+
+namespace fastconv {
+namespace FASTCONV_ISA_NS {
+
+constexpr int kVecBytes = FASTCONV_VEC_BYTES;
+constexpr int kVecRegisters = FASTCONV_VEC_REGS;
+
+// Internal linkage for every kernel: nothing here is interposable or shared
+// with another unit, so blocks inline into their loops and never go through the
+// PLT.
+namespace {
+
+#if FASTCONV_ISA_AVX512
+#include "x86_avx512/masked_store_avx512.hpp"
+#endif
+#include "vec.hpp"
+// after vec.hpp:
+#include "direct_tiles.hpp"
+#include "small_k_gemm.hpp"
+
+template <class T>
+LevelKernels<T> level_kernels() {
+  LevelKernels<T> k;
+  k.lanes = kLanes<T>;
+  k.direct_forward_group = direct_forward_group<T>;
+  k.direct_weight_channel = direct_weight_channel<T>;
+  k.direct_input_block = direct_input_block_for<T>;
+  k.gemm_small_k = gemm_small_k<T>;
+  return k;
+}
+
+}  // namespace
+
+const KernelTable& table() {
+  static const KernelTable t{FASTCONV_LEVEL, FASTCONV_ISA_NAME, level_kernels<float>(), level_kernels<double>()};
+  return t;
+}
+
+}  // namespace FASTCONV_ISA_NS
+}  // namespace fastconv

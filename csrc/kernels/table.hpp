@@ -1,0 +1,86 @@
+// The dispatch table: every micro-kernel the operators reach, one table per
+// instruction-set level, chosen once at run time.
+//
+// Layout of the kernel layer:
+//   kernels/table.hpp          this table and the micro-kernel contracts' index
+//   kernels/vec.hpp            the width-generic vector layer the kernels are written in
+//   kernels/direct_tiles.hpp   direct convolution tiles (depthwise, one input channel per group)
+//   kernels/small_k_gemm.hpp   C = A B for reductions of at most kSmallK
+//   kernels/isa_kernels.cpp    compiled once per level (CMake), fills that level's table
+//   kernels/x86_avx512/        hand-written AVX-512 kernels (sgemm tile, Winograd transforms)
+// Operators (tiling, threads, workspaces) live in csrc/*.cpp, compile for the
+// baseline ISA and call kernels only through kernels().
+#pragma once
+
+#include <cstdint>
+
+#include "../conv.hpp"
+
+namespace fastconv {
+
+constexpr int64_t kSmallK = 32;
+
+// Accumulator vectors per direct-kernel block: with a 4-cycle FMA latency and
+// two FMA pipes, eight independent chains keep both pipes busy, and they fit the
+// register file beside their operands.  Buffers the operator pads for blocks
+// that run past a row's end hold kDirectChains vectors of zeros.
+constexpr int64_t kDirectChains = 8;
+
+// The direct kernels read a zero-padded input plane split into column phases
+// (built by direct.cpp): padded column c of a padded row is at
+// (c % sw) * ld + c / sw from that row's start, so every tap of a run of output
+// columns is one unit-stride load.  offs[t] is tap t's offset from its output
+// position's row start; output row oh starts oh * row_step into the buffer.
+struct DirectPlane {
+  int64_t row_step;
+  const int64_t* offs;
+};
+
+// One block of an input gradient's gathered sums (direct_tiles.hpp).
+template <class T>
+using DirectInputBlock = void (*)(const T* gyb, int64_t plane, const int64_t* offs, const int64_t* tap, int64_t pairs,
+                                  const T* w, int64_t taps, int64_t cog, T* out, int64_t n, int64_t dst_stride);
+
+template <class T>
+struct LevelKernels {
+  int64_t lanes;  // values per vector register of the level
+  // Every output plane of one group: y = conv(plane, w) + b (b may be null);
+  // w, b and y start at the group's first output channel.
+  void (*direct_forward_group)(const T* buf, DirectPlane ph, const ConvGeom& g, const T* w, const T* b, T* y);
+  // gw[t] += sum over the plane of gy * (input under tap t), for one output
+  // channel; gyb holds gy with rows ldy apart and zeros from column OW on
+  // (at least 2 * lanes - 1 of them).
+  void (*direct_weight_channel)(const T* gyb, int64_t ldy, const T* buf, DirectPlane ph, const ConvGeom& g, T* gw);
+  // The input-gradient block for runs of `vectors` vectors (1, 2, 4 or 8) and
+  // `cog` output channels per group.
+  DirectInputBlock<T> (*direct_input_block)(int64_t vectors, int64_t cog);
+  // C (M x N, ldc) = A (M x K, element (i, k) at a[i*a_row + k*a_col]) times
+  // B (K x N, ldb), 1 <= K <= kSmallK; C is overwritten, never read.
+  void (*gemm_small_k)(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b,
+                       int64_t ldb, T* c, int64_t ldc);
+};
+
+struct KernelTable {
+  const char* level;  // "portable", "avx2", "avx512", "neon"
+  const char* isa;    // what the table's unit was compiled for, e.g. "sse2", "avx2+fma"
+  LevelKernels<float> f32;
+  LevelKernels<double> f64;
+};
+
+// The table of the active level (cpu_features.hpp: the CPU's, capped by
+// FASTCONV_CPU or set_active_level); looked up on every call, so a level
+// switched by a test takes effect at once.
+const KernelTable& kernels();
+
+template <class T>
+const LevelKernels<T>& kernels_for();
+template <>
+inline const LevelKernels<float>& kernels_for<float>() {
+  return kernels().f32;
+}
+template <>
+inline const LevelKernels<double>& kernels_for<double>() {
+  return kernels().f64;
+}
+
+}  // namespace fastconv

@@ -1,0 +1,93 @@
+// A width-generic vector layer over the GCC/Clang vector extension: the one
+// vocabulary every dispatched micro-kernel is written in, so the same source
+// becomes SSE2, AVX2, AVX-512 or NEON code by the flags its translation unit is
+// compiled with (kernels/isa_kernels.cpp, once per level), and a test on any
+// machine exercises the logic every level shares.
+//
+// Included only inside an ISA namespace (fastconv::isa_<level>), after that
+// unit has defined kVecBytes: every function here must be inlined into, or
+// private to, code built with that level's flags.  A template outside the ISA
+// namespace (std::min, std::copy) would be emitted once per unit with different
+// flags and the linker keeps any one copy, so an AVX-512 copy could serve an
+// AVX2 CPU; hence plain loops and memcpy (a libc call) only.
+#pragma once
+
+// Expects <cstdint>, <cstring> and <type_traits> included at file scope.
+
+template <class T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(kVecBytes)));
+};
+// kVecBytes / sizeof(T) lanes of T, held in one register of the level.
+template <class T>
+using Vec = typename VecOf<T>::type;
+template <class T>
+constexpr int64_t kLanes = kVecBytes / static_cast<int64_t>(sizeof(T));
+
+// An unsigned vector of Vec<T>'s shape, for lane masks.
+template <class T>
+struct BitsOf {
+  using elem = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  typedef elem type __attribute__((vector_size(kVecBytes)));
+};
+template <class T>
+using BitsVec = typename BitsOf<T>::type;
+
+template <class T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class T>
+inline void store(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+template <class T>
+inline Vec<T> broadcast(T s) {
+  return Vec<T>{} + s;
+}
+
+// v with the lanes whose mask is 0 set to +0.0 (NaN and Inf included).
+template <class T>
+inline Vec<T> masked(Vec<T> v, BitsVec<T> keep) {
+  BitsVec<T> b;
+  std::memcpy(&b, &v, sizeof v);
+  b &= keep;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+// The first n lanes of v (0 <= n < kLanes), through a write mask where the level
+// has one; lane by lane elsewhere (a library copy per block would cost about as
+// much as the block's arithmetic).
+template <class T>
+inline void store_first(T* dst, Vec<T> v, int64_t n) {
+#if FASTCONV_HAS_MASKED_STORE
+  masked_store(dst, v, n);
+#else
+  for (int64_t k = 0; k < n; ++k) dst[k] = v[k];
+#endif
+}
+
+// Vector r of a run whose first n values are to be stored.
+template <class T>
+inline void store_vec(T* dst, Vec<T> v, int64_t r, int64_t n) {
+  constexpr int64_t V = kLanes<T>;
+  if ((r + 1) * V <= n)
+    store(dst + r * V, v);
+  else if (r * V < n)
+    store_first<T>(dst + r * V, v, n - r * V);
+}
+
+// The sum of v's lanes.
+template <class T>
+inline T reduce_add(Vec<T> v) {
+  T s = 0;
+  for (int64_t k = 0; k < kLanes<T>; ++k) s += v[k];
+  return s;
+}
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -1,0 +1,106 @@
+"""Every level's micro-kernels (csrc/kernels/) through the awkward cases.
+
+One tester for all variants: each case runs at every FASTCONV_CPU level this CPU
+has (the ``level`` fixture), so the SSE2, AVX2, AVX-512 and NEON builds of the
+same kernel source meet the same edges: output widths on both sides of every
+vector width (4, 8 and 16 floats; 2, 4 and 8 doubles) and of the blocks of 1-8
+vectors, column strides 1-8, dilation, channel multipliers that leave partial
+4-channel blocks, small-K GEMM rows that leave partial 6- and 8-row tiles, and
+Inf in input columns only some taps may read.  References are float64 NumPy
+(test_numpy_reference.py), so this file also runs in the aarch64 job.
+"""
+# ruff: noqa: F811  (the `level` fixture is imported, then requested by name)
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from test_numpy_reference import close, conv_ref, level  # noqa: F401  (level is a fixture)
+
+DTYPES = [np.float32, np.float64]
+
+
+def run(x, w, b, s, pads, d, groups, dtype):
+    y_ref, gy, gx_ref, gw_ref = conv_ref(x, w, b, s, pads, d, groups)
+    padding = (pads[2], pads[3], pads[0], pads[1])
+    y = fastconv.conv2d(x, w, b, stride=s, padding=padding, dilation=d, groups=groups)
+    gx, gw, _ = fastconv.conv2d_backward(gy.astype(dtype), x, w, stride=s, padding=padding, dilation=d, groups=groups)
+    return (y, y_ref), (gx, gx_ref), (gw, gw_ref)
+
+
+# Output widths around 4/8/16-lane vectors and 2/4/8-vector blocks.
+WIDTHS = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129, 131]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("ow", WIDTHS, ids=lambda v: f"ow{v}")
+def test_direct_depthwise_widths(ow, dtype, level):
+    rng = np.random.default_rng(ow)
+    c = 3
+    x = rng.standard_normal((2, c, 5, ow + 2)).astype(dtype)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    for got, ref in run(x, w, b, (1, 1), (1, 1, 0, 0), (1, 1), c, dtype):
+        close(got, ref, dtype)
+
+
+# (input H x W, kernel, stride, pads (t, b, l, r), dilation, channel multiplier)
+DIRECT = [
+    ((9, 40), (3, 3), (1, 2), (1, 1, 1, 1), (1, 1), 1),
+    ((9, 40), (3, 3), (2, 3), (0, 2, 2, 0), (1, 1), 2),
+    ((8, 70), (1, 5), (1, 4), (0, 0, 2, 2), (1, 2), 3),
+    ((11, 50), (5, 1), (3, 5), (2, 2, 0, 0), (2, 1), 4),
+    ((7, 90), (3, 3), (1, 8), (1, 1, 1, 1), (2, 3), 5),
+    ((6, 33), (2, 7), (2, 6), (1, 0, 3, 3), (1, 1), 8),
+    ((6, 20), (3, 3), (1, 7), (0, 0, 0, 0), (1, 1), 9),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("hw, k, s, pads, d, mult", DIRECT, ids=[f"k{c[1]}s{c[2]}m{c[5]}" for c in DIRECT])
+def test_direct_strides_dilations_multipliers(hw, k, s, pads, d, mult, dtype, level):
+    rng = np.random.default_rng(sum(hw) + mult)
+    c = 2
+    x = rng.standard_normal((2, c, *hw)).astype(dtype)
+    w = rng.standard_normal((c * mult, 1, *k)).astype(dtype)
+    b = rng.standard_normal(c * mult).astype(dtype)
+    for got, ref in run(x, w, b, s, pads, d, c, dtype):
+        close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("ow", [5, 8, 16, 21], ids=lambda v: f"ow{v}")
+def test_direct_weight_gradient_ignores_inf_outside_its_windows(ow, dtype, level):
+    """x's last column is Inf: only the last tap of the last output reads it, so gw[..., :2] stays finite."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 4, ow + 2)).astype(dtype)
+    x[0, 0, 1, -1] = np.inf
+    w = rng.standard_normal((2, 1, 3, 3)).astype(dtype)
+    (_, _), (_, _), (gw, gw_ref) = run(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, dtype)
+    assert np.isfinite(gw[:, :, :, :2]).all()
+    close(gw, gw_ref, dtype)
+
+
+# Small-K GEMM: 2 input channels (not direct) with K = 2*kh*kw <= 32; Cout rows leave partial
+# 6- and 8-row tiles, output sizes partial 2-vector column blocks.
+SMALL_K = [(1, (1, 1), 1), (5, (3, 3), 6), (7, (2, 2), 9), (13, (1, 3), 17), (8, (4, 4), 40), (16, (2, 3), 70)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("cout, k, ow", SMALL_K, ids=[f"co{c[0]}k{c[1][0]}x{c[1][1]}ow{c[2]}" for c in SMALL_K])
+def test_small_k_gemm_tiles(cout, k, ow, dtype, level):
+    rng = np.random.default_rng(cout + ow)
+    x = rng.standard_normal((2, 2, 3 + k[0], ow + k[1] - 1)).astype(dtype)
+    w = rng.standard_normal((cout, 2, *k)).astype(dtype)
+    for got, ref in run(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, dtype):
+        close(got, ref, dtype)
+
+
+def test_every_level_reports_its_kernels(level):
+    cfg = fastconv.show_config(file=False)
+    assert cfg["level"] == level
+    # On AArch64 NEON is architectural: the portable level runs the baseline (NEON) table.
+    served = "neon" if cfg["machine"] in ("aarch64", "arm64") else level
+    assert cfg["kernels"]["direct"].startswith(served), cfg["kernels"]
