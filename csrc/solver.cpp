@@ -31,6 +31,15 @@ namespace {
 
 using i128 = __int128;
 constexpr i128 kInf = std::numeric_limits<i128>::max();
+
+// r = a * b for non-negative counts, true on overflow.  Not the builtin: on
+// 128 bits Clang lowers it to compiler-rt's __muloti4, which libgcc lacks, so a
+// Clang build on Linux would not load.
+bool mul_overflow(i128 a, i128 b, i128* r) {
+  if (a != 0 && b > kInf / a) return true;
+  *r = a * b;
+  return false;
+}
 // Limits of the search space, each refused with a message before the work
 // starts (documented in README, "Solver limits"):
 constexpr int64_t kMaxStates = 20'000'000;  // total reachable sizes over all layers
@@ -165,8 +174,7 @@ struct LayerCost {
     if (obj == Objective::kernel) return k;
     if (kind == LayerKind::pool) return 0;
     i128 r;
-    if (__builtin_mul_overflow(cin_cout, i128(k) * k, &r) ||
-        (obj == Objective::params && __builtin_add_overflow(r, cout, &r)))
+    if (mul_overflow(cin_cout, i128(k) * k, &r) || (obj == Objective::params && __builtin_add_overflow(r, cout, &r)))
       fail("objective: a layer's cost overflows 128 bits");
     return r;
   }
@@ -178,11 +186,11 @@ struct LayerCost {
     if (kind == LayerKind::pool) return 0;
     i128 kk = i128(k) * k, r;
     if (obj == Objective::params) {
-      if (__builtin_mul_overflow(cin_cout, kk, &r) || __builtin_add_overflow(r, cout, &r))
+      if (mul_overflow(cin_cout, kk, &r) || __builtin_add_overflow(r, cout, &r))
         fail("objective: a layer's parameter count overflows 128 bits");
       return r;
     }
-    if (__builtin_mul_overflow(cin_cout, kk, &r) || __builtin_mul_overflow(r, i128(oh) * ow, &r))
+    if (mul_overflow(cin_cout, kk, &r) || mul_overflow(r, i128(oh) * ow, &r))
       fail("objective: a layer's MAC count overflows 128 bits");
     return r;
   }
@@ -330,8 +338,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
           if (rest == kInf) continue;
           mul_add(acc, &cnt[l + 1][size_t(j) * limbs], g.mult, limbs);
           i128 c = factor[gi];
-          if (by_area && __builtin_mul_overflow(c, i128(oh) * ow, &c))
-            fail("objective: a layer's MAC count overflows 128 bits");
+          if (by_area && mul_overflow(c, i128(oh) * ow, &c)) fail("objective: a layer's MAC count overflows 128 bits");
           b = std::min(b, add_cost(c, rest));
         }
         best[l][i] = b;

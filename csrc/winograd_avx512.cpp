@@ -83,7 +83,9 @@ struct PackedU {
 // (maybe-)uninitialised once inlined; the lanes it stands for are never used.
 // The pragmas cover transpose16 and the two functions that inline it.
 #pragma GCC diagnostic push
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // In-register transpose of a 16 x 16 block: r[i] lane j <- r[j] lane i.
@@ -653,7 +655,9 @@ __attribute__((target("avx512f"))) void grad_output_transform_small(const float*
 }
 
 #pragma GCC diagnostic push
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // Packs rows [r0, r0 + rows) (rows <= 16) of a row-major matrix (leading
@@ -679,7 +683,9 @@ __attribute__((target("avx512f"))) void pack_transposed(const float* src, int64_
 #pragma GCC diagnostic pop
 
 #pragma GCC diagnostic push
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // gw[o][c] = G^T X G for the 4x4 sums X[point] = GW[point][o][c], with c as

@@ -60,8 +60,25 @@ def hwcap2_has_sme(auxv: bytes) -> bool:
     return False
 
 
+def _macos_with_sme() -> bool:
+    """Apple M4 and later report SME through ``sysctl hw.optional.arm.FEAT_SME`` (untested here: no Mac)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        value, size = ctypes.c_int(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_int))
+        rc = libc.sysctlbyname(b"hw.optional.arm.FEAT_SME", ctypes.byref(value), ctypes.byref(size), None, 0)
+    except (OSError, AttributeError):
+        return False
+    return rc == 0 and value.value != 0
+
+
 def _aarch64_with_sme() -> bool:
-    if platform.machine() not in ("aarch64", "arm64") or platform.system() != "Linux":
+    if platform.machine() not in ("aarch64", "arm64"):
+        return False
+    if platform.system() == "Darwin":
+        return _macos_with_sme()
+    if platform.system() != "Linux":
         return False
     try:
         with open("/proc/self/auxv", "rb") as fh:
