@@ -37,6 +37,36 @@ struct Plan {
   }
 };
 
+// One input row's horizontal pass: ar[ow] = sum_j cw[ow, j] * xr[index[ow, j]].
+// TW is the tap count when it is a compile-time 1, 2 or 4 (nearest, bilinear,
+// bicubic), so the tap loop unrolls; 0 reads it from `taps`.
+template <class T, int TW>
+void across_row(const T* xr, const int64_t* index, const T* cw, int64_t out, int64_t taps, T* ar) {
+  const int64_t tw = TW > 0 ? TW : taps;
+  for (int64_t ow = 0; ow < out; ++ow) {
+    T acc = 0;
+    for (int64_t j = 0; j < tw; ++j) acc += cw[ow * tw + j] * xr[index[ow * tw + j]];
+    ar[ow] = acc;
+  }
+}
+
+template <class T>
+using AcrossFn = void (*)(const T*, const int64_t*, const T*, int64_t, int64_t, T*);
+
+template <class T>
+AcrossFn<T> across_for(int64_t taps) {
+  switch (taps) {
+    case 1:
+      return across_row<T, 1>;
+    case 2:
+      return across_row<T, 2>;
+    case 4:
+      return across_row<T, 4>;
+    default:
+      return across_row<T, 0>;
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -51,6 +81,7 @@ void interpolate_forward(const T* x, T* y, int64_t planes, const Taps& rows, con
   // computed, which matters when shrinking.
   std::vector<std::vector<T>> across(workers);
   std::vector<std::vector<int64_t>> stamp(workers);
+  const AcrossFn<T> across_fn = across_for<T>(cols.taps);
   parallel_for(planes, workers, [&](int64_t plane, int wk) {
     const T* xp = x + plane * in_plane;
     T* yp = y + plane * out_plane;
@@ -66,12 +97,7 @@ void interpolate_forward(const T* x, T* y, int64_t planes, const Taps& rows, con
         const int64_t ih = rows.index[oh * rows.taps + i];
         T* ar = a.data() + ih * cols.out;
         if (seen[ih] != plane) {
-          const T* xr = xp + ih * cols.in;
-          for (int64_t ow = 0; ow < cols.out; ++ow) {
-            T acc = 0;
-            for (int64_t j = 0; j < cols.taps; ++j) acc += cw[ow * cols.taps + j] * xr[cols.index[ow * cols.taps + j]];
-            ar[ow] = acc;
-          }
+          across_fn(xp + ih * cols.in, cols.index, cw.data(), cols.out, cols.taps, ar);
           seen[ih] = plane;
         }
         const T wr = rw[oh * rows.taps + i];
@@ -89,21 +115,35 @@ void interpolate_backward(const T* gy, T* gx, int64_t planes, const Taps& rows, 
   const Plan<T> plan(planes, rows, cols);
   const std::vector<T>&rw = plan.rw, &cw = plan.cw;
   const int64_t in_plane = plan.in_plane, out_plane = plan.out_plane;
-  std::fill(gx, gx + planes * in_plane, T(0));
-  // A plane's scatter stays inside the plane: planes are independent work items.
-  parallel_for(planes, plan.workers, [&](int64_t plane, int) {
+  // The forward pass transposed, in the opposite order: first the vertical
+  // adjoint, contiguous rows of cols.out values summed into one buffer row per
+  // input row (vectorised), then the horizontal scatter once per input row
+  // rather than once per output row and vertical tap.  A plane's work stays
+  // inside the plane: planes are independent work items, zeroed where they are
+  // written.
+  std::vector<std::vector<T>> down(plan.workers);
+  parallel_for(planes, plan.workers, [&](int64_t plane, int wk) {
     const T* gp = gy + plane * out_plane;
     T* xp = gx + plane * in_plane;
-    for (int64_t oh = 0; oh < rows.out; ++oh)
+    std::vector<T>& d = down[wk];
+    d.assign(static_cast<size_t>(rows.in * cols.out), T(0));
+    for (int64_t oh = 0; oh < rows.out; ++oh) {
+      const T* gr = gp + oh * cols.out;
       for (int64_t i = 0; i < rows.taps; ++i) {
         const T wr = rw[oh * rows.taps + i];
-        T* xr = xp + rows.index[oh * rows.taps + i] * cols.in;
-        const T* gr = gp + oh * cols.out;
-        for (int64_t ow = 0; ow < cols.out; ++ow) {
-          const T g = wr * gr[ow];
-          for (int64_t j = 0; j < cols.taps; ++j) xr[cols.index[ow * cols.taps + j]] += cw[ow * cols.taps + j] * g;
-        }
+        T* dr = d.data() + rows.index[oh * rows.taps + i] * cols.out;
+        for (int64_t ow = 0; ow < cols.out; ++ow) dr[ow] += wr * gr[ow];
       }
+    }
+    std::fill(xp, xp + in_plane, T(0));
+    for (int64_t ih = 0; ih < rows.in; ++ih) {
+      const T* dr = d.data() + ih * cols.out;
+      T* xr = xp + ih * cols.in;
+      for (int64_t ow = 0; ow < cols.out; ++ow) {
+        const T g = dr[ow];
+        for (int64_t j = 0; j < cols.taps; ++j) xr[cols.index[ow * cols.taps + j]] += cw[ow * cols.taps + j] * g;
+      }
+    }
   });
 }
 

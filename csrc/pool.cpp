@@ -1,7 +1,9 @@
 #include "pool.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 
@@ -158,29 +160,66 @@ void avg_pool2d_backward(const T* gy, T* gx, const PoolGeom& g, bool count_inclu
 }
 
 namespace {
-void check_unpool_indices(const int64_t* indices, int64_t n, int64_t OP) {
-  for (int64_t i = 0; i < n; ++i)
-    if (indices[i] < 0 || indices[i] >= OP)
-      fail("indices: every index must be a flat position in [0, " + std::to_string(OP) + ") of the output plane, got " +
-           std::to_string(indices[i]) + " at flat position " + std::to_string(i));
+[[noreturn]] void bad_unpool_index(int64_t value, int64_t at, int64_t OP) {
+  fail("indices: every index must be a flat position in [0, " + std::to_string(OP) + ") of the output plane, got " +
+       std::to_string(value) + " at flat position " + std::to_string(at));
 }
+
+// The first out-of-range index of planes [0, planes), or -1: planes are checked
+// where they are used, in parallel, and a bad one is reported (the first in
+// flat order) after the pass, so no out-of-range write ever happens.
+struct FirstBad {
+  std::atomic<int64_t> at{-1};
+  void note(int64_t i) {
+    int64_t cur = at.load(std::memory_order_relaxed);
+    while ((cur < 0 || i < cur) && !at.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
+    }
+  }
+};
 }  // namespace
 
+// One pass per plane, zeroing the output plane, checking its indices and
+// scattering into it while both are in cache (a serial check and fill over the
+// whole output cost more than the scatter).
 template <class T>
 void max_unpool2d_forward(const T* x, const int64_t* indices, T* y, int64_t planes, int64_t P, int64_t OP) {
-  check_unpool_indices(indices, planes * P, OP);
-  std::fill(y, y + planes * OP, T(0));
+  FirstBad bad;
   parallel_for(planes, workers_for(double(planes) * (P + OP), planes), [&](int64_t plane, int) {
-    for (int64_t p = 0; p < P; ++p) y[plane * OP + indices[plane * P + p]] = x[plane * P + p];
+    const int64_t* idx = indices + plane * P;
+    const T* xp = x + plane * P;
+    T* yp = y + plane * OP;
+    std::fill(yp, yp + OP, T(0));
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t i = idx[p];
+      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(OP)) {
+        bad.note(plane * P + p);
+        return;
+      }
+      yp[i] = xp[p];
+    }
   });
+  const int64_t at = bad.at.load();
+  if (at >= 0) bad_unpool_index(indices[at], at, OP);
 }
 
 template <class T>
 void max_unpool2d_backward(const T* gy, const int64_t* indices, T* gx, int64_t planes, int64_t P, int64_t OP) {
-  check_unpool_indices(indices, planes * P, OP);
+  FirstBad bad;
   parallel_for(planes, workers_for(double(planes) * P, planes), [&](int64_t plane, int) {
-    for (int64_t p = 0; p < P; ++p) gx[plane * P + p] = gy[plane * OP + indices[plane * P + p]];
+    const int64_t* idx = indices + plane * P;
+    const T* gp = gy + plane * OP;
+    T* gxp = gx + plane * P;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t i = idx[p];
+      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(OP)) {
+        bad.note(plane * P + p);
+        return;
+      }
+      gxp[p] = gp[i];
+    }
   });
+  const int64_t at = bad.at.load();
+  if (at >= 0) bad_unpool_index(indices[at], at, OP);
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                                   \
