@@ -150,10 +150,12 @@ struct Tiling {
 constexpr int64_t kWinogradMinChannels = 16;
 
 // 3x3, stride 1, undilated, one group, enough channels on both sides for the
-// transforms to pay off: F(2x2, 3x3) Winograd (float32 on AVX-512).
+// transforms to pay off: F(2x2, 3x3) Winograd (float32; winograd.hpp says which
+// implementation serves each level and which widths it takes).
 bool use_winograd(const ConvGeom& g) {
   return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
-         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled();
+         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled() &&
+         winograd_suits(g.C, g.Cout);
 }
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }

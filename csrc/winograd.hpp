@@ -1,4 +1,7 @@
-// F(2x2, 3x3) Winograd convolution for float32 on AVX-512 CPUs.
+// F(2x2, 3x3) Winograd convolution for float32: the AVX-512 implementation
+// (winograd_avx512.cpp, its own register kernels) on avx512, the generic one
+// (winograd.cpp: transforms from the dispatch table, point GEMMs on OpenBLAS)
+// on avx2 and neon.
 //
 // A 3x3, stride-1, undilated, single-group convolution computes each 2x2 block
 // of outputs from a 4x4 input patch with 16 multiplies per channel pair instead
@@ -21,9 +24,16 @@ struct WinogradGeom {
   int64_t OH, OW;  // output size; padding after the input is implied by it
 };
 
-// True on AVX-512 CPUs unless FASTCONV_WINOGRAD=0 (read on every call, so a
-// process can switch between algorithms).
+// True at the avx512, avx2 and neon levels unless FASTCONV_WINOGRAD=0 (read on
+// every call, so a process can switch between algorithms).
 bool winograd_enabled();
+
+// Whether the implementation of the active level gains on a layer with C input
+// and Cout output channels (the generic one loses on wide layers).
+bool winograd_suits(int64_t C, int64_t Cout);
+
+// Which implementation serves the active level, for show_config.
+const char* winograd_kernel_name();
 
 // y (N x Cout x OH x OW) = conv3x3(x, w) + bias (bias may be null).
 // w is [Cout][C][3][3]; with `adjoint` it is a [C][Cout][3][3] weight of the
@@ -34,5 +44,10 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
 // gw ([Cout][C][3][3], overwritten) of that convolution from its input x and
 // output gradient gy (N x Cout x OH x OW).
 void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const WinogradGeom& g);
+
+// The AVX-512 implementation (x86 only; the dispatchers above call it).
+void winograd_f2x3_avx512(const float* x, const float* w, bool adjoint, const float* bias, float* y,
+                          const WinogradGeom& g);
+void winograd_f2x3_grad_weight_avx512(const float* x, const float* gy, float* gw, const WinogradGeom& g);
 
 }  // namespace fastconv

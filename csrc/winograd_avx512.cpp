@@ -1,19 +1,16 @@
 #include "winograd.hpp"
 
 #if !(defined(__x86_64__) || defined(__i386__))
-// Off x86 there is no AVX-512 kernel yet (NEON ones are issue 14's work):
-// winograd_enabled() is false, so conv.cpp never reaches these.
+// Off x86 there is no AVX-512 kernel: winograd.cpp serves every level there.
 #include <stdexcept>
 
 namespace fastconv {
 
-bool winograd_enabled() { return false; }
-
-void winograd_f2x3(const float*, const float*, bool, const float*, float*, const WinogradGeom&) {
+void winograd_f2x3_avx512(const float*, const float*, bool, const float*, float*, const WinogradGeom&) {
   throw std::logic_error("fastconv internal error: no Winograd kernel for this CPU");
 }
 
-void winograd_f2x3_grad_weight(const float*, const float*, float*, const WinogradGeom&) {
+void winograd_f2x3_grad_weight_avx512(const float*, const float*, float*, const WinogradGeom&) {
   throw std::logic_error("fastconv internal error: no Winograd kernel for this CPU");
 }
 
@@ -34,12 +31,6 @@ void winograd_f2x3_grad_weight(const float*, const float*, float*, const Winogra
 #include "sgemm_avx512.hpp"
 
 namespace fastconv {
-
-bool winograd_enabled() {
-  const char* v = std::getenv("FASTCONV_WINOGRAD");
-  if (v && std::strcmp(v, "0") == 0) return false;
-  return sgemm_avx512_enabled();
-}
 
 namespace {
 
@@ -730,8 +721,8 @@ __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt
 // L3 or memory once.  Large maps with few channels favour the first, few tiles
 // with many channels (7x7 layers: U is 16 MiB for 512 x 512) the second; the
 // choice compares the bytes each would move.
-__attribute__((target("avx512f"))) void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias,
-                                                      float* y, const WinogradGeom& g) {
+__attribute__((target("avx512f"))) void winograd_f2x3_avx512(const float* x, const float* w, bool adjoint,
+                                                             const float* bias, float* y, const WinogradGeom& g) {
   if (g.N == 0) return;
   thread_local Scratch su, sv_all, sm_all;
   const Plan plan = plan_for(g);
@@ -813,8 +804,8 @@ namespace fastconv {
 // and V the transformed input; gw = G^T GW G.  Threads take blocks of tiles and
 // keep their own GW sums (added at the end), the tiles' Z and V are packed
 // tile-major (pack_transposed) and reduced on the shared micro-kernel.
-__attribute__((target("avx512f"))) void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw,
-                                                                  const WinogradGeom& g) {
+__attribute__((target("avx512f"))) void winograd_f2x3_grad_weight_avx512(const float* x, const float* gy, float* gw,
+                                                                         const WinogradGeom& g) {
   if (g.N == 0) return std::fill(gw, gw + g.Cout * g.C * 9, 0.0f);
   const int64_t C = g.C, Cout = g.Cout;
   const int64_t gstride = Cout * C + kStagger;

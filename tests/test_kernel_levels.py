@@ -104,3 +104,39 @@ def test_every_level_reports_its_kernels(level):
     # On AArch64 NEON is architectural: the portable level runs the baseline (NEON) table.
     served = "neon" if cfg["machine"] in ("aarch64", "arm64") else level
     assert cfg["kernels"]["direct"].startswith(served), cfg["kernels"]
+
+
+# F(2x2, 3x3) Winograd (float32, 3x3, stride 1, 16 to 128 channels each side: every level that has it
+# takes these): odd and even sizes, maps smaller than a tile, tiles crossing images, each padding.
+WINOGRAD = [
+    ((2, 16, 9, 7), 20, (1, 1, 1, 1)),
+    ((3, 16, 5, 6), 17, (0, 0, 0, 0)),
+    ((1, 24, 1, 1), 16, (1, 1, 1, 1)),
+    ((2, 16, 2, 3), 16, (2, 2, 2, 2)),
+    ((1, 32, 33, 31), 40, (1, 0, 0, 1)),
+    ((4, 16, 7, 7), 32, (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("xs, cout, pads", WINOGRAD, ids=[f"{c[0]}to{c[1]}p{c[2][0]}{c[2][2]}" for c in WINOGRAD])
+def test_winograd_forward_and_gradients(xs, cout, pads, level):
+    """Forward, input gradient (the adjoint transform) and weight gradient against float64 NumPy."""
+    if "off" in fastconv.show_config(file=False)["kernels"]["winograd float32"]:
+        pytest.skip(f"no Winograd at the {level} level")
+    rng = np.random.default_rng(xs[1] + cout)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal((cout, xs[1], 3, 3)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    for got, ref in run(x, w, b, (1, 1), pads, (1, 1), 1, np.float32):
+        close(got, ref, np.float32)
+
+
+def test_winograd_transposed_convolution(level):
+    """conv_transpose2d runs the adjoint transform as a forward: checked as <T x, v> = <x, conv(v)>."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 24, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    y = fastconv.conv_transpose2d(x, w, padding=1)
+    v = rng.standard_normal(y.shape)
+    z = conv_ref(v, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)[0]
+    close(np.vdot(y.astype(np.float64), v), np.vdot(x.astype(np.float64), z), np.float32)

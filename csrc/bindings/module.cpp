@@ -48,6 +48,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_target", &fastconv::build_target);
   m.def("direct_kernel_name", &fastconv::direct_kernel_name);
   m.def("winograd_enabled", &fastconv::winograd_enabled);
+  m.def("winograd_kernel_name", &fastconv::winograd_kernel_name);
   m.def("sgemm_kernel_name", &fastconv::sgemm_kernel_name);
   m.def(
       "fastconv_sgemm_seconds",

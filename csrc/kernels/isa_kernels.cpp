@@ -41,6 +41,7 @@ namespace {
 // after vec.hpp:
 #include "direct_tiles.hpp"
 #include "small_k_gemm.hpp"
+#include "winograd_tiles.hpp"
 
 template <class T>
 LevelKernels<T> level_kernels() {
@@ -56,7 +57,9 @@ LevelKernels<T> level_kernels() {
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{FASTCONV_LEVEL, FASTCONV_ISA_NAME, level_kernels<float>(), level_kernels<double>()};
+  static const KernelTable t{
+      FASTCONV_LEVEL, FASTCONV_ISA_NAME, level_kernels<float>(), level_kernels<double>(),
+      WinogradTiles{winograd_input_run, winograd_output_run, winograd_grad_run, winograd_weight_run}};
   return t;
 }
 

@@ -6,6 +6,7 @@
 //   kernels/vec.hpp            the width-generic vector layer the kernels are written in
 //   kernels/direct_tiles.hpp   direct convolution tiles (depthwise, one input channel per group)
 //   kernels/small_k_gemm.hpp   C = A B for reductions of at most kSmallK
+//   kernels/winograd_tiles.hpp F(2x2, 3x3) input, output and gradient transforms of a run of tiles
 //   kernels/isa_kernels.cpp    compiled once per level (CMake), fills that level's table
 //   kernels/x86_avx512/        hand-written AVX-512 kernels (sgemm tile, Winograd transforms)
 // Operators (tiling, threads, workspaces) live in csrc/*.cpp, compile for the
@@ -60,11 +61,25 @@ struct LevelKernels {
                        int64_t ldb, T* c, int64_t ldc);
 };
 
+// F(2x2, 3x3) Winograd transforms of one run of tiles (float32; contract in
+// winograd_tiles.hpp).
+struct WinogradTiles {
+  void (*input_run)(const float* x, int64_t H, int64_t W, int64_t pad_t, int64_t pad_l, int64_t ty, int64_t tx0,
+                    int64_t len, float* out, int64_t point_stride, float* scratch);
+  void (*output_run)(const float* in, int64_t point_stride, int64_t ty, int64_t tx0, int64_t len, float bias, float* y,
+                     int64_t OH, int64_t OW, float* scratch);
+  void (*grad_run)(const float* gy, int64_t OH, int64_t OW, int64_t ty, int64_t tx0, int64_t len, float* out,
+                   int64_t point_stride, float* scratch);
+  void (*weight_run)(const float* k, int64_t c_stride, bool rotate, int64_t C, float* out, int64_t point_stride,
+                     float* scratch);
+};
+
 struct KernelTable {
   const char* level;  // "portable", "avx2", "avx512", "neon"
   const char* isa;    // what the table's unit was compiled for, e.g. "sse2", "avx2+fma"
   LevelKernels<float> f32;
   LevelKernels<double> f64;
+  WinogradTiles winograd;
 };
 
 // The table of the active level (cpu_features.hpp: the CPU's, capped by

@@ -63,7 +63,7 @@ def show_config(file=None) -> dict[str, Any]:
         "kernels": {
             "gemm float32": gemm32,
             "gemm float64": f"OpenBLAS ({core} kernels)",
-            "winograd float32": "F(2x2, 3x3), AVX-512" if _core.winograd_enabled() else "off (im2col + GEMM)",
+            "winograd float32": _core.winograd_kernel_name(),
             "direct": _core.direct_kernel_name(),
             "small-k gemm": _core.direct_kernel_name(),
             "pooling": "portable C++",
