@@ -56,8 +56,9 @@ struct Choice {
 // (s, m) classes of choices: every choice in a class maps a size to the same size.
 struct Group {
   int64_t s, m;
-  uint64_t mult;  // how many choices fall in the class
-  int64_t kmin;   // the smallest kernel among them: the cheapest under every objective
+  uint64_t mult;         // how many choices fall in the class
+  int64_t kmin;          // the smallest kernel among them: the cheapest under every objective
+  int64_t p = 0, d = 1;  // lossless mode, where every class is one choice: its padding and dilation
 };
 
 void check_range(const Range& r, int64_t min_value, const char* name) {
@@ -109,34 +110,67 @@ std::vector<Group> group_choices(const std::vector<Choice>& choices) {
   return out;
 }
 
-// Reachable (h, w) sizes of one layer.  Square problems stay on the diagonal and
-// index sizes below kDenseSizes by a table; larger sizes and other problems hash
-// (a table as long as the largest size would be 8 GiB at 2**31).
+// A reachable state of one layer: its feature-map size and, in lossless mode,
+// the input pixels between two of its positions (S, the product of the strides
+// so far) and the width of one position's receptive field (W), which decide
+// whether the next layer leaves holes in it; both 0 otherwise.
+struct StateKey {
+  int64_t h, w, S, W;
+};
+
+struct KeyHash {
+  size_t operator()(const std::array<int64_t, 4>& k) const {
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int64_t v : k) x = (x ^ uint64_t(v)) * 0xbf58476d1ce4e5b9ull, x ^= x >> 31;
+    return size_t(x);
+  }
+};
+
+// Lossless mode: every choice its own class, in choice order, keeping what the
+// lossless checks need.
+std::vector<Group> single_choices(const std::vector<Choice>& choices) {
+  std::vector<Group> out;
+  out.reserve(choices.size());
+  for (const Choice& c : choices) out.push_back(Group{c.s, c.m, 1, c.k, c.p, c.d});
+  return out;
+}
+
+// Reachable states of one layer.  Square problems outside lossless mode stay on
+// the diagonal and index sizes below kDenseSizes by a table; larger sizes and
+// other problems hash (a table as long as the largest size would be 8 GiB at
+// 2**31).
 struct States {
-  bool square;
-  std::vector<std::pair<int64_t, int64_t>> list;
+  bool square, full;  // full: lossless mode, keys include S and W
+  std::vector<StateKey> list;
   std::vector<int32_t> dense;  // size -> index, square sizes below kDenseSizes
   std::unordered_map<uint64_t, int32_t> hashed;
+  std::unordered_map<std::array<int64_t, 4>, int32_t, KeyHash> hashed_full;
 
-  explicit States(bool sq) : square(sq) {}
+  States(bool sq, bool lossless) : square(sq && !lossless), full(lossless) {}
   static uint64_t key(int64_t h, int64_t w) { return (uint64_t(h) << 32) | uint64_t(w); }
   bool is_dense(int64_t h) const { return square && h < kDenseSizes; }
 
-  int32_t find(int64_t h, int64_t w) const {
-    if (is_dense(h)) return h < int64_t(dense.size()) ? dense[h] : -1;
-    auto it = hashed.find(key(h, w));
+  int32_t find(const StateKey& k) const {
+    if (full) {
+      auto it = hashed_full.find({k.h, k.w, k.S, k.W});
+      return it == hashed_full.end() ? -1 : it->second;
+    }
+    if (is_dense(k.h)) return k.h < int64_t(dense.size()) ? dense[k.h] : -1;
+    auto it = hashed.find(key(k.h, k.w));
     return it == hashed.end() ? -1 : it->second;
   }
-  void insert(int64_t h, int64_t w) {
-    if (find(h, w) >= 0) return;
+  void insert(const StateKey& k) {
+    if (find(k) >= 0) return;
     const int32_t idx = int32_t(list.size());
-    list.push_back({h, w});
-    if (is_dense(h)) {
-      if (h >= int64_t(dense.size()))
-        dense.resize(std::min<int64_t>(kDenseSizes, std::max<int64_t>(h + 1, dense.size() * 2)), -1);
-      dense[h] = idx;
+    list.push_back(k);
+    if (full) {
+      hashed_full.emplace(std::array<int64_t, 4>{k.h, k.w, k.S, k.W}, idx);
+    } else if (is_dense(k.h)) {
+      if (k.h >= int64_t(dense.size()))
+        dense.resize(std::min<int64_t>(kDenseSizes, std::max<int64_t>(k.h + 1, dense.size() * 2)), -1);
+      dense[k.h] = idx;
     } else {
-      hashed.emplace(key(h, w), idx);
+      hashed.emplace(key(k.h, k.w), idx);
     }
   }
 };
@@ -160,6 +194,56 @@ inline bool step(int64_t h, int64_t w, int64_t s, int64_t m, bool exact, int64_t
   const int64_t wm = w + m;
   if (wm < 0 || (exact && wm % s != 0)) return false;
   ow = wm / s + 1;
+  return true;
+}
+
+// Whether every row of an n-row input lies under some tap of some window of a
+// (k, s, p, d) layer: rows o*s + j*d of the padded input (o < out, j < k) must
+// cover the real rows [p, p + n).  Stricter than conv_dropped (shapes.
+// dropped_pixels), which counts a row inside a window's extent as read even
+// when it falls in a dilated window's hole: lossless mode needs every row to
+// reach the next layer.  Taps with the same j*d mod s lie on one lattice; per
+// lattice the progressions [j*d, j*d + (out-1)*s] come in order of j, so one
+// sweep per lattice finds the first uncovered row.
+bool reads_every_row(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
+  const int64_t span = (k - 1) * d + 1, padded = n + 2 * p;
+  if (padded < span) return false;
+  const int64_t out = (padded - span) / s + 1, reach = (out - 1) * s;  // tap j covers j*d, j*d + s, .., j*d + reach
+  if (d == 1 && s <= k) return reach + k >= p + n;                     // windows touch or overlap: one run from 0
+  std::vector<std::pair<int64_t, int64_t>> taps;                       // (lattice j*d mod s, start j*d), sorted
+  taps.reserve(size_t(k));
+  for (int64_t j = 0; j < k; ++j) taps.push_back({(j * d) % s, j * d});
+  std::sort(taps.begin(), taps.end());
+  size_t t = 0;
+  for (int64_t c = 0; c < s && c < p + n; ++c) {
+    // the real rows of lattice c: from the first r >= p with r % s == c to the last r < p + n
+    const int64_t first = p + ((c - p % s) % s + s) % s;
+    if (first >= p + n) continue;
+    const int64_t last = first + (p + n - 1 - first) / s * s;
+    while (t < taps.size() && taps[t].first < c) ++t;
+    int64_t next = first;  // the first row of the lattice not yet covered
+    for (; t < taps.size() && taps[t].first == c && taps[t].second <= next; ++t)
+      next = std::max(next, taps[t].second + reach + s);
+    if (next <= last) return false;
+  }
+  return true;
+}
+
+// One layer choice applied to a state; false when the layer is not allowed
+// there.  Lossless mode also requires every input row and column to be read
+// and the receptive field to stay hole-free: the shifted copies j * d * S of a
+// W-wide field touch or overlap only when d * S <= W.
+inline bool advance(const StateKey& a, int64_t k, int64_t s, int64_t p, int64_t d, int64_t m, bool exact, bool lossless,
+                    StateKey& b) {
+  if (!step(a.h, a.w, s, m, exact, b.h, b.w)) return false;
+  b.S = b.W = 0;
+  if (!lossless) return true;
+  if (!reads_every_row(a.h, k, s, p, d) || (a.w != a.h && !reads_every_row(a.w, k, s, p, d))) return false;
+  if (k > 1 && double(d) * double(a.S) > double(a.W)) return false;
+  b.S = checked_mul(a.S, s, "lossless receptive field");
+  b.W =
+      checked_add(a.W, checked_mul(checked_mul(k - 1, d, "lossless receptive field"), a.S, "lossless receptive field"),
+                  "lossless receptive field");
   return true;
 }
 
@@ -248,7 +332,9 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
   }
   const std::vector<Choice> choices[2] = {enumerate_choices(LayerKind::conv, sp),
                                           enumerate_choices(LayerKind::pool, sp)};
-  const std::vector<Group> groups[2] = {group_choices(choices[0]), group_choices(choices[1])};
+  const bool lossless = sp.lossless;
+  const std::vector<Group> groups[2] = {lossless ? single_choices(choices[0]) : group_choices(choices[0]),
+                                        lossless ? single_choices(choices[1]) : group_choices(choices[1])};
   auto kind_index = [](LayerKind k) { return k == LayerKind::conv ? 0 : 1; };
 
   std::vector<LayerCost> costs;
@@ -257,8 +343,8 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
 
   // Forward: every size each layer can see.
   const bool square = sp.in_h == sp.in_w && sp.out_h == sp.out_w;
-  std::vector<States> states(L + 1, States(square));
-  states[0].insert(sp.in_h, sp.in_w);
+  std::vector<States> states(L + 1, States(square, lossless));
+  states[0].insert(StateKey{sp.in_h, sp.in_w, lossless ? 1 : 0, lossless ? 1 : 0});
   int64_t total_states = 1;
   double work = 0;
   if (progress) progress->done.store(1);
@@ -267,12 +353,13 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     // Checked before the layer runs: the backward pass does the same steps again.
     const double layer_work = double(states[l].list.size()) * double(gs.size());
     if (work + layer_work > kMaxTransitions) too_large("size transitions per pass", work + layer_work, kMaxTransitions);
-    for (const auto& [h, w] : states[l].list)
+    for (size_t i = 0; i < states[l].list.size(); ++i)
       for (const Group& g : gs) {
-        int64_t oh, ow;
-        if (!step(h, w, g.s, g.m, sp.exact, oh, ow)) continue;
-        if (oh > kMaxSize || ow > kMaxSize) fail("padding: sizes grow past 2^31 in this search space");
-        states[l + 1].insert(oh, ow);
+        const StateKey a = states[l].list[i];
+        StateKey b;
+        if (!advance(a, g.kmin, g.s, g.p, g.d, g.m, sp.exact, lossless, b)) continue;
+        if (b.h > kMaxSize || b.w > kMaxSize) fail("padding: sizes grow past 2^31 in this search space");
+        states[l + 1].insert(b);
       }
     total_states += int64_t(states[l + 1].list.size());
     if (total_states > kMaxStates)
@@ -300,11 +387,14 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     cnt[l].assign(states[l].list.size() * limbs, 0);
     best[l].assign(states[l].list.size(), kInf);
   }
-  const int32_t target = states[L].find(sp.out_h, sp.out_w);
-  if (target >= 0) {
-    cnt[L][size_t(target) * limbs] = 1;
-    best[L][target] = 0;
-  }
+  // The final states of the target size (one; in lossless mode one per receptive field).
+  int32_t target = -1;
+  for (size_t i = 0; i < states[L].list.size(); ++i)
+    if (states[L].list[i].h == sp.out_h && states[L].list[i].w == sp.out_w) {
+      cnt[L][i * limbs] = 1;
+      best[L][i] = 0;
+      target = int32_t(i);
+    }
   if (progress) {
     progress->done.store(0);
     progress->total.store(int64_t(work));
@@ -326,14 +416,15 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     parallel_for(items, workers, [&](int64_t item, int) {
       const int64_t i0 = item * chunk, i1 = std::min<int64_t>(i0 + chunk, cur.size());
       for (int64_t i = i0; i < i1; ++i) {
-        const auto [h, w] = cur[i];
+        const StateKey a = cur[i];
         uint64_t* acc = &cnt[l][size_t(i) * limbs];
         i128 b = kInf;
         for (size_t gi = 0; gi < gs.size(); ++gi) {
           const Group& g = gs[gi];
-          int64_t oh, ow;
-          if (!step(h, w, g.s, g.m, sp.exact, oh, ow)) continue;
-          const int32_t j = next.find(oh, ow);
+          StateKey to;
+          if (!advance(a, g.kmin, g.s, g.p, g.d, g.m, sp.exact, lossless, to)) continue;
+          const int64_t oh = to.h, ow = to.w;
+          const int32_t j = next.find(to);
           const i128 rest = best[l + 1][j];
           if (rest == kInf) continue;
           mul_add(acc, &cnt[l + 1][size_t(j) * limbs], g.mult, limbs);
@@ -392,7 +483,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
       continue;
     }
     if (progress) progress->done.fetch_add(1);
-    const auto [h, w] = states[node.layer].list[node.state];
+    const StateKey a = states[node.layer].list[node.state];
     const auto& cs = choices[kind_index(sp.layers[node.layer].kind)];
     const States& next = states[node.layer + 1];
     const auto& next_best = best[node.layer + 1];
@@ -401,9 +492,10 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     std::priority_queue<std::tuple<i128, int32_t, int32_t, i128>> keep;
     for (int32_t ci = 0; ci < int32_t(cs.size()); ++ci) {
       const Choice& c = cs[ci];
-      int64_t oh, ow;
-      if (!step(h, w, c.s, c.m, sp.exact, oh, ow)) continue;
-      const int32_t j = next.find(oh, ow);
+      StateKey to;
+      if (!advance(a, c.k, c.s, c.p, c.d, c.m, sp.exact, lossless, to)) continue;
+      const int64_t oh = to.h, ow = to.w;
+      const int32_t j = next.find(to);
       if (j < 0 || next_best[j] == kInf) continue;
       const i128 g = add_cost(node.g, cost(c.k, oh, ow));
       const i128 f = add_cost(g, next_best[j]);

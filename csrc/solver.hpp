@@ -36,6 +36,10 @@ struct SolveSpec {
   Range kernel, stride, padding, dilation;       // conv
   Range pool_kernel, pool_stride, pool_padding;  // pool (dilation 1, padding <= kernel/2)
   bool exact = false;
+  // Lossless: every layer reads every input row and column, and no receptive
+  // field at any depth has holes (a layer's dilation times the stride so far
+  // never exceeds the receptive field so far).
+  bool lossless = false;
   Objective objective = Objective::params;
   int64_t top = 1;
 };

@@ -152,3 +152,14 @@ def test_debug_variable_shows_the_traceback(monkeypatch):
     monkeypatch.setattr(fastconv.shapes, "conv_output_size", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["shape", "conv", "--input", "8", "--kernel", "3"])
+
+
+def test_closed_pipe_is_quiet():
+    """`fastconv solve ... | head -1`: the reader leaves early; no error line, no traceback."""
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m fastconv solve --input 224 --output 7 --channels 3,8,16 --top 3000 | head -1"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    assert r.stdout.count("\n") == 1, r.stdout
+    assert r.stderr == "", r.stderr

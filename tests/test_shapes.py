@@ -576,3 +576,21 @@ def test_summary_text_and_json_report_gridding(tmp_path):
         timeout=120,
     )
     assert json.loads(out.stdout)["gridding"]["fraction"] == pytest.approx(49 / 169)
+
+
+def test_cli_shape_gridding():
+    """`fastconv shape gridding`: three dilation-2 3x3 convs reach 49 of 169 pixels; dilations 1, 2, 3 all."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        cmd = [sys.executable, "-m", "fastconv", "shape", "gridding", *args]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    r = run("--layers", "3:1:2:2,3:1:2:2,3:1:2:2")
+    assert r.returncode == 0 and f"{49 / 169:.1%}" in r.stdout and "13x13" in r.stdout, r.stdout
+    assert "holes caused by layer(s) 0, 1, 2" in r.stdout
+    r = run("--layers", "3:1:1:1,3:1:2:2,3:1:3:3")
+    assert r.returncode == 0 and "100.0%" in r.stdout and "holes" not in r.stdout
+    r = run("--layers", "3:x")
+    assert r.returncode == 2 and "--layers" in r.stderr and "Traceback" not in r.stderr

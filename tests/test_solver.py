@@ -367,3 +367,117 @@ def test_exact_mode_drops_no_trailing_row_and_says_so():
     layer = r.solutions[0].layers[0]
     assert (layer.in_size + 2 * layer.padding - layer.dilation * (layer.kernel - 1) - 1) % layer.stride == 0
     assert fastconv.shapes.dropped_pixels(7, 1, stride=3) == 4
+
+
+# --- lossless mode, against an enumeration with its own definitions of "reads every row" and "no holes".
+
+
+def rows_read(n, k, s, p, d):
+    """Real rows of an n-row input under some tap of some window, by listing them."""
+    out = out_size(n, k, s, p, d, False)
+    return {o * s + j * d - p for o in range(out) for j in range(k)} & set(range(n))
+
+
+def hole_free_prefixes(path):
+    """Every prefix's receptive field, built as a set of offsets, fills its box."""
+    reach, jump = {0}, 1
+    for k, s, _p, d in path:
+        reach = {i * d * jump + r for i in range(k) for r in reach}
+        if len(reach) != max(reach) + 1:
+            return False
+        jump *= s
+    return True
+
+
+def pixels_reaching_output(n, path):
+    """Input rows with a chain of taps to some output (1-D), walking back from every output."""
+    sizes = [n]
+    for k, s, p, d in path:
+        sizes.append(out_size(sizes[-1], k, s, p, d, False))
+    live = set(range(sizes[-1]))
+    for (k, s, p, d), m in zip(reversed(path), reversed(sizes[:-1])):
+        live = {o * s + j * d - p for o in live for j in range(k)} & set(range(m))
+    return live
+
+
+def lossless_brute_force(inp, out, channels, block, kernel, stride, padding, dilation, objective):
+    plan = layer_plan(channels, block)
+    rng = lambda r: range(r[0], r[1] + 1)  # noqa: E731
+    conv = list(itertools.product(rng(kernel), rng(stride), rng(padding), rng(dilation)))
+    pool = [(k, s, p, 1) for k, s, p in itertools.product(rng((2, 3)), rng((1, 2)), rng((0, 1))) if p <= k // 2]
+    found = []
+
+    def dfs(i, h, cost, path):
+        if i == len(plan):
+            if h == out and hole_free_prefixes(path):
+                found.append((cost, tuple(path)))
+            return
+        kind, cin, cout = plan[i]
+        for k, s, p, d in conv if kind == "conv" else pool:
+            oh = out_size(h, k, s, p, d, False)
+            if oh is None or rows_read(h, k, s, p, d) != set(range(h)):
+                continue
+            c = k if objective == "kernel" else 0 if kind == "pool" else cin * cout * k * k + cout
+            if objective == "macs" and kind == "conv":
+                c = oh * oh * cin * cout * k * k
+            dfs(i + 1, oh, cost + c, path + [(k, s, p, d)])
+
+    dfs(0, inp, 0, [])
+    return sorted(found)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    inp=st.integers(1, 16),
+    out=st.integers(1, 6),
+    block=st.sampled_from([("conv",), ("conv", "conv"), ("conv", "pool"), ("conv", "conv", "conv")]),
+    kernel=range_st(1, 5, 3),
+    stride=range_st(1, 3, 2),
+    padding=range_st(0, 2, 2),
+    dilation=range_st(1, 3, 2),
+    objective=st.sampled_from(["params", "macs", "kernel"]),
+    top=st.integers(1, 5),
+)
+def test_lossless_mode_matches_brute_force(inp, out, block, kernel, stride, padding, dilation, objective, top):
+    space = dict(block=block, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    r = fastconv.solve(
+        inp, out, [2, 3], top=top, objective=objective, lossless=True, pool_kernel=(2, 3), pool_stride=(1, 2),
+        pool_padding=(0, 1), **space,
+    )  # fmt: skip
+    expected = lossless_brute_force(inp, out, [2, 3], objective=objective, **space)
+    assert r.count == len(expected)
+    assert [(s.cost, design_tuple(s)) for s in r.solutions] == expected[:top]
+    for _cost, path in expected:  # what lossless promises: every input pixel reaches the output
+        assert pixels_reaching_output(inp, list(path)) == set(range(inp))
+
+
+def test_lossless_mode_refuses_what_exact_allows():
+    # 1x1 stride 3 on 7 rows: exact (no trailing row) but it skips rows 1, 2, 4, 5.
+    assert fastconv.solve(7, 3, [1, 2], block="conv", kernel=(1, 1), stride=(3, 3), exact=True).count == 1
+    assert fastconv.solve(7, 3, [1, 2], block="conv", kernel=(1, 1), stride=(3, 3), lossless=True).count == 0
+    # three 3x3 convs with dilation 2 (gridding 49/169) against dilations 1, 2, 3 (no holes)
+    grid = fastconv.solve(20, 8, [1, 1, 1, 1], block="conv", kernel=(3, 3), dilation=(2, 2), stride=(1, 1))
+    assert grid.count == 1
+    assert fastconv.solve(20, 8, [1, 1, 1, 1], block="conv", kernel=(3, 3), dilation=(2, 2), lossless=True).count == 0
+    ok = fastconv.solve(
+        20, 8, [1, 1, 1, 1], block="conv", kernel=(3, 3), dilation=(1, 3), padding=(0, 0), lossless=True, top=10
+    )
+    chains = {tuple(layer.dilation for layer in s.layers) for s in ok.solutions}
+    assert (1, 2, 3) in chains and (2, 2, 2) not in chains and (3, 2, 1) not in chains, chains
+    assert ok.count == len(ok.solutions)
+    for s in ok.solutions:
+        spec = [(layer.kernel, layer.stride, layer.padding, layer.dilation) for layer in s.layers]
+        assert fastconv.shapes.gridding(spec).fraction == 1.0
+
+
+def test_lossless_flag_must_be_bool():
+    with pytest.raises(TypeError, match="lossless must be a bool, got str 'yes'"):
+        fastconv.solve(7, 3, [1, 2], lossless="yes")
+
+
+def test_cli_solve_lossless():
+    cmd = [sys.executable, "-m", "fastconv", "solve", "--input", "7", "--output", "3", "--channels", "1,2"]
+    cmd += ["--block", "conv", "--kernel", "1:3", "--stride", "1:3", "--lossless", "--json"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert out["count"] == 1
+    assert [(lay["kernel"], lay["stride"]) for lay in out["solutions"][0]["layers"]] == [(3, 2)]

@@ -34,7 +34,7 @@ void bind_solver(py::module_& m) {
          const std::vector<std::tuple<std::string, int64_t, int64_t>>& layers, std::pair<int64_t, int64_t> kernel,
          std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> padding, std::pair<int64_t, int64_t> dilation,
          std::pair<int64_t, int64_t> pool_kernel, std::pair<int64_t, int64_t> pool_stride,
-         std::pair<int64_t, int64_t> pool_padding, bool exact, const std::string& objective, int64_t top,
+         std::pair<int64_t, int64_t> pool_padding, bool exact, bool lossless, const std::string& objective, int64_t top,
          SolveProgress* progress) {
         SolveSpec sp;
         sp.in_h = input.first;
@@ -53,6 +53,7 @@ void bind_solver(py::module_& m) {
         sp.pool_stride = range_of(pool_stride);
         sp.pool_padding = range_of(pool_padding);
         sp.exact = exact;
+        sp.lossless = lossless;
         if (objective == "params")
           sp.objective = Objective::params;
         else if (objective == "macs")
@@ -80,7 +81,7 @@ void bind_solver(py::module_& m) {
       },
       py::arg("input"), py::arg("output"), py::arg("layers"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
       py::arg("dilation"), py::arg("pool_kernel"), py::arg("pool_stride"), py::arg("pool_padding"), py::arg("exact"),
-      py::arg("objective"), py::arg("top"), py::arg("progress") = nullptr);
+      py::arg("lossless"), py::arg("objective"), py::arg("top"), py::arg("progress") = nullptr);
 }
 
 }  // namespace fastconv::bind

@@ -46,6 +46,7 @@ def solve(
     pool_stride: tuple[int, int],
     pool_padding: tuple[int, int],
     exact: bool,
+    lossless: bool,
     objective: str,
     top: int,
     progress: SolveProgress | None = None,

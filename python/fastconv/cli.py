@@ -46,6 +46,7 @@ def _solve(args, parser) -> int:
             args.channels,
             block=args.block,
             exact=args.exact,
+            lossless=args.lossless,
             objective=args.objective,
             top=args.top,
             **ranges,
@@ -66,7 +67,8 @@ def _solve(args, parser) -> int:
         return 0
     print(
         f"{result.count:,} designs map {args.input} to {args.output}; "
-        f"best {len(result.solutions)} by {args.objective}{' (exact mode)' if args.exact else ''}:"
+        f"best {len(result.solutions)} by {args.objective}"
+        f"{' (exact mode)' if args.exact else ''}{' (lossless mode)' if args.lossless else ''}:"
     )
     for rank, sol in enumerate(result.solutions, 1):
         print(f"\n#{rank}  cost {sol.cost:,}   {sol.chain()}")
@@ -105,6 +107,10 @@ def _shape(args, parser) -> int:
             raise ValueError(f"expected an int or HxW, got {value!r}") from None
         return parts[0] if len(parts) == 1 else tuple(parts)
 
+    if args.what == "gridding":
+        return _gridding(args, parser)
+    if args.input is None or args.kernel is None:
+        parser.error(f"{args.what} needs --input and --kernel")
     try:
         n, k = geom(args.input), geom(args.kernel)
         # No --stride: 1 for convolutions, the kernel for pools.  An explicit 0 stays
@@ -132,6 +138,34 @@ def _shape(args, parser) -> int:
     print(f"output size: {_fmt(out) if not isinstance(out, int) else out}")
     if dropped and dropped != (0, 0):
         print(f"warning: {dropped} input row(s)/column(s) are never read (trailing, or between windows)")
+    return 0
+
+
+def _gridding(args, parser) -> int:
+    """`fastconv shape gridding --layers k:s:p:d,...`: which part of one output's receptive field reaches it."""
+    from . import shapes
+
+    if not args.layers:
+        parser.error("gridding needs --layers k:s:p:d,... (kernel, stride, padding, dilation per layer)")
+    layers = []
+    for item in args.layers.split(","):
+        parts = item.split(":")
+        try:
+            values = [int(v) for v in parts]
+        except ValueError:
+            parser.error(f"--layers: each layer is k[:s[:p[:d]]] with integers, got {item!r}")
+        if not 1 <= len(values) <= 4:
+            parser.error(f"--layers: each layer is k[:s[:p[:d]]] with integers, got {item!r}")
+        k, s, p, d = values + [1, 0, 1][len(values) - 1 :]
+        layers.append((k, s, p, d))
+    try:
+        g = shapes.gridding(layers)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    box = "x".join(str(v) for v in g.box)
+    print(f"receptive field {box}; {g.fraction:.1%} of it reaches one output through the taps")
+    if g.fraction < 1:
+        print(f"gridding: holes caused by layer(s) {', '.join(g.culprits)} (0-based)")
     return 0
 
 
@@ -289,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         p.add_argument(f"--{name}", default=default, help=f"inclusive range lo:hi (default {default})")
     p.add_argument("--exact", action="store_true", help="no layer may drop trailing input rows/columns")
+    p.add_argument(
+        "--lossless",
+        action="store_true",
+        help="every input pixel reaches the output: no row or column unread by any layer, no receptive-field holes",
+    )
     p.add_argument("--objective", default="params", choices=["params", "macs", "kernel"])
     p.add_argument("--top", type=int, default=1, help="how many designs to show")
     out = p.add_mutually_exclusive_group()
@@ -296,10 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--torch", action="store_true", help="print PyTorch code for the best design")
     p.set_defaults(func=_solve, parser=p)
 
-    p = sub.add_parser("shape", help="output size of one conv, pool or transposed conv; TF same padding")
-    p.add_argument("what", choices=["conv", "pool", "transpose", "same"])
-    p.add_argument("--input", required=True, help="input size, e.g. 224 or 224x160")
-    p.add_argument("--kernel", required=True)
+    p = sub.add_parser(
+        "shape", help="output size of one conv, pool or transposed conv; TF same padding; gridding of a stack"
+    )
+    p.add_argument("what", choices=["conv", "pool", "transpose", "same", "gridding"])
+    p.add_argument("--input", help="input size, e.g. 224 or 224x160")
+    p.add_argument("--kernel")
+    p.add_argument("--layers", help="gridding: k:s:p:d per layer, comma-separated, e.g. 3:1:2:2,3:1:2:2")
     p.add_argument("--stride", default=None)
     p.add_argument("--padding", default="0", help="int, HxW, 'same' or 'valid' (conv)")
     p.add_argument("--dilation", default="1")
@@ -359,6 +401,10 @@ def _guarded(run, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`fastconv solve ... | head`): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return 141
     except RecursionError:
         print(f"{prog}: error: input nested too deeply", file=sys.stderr)
         return 1

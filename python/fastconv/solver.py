@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
-from ._args import as_int
+from ._args import as_bool, as_int
 
 __all__ = ["solve", "SolveResult", "Solution", "DesignLayer"]
 
@@ -189,6 +189,7 @@ def solve(
     objective="params",
     top=1,
     progress=None,
+    lossless=False,
 ) -> SolveResult:
     """Find every conv/pool design that maps ``input`` to ``output``; count and rank them.
 
@@ -210,6 +211,16 @@ def solve(
         (``(n + 2p - d(k-1) - 1) % s == 0``).  Rows between windows, skipped when
         a stride is longer than its dilated kernel, are not ruled out (see
         :func:`fastconv.shapes.dropped_pixels`).
+    lossless : bool
+        Only designs where every input pixel reaches the output with no hole on
+        the way: every layer's taps read every row and column of its input (no
+        trailing rows, no rows between windows, and, stricter than
+        :func:`fastconv.shapes.dropped_pixels`, no row that only a dilated
+        window's holes cover), and no receptive field at any depth has holes
+        (:func:`fastconv.shapes.gridding` of every prefix of the chain is 1.0: a
+        layer's dilation times the product of the strides before it never exceeds
+        the receptive field so far).  Counted exactly and ranked like the other
+        modes.
     objective : {'params', 'macs', 'kernel'}
         Parameters of the convs, MACs per sample of the convs, or the sum of all
         kernel sizes.  Ties go to the lexicographically smallest (k, s, p, d) sequence.
@@ -248,7 +259,16 @@ def solve(
     top = as_int(top, "top")
     if top < 0:
         raise ValueError(f"top must be non-negative, got {top}")
-    args = (in_hw, out_hw, plan, *ranges.values(), bool(exact), objective, top)
+    args = (
+        in_hw,
+        out_hw,
+        plan,
+        *ranges.values(),
+        as_bool(exact, "exact"),
+        as_bool(lossless, "lossless"),
+        objective,
+        top,
+    )
 
     if progress is None:
         progress = sys.stderr.isatty()
