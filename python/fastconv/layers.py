@@ -45,6 +45,7 @@ __all__ = [
     "ELU",
     "GELU",
     "SiLU",
+    "Hardswish",
     "Sigmoid",
     "Tanh",
     "Softmax",
@@ -400,6 +401,10 @@ class SiLU(_Activation):
     """``torch.nn.SiLU``."""
 
 
+class Hardswish(_Activation):
+    """``torch.nn.Hardswish``."""
+
+
 class LeakyReLU(Layer):
     """``torch.nn.LeakyReLU``."""
 
@@ -611,6 +616,8 @@ def _walk_children(children, shape, prefix):
             shape = None if shape is None else layer.output_shape(shape)
         elif isinstance(layer, (Residual, Concat)):
             yield from layer.body.walk(shape, full + ".body.")
+            if isinstance(layer, Residual) and layer.shortcut is not None:
+                yield from layer.shortcut.walk(shape, full + ".shortcut.")
             out = None if shape is None else layer.output_shape(shape)
             yield full, layer, shape, out
             shape = out
@@ -638,13 +645,39 @@ class _Branch(Layer):
 
 
 class Residual(_Branch):
-    """``output = input + body(input)``; the body must keep the shape."""
+    """``output = shortcut(input) + body(input)``; the shortcut is the identity by default.
+
+    A shortcut (a strided 1x1 convolution and a BatchNorm2d, say) lets the body change
+    the shape: both branches must produce the same one.
+    """
+
+    def __init__(self, body, shortcut=None):
+        super().__init__(body)
+        if shortcut is not None and not isinstance(shortcut, Layer):
+            raise TypeError(f"Residual: shortcut must be a fastconv layer or None, got {type(shortcut).__name__}")
+        if shortcut is not None and not isinstance(shortcut, Sequential):
+            shortcut = Sequential(shortcut)
+        self.shortcut = shortcut
+
+    def children(self):
+        return [("body", self.body)] + ([("shortcut", self.shortcut)] if self.shortcut is not None else [])
 
     def output_shape(self, shape):
         out = self.body.output_shape(shape)
-        if tuple(out) != tuple(shape):
-            raise ValueError(f"Residual: body output shape {out} differs from its input shape {shape}")
-        return shape
+        short = tuple(shape) if self.shortcut is None else tuple(self.shortcut.output_shape(shape))
+        if tuple(out) != short:
+            what = "its input shape" if self.shortcut is None else "the shortcut's output shape"
+            raise ValueError(f"Residual: body output shape {tuple(out)} differs from {what} {short}")
+        return short
+
+    def param_count(self):
+        return self.body.param_count() + (self.shortcut.param_count() if self.shortcut is not None else 0)
+
+    def macs(self, shape):
+        return self.body.macs(shape) + (self.shortcut.macs(shape) if self.shortcut is not None else 0)
+
+    def _args(self):
+        return repr(self.body) + ("" if self.shortcut is None else f", shortcut={self.shortcut!r}")
 
 
 class Concat(_Branch):

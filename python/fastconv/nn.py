@@ -42,6 +42,18 @@ __all__ = [
     "AvgPool2d",
     "BatchNorm2d",
     "ReLU",
+    "ReLU6",
+    "LeakyReLU",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "Sigmoid",
+    "Tanh",
+    "Hardswish",
+    "Identity",
+    "AdaptiveAvgPool2d",
+    "Residual",
+    "Concat",
     "Dropout",
     "Flatten",
     "Linear",
@@ -49,6 +61,8 @@ __all__ = [
     "CrossEntropyLoss",
     "SGD",
     "Adam",
+    "AdamW",
+    "from_torch",
 ]
 
 
@@ -433,6 +447,263 @@ class ReLU(L.ReLU, Module):
         return np.where(self._mask, grad_output, 0).astype(np.asarray(grad_output).dtype, copy=False)
 
 
+class _Elementwise(Module):
+    """An activation: ``forward`` keeps what ``_grad`` needs; both keep the input's dtype."""
+
+    def forward(self, x):
+        x = np.asarray(x)
+        y = self._f(x).astype(x.dtype, copy=False)
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        return (g * self._grad(self._x, self._y)).astype(g.dtype, copy=False)
+
+
+class ReLU6(L.ReLU6, _Elementwise):
+    """min(max(x, 0), 6); gradient 1 strictly inside (0, 6), as torch."""
+
+    def __init__(self, inplace=False):
+        L.ReLU6.__init__(self, inplace)
+        self._init_module()
+
+    _f = staticmethod(lambda x: np.clip(x, 0, 6))
+    _grad = staticmethod(lambda x, y: ((x > 0) & (x < 6)).astype(x.dtype))
+
+
+class LeakyReLU(L.LeakyReLU, _Elementwise):
+    """x for x > 0, negative_slope * x otherwise."""
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        L.LeakyReLU.__init__(self, negative_slope, inplace)
+        self._init_module()
+
+    def _f(self, x):
+        return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+
+    def _grad(self, x, y):
+        return np.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
+
+
+class ELU(L.ELU, _Elementwise):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+
+    def __init__(self, alpha=1.0, inplace=False):
+        L.ELU.__init__(self, alpha, inplace)
+        self._init_module()
+
+    def _f(self, x):
+        a = x.dtype.type(self.alpha)
+        return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+
+    def _grad(self, x, y):
+        return np.where(x > 0, x.dtype.type(1), y + x.dtype.type(self.alpha))
+
+
+_exact_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x, exact=False):
+    """erf (NumPy has none): ``math.erf`` element by element when ``exact`` (float64 inputs), else a
+    Chebyshev fit of erfc with fractional error below 1.2e-7, enough for float32."""
+    if exact:
+        return _exact_erf(x).astype(np.float64)
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    # Numerical Recipes' erfc (Chebyshev fit, fractional error < 1.2e-7 everywhere)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))  # fmt: skip
+    erfc = t * np.exp(poly)
+    return np.where(x >= 0, 1.0 - erfc, erfc - 1.0)
+
+
+class GELU(L.GELU, _Elementwise):
+    """x * Phi(x) (``approximate='none'``) or its tanh form (``'tanh'``), as torch."""
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        L.GELU.__init__(self, approximate)
+        self._init_module()
+
+    _C = math.sqrt(2.0 / math.pi)
+
+    def _f(self, x):
+        x64 = x.astype(np.float64)
+        if self.approximate == "tanh":
+            return 0.5 * x64 * (1.0 + np.tanh(self._C * (x64 + 0.044715 * x64**3)))
+        return 0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0), x.dtype == np.float64))
+
+    def _grad(self, x, y):
+        x64 = x.astype(np.float64)
+        if self.approximate == "tanh":
+            inner = self._C * (x64 + 0.044715 * x64**3)
+            th = np.tanh(inner)
+            return 0.5 * (1 + th) + 0.5 * x64 * (1 - th * th) * self._C * (1 + 3 * 0.044715 * x64 * x64)
+        cdf = 0.5 * (1.0 + _erf(x64 / math.sqrt(2.0), x.dtype == np.float64))
+        return cdf + x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Sigmoid(L.Sigmoid, _Elementwise):
+    """1 / (1 + exp(-x)), computed without overflow."""
+
+    def __init__(self):
+        self._init_module()
+
+    _f = staticmethod(_sigmoid)
+    _grad = staticmethod(lambda x, y: y * (1 - y))
+
+
+class SiLU(L.SiLU, _Elementwise):
+    """x * sigmoid(x)."""
+
+    def __init__(self, inplace=False):
+        L.SiLU.__init__(self, inplace)
+        self._init_module()
+
+    _f = staticmethod(lambda x: x * _sigmoid(x))
+
+    @staticmethod
+    def _grad(x, y):
+        sg = _sigmoid(x)
+        return sg * (1 + x * (1 - sg))
+
+
+class Tanh(L.Tanh, _Elementwise):
+    """tanh(x)."""
+
+    def __init__(self):
+        self._init_module()
+
+    _f = staticmethod(np.tanh)
+    _grad = staticmethod(lambda x, y: 1 - y * y)
+
+
+class Hardswish(L.Hardswish, _Elementwise):
+    """x * relu6(x + 3) / 6; gradient 0 up to -3, 1 from 3 on, (2x + 3) / 6 strictly between, as torch."""
+
+    def __init__(self, inplace=False):
+        L.Hardswish.__init__(self, inplace)
+        self._init_module()
+
+    _f = staticmethod(lambda x: x * np.clip(x + 3, 0, 6) / 6)
+    _grad = staticmethod(lambda x, y: np.where(x <= -3, 0, np.where(x < 3, (2 * x + 3) / 6, 1)).astype(x.dtype))
+
+
+class Identity(L.Identity, Module):
+    """Returns its input (``torch.nn.Identity``)."""
+
+    def __init__(self, *args, **kwargs):
+        self._init_module()
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
+    """torch's adaptive average pool: output bin i covers input [floor(i*H/oh), ceil((i+1)*H/oh))."""
+
+    def __init__(self, output_size):
+        L.AdaptiveAvgPool2d.__init__(self, output_size)
+        self._init_module()
+
+    @staticmethod
+    def _bins(n, m):
+        return [((i * n) // m, -((-(i + 1) * n) // m)) for i in range(m)]
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"AdaptiveAvgPool2d: expected (N, C, H, W) input, got shape {x.shape}")
+        oh, ow = self.output_shape(x.shape[1:])[1:]
+        self._shape = x.shape
+        if (oh, ow) == (1, 1):  # global pooling, the common case: one reduction
+            return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(x.dtype)
+        y = np.empty((*x.shape[:2], oh, ow), x.dtype)
+        for i, (h0, h1) in enumerate(self._bins(x.shape[2], oh)):
+            for j, (w0, w1) in enumerate(self._bins(x.shape[3], ow)):
+                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3), dtype=np.float64)
+        return y
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        n, c, h, w = self._shape
+        oh, ow = g.shape[2:]
+        if (oh, ow) == (1, 1):
+            return np.broadcast_to(g / (h * w), self._shape).astype(g.dtype)
+        gx = np.zeros(self._shape, g.dtype)
+        for i, (h0, h1) in enumerate(self._bins(h, oh)):
+            for j, (w0, w1) in enumerate(self._bins(w, ow)):
+                gx[:, :, h0:h1, w0:w1] += g[:, :, i : i + 1, j : j + 1] / ((h1 - h0) * (w1 - w0))
+        return gx
+
+
+class Residual(L.Residual, Module):
+    """``shortcut(x) + body(x)`` (identity shortcut by default); state-dict keys ``body.*``, ``shortcut.*``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> block = nn.Residual(nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1, rng=0), nn.BatchNorm2d(8)),
+    ...                     shortcut=nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False, rng=1)))
+    >>> y = block(np.ones((2, 4, 8, 8), np.float32))
+    >>> y.shape, block.backward(np.ones_like(y)).shape
+    ((2, 8, 4, 4), (2, 4, 8, 8))
+    """
+
+    def __init__(self, body, shortcut=None):
+        body = body if isinstance(body, L.Sequential) else Sequential(body)
+        if shortcut is not None and not isinstance(shortcut, L.Sequential):
+            shortcut = Sequential(shortcut)
+        L.Residual.__init__(self, body, shortcut)
+        self._init_module()
+        for name, part in self.children():
+            if not isinstance(part, Module):
+                raise TypeError(f"Residual {name} ({type(part).__name__}) has no forward/backward; use fastconv.nn")
+
+    def forward(self, x):
+        y = self.body.forward(x)
+        s = x if self.shortcut is None else self.shortcut.forward(x)
+        if y.shape != s.shape:
+            raise ValueError(f"Residual: body output {y.shape} and shortcut output {s.shape} differ")
+        return y + s
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        gx = self.body.backward(g)
+        return gx + (g if self.shortcut is None else self.shortcut.backward(g))
+
+
+class Concat(L.Concat, Module):
+    """``cat([x, body(x)], channels)``: a DenseNet layer.  State-dict keys ``body.*``."""
+
+    def __init__(self, body):
+        L.Concat.__init__(self, body if isinstance(body, L.Sequential) else Sequential(body))
+        self._init_module()
+        if not isinstance(self.body, Module):
+            raise TypeError(f"Concat body ({type(self.body).__name__}) has no forward/backward; use fastconv.nn")
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._channels = x.shape[1]
+        return np.concatenate([x, self.body.forward(x)], axis=1)
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        c = self._channels
+        return g[:, :c] + self.body.backward(np.ascontiguousarray(g[:, c:]))
+
+
 class Dropout(L.Dropout, Module):
     """Zeroes elements with probability p in training and scales the rest by 1/(1-p)."""
 
@@ -614,3 +885,170 @@ class Adam(_Optimizer):
             c1, c2 = 1 - b1 ** st["t"], 1 - b2 ** st["t"]
             denom = np.sqrt(st["v"]) / math.sqrt(c2) + self.eps
             p.data = (p.data - (self.lr / c1) * st["m"] / denom).astype(p.data.dtype)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: decoupled weight decay (``p -= lr * weight_decay * p``), then Adam's step."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, 0.0)
+        self.decoupled = weight_decay
+
+    def step(self):
+        if self.decoupled:
+            for p in self.params:
+                if p.grad is not None:
+                    p.data = (p.data * (1 - self.lr * self.decoupled)).astype(p.data.dtype)
+        super().step()
+
+
+# --- torch models to fastconv.nn ------------------------------------------------------------------
+
+
+def _copy(param: Parameter | None, tensor) -> None:
+    # A copy, never a view: torch's optimisers update their tensors in place.
+    if param is not None and tensor is not None:
+        param.data = np.array(tensor.detach().cpu().numpy(), dtype=param.data.dtype, order="C", copy=True)
+
+
+def _torch_dtype(module) -> np.dtype:
+    for p in module.parameters():
+        return np.dtype(str(p.dtype).replace("torch.", ""))
+    return np.dtype(np.float32)
+
+
+def _is_block(m, names) -> bool:
+    return all(hasattr(m, n) for n in names)
+
+
+def _convert(m, path: str):  # noqa: C901 - one branch per supported module
+    import torch.nn as tnn
+
+    name = type(m).__name__
+    if isinstance(m, tnn.Sequential):
+        return Sequential(*[_convert(c, f"{path}.{i}" if path else str(i)) for i, c in enumerate(m)])
+    if isinstance(m, (tnn.Conv2d, tnn.ConvTranspose2d)):
+        if m.padding_mode != "zeros":
+            raise TypeError(
+                f"from_torch: {path or 'model'} ({name}) uses padding_mode={m.padding_mode!r}; only 'zeros' runs"
+            )
+        dt = m.weight.detach().numpy().dtype
+        if isinstance(m, tnn.Conv2d):
+            out = Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                         m.bias is not None, dtype=dt)  # fmt: skip
+        else:
+            out = ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                  m.output_padding, m.groups, m.bias is not None, m.dilation, dtype=dt)  # fmt: skip
+        _copy(out.weight, m.weight)
+        _copy(out.bias_param, m.bias)
+        return out
+    if isinstance(m, tnn.BatchNorm2d):
+        out = BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, dtype=_torch_dtype(m))
+        if m.affine:
+            _copy(out.weight, m.weight)
+            _copy(out.bias_param, m.bias)
+        if m.track_running_stats:
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                out._buffers[key] = np.array(getattr(m, key).detach().numpy(), dtype=out._buffers[key].dtype)
+        return out
+    if isinstance(m, tnn.Linear):
+        out = Linear(m.in_features, m.out_features, m.bias is not None, dtype=m.weight.detach().numpy().dtype)
+        _copy(out.weight, m.weight)
+        _copy(out.bias_param, m.bias)
+        return out
+    simple = {
+        tnn.ReLU: lambda: ReLU(),
+        tnn.ReLU6: lambda: ReLU6(),
+        tnn.LeakyReLU: lambda: LeakyReLU(m.negative_slope),
+        tnn.ELU: lambda: ELU(m.alpha),
+        tnn.GELU: lambda: GELU(m.approximate),
+        tnn.SiLU: lambda: SiLU(),
+        tnn.Sigmoid: lambda: Sigmoid(),
+        tnn.Tanh: lambda: Tanh(),
+        tnn.Hardswish: lambda: Hardswish(),
+        tnn.Identity: lambda: Identity(),
+        tnn.Flatten: lambda: Flatten(m.start_dim, m.end_dim),
+        tnn.Dropout: lambda: Dropout(m.p),
+        tnn.MaxPool2d: lambda: MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, False, m.ceil_mode),
+        tnn.AvgPool2d: lambda: AvgPool2d(
+            m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
+        ),
+        tnn.AdaptiveAvgPool2d: lambda: AdaptiveAvgPool2d(m.output_size),
+        tnn.Upsample: lambda: Upsample(m.size, m.scale_factor, m.mode, m.align_corners),
+    }
+    for cls, make in simple.items():
+        if type(m) is cls:
+            return make()
+    # torchvision's ResNet blocks: relu(bn2(conv2(relu(bn1(conv1(x))))) + downsample(x)), and the
+    # Bottleneck's three-conv form.
+    if name == "BasicBlock" and _is_block(m, ("conv1", "bn1", "conv2", "bn2")):
+        body = Sequential(_convert(m.conv1, f"{path}.conv1"), _convert(m.bn1, f"{path}.bn1"), ReLU(),
+                          _convert(m.conv2, f"{path}.conv2"), _convert(m.bn2, f"{path}.bn2"))  # fmt: skip
+        short = getattr(m, "downsample", None)
+        return Sequential(Residual(body, None if short is None else _convert(short, f"{path}.downsample")), ReLU())
+    if name == "Bottleneck" and _is_block(m, ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")):
+        parts = []
+        for i in (1, 2, 3):
+            parts.append(_convert(getattr(m, f"conv{i}"), f"{path}.conv{i}"))
+            parts.append(_convert(getattr(m, f"bn{i}"), f"{path}.bn{i}"))
+            if i < 3:
+                parts.append(ReLU())
+        short = getattr(m, "downsample", None)
+        return Sequential(
+            Residual(Sequential(*parts), None if short is None else _convert(short, f"{path}.downsample")), ReLU()
+        )
+    # Modules written like fastconv's own: a `body` (and for Residual an optional `shortcut`).
+    if name == "Residual" and hasattr(m, "body"):
+        short = getattr(m, "shortcut", None)
+        return Residual(
+            _convert(m.body, f"{path}.body"), None if short is None else _convert(short, f"{path}.shortcut")
+        )
+    if name == "Concat" and hasattr(m, "body"):
+        return Concat(_convert(m.body, f"{path}.body"))
+    raise TypeError(
+        f"from_torch: {path or 'model'} is a {name}, which fastconv.nn cannot run; supported: Sequential, Conv2d, "
+        "ConvTranspose2d, BatchNorm2d, Linear, pools, activations, Flatten, Dropout, Upsample, torchvision "
+        "BasicBlock/Bottleneck, and Residual/Concat modules with `body` (and `shortcut`) attributes"
+    )
+
+
+def from_torch(module) -> Module:
+    """A ``fastconv.nn`` model computing what a torch model computes, its weights and statistics copied.
+
+    So a model trained in torch runs (and trains on) where torch is not installed: save
+    ``from_torch(model).state_dict()`` with :meth:`Module.save` and load it into the same
+    ``fastconv.nn`` structure later.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Built from ``Sequential`` nesting of the supported modules (the error names any other
+        class): convolutions (``padding_mode='zeros'``), ``BatchNorm2d``, ``Linear``, max/average/
+        adaptive-average pools, activations, ``Flatten``, ``Dropout``, ``Upsample``; torchvision's
+        ``BasicBlock`` and ``Bottleneck`` become :class:`Residual` blocks followed by a ReLU; a module
+        named ``Residual`` (``body``, optional ``shortcut``) or ``Concat`` (``body``) maps to its
+        namesake.
+
+    Returns
+    -------
+    Module
+        In the torch model's train/eval mode.
+
+    Notes
+    -----
+    The state-dict keys follow the fastconv structure (a BasicBlock's ``conv1`` is
+    ``0.body.0``), not torch's.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from fastconv import nn
+    >>> t = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    >>> f = nn.from_torch(t)
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    >>> bool(np.allclose(f(x), t(torch.from_numpy(x)).detach().numpy(), atol=1e-5))
+    True
+    """
+    out = _convert(module, "")
+    out.train(bool(module.training))
+    return out

@@ -1,0 +1,246 @@
+"""fastconv.nn for real CNNs against torch: activations, adaptive pooling, Residual and Concat blocks,
+AdamW, and from_torch on VGG-, ResNet- and DenseNet-style models (forward, backward, a training step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastconv import nn
+
+torch.manual_seed(0)
+
+
+def close(got, ref, atol=1e-5, rtol=1e-4):
+    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else ref
+    torch.testing.assert_close(torch.from_numpy(np.ascontiguousarray(got)), torch.from_numpy(np.asarray(ref)),
+                               atol=atol, rtol=rtol)  # fmt: skip
+
+
+ACTIVATIONS = [
+    (nn.ReLU6(), torch.nn.ReLU6()),
+    (nn.LeakyReLU(0.2), torch.nn.LeakyReLU(0.2)),
+    (nn.ELU(0.7), torch.nn.ELU(0.7)),
+    (nn.GELU(), torch.nn.GELU()),
+    (nn.GELU("tanh"), torch.nn.GELU("tanh")),
+    (nn.SiLU(), torch.nn.SiLU()),
+    (nn.Sigmoid(), torch.nn.Sigmoid()),
+    (nn.Tanh(), torch.nn.Tanh()),
+    (nn.Hardswish(), torch.nn.Hardswish()),
+    (nn.Identity(), torch.nn.Identity()),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("ours, theirs", ACTIVATIONS, ids=[repr(a[1]) for a in ACTIVATIONS])
+def test_activation_forward_and_backward(ours, theirs, dtype):
+    # values around every kink (0, +-3, 6) and far out, where exp would overflow
+    x = np.concatenate([np.linspace(-8, 8, 161), [-3, 3, 0, 6, -100, 100, 1e-3]]).astype(dtype).reshape(1, 1, 12, 14)
+    g = np.cos(np.arange(x.size)).reshape(x.shape).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = theirs(xt)
+    yt.backward(torch.from_numpy(g))
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == np.float32 else dict(atol=1e-12, rtol=1e-10)
+    y = ours(x)
+    assert y.dtype == dtype
+    close(y, yt, **tol)
+    close(ours.backward(g), xt.grad, **tol)
+
+
+@pytest.mark.parametrize("size", [1, (3, 2), 5, (None, 4)], ids=str)
+def test_adaptive_avg_pool(size):
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 9)).astype(np.float32)
+    g = np.random.default_rng(2).standard_normal(torch.nn.AdaptiveAvgPool2d(size)(torch.zeros(2, 3, 7, 9)).shape)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = torch.nn.AdaptiveAvgPool2d(size)(xt)
+    yt.backward(torch.from_numpy(g.astype(np.float32)))
+    layer = nn.AdaptiveAvgPool2d(size)
+    close(layer(x), yt)
+    close(layer.backward(g.astype(np.float32)), xt.grad)
+
+
+class Residual(torch.nn.Module):
+    """The torch form of fastconv.nn.Residual: body and shortcut attributes."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x):
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+class Concat(torch.nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return torch.cat([x, self.body(x)], 1)
+
+
+class BasicBlock(torch.nn.Module):
+    """torchvision's BasicBlock, written out (torchvision is not a dependency)."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.relu = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = torch.nn.Sequential(
+                torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+def vgg():
+    layers = []
+    for cin, cout in [(3, 8), (8, 16)]:
+        layers += [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU(),
+                   torch.nn.MaxPool2d(2)]  # fmt: skip
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 10))
+
+
+def resnet8():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        BasicBlock(16, 16), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10),
+    )  # fmt: skip
+
+
+def densenet():
+    def dense_layer(cin, growth=12):  # DenseNet-BC: BN-ReLU-1x1 (4 growth), BN-ReLU-3x3 (growth)
+        return Concat(torch.nn.Sequential(
+            torch.nn.BatchNorm2d(cin), torch.nn.ReLU(), torch.nn.Conv2d(cin, 4 * growth, 1, bias=False),
+            torch.nn.BatchNorm2d(4 * growth), torch.nn.ReLU(), torch.nn.Conv2d(4 * growth, growth, 3, padding=1,
+                                                                               bias=False)))  # fmt: skip
+
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 24, 3, padding=1, bias=False), dense_layer(24), dense_layer(36),
+        torch.nn.BatchNorm2d(48), torch.nn.ReLU(), torch.nn.Conv2d(48, 24, 1, bias=False), torch.nn.AvgPool2d(2),
+        dense_layer(24), torch.nn.BatchNorm2d(36), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(36, 10),
+    )  # fmt: skip
+
+
+MODELS = {"vgg": vgg, "resnet8": resnet8, "densenet": densenet}
+
+
+def torch_params_in_fastconv_order(tmodel, fmodel):
+    """torch's parameters matched to fastconv's by shape and order (from_torch keeps the order)."""
+    tp, fp = list(tmodel.parameters()), fmodel.parameters()
+    assert [tuple(p.shape) for p in tp] == [p.data.shape for p in fp]
+    return tp, fp
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_from_torch_train_step_matches_torch(name):
+    tmodel = MODELS[name]().train()
+    fmodel = nn.from_torch(tmodel)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    target = rng.integers(0, 10, 6)
+    topt = torch.optim.SGD(tmodel.parameters(), lr=0.05, momentum=0.9)
+    fopt = nn.SGD(fmodel.parameters(), lr=0.05, momentum=0.9)
+    tp, fp = torch_params_in_fastconv_order(tmodel, fmodel)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(2):  # the second step uses the momentum buffers and updated running statistics
+        xt = torch.from_numpy(x).requires_grad_(True)
+        tloss = torch.nn.functional.cross_entropy(tmodel(xt), torch.from_numpy(target))
+        topt.zero_grad()
+        tloss.backward()
+        fopt.zero_grad()
+        floss = loss_fn(fmodel(x), target)
+        gx = fmodel.backward(loss_fn.backward())
+        assert abs(floss - tloss.item()) < 1e-4
+        close(gx, xt.grad, atol=1e-5)
+        for a, b in zip(fp, tp):
+            close(a.grad, b.grad, atol=1e-4)
+        topt.step()
+        fopt.step()
+        for a, b in zip(fp, tp):
+            close(a.data, b, atol=1e-4)
+    # running statistics followed torch's
+    tbuf = [b for n, b in tmodel.named_buffers() if "running" in n]
+    fbuf = [v for k, v in fmodel.state_dict().items() if "running" in k]
+    for a, b in zip(fbuf, tbuf):
+        close(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_from_torch_eval_matches_no_grad_forward(name):
+    tmodel = MODELS[name]()
+    with torch.no_grad():  # non-trivial statistics and affine parameters
+        for m in tmodel.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    tmodel.eval()
+    fmodel = nn.from_torch(tmodel)
+    assert not fmodel.training
+    x = np.random.default_rng(4).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = tmodel(torch.from_numpy(x))
+    close(fmodel(x), ref, atol=1e-4)
+
+
+def test_residual_and_concat_blocks_against_torch():
+    body = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, 2, 1), torch.nn.BatchNorm2d(6))
+    short = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 1, 2))
+    for tblock in (Residual(body, short), Residual(torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1))),
+                   Concat(torch.nn.Sequential(torch.nn.Conv2d(4, 3, 3, padding=1))), BasicBlock(4, 6, 2)):  # fmt: skip
+        fblock = nn.from_torch(tblock)
+        x = np.random.default_rng(5).standard_normal((2, 4, 8, 8)).astype(np.float32)
+        xt = torch.from_numpy(x).requires_grad_(True)
+        yt = tblock(xt)
+        g = np.random.default_rng(6).standard_normal(yt.shape).astype(np.float32)
+        yt.backward(torch.from_numpy(g))
+        close(fblock(x), yt)
+        close(fblock.backward(g), xt.grad)
+        for a, b in zip(*torch_params_in_fastconv_order(tblock, fblock)[::-1]):
+            close(a.grad, b.grad, atol=1e-4)
+
+
+def test_residual_state_dict_keys_and_shape_check():
+    block = nn.Residual(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)), nn.Conv2d(2, 4, 1))
+    keys = list(block.state_dict())
+    assert keys[:2] == ["body.0.weight", "body.0.bias"] and "shortcut.0.weight" in keys
+    with pytest.raises(ValueError, match="Residual: body output shape"):
+        nn.Residual(nn.Conv2d(2, 4, 3, padding=1)).output_shape((2, 8, 8))
+
+
+def test_adamw_matches_torch():
+    w0 = np.random.default_rng(7).standard_normal((5, 3)).astype(np.float32)
+    tw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    fw = nn.Parameter(w0.copy())
+    topt = torch.optim.AdamW([tw], lr=0.01, weight_decay=0.1)
+    fopt = nn.AdamW([fw], lr=0.01, weight_decay=0.1)
+    for step in range(4):
+        g = np.sin(np.arange(15.0) + step).reshape(5, 3).astype(np.float32)
+        tw.grad = torch.from_numpy(g.copy())
+        fw.grad = g.copy()
+        topt.step()
+        fopt.step()
+        close(fw.data, tw, atol=1e-6)
+
+
+def test_from_torch_refuses_unsupported_modules():
+    class Mystery(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match=r"from_torch: 1 is a Mystery"):
+        nn.from_torch(torch.nn.Sequential(torch.nn.ReLU(), Mystery()))
+    with pytest.raises(TypeError, match="padding_mode='reflect'"):
+        nn.from_torch(torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
