@@ -21,6 +21,21 @@ def test_bench_table_runs_with_torch():
     assert "tiny" in r.stdout and "geometric mean ratio" in r.stdout and "sgemm 2048^3" in r.stdout
     assert r.stdout.startswith("fastconv on ") and "gemm float32:" in r.stdout  # show_config first
     assert all(name in r.stdout for name in ("bilinear_2x_56", "nearest_2x_14", "bicubic_2x_28", "unpool_2x_28"))
+    assert "geometric mean ratio (ONNX Runtime time / fastconv time)" in r.stdout  # the ONNX Runtime column
+    row = next(line for line in r.stdout.splitlines() if line.startswith("tiny "))
+    assert len(row.split("|")[0].split()) == 7, row  # name, GF/s, torch, ratio, ort, ratio, numpy
+
+
+def test_onnx_runtime_peer_computes_the_same_convolution():
+    """The ONNX model the bench builds is the convolution it claims (strided, padded, grouped)."""
+    from fastconv.bench import ConvShape, _import_ort, ort_conv
+
+    ort = _import_ort()
+    assert ort is not None, "onnxruntime and onnx are test dependencies"
+    shape = ConvShape("check", 2, 6, 11, 4, 3, 2, 1, 2)
+    x, w, _ = shape.arrays()
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=2, padding=1, groups=2).numpy()
+    np.testing.assert_allclose(ort_conv(ort, shape, x, w, 2)()[0], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_bench_table_says_when_torch_is_absent():
@@ -32,6 +47,17 @@ def test_bench_table_says_when_torch_is_absent():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "torch is not installed" in r.stdout and "tiny" in r.stdout
+
+
+def test_bench_table_says_when_onnx_runtime_is_absent():
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from fastconv.bench import run_table\n"
+        "run_table(shapes='tiny', repeats=1, memory=False, upsampling=False)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ONNX Runtime: not installed" in r.stdout and "tiny" in r.stdout
 
 
 def test_numpy_idiom_matches_torch():

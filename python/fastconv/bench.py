@@ -146,8 +146,9 @@ def settle(seconds=0.3):
     time.sleep(seconds)
 
 
-def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None):
-    """Seconds per call: fastconv and torch forward (and fwd+bwd), NumPy idiom; each after `settle()`."""
+def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None, ort=None):
+    """Seconds per call: fastconv and torch forward (and fwd+bwd), ONNX Runtime forward, NumPy idiom;
+    each after `settle()`."""
     x, w, gy = shape.arrays(dtype)
     settle()
     geom = shape.geometry()
@@ -175,6 +176,14 @@ def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=
 
             settle()
             res["torch_fwdbwd"] = best_time(torch_fb, repeats)
+    if ort is not None:
+        run = ort_conv(ort, shape, x, w, get_num_threads())
+        got = run()[0]  # the first run also plans the kernels
+        tol = 1e-4 * max(1.0, float(np.abs(got).max()))
+        if not np.allclose(got, F.conv2d(x, w, **geom), rtol=1e-4, atol=tol):  # same convolution, or no column
+            raise RuntimeError(f"ONNX Runtime's {shape.name} result differs from fastconv's: the ONNX model is wrong")
+        settle()
+        res["ort_fwd"] = best_time(run, repeats)
     if numpy:
         np_repeats = max(1, min(repeats, 2))
         settle()
@@ -241,6 +250,45 @@ def _import_torch():
     except ImportError:
         return None
     return torch
+
+
+def _import_ort():
+    """ONNX Runtime and onnx, the optional forward peer; None when either is missing."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime, onnx
+
+
+def ort_conv(ort, shape: ConvShape, x, w, threads: int):
+    """A one-node ONNX Conv model of `shape` run by ONNX Runtime (CPU provider, `threads` intra-op
+    threads, one inter-op thread, all graph optimisations); returns the forward call."""
+    onnxruntime, onnx = ort
+    from onnx import helper, numpy_helper
+
+    elem = helper.np_dtype_to_tensor_dtype(x.dtype)
+    p, s, k = shape.padding, shape.stride, shape.kernel
+    node = helper.make_node(
+        "Conv", ["x", "w"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p], group=shape.groups
+    )
+    graph = helper.make_graph(
+        [node],
+        shape.name,
+        [helper.make_tensor_value_info("x", elem, list(x.shape))],
+        [helper.make_tensor_value_info("y", elem, None)],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every ONNX Runtime since 1.10 reads
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"x": x})
 
 
 # (name, input shape, interpolate options or None for max_unpool2d of a 2x2 max pool)
@@ -326,6 +374,7 @@ def run_table(
     if unknown:
         raise ValueError(f"--shapes: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
     torch = _import_torch()
+    ort = _import_ort() if np.dtype(dtype) == np.float32 else None
     old = get_num_threads()
     set_num_threads(threads)
     if torch is not None:
@@ -339,6 +388,9 @@ def run_table(
     )
     if torch is None:
         print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
+    if ort is None:
+        why = "float64 is not benchmarked there" if np.dtype(dtype) != np.float32 else "not installed"
+        print(f"ONNX Runtime: {why}, so its column is skipped (pip install onnxruntime onnx)", file=out)
     print(
         f"sgemm 2048^3, {threads} threads: OpenBLAS ({_core.blas_core_name()} kernels) "
         f"{sgemm_gflops(2048, threads):.1f} GFLOP/s; fastconv's float32 GEMM ({_core.sgemm_kernel_name()}) "
@@ -346,22 +398,28 @@ def run_table(
         file=out,
     )
     head = (
-        f"{'shape':<15}{'fwd GF/s':>9}{'torch':>8}{'ratio':>7}{'numpy x':>9}  |{'f+b GF/s':>9}{'torch':>8}{'ratio':>7}"
-        f"{'numpy x':>9}"
+        f"{'shape':<15}{'fwd GF/s':>9}{'torch':>8}{'ratio':>7}{'ort':>8}{'ratio':>7}{'numpy x':>9}  |"
+        f"{'f+b GF/s':>9}{'torch':>8}{'ratio':>7}{'numpy x':>9}"
     )
     print(head, file=out)
     print("-" * len(head), file=out)
-    ratios_f, ratios_b = [], []
+    ratios_f, ratios_b, ratios_o = [], [], []
     try:
         for name in names:
             s = SHAPES_BY_NAME[name]
-            r = measure(s, repeats, dt, backward, numpy, torch)
+            r = measure(s, repeats, dt, backward, numpy, torch, ort)
             gf = s.flops / r["fastconv_fwd"] / 1e9
             cols = [f"{name:<15}", f"{gf:9.1f}"]
             if torch is not None:
                 ratio = r["torch_fwd"] / r["fastconv_fwd"]
                 ratios_f.append(ratio)
                 cols += [f"{s.flops / r['torch_fwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
+            else:
+                cols += [f"{'-':>8}", f"{'-':>7}"]
+            if ort is not None:
+                ratio = r["ort_fwd"] / r["fastconv_fwd"]
+                ratios_o.append(ratio)
+                cols += [f"{s.flops / r['ort_fwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
             else:
                 cols += [f"{'-':>8}", f"{'-':>7}"]
             cols.append(f"{r['numpy_fwd'] / r['fastconv_fwd']:9.1f}" if numpy else f"{'-':>9}")
@@ -389,10 +447,12 @@ def run_table(
                 f"forward {fwd / mib:.1f} MiB, backward {bwd / mib:.1f} MiB",
                 file=out,
             )
+    gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
     if ratios_f:
-        gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
         line = f"geometric mean ratio (torch time / fastconv time): forward {gm(ratios_f):.2f}"
         if ratios_b:
             line += f", forward+backward {gm(ratios_b):.2f}"
         print(line, file=out)
+    if ratios_o:
+        print(f"geometric mean ratio (ONNX Runtime time / fastconv time): forward {gm(ratios_o):.2f}", file=out)
     return 0
