@@ -155,7 +155,7 @@ constexpr int64_t kWinogradMinChannels = 16;
 bool use_winograd(const ConvGeom& g) {
   return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
          g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinChannels && winograd_enabled() &&
-         winograd_suits(g.C, g.Cout);
+         winograd_suits(g.C, g.Cout, g.OH, g.OW);
 }
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "cpu_features.hpp"
@@ -33,16 +34,21 @@ bool winograd_enabled() {
   return sgemm_avx512_enabled() || generic_level();
 }
 
-// The generic operator re-reads (and OpenBLAS re-packs) the 16 transformed
-// weight matrices once per block of tiles, and blocks hold fewer tiles as
-// channels grow (V and M must stay in L2).  Measured at the avx2 level (Xeon,
-// 2 threads, against im2col + OpenBLAS): 64 -> 64 channels at 56x56 0.85x the
-// time forward, 0.76x backward; 128 -> 128 at 28x28 0.84x / 0.81x; 256 -> 256 at
-// 14x14 1.04x / 0.98x; 512 -> 512 at 7x7 1.77x / 1.46x.  So it takes layers of
-// at most 256 channels in and out together.
-constexpr int64_t kGenericMaxChannels = 256;
+// Where the generic operator gains, measured at the avx2 level (Xeon, 2 threads,
+// time against im2col + OpenBLAS, forward / forward+backward): 64 -> 64
+// channels at 56x56 0.88 / 0.95, 128 -> 128 at 28x28 0.81 / 0.77, 256 -> 256 at
+// 14x14 0.85 / 0.75, 32 -> 32 at 64x64 0.84 / 0.77; but 512 -> 512 at 7x7
+// 1.31 / 1.59: 2x2 tiles cover an 8x8 map there, 31% more products than
+// outputs, and the 16 MiB of transformed weights cost more than they save.
+// So it takes maps of at least 8x8 outputs.
+constexpr int64_t kGenericMinOutput = 8;
 
-bool winograd_suits(int64_t C, int64_t Cout) { return sgemm_avx512_enabled() || C + Cout <= kGenericMaxChannels; }
+bool winograd_suits(int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
+  (void)C, (void)Cout;
+  const char* v = std::getenv("FASTCONV_WINOGRAD");
+  if (v && std::strcmp(v, "1") == 0) return true;  // forced: every eligible layer (tests reach the edge cases so)
+  return sgemm_avx512_enabled() || (OH >= kGenericMinOutput && OW >= kGenericMinOutput);
+}
 
 const char* winograd_kernel_name() {
   if (!winograd_enabled()) return "off (im2col + GEMM)";
@@ -54,17 +60,39 @@ namespace {
 // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
 constexpr float kG[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
 
+// Uninitialised float buffers that keep their capacity between calls of the
+// calling thread: U, V and M of a wide layer are tens of MiB, and fresh zeroed
+// pages cost more than the transforms (measured: a fifth of a 14x14 layer's time
+// in page faults and memset).
+struct Workspace {
+  std::unique_ptr<float[]> buf[3];
+  size_t cap[3] = {0, 0, 0};
+  float* get(int slot, int64_t n) {
+    if (size_t(n) > cap[slot]) {
+      buf[slot].reset();  // free first: the old and new buffers need not coexist
+      buf[slot].reset(new float[size_t(n)]);
+      cap[slot] = size_t(n);
+    }
+    return buf[slot].get();
+  }
+};
+
+Workspace& workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
 // U[p][o][c] = (G g G^T)[p] of kernel g = w[o][c] (or, for the adjoint, w[c][o]
 // rotated by 180 degrees): 16 Cout x C matrices, the point GEMMs' left operands.
-std::vector<float> transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
+const float* transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
   const int64_t mat = checked_mul(Cout, C, "winograd weights");
-  std::vector<float> U(static_cast<size_t>(checked_mul(16, mat, "winograd weights")));
+  float* U = workspace().get(0, checked_mul(16, mat, "winograd weights"));
   const int workers = workers_for(150.0 * mat, Cout);
   std::vector<std::vector<float>> scratch(workers);
   parallel_for(Cout, workers, [&](int64_t o, int wk) {
     scratch[wk].resize(static_cast<size_t>(9 * C));
     const float* first = adjoint ? w + o * 9 : w + o * C * 9;
-    k.weight_run(first, adjoint ? Cout * 9 : 9, adjoint, C, U.data() + o * C, mat, scratch[wk].data());
+    k.weight_run(first, adjoint ? Cout * 9 : 9, adjoint, C, U + o * C, mat, scratch[wk].data());
   });
   return U;
 }
@@ -102,6 +130,45 @@ struct Scratch {
   std::vector<float> v, m, run;
 };
 
+// Two schedules, whichever moves fewer bytes.  Blocked: each block of tiles is
+// transformed, multiplied and transformed back while it sits in L2, but every
+// block re-reads (and OpenBLAS re-packs) all of U, 64 C Cout bytes.  Layered:
+// a chunk of images is transformed at once, each point GEMM then runs over all
+// its tiles (U packed once per chunk), the products are transformed back; V and
+// M make one more trip through memory, 64 (C + Cout) bytes per tile.  Wide
+// layers on small maps (resnet 3x3 at 14x14 and 7x7) take the layered one.
+constexpr double kLayeredBytes = 32 << 20;  // V and M of one chunk of images
+
+struct Schedule {
+  bool layered;
+  int64_t nb, blocks;  // blocked: tiles per block, blocks
+  int64_t chunk;       // layered: images per chunk
+};
+
+Schedule schedule_for(const Tiles& tiles, int64_t N, int64_t C, int64_t Cout, int threads) {
+  Schedule s{};
+  s.nb = block_tiles(tiles.total, C, Cout, threads);
+  s.blocks = (tiles.total + s.nb - 1) / s.nb;
+  const double blocked = double(s.blocks) * 64.0 * C * Cout;
+  const double layered = double(tiles.total) * 64.0 * (C + Cout) + 64.0 * C * Cout;
+  s.layered = layered < blocked;
+  const double per_image = double(tiles.per_image) * 64.0 * (C + Cout);
+  s.chunk = std::clamp<int64_t>(int64_t(kLayeredBytes / per_image), 1, N);
+  return s;
+}
+
+// Items of the layered point GEMMs: (point, column range) pairs, columns cut so
+// that every thread has work even when there are more threads than points.
+template <class F>
+void for_point_columns(int64_t T, int threads, double flops, F&& f) {
+  const int64_t pieces = std::clamp<int64_t>((threads + 15) / 16, 1, std::max<int64_t>(1, T / 64));
+  const int64_t step = (T + pieces - 1) / pieces;
+  parallel_for(16 * pieces, workers_for(flops, 16 * pieces), [&](int64_t item, int) {
+    const int64_t p = item / pieces, j0 = (item % pieces) * step;
+    if (j0 < T) f(int(p), j0, std::min(step, T - j0));
+  });
+}
+
 }  // namespace
 
 void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g) {
@@ -110,9 +177,41 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
   const int64_t C = g.C, Cout = g.Cout, HWi = g.H * g.W, HWo = g.OH * g.OW;
   const Tiles tiles(g, g.N);
   if (tiles.total == 0) return;
-  const std::vector<float> U = transform_weights(k, w, adjoint, C, Cout);
+  const float* U = transform_weights(k, w, adjoint, C, Cout);
   const int threads = get_num_threads();
-  const int64_t nb = block_tiles(tiles.total, C, Cout, threads), blocks = (tiles.total + nb - 1) / nb;
+  const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
+  if (sch.layered) {
+    const int64_t T_max = sch.chunk * tiles.per_image;
+    check_blas_dims(Cout, T_max, C, "winograd point GEMM");
+    float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace"));
+    float* M = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace"));
+    std::vector<std::vector<float>> runs(threads);
+    for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
+      const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
+      const int64_t vstride = C * T, mstride = Cout * T;
+      // V[p][c][t]: tile t = (image - n0) * per_image + ty * tw + tx
+      parallel_for(imgs * C, workers_for(40.0 * C * T, imgs * C), [&](int64_t item, int wk) {
+        const int64_t n = item / C, c = item % C;
+        runs[wk].resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+        for (int64_t ty = 0; ty < tiles.th; ++ty)
+          k.input_run(x + ((n0 + n) * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw,
+                      V + c * T + n * tiles.per_image + ty * tiles.tw, vstride, runs[wk].data());
+      });
+      for_point_columns(T, threads, 2.0 * 16 * C * Cout * T, [&](int p, int64_t j0, int64_t cols) {
+        gemm<float>(false, false, Cout, cols, C, 1.0f, U + p * Cout * C, C, V + p * vstride + j0, T, 0.0f,
+                    M + p * mstride + j0, T);
+      });
+      parallel_for(imgs * Cout, workers_for(40.0 * Cout * T, imgs * Cout), [&](int64_t item, int wk) {
+        const int64_t n = item / Cout, o = item % Cout;
+        runs[wk].resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+        for (int64_t ty = 0; ty < tiles.th; ++ty)
+          k.output_run(M + o * T + n * tiles.per_image + ty * tiles.tw, mstride, ty, 0, tiles.tw, bias ? bias[o] : 0.0f,
+                       y + ((n0 + n) * Cout + o) * HWo, g.OH, g.OW, runs[wk].data());
+      });
+    }
+    return;
+  }
+  const int64_t nb = sch.nb, blocks = sch.blocks;
   check_blas_dims(Cout, nb, C, "winograd point GEMM");
   const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
   std::vector<Scratch> scratch(workers);
@@ -130,7 +229,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
                     s.run.data());
     });
     for (int p = 0; p < 16; ++p)
-      gemm<float>(false, false, Cout, cnt, C, 1.0f, U.data() + p * Cout * C, C, s.v.data() + p * vstride, cnt, 0.0f,
+      gemm<float>(false, false, Cout, cnt, C, 1.0f, U + p * Cout * C, C, s.v.data() + p * vstride, cnt, 0.0f,
                   s.m.data() + p * mstride, cnt);
     tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
       for (int64_t o = 0; o < Cout; ++o)
@@ -149,32 +248,65 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
   const Tiles tiles(g, g.N);
   if (tiles.total == 0) return;
   const int threads = get_num_threads();
-  const int64_t nb = block_tiles(tiles.total, C, Cout, threads), blocks = (tiles.total + nb - 1) / nb;
-  check_blas_dims(Cout, C, nb, "winograd point GEMM");
-  const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
-  std::vector<Scratch> scratch(workers);
-  // Per worker: sum over its blocks of Z[p] V[p]^T (16 Cout x C matrices).
-  std::vector<std::vector<float>> part(workers);
-  parallel_for(blocks, workers, [&](int64_t blk, int wk) {
-    Scratch& s = scratch[wk];
-    const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
-    s.v.resize(static_cast<size_t>(16 * C * nb));
-    s.m.resize(static_cast<size_t>(16 * Cout * nb));
-    s.run.resize(static_cast<size_t>(16 * (tiles.tw + 1)));
-    if (part[wk].empty()) part[wk].assign(static_cast<size_t>(16 * mat), 0.0f);
-    const int64_t vstride = C * cnt, zstride = Cout * cnt;
-    tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
-      for (int64_t c = 0; c < C; ++c)
-        k.input_run(x + (n * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v.data() + c * cnt + col, vstride,
-                    s.run.data());
-      for (int64_t o = 0; o < Cout; ++o)
-        k.grad_run(gy + (n * Cout + o) * HWo, g.OH, g.OW, ty, tx, len, s.m.data() + o * cnt + col, zstride,
-                   s.run.data());
+  const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
+  std::vector<std::vector<float>> part;  // per worker: sums over its tiles of Z[p] V[p]^T (16 Cout x C matrices)
+  if (sch.layered) {
+    const int64_t T_max = sch.chunk * tiles.per_image;
+    check_blas_dims(Cout, C, T_max, "winograd point GEMM");
+    float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace"));
+    float* Z = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace"));
+    std::vector<std::vector<float>> runs(threads);
+    part.assign(1, std::vector<float>(static_cast<size_t>(16 * mat), 0.0f));
+    for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
+      const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
+      const int64_t vstride = C * T, zstride = Cout * T;
+      parallel_for(imgs * (C + Cout), workers_for(40.0 * (C + Cout) * T, imgs * (C + Cout)), [&](int64_t item, int wk) {
+        const int64_t n = item / (C + Cout), c = item % (C + Cout);
+        runs[wk].resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+        for (int64_t ty = 0; ty < tiles.th; ++ty) {
+          const int64_t col = n * tiles.per_image + ty * tiles.tw;
+          if (c < C)
+            k.input_run(x + ((n0 + n) * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw, V + c * T + col,
+                        vstride, runs[wk].data());
+          else
+            k.grad_run(gy + ((n0 + n) * Cout + (c - C)) * HWo, g.OH, g.OW, ty, 0, tiles.tw, Z + (c - C) * T + col,
+                       zstride, runs[wk].data());
+        }
+      });
+      // One item per point: its sum over the chunk's tiles is one GEMM with a long reduction.
+      parallel_for(16, workers_for(2.0 * 16 * C * Cout * T, 16), [&](int64_t p, int) {
+        gemm<float>(false, true, Cout, C, T, 1.0f, Z + p * zstride, T, V + p * vstride, T, 1.0f,
+                    part[0].data() + p * mat, C);
+      });
+    }
+  } else {
+    const int64_t nb = sch.nb, blocks = sch.blocks;
+    check_blas_dims(Cout, C, nb, "winograd point GEMM");
+    const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
+    std::vector<Scratch> scratch(workers);
+    // Per worker: sum over its blocks of Z[p] V[p]^T (16 Cout x C matrices).
+    part.assign(workers, std::vector<float>());
+    parallel_for(blocks, workers, [&](int64_t blk, int wk) {
+      Scratch& s = scratch[wk];
+      const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
+      s.v.resize(static_cast<size_t>(16 * C * nb));
+      s.m.resize(static_cast<size_t>(16 * Cout * nb));
+      s.run.resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+      if (part[wk].empty()) part[wk].assign(static_cast<size_t>(16 * mat), 0.0f);
+      const int64_t vstride = C * cnt, zstride = Cout * cnt;
+      tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
+        for (int64_t c = 0; c < C; ++c)
+          k.input_run(x + (n * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v.data() + c * cnt + col,
+                      vstride, s.run.data());
+        for (int64_t o = 0; o < Cout; ++o)
+          k.grad_run(gy + (n * Cout + o) * HWo, g.OH, g.OW, ty, tx, len, s.m.data() + o * cnt + col, zstride,
+                     s.run.data());
+      });
+      for (int p = 0; p < 16; ++p)
+        gemm<float>(false, true, Cout, C, cnt, 1.0f, s.m.data() + p * zstride, cnt, s.v.data() + p * vstride, cnt, 1.0f,
+                    part[wk].data() + p * mat, C);
     });
-    for (int p = 0; p < 16; ++p)
-      gemm<float>(false, true, Cout, C, cnt, 1.0f, s.m.data() + p * zstride, cnt, s.v.data() + p * vstride, cnt, 1.0f,
-                  part[wk].data() + p * mat, C);
-  });
+  }
   // gw[o][c] = G^T GW[o][c] G, GW summed over workers.
   parallel_for(Cout, workers_for(300.0 * mat, Cout), [&](int64_t o, int) {
     for (int64_t c = 0; c < C; ++c) {

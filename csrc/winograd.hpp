@@ -29,8 +29,10 @@ struct WinogradGeom {
 bool winograd_enabled();
 
 // Whether the implementation of the active level gains on a layer with C input
-// and Cout output channels (the generic one loses on wide layers).
-bool winograd_suits(int64_t C, int64_t Cout);
+// and Cout output channels and an OH x OW output (the generic one loses on
+// maps smaller than 8x8).  FASTCONV_WINOGRAD=1 (read on every call) makes it
+// true for every layer winograd_enabled() allows.
+bool winograd_suits(int64_t C, int64_t Cout, int64_t OH, int64_t OW);
 
 // Which implementation serves the active level, for show_config.
 const char* winograd_kernel_name();

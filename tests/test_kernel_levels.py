@@ -115,12 +115,15 @@ WINOGRAD = [
     ((2, 16, 2, 3), 16, (2, 2, 2, 2)),
     ((1, 32, 33, 31), 40, (1, 0, 0, 1)),
     ((4, 16, 7, 7), 32, (1, 1, 1, 1)),
+    ((2, 160, 12, 10), 144, (1, 1, 1, 1)),  # wide: the generic operator's layered schedule
 ]
 
 
 @pytest.mark.parametrize("xs, cout, pads", WINOGRAD, ids=[f"{c[0]}to{c[1]}p{c[2][0]}{c[2][2]}" for c in WINOGRAD])
-def test_winograd_forward_and_gradients(xs, cout, pads, level):
-    """Forward, input gradient (the adjoint transform) and weight gradient against float64 NumPy."""
+def test_winograd_forward_and_gradients(xs, cout, pads, level, monkeypatch):
+    """Forward, input gradient (the adjoint transform) and weight gradient against float64 NumPy; forced
+    (FASTCONV_WINOGRAD=1) so that maps the size rule leaves to im2col reach the transforms too."""
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "1")
     if "off" in fastconv.show_config(file=False)["kernels"]["winograd float32"]:
         pytest.skip(f"no Winograd at the {level} level")
     rng = np.random.default_rng(xs[1] + cout)
@@ -131,8 +134,9 @@ def test_winograd_forward_and_gradients(xs, cout, pads, level):
         close(got, ref, np.float32)
 
 
-def test_winograd_transposed_convolution(level):
+def test_winograd_transposed_convolution(level, monkeypatch):
     """conv_transpose2d runs the adjoint transform as a forward: checked as <T x, v> = <x, conv(v)>."""
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "1")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 24, 6, 5)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
