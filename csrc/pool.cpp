@@ -45,11 +45,50 @@ inline void taps_inside(int64_t start, int64_t k, int64_t d, int64_t n, int64_t&
 }
 }  // namespace
 
+namespace {
+
+// The common 2x2, stride-2, unpadded, undilated pool (VGG, U-Net), whose every
+// window lies inside the image: the four taps compared without branches (a
+// random image makes the general loop's tests unpredictable), scan order and
+// torch's NaN rule kept: a later tap wins when it is larger or NaN.
+template <class T>
+bool max_pool_2x2(const T* xp, T* yp, int64_t* ip, const PoolGeom& g) {
+  if (g.kh != 2 || g.kw != 2 || g.sh != 2 || g.sw != 2 || g.ph != 0 || g.pw != 0 || g.dh != 1 || g.dw != 1 ||
+      2 * g.OH > g.H || 2 * g.OW > g.W)
+    return false;
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    const T* r0 = xp + 2 * oh * g.W;
+    const T* r1 = r0 + g.W;
+    T* yr = yp + oh * g.OW;
+    int64_t* ir = ip ? ip + oh * g.OW : nullptr;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+      T best = a;
+      int64_t arg = 0;
+      const bool tb = b > best || b != b;
+      best = tb ? b : best;
+      arg = tb ? 1 : arg;
+      const bool tc = c > best || c != c;
+      best = tc ? c : best;
+      arg = tc ? g.W : arg;
+      const bool td = d > best || d != d;
+      best = td ? d : best;
+      arg = td ? g.W + 1 : arg;
+      yr[ow] = best;
+      if (ir) ir[ow] = 2 * oh * g.W + 2 * ow + arg;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 template <class T>
 void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g) {
   const int64_t HW = g.H * g.W, P = g.OH * g.OW;
   parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
     const T* xp = x + plane * HW;
+    if (max_pool_2x2(xp, y + plane * P, indices ? indices + plane * P : nullptr, g)) return;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const int64_t h0 = oh * g.sh - g.ph;
       int64_t i0, i1;

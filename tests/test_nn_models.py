@@ -244,3 +244,53 @@ def test_from_torch_refuses_unsupported_modules():
         nn.from_torch(torch.nn.Sequential(torch.nn.ReLU(), Mystery()))
     with pytest.raises(TypeError, match="padding_mode='reflect'"):
         nn.from_torch(torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("affine, track, training", [(True, True, True), (False, True, True), (True, False, False),
+                                                     (True, True, False), (False, False, True)], ids=str)  # fmt: skip
+@pytest.mark.parametrize("fused_relu", [False, True], ids=["bn", "bn+relu"])
+def test_batch_norm_kernels_against_torch(affine, track, training, fused_relu, dtype):
+    """The fused C++ BatchNorm2d (and BatchNorm2d + ReLU in one pass) in every mode, forward and backward,
+    on data with a large mean (the statistics' shift) against torch in the same dtype."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((3, 5, 6, 7)) * 2 + 40).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    tbn = torch.nn.BatchNorm2d(5, affine=affine, track_running_stats=track).to(torch.float64 if dtype == np.float64
+                                                                             else torch.float32)  # fmt: skip
+    if affine:
+        with torch.no_grad():
+            tbn.weight.uniform_(0.5, 1.5)
+            tbn.bias.uniform_(-1, 1)
+    if track:
+        with torch.no_grad():
+            tbn.running_mean.fill_(40.0)
+            tbn.running_var.fill_(3.0)
+    tbn.train(training)
+    tlayers = [tbn] + ([torch.nn.ReLU()] if fused_relu else [])
+    tmodel = torch.nn.Sequential(*tlayers)
+    fmodel = nn.from_torch(tmodel)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = tmodel(xt)
+    yt.backward(torch.from_numpy(g))
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == np.float32 else dict(atol=1e-10, rtol=1e-9)
+    y = fmodel(x)
+    assert y.dtype == dtype
+    close(y, yt, **tol)
+    close(fmodel.backward(g), xt.grad, **tol)
+    if affine:
+        close(fmodel[0].weight.grad, tbn.weight.grad, **tol)
+        close(fmodel[0].bias_param.grad, tbn.bias.grad, **tol)
+    if track:
+        close(fmodel.state_dict()["0.running_mean"], tbn.running_mean, **tol)
+        close(fmodel.state_dict()["0.running_var"], tbn.running_var, **tol)
+
+
+def test_relu_keeps_nan_as_torch():
+    x = np.array([[-1.0, 0.0, np.nan, 2.0]], np.float32)
+    relu = nn.ReLU()
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = torch.relu(xt)
+    yt.backward(torch.ones_like(yt))
+    np.testing.assert_array_equal(relu(x), yt.detach().numpy())
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), xt.grad.numpy())

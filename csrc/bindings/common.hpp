@@ -37,5 +37,6 @@ void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_solver(py::module_& m);
 void bind_interpolate(py::module_& m);
+void bind_norm(py::module_& m);
 
 }  // namespace fastconv::bind

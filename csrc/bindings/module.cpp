@@ -69,4 +69,5 @@ PYBIND11_MODULE(_core, m) {
   fastconv::bind::bind_pool(m);
   fastconv::bind::bind_solver(m);
   fastconv::bind::bind_interpolate(m);
+  fastconv::bind::bind_norm(m);
 }

@@ -291,6 +291,146 @@ def ort_conv(ort, shape: ConvShape, x, w, threads: int):
     return lambda: sess.run(None, {"x": x})
 
 
+def torch_models(torch, width: int = 1):
+    """The model benchmark's torch models, by name: builders of a VGG-style CNN, a ResNet-8 and a
+    DenseNet-BC-style model for 3-channel images of at least 16x16 (`width` scales the channels).
+
+    The ResNet blocks are torchvision's BasicBlock written out (torchvision is not a dependency) and
+    the dense layers a module named ``Concat`` with a ``body``, so :func:`fastconv.nn.from_torch`
+    converts all three.
+    """
+    tnn = torch.nn
+
+    class BasicBlock(tnn.Module):
+        def __init__(self, cin, cout, stride=1):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(cout)
+            self.relu = tnn.ReLU()
+            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    class Concat(tnn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return torch.cat([x, self.body(x)], 1)
+
+    def vgg(size=32):
+        layers, cin = [], 3
+        for cout in (32 * width, 64 * width, 128 * width):
+            layers += [tnn.Conv2d(cin, cout, 3, padding=1), tnn.BatchNorm2d(cout), tnn.ReLU(), tnn.MaxPool2d(2)]
+            cin = cout
+        return tnn.Sequential(*layers, tnn.Flatten(), tnn.Linear(cin * (size // 8) ** 2, 10))
+
+    def resnet8(size=32):
+        c = 16 * width
+        return tnn.Sequential(
+            tnn.Conv2d(3, c, 3, padding=1, bias=False), tnn.BatchNorm2d(c), tnn.ReLU(),
+            BasicBlock(c, c), BasicBlock(c, 2 * c, 2), BasicBlock(2 * c, 4 * c, 2),
+            tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(4 * c, 10),
+        )  # fmt: skip
+
+    def densenet(size=32, growth=12):
+        def dense_layer(cin):  # BN-ReLU-1x1 (4 growth), BN-ReLU-3x3 (growth), concatenated
+            return Concat(tnn.Sequential(
+                tnn.BatchNorm2d(cin), tnn.ReLU(), tnn.Conv2d(cin, 4 * growth, 1, bias=False),
+                tnn.BatchNorm2d(4 * growth), tnn.ReLU(), tnn.Conv2d(4 * growth, growth, 3, padding=1, bias=False),
+            ))  # fmt: skip
+
+        c0 = 2 * growth
+        layers, c = [tnn.Conv2d(3, c0, 3, padding=1, bias=False)], c0
+        for _ in range(3):
+            layers.append(dense_layer(c))
+            c += growth
+        layers += [tnn.BatchNorm2d(c), tnn.ReLU(), tnn.Conv2d(c, c // 2, 1, bias=False), tnn.AvgPool2d(2)]
+        c //= 2
+        for _ in range(3):
+            layers.append(dense_layer(c))
+            c += growth
+        layers += [tnn.BatchNorm2d(c), tnn.ReLU(), tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(c, 10)]
+        return tnn.Sequential(*layers)
+
+    return {"vgg": vgg, "resnet8": resnet8, "densenet": densenet}
+
+
+def measure_model(torch, name: str, batch=64, size=32, repeats=5):
+    """Seconds per training step (forward, cross-entropy, backward, SGD with momentum) of fastconv.nn
+    (the torch model converted by from_torch) and of torch, same weights and data; and eval-mode
+    inference (fastconv against torch under no_grad).  Returns a dict of times and the losses' gap."""
+    from . import nn
+
+    torch.manual_seed(0)
+    tmodel = torch_models(torch)[name](size).train()
+    fmodel = nn.from_torch(tmodel)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    target = rng.integers(0, 10, batch)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(target)
+    topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
+    fopt = nn.SGD(fmodel.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = {}
+
+    def torch_step():
+        topt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(tmodel(xt), tt)
+        loss.backward()
+        topt.step()
+        losses["torch"] = loss.item()
+
+    def fastconv_step():
+        fopt.zero_grad()
+        losses["fastconv"] = loss_fn(fmodel(x), target)
+        fmodel.backward(loss_fn.backward())
+        fopt.step()
+
+    res = {}
+    torch_step(), fastconv_step()  # the same first step: the losses agree
+    res["loss_gap"] = abs(losses["torch"] - losses["fastconv"])
+    settle()
+    res["torch_train"] = best_time(torch_step, repeats)
+    settle()
+    res["fastconv_train"] = best_time(fastconv_step, repeats)
+    tmodel.eval()
+    fmodel = nn.from_torch(tmodel)
+    with torch.no_grad():
+        ref = tmodel(xt).numpy()
+        res["infer_gap"] = float(np.abs(fmodel(x) - ref).max())
+        settle()
+        res["torch_infer"] = best_time(lambda: tmodel(xt), repeats)
+    settle()
+    res["fastconv_infer"] = best_time(lambda: fmodel(x), repeats)
+    return res
+
+
+def models_table(repeats, torch_mod, out, batch=64):
+    """Training-step and inference times of the three models beside torch's."""
+    head = f"{'model':<10}{'train ms':>10}{'torch':>8}{'ratio':>7}  |{'infer ms':>10}{'torch':>8}{'ratio':>7}"
+    head += "  |  agreement"
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for name in ("vgg", "resnet8", "densenet"):
+        r = measure_model(torch_mod, name, batch=batch, repeats=repeats)
+        print(
+            f"{name:<10}{1e3 * r['fastconv_train']:10.1f}{1e3 * r['torch_train']:8.1f}"
+            f"{r['torch_train'] / r['fastconv_train']:7.2f}  |{1e3 * r['fastconv_infer']:10.1f}"
+            f"{1e3 * r['torch_infer']:8.1f}{r['torch_infer'] / r['fastconv_infer']:7.2f}  |  "
+            f"loss {r['loss_gap']:.1e}, eval output {r['infer_gap']:.1e}",
+            file=out,
+            flush=True,
+        )
+
+
 # (name, input shape, interpolate options or None for max_unpool2d of a 2x2 max pool)
 UPSAMPLING = [
     ("bilinear_2x_56", (8, 64, 56, 56), dict(scale_factor=2, mode="bilinear")),
@@ -355,6 +495,31 @@ def upsampling_table(repeats, dtype, torch_mod, out):
             cols += [f"{'-':>8}", f"{'-':>7}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}", f"{'-':>8}", f"{'-':>7}"]
         print("".join(cols), file=out, flush=True)
     return ratios
+
+
+def run_models(repeats=5, threads=2, batch=64, out=sys.stdout):
+    """`fastconv bench --models`: the configuration, then the model table; returns 0 (1 without torch)."""
+    torch = _import_torch()
+    show_config(file=out)
+    if torch is None:
+        print("torch is not installed: the model table compares against torch (pip install torch==2.13.0)", file=out)
+        return 1
+    if not 1 <= batch <= 4096:
+        raise ValueError(f"--batch must be in [1, 4096], got {batch}")
+    old = get_num_threads()
+    set_num_threads(threads)
+    torch.set_num_threads(threads)
+    print(
+        f"fastconv bench --models: float32, {threads} threads, batch {batch} of 3x32x32, best of {repeats}; train = "
+        "forward + cross-entropy + backward + SGD-momentum step; infer = eval mode (torch under no_grad); "
+        "ratio = torch time / fastconv time",
+        file=out,
+    )
+    try:
+        models_table(repeats, torch, out, batch)
+    finally:
+        set_num_threads(old)
+    return 0
 
 
 def run_table(

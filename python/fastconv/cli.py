@@ -244,6 +244,10 @@ def _bench(args, parser) -> int:
     unknown = [n.strip() for n in (args.shapes or "").split(",") if n.strip() and n.strip() not in SHAPES_BY_NAME]
     if unknown:
         parser.error(f"--shapes: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
+    if args.models:
+        from .bench import run_models
+
+        return run_models(repeats=args.repeats, threads=args.threads, batch=args.batch)
     return run_table(
         shapes=args.shapes,
         repeats=args.repeats,
@@ -364,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
     p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
     p.add_argument("--no-upsampling", action="store_true", help="skip the interpolate/unpool table")
+    p.add_argument(
+        "--models",
+        action="store_true",
+        help="instead: training steps and inference of VGG-, ResNet-8- and DenseNet-style models vs torch",
+    )
+    p.add_argument("--batch", type=int, default=64, help="--models: images per step (3x32x32)")
     p.set_defaults(func=_bench, parser=p)
 
     p = sub.add_parser("keras2torch", help="PyTorch source for a Keras model.json (model.to_json())")

@@ -391,14 +391,17 @@ class BatchNorm2d(L.BatchNorm2d, Module):
             self._buffers["running_var"] = np.ones(num_features, dtype)
             self._buffers["num_batches_tracked"] = np.array(0, np.int64)
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """Normalise (and, with ``relu``, apply a following ReLU in the same pass)."""
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm2d: expected input (N, {self.num_features}, H, W), got {x.shape}")
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
+        x = np.ascontiguousarray(x)
         use_batch = self.training or not self.track_running_stats
         if use_batch:
-            mean = x.mean(axis=(0, 2, 3))
-            var = x.var(axis=(0, 2, 3))
+            mean, var = F._kernel(x.dtype, "batch_norm_stats")(x)  # float64, one pass
             if self.training and self.track_running_stats:
                 n = x.size // x.shape[1]
                 b = self._buffers
@@ -408,43 +411,58 @@ class BatchNorm2d(L.BatchNorm2d, Module):
                 b["running_mean"] = ((1 - m) * b["running_mean"] + m * mean).astype(b["running_mean"].dtype)
                 b["running_var"] = ((1 - m) * b["running_var"] + m * unbiased).astype(b["running_var"].dtype)
         else:
-            mean, var = self._buffers["running_mean"], self._buffers["running_var"]
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        xhat = (x - mean[None, :, None, None].astype(x.dtype)) * inv_std[None, :, None, None]
-        self._cache = (xhat, inv_std, use_batch)
-        if self.affine:
-            return xhat * self.weight.data[None, :, None, None] + self.bias_param.data[None, :, None, None]
-        return xhat
+            mean = self._buffers["running_mean"].astype(np.float64)
+            var = self._buffers["running_var"].astype(np.float64)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        gamma = self.weight.data.astype(np.float64) if self.affine else 1.0
+        beta = self.bias_param.data.astype(np.float64) if self.affine else 0.0
+        scale = np.asarray(gamma * inv_std, x.dtype)
+        shift = np.asarray(beta - mean * gamma * inv_std, x.dtype)
+        y = F._kernel(x.dtype, "channel_affine")(x, scale, shift, bool(relu))
+        self._cache = (x, mean, inv_std, use_batch, y if relu else None)
+        return y
 
     def backward(self, grad_output):
-        xhat, inv_std, use_batch = self._cache
-        gy = np.asarray(grad_output)
-        gamma = self.weight.data if self.affine else np.ones_like(inv_std)
+        x, mean, inv_std, use_batch, relu_out = self._cache
+        gy = np.ascontiguousarray(grad_output, dtype=x.dtype)
+        gamma = self.weight.data if self.affine else None
+        gx, dgamma, dbeta = F._kernel(x.dtype, "batch_norm_backward")(
+            gy, x, relu_out, mean, inv_std, gamma, bool(use_batch), True
+        )
         if self.affine:
-            self.weight.accumulate((gy * xhat).sum(axis=(0, 2, 3)))
-            self.bias_param.accumulate(gy.sum(axis=(0, 2, 3)))
-        g = gy * gamma[None, :, None, None]
-        if not use_batch:  # statistics are constants in eval mode
-            return g * inv_std[None, :, None, None]
-        mean_g = g.mean(axis=(0, 2, 3), keepdims=True)
-        mean_gx = (g * xhat).mean(axis=(0, 2, 3), keepdims=True)
-        return (g - mean_g - xhat * mean_gx) * inv_std[None, :, None, None]
+            self.weight.accumulate(dgamma.astype(self.weight.data.dtype, copy=False))
+            self.bias_param.accumulate(dbeta.astype(self.bias_param.data.dtype, copy=False))
+        return gx
 
 
 class ReLU(L.ReLU, Module):
-    """max(x, 0)."""
+    """max(x, 0), NaN kept (as torch); the gradient flows where the output is positive.
+
+    Inside a :class:`Sequential`, a ReLU right after a :class:`BatchNorm2d` is applied by the norm's own pass
+    (forward and backward), which saves a pass over the activations each way.
+    """
 
     def __init__(self, inplace=False):
         L.ReLU.__init__(self, inplace)
         self._init_module()
+        self._fused = False
 
     def forward(self, x):
+        self._fused = False
         x = np.asarray(x)
-        self._mask = x > 0
-        return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
+        if x.dtype in (np.float32, np.float64):
+            self._y = F._kernel(x.dtype, "relu_forward")(x)
+        else:
+            self._y = np.where(x > 0, x, 0).astype(x.dtype, copy=False)
+        return self._y
 
     def backward(self, grad_output):
-        return np.where(self._mask, grad_output, 0).astype(np.asarray(grad_output).dtype, copy=False)
+        if self._fused:  # the norm before it masks the gradient
+            return grad_output
+        g = np.asarray(grad_output)
+        if self._y.dtype in (np.float32, np.float64):
+            return F._kernel(self._y.dtype, "relu_backward")(np.ascontiguousarray(g, dtype=self._y.dtype), self._y)
+        return np.where(self._y <= 0, 0, g).astype(g.dtype, copy=False)
 
 
 class _Elementwise(Module):
@@ -786,8 +804,17 @@ class Sequential(L.Sequential, Module):
                 )
 
     def forward(self, x):
-        for layer in self.layers:
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if type(layer) is BatchNorm2d and type(nxt) is ReLU:  # one pass for both (see ReLU)
+                x = layer.forward(x, relu=True)
+                nxt._fused = True
+                i += 2
+                continue
             x = layer.forward(x)
+            i += 1
         return x
 
     def backward(self, grad_output):
@@ -912,8 +939,8 @@ def _copy(param: Parameter | None, tensor) -> None:
 
 
 def _torch_dtype(module) -> np.dtype:
-    for p in module.parameters():
-        return np.dtype(str(p.dtype).replace("torch.", ""))
+    for t in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
+        return np.dtype(str(t.dtype).replace("torch.", ""))
     return np.dtype(np.float32)
 
 
@@ -921,7 +948,15 @@ def _is_block(m, names) -> bool:
     return all(hasattr(m, n) for n in names)
 
 
-def _convert(m, path: str):  # noqa: C901 - one branch per supported module
+def _convert(m, path: str):
+    """The fastconv module for torch module m, in m's own train/eval mode (modules made for its parts
+    keep theirs: a torch container's mode says nothing about its children's)."""
+    out = _convert_module(m, path)
+    out.training = bool(m.training)
+    return out
+
+
+def _convert_module(m, path: str):  # noqa: C901 - one branch per supported module
     import torch.nn as tnn
 
     name = type(m).__name__
@@ -1032,7 +1067,7 @@ def from_torch(module) -> Module:
     Returns
     -------
     Module
-        In the torch model's train/eval mode.
+        Every module in its torch counterpart's train/eval mode.
 
     Notes
     -----
@@ -1049,6 +1084,4 @@ def from_torch(module) -> Module:
     >>> bool(np.allclose(f(x), t(torch.from_numpy(x)).detach().numpy(), atol=1e-5))
     True
     """
-    out = _convert(module, "")
-    out.train(bool(module.training))
-    return out
+    return _convert(module, "")
