@@ -106,7 +106,7 @@ def test_every_level_reports_its_kernels(level):
     assert cfg["kernels"]["direct"].startswith(served), cfg["kernels"]
 
 
-# F(2x2, 3x3) Winograd (float32, 3x3, stride 1, 16 to 128 channels each side: every level that has it
+# F(2x2, 3x3) Winograd (float32, 3x3, stride 1, at least 16 input and 8 output channels: every level that has it
 # takes these): odd and even sizes, maps smaller than a tile, tiles crossing images, each padding.
 WINOGRAD = [
     ((2, 16, 9, 7), 20, (1, 1, 1, 1)),
@@ -116,6 +116,8 @@ WINOGRAD = [
     ((1, 32, 33, 31), 40, (1, 0, 0, 1)),
     ((4, 16, 7, 7), 32, (1, 1, 1, 1)),
     ((2, 160, 12, 10), 144, (1, 1, 1, 1)),  # wide: the generic operator's layered schedule
+    ((2, 48, 10, 9), 12, (1, 1, 1, 1)),  # few output channels (a DenseNet layer's growth)
+    ((1, 16, 8, 8), 8, (0, 0, 0, 0)),
 ]
 
 

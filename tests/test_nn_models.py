@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fastconv import nn
+from fastconv.bench import torch_blocks, torch_models
 
 torch.manual_seed(0)
 
@@ -71,68 +72,8 @@ class Residual(torch.nn.Module):
         return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
 
 
-class Concat(torch.nn.Module):
-    def __init__(self, body):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return torch.cat([x, self.body(x)], 1)
-
-
-class BasicBlock(torch.nn.Module):
-    """torchvision's BasicBlock, written out (torchvision is not a dependency)."""
-
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(cout)
-        self.relu = torch.nn.ReLU()
-        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = torch.nn.Sequential(
-                torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-def vgg():
-    layers = []
-    for cin, cout in [(3, 8), (8, 16)]:
-        layers += [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU(),
-                   torch.nn.MaxPool2d(2)]  # fmt: skip
-    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 10))
-
-
-def resnet8():
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        BasicBlock(16, 16), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10),
-    )  # fmt: skip
-
-
-def densenet():
-    def dense_layer(cin, growth=12):  # DenseNet-BC: BN-ReLU-1x1 (4 growth), BN-ReLU-3x3 (growth)
-        return Concat(torch.nn.Sequential(
-            torch.nn.BatchNorm2d(cin), torch.nn.ReLU(), torch.nn.Conv2d(cin, 4 * growth, 1, bias=False),
-            torch.nn.BatchNorm2d(4 * growth), torch.nn.ReLU(), torch.nn.Conv2d(4 * growth, growth, 3, padding=1,
-                                                                               bias=False)))  # fmt: skip
-
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 24, 3, padding=1, bias=False), dense_layer(24), dense_layer(36),
-        torch.nn.BatchNorm2d(48), torch.nn.ReLU(), torch.nn.Conv2d(48, 24, 1, bias=False), torch.nn.AvgPool2d(2),
-        dense_layer(24), torch.nn.BatchNorm2d(36), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(36, 10),
-    )  # fmt: skip
-
-
-MODELS = {"vgg": vgg, "resnet8": resnet8, "densenet": densenet}
+BasicBlock, Concat = torch_blocks(torch)
+MODELS = torch_models(torch)
 
 
 def torch_params_in_fastconv_order(tmodel, fmodel):
@@ -144,7 +85,7 @@ def torch_params_in_fastconv_order(tmodel, fmodel):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_from_torch_train_step_matches_torch(name):
-    tmodel = MODELS[name]().train()
+    tmodel = MODELS[name](16).train()
     fmodel = nn.from_torch(tmodel)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
@@ -178,7 +119,7 @@ def test_from_torch_train_step_matches_torch(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_from_torch_eval_matches_no_grad_forward(name):
-    tmodel = MODELS[name]()
+    tmodel = MODELS[name](16)
     with torch.no_grad():  # non-trivial statistics and affine parameters
         for m in tmodel.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -291,14 +291,10 @@ def ort_conv(ort, shape: ConvShape, x, w, threads: int):
     return lambda: sess.run(None, {"x": x})
 
 
-def torch_models(torch, width: int = 1):
-    """The model benchmark's torch models, by name: builders of a VGG-style CNN, a ResNet-8 and a
-    DenseNet-BC-style model for 3-channel images of at least 16x16 (`width` scales the channels).
-
-    The ResNet blocks are torchvision's BasicBlock written out (torchvision is not a dependency) and
-    the dense layers a module named ``Concat`` with a ``body``, so :func:`fastconv.nn.from_torch`
-    converts all three.
-    """
+def torch_blocks(torch):
+    """torch modules of the model benchmark: torchvision's ``BasicBlock`` written out (torchvision is
+    not a dependency) and a ``Concat`` (DenseNet layer: ``cat([x, body(x)], 1)``), both of the forms
+    :func:`fastconv.nn.from_torch` converts."""
     tnn = torch.nn
 
     class BasicBlock(tnn.Module):
@@ -324,6 +320,15 @@ def torch_models(torch, width: int = 1):
 
         def forward(self, x):
             return torch.cat([x, self.body(x)], 1)
+
+    return BasicBlock, Concat
+
+
+def torch_models(torch, width: int = 1):
+    """The model benchmark's torch models, by name: builders of a VGG-style CNN, a ResNet-8 and a
+    DenseNet-BC-style model for 3-channel images of at least 16x16 (`width` scales the channels)."""
+    tnn = torch.nn
+    BasicBlock, Concat = torch_blocks(torch)
 
     def vgg(size=32):
         layers, cin = [], 3
