@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastconv
 from fastconv import nn
 from fastconv.bench import torch_blocks, torch_models
 
@@ -235,3 +236,27 @@ def test_relu_keeps_nan_as_torch():
     yt.backward(torch.ones_like(yt))
     np.testing.assert_array_equal(relu(x), yt.detach().numpy())
     np.testing.assert_array_equal(relu.backward(np.ones_like(x)), xt.grad.numpy())
+
+
+def test_first_layer_skips_its_input_gradient():
+    """input_grad=False: the same parameter gradients, no input gradient (None), and conv2d_backward's
+    output_mask gives None for what it leaves out."""
+    tmodel = MODELS["vgg"](16).train()
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    target = rng.integers(0, 10, 4)
+    grads = []
+    for input_grad in (True, False):
+        f = nn.from_torch(tmodel)
+        loss_fn = nn.CrossEntropyLoss()
+        loss_fn(f(x), target)
+        gx = f.backward(loss_fn.backward(), input_grad=input_grad)
+        assert (gx is None) == (not input_grad)
+        grads.append([p.grad for p in f.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    gx, gw, gb = fastconv.conv2d_backward(np.ones((4, 2, 14, 14), np.float32), x, w, output_mask=(False, True, False))
+    assert gx is None and gb is None and gw.shape == w.shape
+    with pytest.raises(TypeError, match="output_mask must be a bool"):
+        fastconv.conv2d_backward(np.ones((4, 2, 14, 14), np.float32), x, w, output_mask=(1, 1, 1))

@@ -396,7 +396,7 @@ def measure_model(torch, name: str, batch=64, size=32, repeats=5):
     def fastconv_step():
         fopt.zero_grad()
         losses["fastconv"] = loss_fn(fmodel(x), target)
-        fmodel.backward(loss_fn.backward())
+        fmodel.backward(loss_fn.backward(), input_grad=False)  # as torch: the data needs no gradient
         fopt.step()
 
     res = {}

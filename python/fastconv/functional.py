@@ -131,7 +131,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
     return y[0] if unbatched else y
 
 
-def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(
+    grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, output_mask=(True, True, True)
+):
     """Gradients of :func:`conv2d` with respect to input, weight and bias.
 
     Parameters
@@ -139,11 +141,15 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     grad_output : array_like, the shape :func:`conv2d` returned
     input, weight, stride, padding, dilation, groups
         As given to :func:`conv2d`.
+    output_mask : three bools, optional
+        Which of (grad_input, grad_weight, grad_bias) to compute, as torch's
+        ``convolution_backward``: a first layer needs no input gradient.
 
     Returns
     -------
-    (grad_input, grad_weight, grad_bias) : tuple of numpy.ndarray
-        ``grad_bias`` is ``grad_output`` summed over batch and space.
+    (grad_input, grad_weight, grad_bias) : tuple of numpy.ndarray or None
+        ``grad_bias`` is ``grad_output`` summed over batch and space; a gradient
+        ``output_mask`` leaves out is None.
 
     Examples
     --------
@@ -159,6 +165,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     )
     gy = as_array(grad_output, "grad_output")
     dtype = float_dtype(("grad_output", gy), ("input", x), ("weight", w))
+    if not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3:
+        raise ValueError(f"output_mask must be three bools (input, weight, bias), got {output_mask!r}")
+    mask = [as_bool(v, "output_mask") for v in output_mask]
     if unbatched:
         require_ndim(gy, "grad_output", (3,))
         gy = gy[None]
@@ -170,11 +179,11 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         pads,
         dilation,
         groups,
-        True,
-        True,
-        True,
+        *mask,
     )
-    return (gx[0] if unbatched else gx), gw, gb
+    if gx is not None and unbatched:
+        gx = gx[0]
+    return gx, gw, gb
 
 
 def _prepare_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation):

@@ -197,12 +197,17 @@ class _ConvLayer(Module):
         bias = None if self.bias_param is None else self.bias_param.data
         return type(self)._forward(x, self.weight.data, bias, *self._geom())
 
-    def backward(self, grad_output):
-        gx, gw, gb = type(self)._backward(grad_output, self._input, self.weight.data, *self._geom())
+    def backward(self, grad_output, input_grad=True):
+        """Accumulates the parameter gradients; returns the input gradient (None with ``input_grad=False``)."""
+        if type(self)._backward is F.conv2d_backward:
+            mask = (bool(input_grad), True, self.bias_param is not None)
+            gx, gw, gb = F.conv2d_backward(grad_output, self._input, self.weight.data, *self._geom(), output_mask=mask)
+        else:
+            gx, gw, gb = type(self)._backward(grad_output, self._input, self.weight.data, *self._geom())
         self.weight.accumulate(gw)
         if self.bias_param is not None:
             self.bias_param.accumulate(gb)
-        return gx
+        return gx if input_grad else None
 
 
 class Conv2d(L.Conv2d, _ConvLayer):
@@ -817,10 +822,18 @@ class Sequential(L.Sequential, Module):
             i += 1
         return x
 
-    def backward(self, grad_output):
-        for layer in reversed(self.layers):
+    def backward(self, grad_output, input_grad=True):
+        """Runs the layers' backward passes in reverse; returns the gradient with respect to the input.
+
+        ``input_grad=False`` (a model's first layers see data, not activations) lets a first convolution
+        skip its input gradient, the most expensive part of its backward pass; None is returned then.
+        """
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not input_grad and isinstance(layer, (_ConvLayer, Sequential)):
+                return layer.backward(grad_output, input_grad=False)
             grad_output = layer.backward(grad_output)
-        return grad_output
+        return grad_output if input_grad else None
 
 
 class CrossEntropyLoss:
