@@ -260,3 +260,67 @@ def test_first_layer_skips_its_input_gradient():
     assert gx is None and gb is None and gw.shape == w.shape
     with pytest.raises(TypeError, match="output_mask must be a bool"):
         fastconv.conv2d_backward(np.ones((4, 2, 14, 14), np.float32), x, w, output_mask=(1, 1, 1))
+
+
+LAYERS = [
+    ("adaptive_max_1", lambda: torch.nn.AdaptiveMaxPool2d(1), (2, 3, 7, 9)),
+    ("adaptive_max_3x2", lambda: torch.nn.AdaptiveMaxPool2d((3, 2)), (2, 3, 7, 9)),
+    ("zeropad", lambda: torch.nn.ZeroPad2d((1, 2, 0, 3)), (2, 3, 5, 4)),
+    ("zeropad_crop", lambda: torch.nn.ZeroPad2d((-1, 2, 1, -2)), (2, 3, 5, 4)),
+    ("groupnorm", lambda: torch.nn.GroupNorm(3, 6), (2, 6, 5, 4)),
+    ("groupnorm_plain", lambda: torch.nn.GroupNorm(2, 6, affine=False), (2, 6, 5, 4)),
+    ("layernorm_chw", lambda: torch.nn.LayerNorm((6, 5, 4)), (2, 6, 5, 4)),
+    ("layernorm_w", lambda: torch.nn.LayerNorm(4), (2, 6, 5, 4)),
+    ("softmax", lambda: torch.nn.Softmax(1), (3, 10)),
+    ("logsoftmax", lambda: torch.nn.LogSoftmax(-1), (3, 10)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", LAYERS, ids=[c[0] for c in LAYERS])
+def test_more_layers_against_torch(name, make, shape):
+    torch.manual_seed(1)
+    tlayer = make()
+    if getattr(tlayer, "weight", None) is not None:
+        with torch.no_grad():
+            tlayer.weight.uniform_(0.5, 1.5)
+            tlayer.bias.uniform_(-1, 1)
+    flayer = nn.from_torch(tlayer)
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = tlayer(xt)
+    g = rng.standard_normal(yt.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    close(flayer(x), yt)
+    close(flayer.backward(g), xt.grad)
+    for a, b in zip(flayer.parameters(), tlayer.parameters()):
+        close(a.grad, b.grad, atol=1e-4)
+
+
+def test_dropout2d_drops_whole_channels():
+    layer = nn.Dropout2d(0.5, rng=0)
+    x = np.ones((4, 8, 3, 3), np.float32)
+    y = layer(x)
+    per_channel = y.reshape(4, 8, -1)
+    assert np.all((per_channel == 0).all(axis=2) | (per_channel == 2).all(axis=2))
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)
+    assert layer.eval()(x) is x
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_and_bce_with_logits_against_torch(reduction):
+    rng = np.random.default_rng(12)
+    z = (rng.standard_normal((5, 3)) * 10).astype(np.float32)  # large logits: the stable form matters
+    t = rng.random((5, 3)).astype(np.float32)
+    pw = [1.0, 2.0, 0.5]
+    pairs = [
+        (nn.MSELoss(reduction), torch.nn.MSELoss(reduction=reduction)),
+        (nn.BCEWithLogitsLoss(reduction, np.array(pw)), torch.nn.BCEWithLogitsLoss(reduction=reduction,
+                                                                                   pos_weight=torch.tensor(pw))),
+    ]  # fmt: skip
+    for ours, theirs in pairs:
+        zt = torch.from_numpy(z.copy()).requires_grad_(True)
+        lt = theirs(zt, torch.from_numpy(t))
+        lt.backward()
+        assert abs(ours(z, t) - lt.item()) < 1e-4 * max(1, abs(lt.item()))
+        close(ours.backward(), zt.grad)

@@ -49,6 +49,11 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "Softmax",
+    "LogSoftmax",
+    "Dropout2d",
+    "GroupNorm",
+    "LayerNorm",
+    "AdaptiveMaxPool2d",
     "Identity",
     "Dropout",
     "Flatten",
@@ -452,6 +457,57 @@ class Softmax(Layer):
 
     def __init__(self, dim=None):
         self.dim = dim
+
+
+class LogSoftmax(Softmax):
+    """``torch.nn.LogSoftmax``."""
+
+
+class Dropout2d(Layer):
+    """``torch.nn.Dropout2d``: whole channels dropped."""
+
+    def __init__(self, p=0.5, inplace=False):
+        self.p = float(p)
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p!r}")
+
+    def _args(self):
+        return _kw(p=self.p)
+
+
+class GroupNorm(Layer):
+    """``torch.nn.GroupNorm``: 2*C parameters when affine."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        self.num_groups, self.num_channels = as_int(num_groups, "num_groups"), as_int(num_channels, "num_channels")
+        if self.num_groups <= 0 or self.num_channels % self.num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.eps, self.affine = float(eps), bool(affine)
+
+    def param_count(self):
+        return 2 * self.num_channels if self.affine else 0
+
+    def _args(self):
+        return _kw(num_groups=self.num_groups, num_channels=self.num_channels)
+
+
+class LayerNorm(Layer):
+    """``torch.nn.LayerNorm`` over the trailing ``normalized_shape`` dimensions."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True):
+        shape = normalized_shape if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+        self.normalized_shape = tuple(as_int(v, "normalized_shape") for v in shape)
+        self.eps, self.elementwise_affine = float(eps), bool(elementwise_affine)
+
+    def param_count(self):
+        return 2 * math.prod(self.normalized_shape) if self.elementwise_affine else 0
+
+    def _args(self):
+        return _kw(normalized_shape=self.normalized_shape)
+
+
+class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveMaxPool2d``; ``None`` in output_size keeps that input size."""
 
 
 class Dropout(Layer):

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import functional as F
 from . import layers as L
+from ._args import as_int
 from ._resample import interpolate, interpolate_backward
 
 __all__ = [
@@ -54,6 +55,15 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "Residual",
     "Concat",
+    "AdaptiveMaxPool2d",
+    "ZeroPad2d",
+    "Dropout2d",
+    "GroupNorm",
+    "LayerNorm",
+    "Softmax",
+    "LogSoftmax",
+    "MSELoss",
+    "BCEWithLogitsLoss",
     "Dropout",
     "Flatten",
     "Linear",
@@ -670,6 +680,219 @@ class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
         return gx
 
 
+class AdaptiveMaxPool2d(L.AdaptiveMaxPool2d, Module):
+    """torch's adaptive max pool (bins as :class:`AdaptiveAvgPool2d`); the gradient goes to each bin's first maximum."""
+
+    def __init__(self, output_size):
+        L.AdaptiveMaxPool2d.__init__(self, output_size)
+        self._init_module()
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"AdaptiveMaxPool2d: expected (N, C, H, W) input, got shape {x.shape}")
+        oh, ow = self.output_shape(x.shape[1:])[1:]
+        n, c, h, w = x.shape
+        self._shape = x.shape
+        y = np.empty((n, c, oh, ow), x.dtype)
+        self._arg = np.empty((n, c, oh, ow), np.int64)  # flat position h * W + w in the plane
+        for i, (h0, h1) in enumerate(AdaptiveAvgPool2d._bins(h, oh)):
+            for j, (w0, w1) in enumerate(AdaptiveAvgPool2d._bins(w, ow)):
+                win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+                # torch: NaN is the maximum; the first maximum in scan order otherwise
+                k = np.where(np.isnan(win).any(axis=2), np.isnan(win).argmax(axis=2), win.argmax(axis=2))
+                y[:, :, i, j] = np.take_along_axis(win, k[..., None], axis=2)[..., 0]
+                self._arg[:, :, i, j] = (h0 + k // (w1 - w0)) * w + w0 + k % (w1 - w0)
+        return y
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        n, c, h, w = self._shape
+        gx = np.zeros((n, c, h * w), g.dtype)
+        np.add.at(gx, (np.arange(n)[:, None, None], np.arange(c)[None, :, None], self._arg.reshape(n, c, -1)),
+                  g.reshape(n, c, -1))  # fmt: skip
+        return gx.reshape(self._shape)
+
+
+class ZeroPad2d(L.ZeroPad2d, Module):
+    """Zero padding (left, right, top, bottom); negative amounts crop, as torch."""
+
+    def __init__(self, padding):
+        L.ZeroPad2d.__init__(self, padding)
+        self._init_module()
+
+    def forward(self, x):
+        x = np.asarray(x)
+        left, right, top, bottom = self.padding
+        self._shape = x.shape
+        pad = [(0, 0)] * (x.ndim - 2) + [(max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0))]
+        y = np.pad(x, pad)
+        h, w = y.shape[-2:]
+        return y[..., max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        left, right, top, bottom = self.padding
+        gx = np.zeros(self._shape, g.dtype)
+        h, w = self._shape[-2:]
+        # the part of the input the output kept, and where it sits in the output
+        src = (slice(max(top, 0), max(top, 0) + h - max(-top, 0) - max(-bottom, 0)),
+               slice(max(left, 0), max(left, 0) + w - max(-left, 0) - max(-right, 0)))  # fmt: skip
+        gx[..., max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)] = g[..., src[0], src[1]]
+        return gx
+
+
+class Dropout2d(L.Dropout2d, Module):
+    """Zeroes whole channels with probability p in training and scales the rest by 1/(1-p)."""
+
+    def __init__(self, p=0.5, inplace=False, *, rng=None):
+        L.Dropout2d.__init__(self, p, inplace)
+        self._init_module()
+        self._rng = _rng(rng)
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if not self.training or self.p == 0:
+            self._mask = None
+            return x
+        keep = 1.0 - self.p
+        shape = x.shape[:-2] + (1, 1)
+        self._mask = (self._rng.random(shape) < keep).astype(x.dtype) / x.dtype.type(keep) if keep > 0 else (
+            np.zeros(shape, x.dtype))  # fmt: skip
+        return x * self._mask
+
+    def backward(self, grad_output):
+        return grad_output if self._mask is None else grad_output * self._mask
+
+
+def _norm_backward(g, xhat, inv_std, axes):
+    """Gradient through x -> (x - mean) * inv_std over `axes` (batch statistics), in float64."""
+    m = np.prod([xhat.shape[a] for a in axes])
+    mean_g = g.sum(axis=axes, keepdims=True) / m
+    mean_gx = (g * xhat).sum(axis=axes, keepdims=True) / m
+    return (g - mean_g - xhat * mean_gx) * inv_std
+
+
+class GroupNorm(L.GroupNorm, Module):
+    """torch.nn.GroupNorm: statistics per sample over each group of channels and the spatial axes."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, *, dtype=np.float32):
+        L.GroupNorm.__init__(self, num_groups, num_channels, eps, affine)
+        self._init_module()
+        if affine:
+            self.weight = Parameter(np.ones(num_channels, dtype))
+            self.bias_param = Parameter(np.zeros(num_channels, dtype))
+            self._parameters["weight"] = self.weight
+            self._parameters["bias"] = self.bias_param
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm: expected input (N, {self.num_channels}, ...), got {x.shape}")
+        n = x.shape[0]
+        xg = x.astype(np.float64).reshape(n, self.num_groups, -1)
+        mean = xg.mean(axis=2, keepdims=True)
+        inv_std = 1.0 / np.sqrt(xg.var(axis=2, keepdims=True) + self.eps)
+        xhat = (xg - mean) * inv_std
+        self._cache = (xhat, inv_std, x.shape, x.dtype)
+        y = xhat.reshape(x.shape)
+        if self.affine:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            y = y * self.weight.data.reshape(shape) + self.bias_param.data.reshape(shape)
+        return y.astype(x.dtype)
+
+    def backward(self, grad_output):
+        xhat, inv_std, shape, dtype = self._cache
+        g = np.asarray(grad_output, np.float64)
+        bshape = (1, -1) + (1,) * (len(shape) - 2)
+        red = (0,) + tuple(range(2, len(shape)))
+        if self.affine:
+            self.weight.accumulate((g * xhat.reshape(shape)).sum(axis=red).astype(self.weight.data.dtype))
+            self.bias_param.accumulate(g.sum(axis=red).astype(self.bias_param.data.dtype))
+            g = g * self.weight.data.reshape(bshape)
+        gx = _norm_backward(g.reshape(xhat.shape), xhat, inv_std, (2,))
+        return gx.reshape(shape).astype(dtype)
+
+
+class LayerNorm(L.LayerNorm, Module):
+    """torch.nn.LayerNorm: statistics over the trailing ``normalized_shape`` dimensions."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, *, dtype=np.float32):
+        L.LayerNorm.__init__(self, normalized_shape, eps, elementwise_affine)
+        self._init_module()
+        if elementwise_affine:
+            self.weight = Parameter(np.ones(self.normalized_shape, dtype))
+            self.bias_param = Parameter(np.zeros(self.normalized_shape, dtype))
+            self._parameters["weight"] = self.weight
+            self._parameters["bias"] = self.bias_param
+
+    def forward(self, x):
+        x = np.asarray(x)
+        k = len(self.normalized_shape)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ValueError(f"LayerNorm: input's trailing shape must be {self.normalized_shape}, got {x.shape}")
+        axes = tuple(range(x.ndim - k, x.ndim))
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(x64.var(axis=axes, keepdims=True) + self.eps)
+        xhat = (x64 - mean) * inv_std
+        self._cache = (xhat, inv_std, axes, x.dtype)
+        y = xhat * self.weight.data + self.bias_param.data if self.elementwise_affine else xhat
+        return y.astype(x.dtype)
+
+    def backward(self, grad_output):
+        xhat, inv_std, axes, dtype = self._cache
+        g = np.asarray(grad_output, np.float64)
+        if self.elementwise_affine:
+            lead = tuple(range(g.ndim - len(axes)))
+            self.weight.accumulate((g * xhat).sum(axis=lead).astype(self.weight.data.dtype))
+            self.bias_param.accumulate(g.sum(axis=lead).astype(self.bias_param.data.dtype))
+            g = g * self.weight.data
+        return _norm_backward(g, xhat, inv_std, axes).astype(dtype)
+
+
+class Softmax(L.Softmax, Module):
+    """softmax along ``dim`` (required: torch's implicit choice is deprecated)."""
+
+    def __init__(self, dim=None):
+        if dim is None:
+            raise ValueError("Softmax: give dim (torch's implicit dim is deprecated)")
+        L.Softmax.__init__(self, as_int(dim, "dim"))
+        self._init_module()
+
+    def forward(self, x):
+        x = np.asarray(x)
+        z = x - x.max(axis=self.dim, keepdims=True)
+        e = np.exp(z)
+        self._y = (e / e.sum(axis=self.dim, keepdims=True)).astype(x.dtype)
+        return self._y
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        y = self._y
+        return (y * (g - (g * y).sum(axis=self.dim, keepdims=True))).astype(g.dtype)
+
+
+class LogSoftmax(L.LogSoftmax, Module):
+    """log(softmax) along ``dim``, computed without overflow."""
+
+    def __init__(self, dim=None):
+        if dim is None:
+            raise ValueError("LogSoftmax: give dim (torch's implicit dim is deprecated)")
+        L.LogSoftmax.__init__(self, as_int(dim, "dim"))
+        self._init_module()
+
+    def forward(self, x):
+        x = np.asarray(x)
+        z = x - x.max(axis=self.dim, keepdims=True)
+        self._y = (z - np.log(np.exp(z).sum(axis=self.dim, keepdims=True))).astype(x.dtype)
+        return self._y
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        return (g - np.exp(self._y) * g.sum(axis=self.dim, keepdims=True)).astype(g.dtype)
+
+
 class Residual(L.Residual, Module):
     """``shortcut(x) + body(x)`` (identity shortcut by default); state-dict keys ``body.*``, ``shortcut.*``.
 
@@ -868,6 +1091,66 @@ class CrossEntropyLoss:
         return grad / len(t) if self.reduction == "mean" else grad
 
 
+def _reduction(reduction):
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction
+
+
+class MSELoss:
+    """Mean (or summed) squared error; ``backward()`` gives the gradient with respect to the input."""
+
+    def __init__(self, reduction="mean"):
+        self.reduction = _reduction(reduction)
+
+    def __call__(self, input, target):
+        return self.forward(input, target)
+
+    def forward(self, input, target) -> float:
+        x, t = np.asarray(input), np.asarray(target)
+        if x.shape != t.shape:
+            raise ValueError(f"MSELoss: input {x.shape} and target {t.shape} must have one shape")
+        d = x.astype(np.float64) - t
+        self._cache = (d, x.dtype)
+        total = float((d * d).sum())
+        return total / d.size if self.reduction == "mean" else total
+
+    def backward(self) -> np.ndarray:
+        d, dtype = self._cache
+        g = 2 * d
+        return (g / d.size if self.reduction == "mean" else g).astype(dtype)
+
+
+class BCEWithLogitsLoss:
+    """Binary cross-entropy on logits, computed stably (``max(z, 0) - z t + log(1 + exp(-|z|))``);
+    ``pos_weight`` scales the positive term, as torch."""
+
+    def __init__(self, reduction="mean", pos_weight=None):
+        self.reduction = _reduction(reduction)
+        self.pos_weight = None if pos_weight is None else np.asarray(pos_weight, np.float64)
+
+    def __call__(self, input, target):
+        return self.forward(input, target)
+
+    def forward(self, input, target) -> float:
+        z, t = np.asarray(input), np.asarray(target, np.float64)
+        if z.shape != t.shape:
+            raise ValueError(f"BCEWithLogitsLoss: input {z.shape} and target {t.shape} must have one shape")
+        z64 = z.astype(np.float64)
+        softplus_neg = np.logaddexp(0.0, -z64)  # log(1 + exp(-z))
+        w = 1.0 if self.pos_weight is None else self.pos_weight
+        loss = w * t * softplus_neg + (1 - t) * (z64 + softplus_neg)
+        self._cache = (z64, t, w, z.dtype)
+        total = float(loss.sum())
+        return total / loss.size if self.reduction == "mean" else total
+
+    def backward(self) -> np.ndarray:
+        z, t, w, dtype = self._cache
+        s = 1.0 / (1.0 + np.exp(-z))
+        g = (1 - t) * s - w * t * (1 - s)
+        return (g / z.size if self.reduction == "mean" else g).astype(dtype)
+
+
 class _Optimizer:
     def __init__(self, params, lr):
         self.params = list(params)
@@ -999,6 +1282,16 @@ def _convert_module(m, path: str):  # noqa: C901 - one branch per supported modu
             for key in ("running_mean", "running_var", "num_batches_tracked"):
                 out._buffers[key] = np.array(getattr(m, key).detach().numpy(), dtype=out._buffers[key].dtype)
         return out
+    if isinstance(m, (tnn.GroupNorm, tnn.LayerNorm)):
+        dt = _torch_dtype(m)
+        if isinstance(m, tnn.GroupNorm):
+            out = GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine, dtype=dt)
+        else:
+            out = LayerNorm(m.normalized_shape, m.eps, m.elementwise_affine, dtype=dt)
+        if getattr(out, "weight", None) is not None:
+            _copy(out.weight, m.weight)
+            _copy(out.bias_param, m.bias)
+        return out
     if isinstance(m, tnn.Linear):
         out = Linear(m.in_features, m.out_features, m.bias is not None, dtype=m.weight.detach().numpy().dtype)
         _copy(out.weight, m.weight)
@@ -1023,6 +1316,11 @@ def _convert_module(m, path: str):  # noqa: C901 - one branch per supported modu
         ),
         tnn.AdaptiveAvgPool2d: lambda: AdaptiveAvgPool2d(m.output_size),
         tnn.Upsample: lambda: Upsample(m.size, m.scale_factor, m.mode, m.align_corners),
+        tnn.AdaptiveMaxPool2d: lambda: AdaptiveMaxPool2d(m.output_size),
+        tnn.ZeroPad2d: lambda: ZeroPad2d(tuple(m.padding)),
+        tnn.Dropout2d: lambda: Dropout2d(m.p),
+        tnn.Softmax: lambda: Softmax(m.dim),
+        tnn.LogSoftmax: lambda: LogSoftmax(m.dim),
     }
     for cls, make in simple.items():
         if type(m) is cls:
