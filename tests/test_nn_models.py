@@ -324,3 +324,24 @@ def test_mse_and_bce_with_logits_against_torch(reduction):
         lt.backward()
         assert abs(ours(z, t) - lt.item()) < 1e-4 * max(1, abs(lt.item()))
         close(ours.backward(), zt.grad)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fold_batch_norm_matches_eval_forward(name):
+    tmodel = MODELS[name](16)
+    with torch.no_grad():
+        for m in tmodel.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    tmodel.eval()
+    fmodel = nn.from_torch(tmodel)
+    folded = nn.fold_batch_norm(fmodel)
+    count = lambda m: sum(isinstance(x, nn.BatchNorm2d) for _, x in m.named_modules())  # noqa: E731
+    assert count(folded) < count(fmodel)  # some were folded (DenseNet's pre-activation norms cannot be)
+    x = np.random.default_rng(13).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = tmodel(torch.from_numpy(x))
+    close(folded(x), ref, atol=1e-4)
+    close(fmodel(x), ref, atol=1e-4)  # the original is untouched

@@ -407,7 +407,7 @@ def measure_model(torch, name: str, batch=64, size=32, repeats=5):
     settle()
     res["fastconv_train"] = best_time(fastconv_step, repeats)
     tmodel.eval()
-    fmodel = nn.from_torch(tmodel)
+    fmodel = nn.fold_batch_norm(nn.from_torch(tmodel))  # inference: norms folded into their convolutions
     with torch.no_grad():
         ref = tmodel(xt).numpy()
         res["infer_gap"] = float(np.abs(fmodel(x) - ref).max())

@@ -73,6 +73,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "from_torch",
+    "fold_batch_norm",
 ]
 
 
@@ -1396,3 +1397,77 @@ def from_torch(module) -> Module:
     True
     """
     return _convert(module, "")
+
+
+def fold_batch_norm(model: Module) -> Module:
+    """An inference copy of ``model`` with every BatchNorm2d that directly follows a Conv2d folded into it.
+
+    In eval mode a norm is ``y = (x - running_mean) * gamma / sqrt(running_var + eps) + beta``, an affine
+    map per channel, so the convolution before it can absorb it: ``w' = w * s`` and ``b' = (b - mean) * s +
+    beta`` with ``s = gamma / sqrt(running_var + eps)``.  One pass over the activations less per pair.
+
+    Parameters
+    ----------
+    model : Module
+        Any fastconv.nn model; Sequential, Residual and Concat containers are searched.  Norms without
+        running statistics (``track_running_stats=False``) normalise with batch statistics even in eval
+        mode and are kept.
+
+    Returns
+    -------
+    Module
+        A new model in eval mode (the original is not changed); its outputs equal ``model.eval()``'s up
+        to rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> m = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    >>> m[1]._buffers["running_var"][:] = 4.0
+    >>> f = nn.fold_batch_norm(m)
+    >>> [type(layer).__name__ for layer in f.layers]
+    ['Conv2d', 'ReLU']
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    >>> bool(np.allclose(f(x), m(x), atol=1e-5))
+    True
+    """
+    import copy
+
+    def fold(conv, bn):
+        out = copy.deepcopy(conv)
+        w = conv.weight.data.astype(np.float64)
+        scale = 1.0 / np.sqrt(bn._buffers["running_var"].astype(np.float64) + bn.eps)
+        mean = bn._buffers["running_mean"].astype(np.float64)
+        if bn.affine:
+            scale = scale * bn.weight.data
+            beta = bn.bias_param.data.astype(np.float64)
+        else:
+            beta = 0.0
+        b = conv.bias_param.data.astype(np.float64) if conv.bias_param is not None else 0.0
+        out.weight = Parameter((w * scale[:, None, None, None]).astype(conv.weight.data.dtype))
+        out._parameters["weight"] = out.weight
+        out.bias_param = Parameter(((b - mean) * scale + beta).astype(conv.weight.data.dtype))
+        out._parameters["bias"] = out.bias_param
+        return out
+
+    def walk(m):
+        if isinstance(m, Sequential):
+            layers, i = [], 0
+            while i < len(m.layers):
+                cur = m.layers[i]
+                nxt = m.layers[i + 1] if i + 1 < len(m.layers) else None
+                if isinstance(cur, Conv2d) and type(nxt) is BatchNorm2d and nxt.track_running_stats:
+                    layers.append(fold(cur, nxt))
+                    i += 2
+                    continue
+                layers.append(walk(cur))
+                i += 1
+            return Sequential(*layers)
+        if isinstance(m, Residual):
+            return Residual(walk(m.body), None if m.shortcut is None else walk(m.shortcut))
+        if isinstance(m, Concat):
+            return Concat(walk(m.body))
+        return copy.deepcopy(m)
+
+    return walk(model).eval()
