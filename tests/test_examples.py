@@ -32,3 +32,17 @@ def test_autoencoder_refuses_a_missing_plot_folder(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2 and "--plot: folder" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resnet_and_densenet_examples_learn():
+    """Both real-CNN examples train in fastconv.nn and classify the digits far above chance (10%)."""
+    for model, epochs, floor in (("resnet", 3, 90.0), ("densenet", 3, 40.0)):
+        out = subprocess.run(
+            [sys.executable, str(EXAMPLES / "digits_resnet_densenet.py"), "--model", model, "--epochs", str(epochs)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        acc = float(re.search(r"test accuracy ([\d.]+)% after", out.stdout).group(1))
+        assert acc > floor, out.stdout
