@@ -101,7 +101,7 @@ def test_a_level_the_cpu_lacks_fails_the_import_with_a_message():
         assert out.returncode != 0 and "this CPU lacks avx512f" in out.stderr
 
 
-def test_a_cap_turns_off_the_wider_kernels_and_openblas_follows():
+def test_a_cap_changes_the_kernels_and_openblas_follows():
     if platform.machine() not in ("x86_64", "AMD64") or fastconv._core.cpu_level() == "portable":
         pytest.skip("needs an x86 CPU with AVX2 (and a child interpreter)")
     out = _import_with("avx2")
@@ -109,6 +109,8 @@ def test_a_cap_turns_off_the_wider_kernels_and_openblas_follows():
     cfg = json.loads(out.stdout)
     assert cfg["level"] == "avx2"
     assert cfg["kernels"]["gemm float32"] == "OpenBLAS (Haswell kernels)"
-    assert cfg["kernels"]["winograd float32"].startswith("off")
+    assert cfg["kernels"]["winograd float32"].startswith("F(2x2, 3x3), generic")  # not the AVX-512 one
+    assert cfg["kernels"]["direct"].startswith("avx2")
     cfg = json.loads(_import_with("portable").stdout)
     assert cfg["level"] == "portable" and cfg["openblas_core"] == "Nehalem"
+    assert cfg["kernels"]["winograd float32"].startswith("off") and cfg["kernels"]["direct"].startswith("portable")
