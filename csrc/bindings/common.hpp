@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -38,5 +39,6 @@ void bind_pool(py::module_& m);
 void bind_solver(py::module_& m);
 void bind_interpolate(py::module_& m);
 void bind_norm(py::module_& m);
+void bind_linear(py::module_& m);
 
 }  // namespace fastconv::bind

@@ -70,4 +70,5 @@ PYBIND11_MODULE(_core, m) {
   fastconv::bind::bind_solver(m);
   fastconv::bind::bind_interpolate(m);
   fastconv::bind::bind_norm(m);
+  fastconv::bind::bind_linear(m);
 }

@@ -1005,19 +1005,28 @@ class Linear(L.Linear, Module):
             self.bias_param = Parameter(_uniform(rng, bound, (out_features,), dtype))
             self._parameters["bias"] = self.bias_param
 
+    # Products on fastconv's GEMM and threads (float32/float64), not NumPy's `@`: NumPy's OpenBLAS threads
+    # keep spinning after each call and slow the convolutions next to a Linear layer on a small machine.
+    @staticmethod
+    def _mm(a, b, ta=False, tb=False):
+        if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+            return F._kernel(a.dtype, "matmul")(a, b, ta, tb)
+        return (a.T if ta else a) @ (b.T if tb else b)
+
     def forward(self, x):
         self._input = np.asarray(x)
-        y = self._input @ self.weight.data.T
+        x2 = self._input.reshape(-1, self.in_features)
+        y = self._mm(x2, self.weight.data, tb=True).reshape(*self._input.shape[:-1], self.out_features)
         return y + self.bias_param.data if self.bias_param is not None else y
 
     def backward(self, grad_output):
         gy = np.asarray(grad_output)
         x2 = self._input.reshape(-1, self.in_features)
-        g2 = gy.reshape(-1, self.out_features)
-        self.weight.accumulate(g2.T @ x2)
+        g2 = np.ascontiguousarray(gy.reshape(-1, self.out_features), dtype=self.weight.data.dtype)
+        self.weight.accumulate(self._mm(g2, np.ascontiguousarray(x2, dtype=g2.dtype), ta=True))
         if self.bias_param is not None:
             self.bias_param.accumulate(g2.sum(axis=0))
-        return gy @ self.weight.data
+        return self._mm(g2, self.weight.data).reshape(*gy.shape[:-1], self.in_features)
 
 
 class Sequential(L.Sequential, Module):
