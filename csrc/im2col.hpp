@@ -60,26 +60,46 @@ inline void for_each_tile_run(const PlaneGeom& g, int64_t col_begin, int64_t cou
         }
 }
 
+// Tap columns j of whole output rows have the same valid range for every row:
+// computed once per tile (two divisions per run cost as much as copying a
+// 16-column run of a small map).
+struct RowRanges {
+  int64_t lo[16], hi[16];
+  bool cached;
+  explicit RowRanges(const PlaneGeom& g) : cached(g.kw <= 16) {
+    for (int64_t j = 0; cached && j < g.kw; ++j) valid_ow_range(g, j, 0, g.OW, lo[j], hi[j]);
+  }
+  void get(const PlaneGeom& g, int64_t j, int64_t ow0, int64_t ow1, int64_t& l, int64_t& h) const {
+    if (cached && ow0 == 0 && ow1 == g.OW) {
+      l = lo[j];
+      h = hi[j];
+    } else {
+      valid_ow_range(g, j, ow0, ow1, l, h);
+    }
+  }
+};
+
 template <class T>
 void im2col_tile(const T* x, const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, T* col) {
+  const RowRanges ranges(g);
   for_each_tile_run(g, col_begin, count, ld,
                     [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
                       T* out = col + dst;
                       const int64_t len = ow1 - ow0;
                       if (ih < 0 || ih >= g.H) {
-                        std::fill(out, out + len, T(0));
+                        for (int64_t k = 0; k < len; ++k) out[k] = T(0);
                         return;
                       }
                       int64_t lo, hi;
-                      valid_ow_range(g, j, ow0, ow1, lo, hi);
-                      std::fill(out, out + (lo - ow0), T(0));
+                      ranges.get(g, j, ow0, ow1, lo, hi);
+                      for (int64_t k = 0; k < lo - ow0; ++k) out[k] = T(0);
                       const T* src = x + (c * g.H + ih) * g.W + j * g.dw - g.pad_l;
                       if (g.sw == 1) {
                         std::memcpy(out + (lo - ow0), src + lo, sizeof(T) * (hi - lo));
                       } else {
                         for (int64_t ow = lo; ow < hi; ++ow) out[ow - ow0] = src[ow * g.sw];
                       }
-                      std::fill(out + (hi - ow0), out + len, T(0));
+                      for (int64_t k = hi - ow0; k < len; ++k) out[k] = T(0);
                     });
 }
 
@@ -87,11 +107,12 @@ void im2col_tile(const T* x, const PlaneGeom& g, int64_t col_begin, int64_t coun
 // pixel when windows overlap, so the caller zero-fills `x` once beforehand.
 template <class T>
 void col2im_tile_add(const T* col, const PlaneGeom& g, int64_t col_begin, int64_t count, int64_t ld, T* x) {
+  const RowRanges ranges(g);
   for_each_tile_run(g, col_begin, count, ld,
                     [&](int64_t c, int64_t ih, int64_t j, int64_t ow0, int64_t ow1, int64_t dst) {
                       if (ih < 0 || ih >= g.H) return;
                       int64_t lo, hi;
-                      valid_ow_range(g, j, ow0, ow1, lo, hi);
+                      ranges.get(g, j, ow0, ow1, lo, hi);
                       const T* in = col + dst - ow0;
                       T* xr = x + (c * g.H + ih) * g.W + j * g.dw - g.pad_l;
                       if (g.sw == 1) {
