@@ -463,18 +463,6 @@ class LogSoftmax(Softmax):
     """``torch.nn.LogSoftmax``."""
 
 
-class Dropout2d(Layer):
-    """``torch.nn.Dropout2d``: whole channels dropped."""
-
-    def __init__(self, p=0.5, inplace=False):
-        self.p = float(p)
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p!r}")
-
-    def _args(self):
-        return _kw(p=self.p)
-
-
 class GroupNorm(Layer):
     """``torch.nn.GroupNorm``: 2*C parameters when affine."""
 
@@ -520,6 +508,10 @@ class Dropout(Layer):
 
     def _args(self):
         return _kw(p=self.p)
+
+
+class Dropout2d(Dropout):
+    """``torch.nn.Dropout2d``: whole channels dropped."""
 
 
 class Flatten(Layer):

@@ -743,29 +743,6 @@ class ZeroPad2d(L.ZeroPad2d, Module):
         return gx
 
 
-class Dropout2d(L.Dropout2d, Module):
-    """Zeroes whole channels with probability p in training and scales the rest by 1/(1-p)."""
-
-    def __init__(self, p=0.5, inplace=False, *, rng=None):
-        L.Dropout2d.__init__(self, p, inplace)
-        self._init_module()
-        self._rng = _rng(rng)
-
-    def forward(self, x):
-        x = np.asarray(x)
-        if not self.training or self.p == 0:
-            self._mask = None
-            return x
-        keep = 1.0 - self.p
-        shape = x.shape[:-2] + (1, 1)
-        self._mask = (self._rng.random(shape) < keep).astype(x.dtype) / x.dtype.type(keep) if keep > 0 else (
-            np.zeros(shape, x.dtype))  # fmt: skip
-        return x * self._mask
-
-    def backward(self, grad_output):
-        return grad_output if self._mask is None else grad_output * self._mask
-
-
 def _norm_backward(g, xhat, inv_std, axes):
     """Gradient through x -> (x - mean) * inv_std over `axes` (batch statistics), in float64."""
     m = np.prod([xhat.shape[a] for a in axes])
@@ -955,9 +932,12 @@ class Dropout(L.Dropout, Module):
     """Zeroes elements with probability p in training and scales the rest by 1/(1-p)."""
 
     def __init__(self, p=0.5, inplace=False, *, rng=None):
-        L.Dropout.__init__(self, p, inplace)
+        L.Dropout.__init__(self, p, inplace)  # L.Dropout2d adds nothing to it
         self._init_module()
         self._rng = _rng(rng)
+
+    def _mask_shape(self, x):
+        return x.shape
 
     def forward(self, x):
         x = np.asarray(x)
@@ -965,13 +945,22 @@ class Dropout(L.Dropout, Module):
             self._mask = None
             return x
         keep = 1.0 - self.p
-        self._mask = (
-            (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep) if keep > 0 else (np.zeros_like(x))
-        )
+        shape = self._mask_shape(x)
+        if keep > 0:
+            self._mask = (self._rng.random(shape) < keep).astype(x.dtype) / x.dtype.type(keep)
+        else:
+            self._mask = np.zeros(shape, x.dtype)
         return x * self._mask
 
     def backward(self, grad_output):
         return grad_output if self._mask is None else grad_output * self._mask
+
+
+class Dropout2d(L.Dropout2d, Dropout):
+    """Zeroes whole channels with probability p in training and scales the rest by 1/(1-p)."""
+
+    def _mask_shape(self, x):
+        return x.shape[:-2] + (1, 1)
 
 
 class Flatten(L.Flatten, Module):
