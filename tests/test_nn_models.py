@@ -345,3 +345,34 @@ def test_fold_batch_norm_matches_eval_forward(name):
         ref = tmodel(torch.from_numpy(x))
     close(folded(x), ref, atol=1e-4)
     close(fmodel(x), ref, atol=1e-4)  # the original is untouched
+
+
+@pytest.mark.parametrize("threads", [8, 16, 64], ids=lambda t: f"{t}threads")
+def test_fused_layers_at_many_threads(threads):
+    """BatchNorm2d(+ReLU), ReLU, Linear and Winograd (the generic one at the avx2 level) give the same
+    results with more threads than cores (races show there) as with one."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
+    g = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+
+    def run():
+        model = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 144, 7, rng=0))
+        y = model(x)
+        gx = model.backward(np.ones_like(y))
+        relu = nn.ReLU()
+        outs = [y, gx, model[0].weight.grad, model[3].weight.grad, relu(g), relu.backward(x)]
+        outs.append(fastconv.conv2d(x, w, padding=1))
+        outs += list(fastconv.conv2d_backward(g, x, w, padding=1)[:2])
+        return outs
+
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(1)
+        ref = run()
+        fastconv.set_num_threads(threads)
+        for _ in range(3):
+            for a, b in zip(run(), ref):  # sums split over workers round differently, races err far more
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+    finally:
+        fastconv.set_num_threads(old)
