@@ -90,7 +90,7 @@ const float* transform_weights(const WinogradTiles& k, const float* w, bool adjo
   const int workers = workers_for(150.0 * mat, Cout);
   std::vector<std::vector<float>> scratch(workers);
   parallel_for(Cout, workers, [&](int64_t o, int wk) {
-    scratch[wk].resize(static_cast<size_t>(9 * C));
+    scratch[wk].resize(static_cast<size_t>(9 * (C + 16)));
     const float* first = adjoint ? w + o * 9 : w + o * C * 9;
     k.weight_run(first, adjoint ? Cout * 9 : 9, adjoint, C, U + o * C, mat, scratch[wk].data());
   });
@@ -125,6 +125,11 @@ int64_t block_tiles(int64_t total, int64_t C, int64_t Cout, int threads) {
   while (nb > 32 && (total + nb - 1) / nb < 2 * threads) nb -= 16;
   return std::min(nb, total);
 }
+
+// The transforms' contract (kernels/winograd_tiles.hpp): 16 * (len + 32) floats
+// of scratch per run, and 16 readable floats after a product buffer.
+constexpr int64_t kRunScratch = 16 * 32;
+constexpr int64_t kSlack = 16;
 
 struct Scratch {
   std::vector<float> v, m, run;
@@ -184,7 +189,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, T_max, C, "winograd point GEMM");
     float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace"));
-    float* M = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace"));
+    float* M = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace") + kSlack);
     std::vector<std::vector<float>> runs(threads);
     for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
       const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
@@ -192,7 +197,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
       // V[p][c][t]: tile t = (image - n0) * per_image + ty * tw + tx
       parallel_for(imgs * C, workers_for(40.0 * C * T, imgs * C), [&](int64_t item, int wk) {
         const int64_t n = item / C, c = item % C;
-        runs[wk].resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+        runs[wk].resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
         for (int64_t ty = 0; ty < tiles.th; ++ty)
           k.input_run(x + ((n0 + n) * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw,
                       V + c * T + n * tiles.per_image + ty * tiles.tw, vstride, runs[wk].data());
@@ -203,7 +208,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
       });
       parallel_for(imgs * Cout, workers_for(40.0 * Cout * T, imgs * Cout), [&](int64_t item, int wk) {
         const int64_t n = item / Cout, o = item % Cout;
-        runs[wk].resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+        runs[wk].resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
         for (int64_t ty = 0; ty < tiles.th; ++ty)
           k.output_run(M + o * T + n * tiles.per_image + ty * tiles.tw, mstride, ty, 0, tiles.tw, bias ? bias[o] : 0.0f,
                        y + ((n0 + n) * Cout + o) * HWo, g.OH, g.OW, runs[wk].data());
@@ -219,8 +224,8 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
     Scratch& s = scratch[wk];
     const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
     s.v.resize(static_cast<size_t>(16 * C * nb));
-    s.m.resize(static_cast<size_t>(16 * Cout * nb));
-    s.run.resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+    s.m.resize(static_cast<size_t>(16 * Cout * nb + kSlack));
+    s.run.resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
     // V[p][c][j], j < cnt: the block's transformed inputs, point stride C * cnt.
     const int64_t vstride = C * cnt, mstride = Cout * cnt;
     tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
@@ -262,7 +267,7 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
       const int64_t vstride = C * T, zstride = Cout * T;
       parallel_for(imgs * (C + Cout), workers_for(40.0 * (C + Cout) * T, imgs * (C + Cout)), [&](int64_t item, int wk) {
         const int64_t n = item / (C + Cout), c = item % (C + Cout);
-        runs[wk].resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+        runs[wk].resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
         for (int64_t ty = 0; ty < tiles.th; ++ty) {
           const int64_t col = n * tiles.per_image + ty * tiles.tw;
           if (c < C)
@@ -291,7 +296,7 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
       const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
       s.v.resize(static_cast<size_t>(16 * C * nb));
       s.m.resize(static_cast<size_t>(16 * Cout * nb));
-      s.run.resize(static_cast<size_t>(16 * (tiles.tw + 1)));
+      s.run.resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
       if (part[wk].empty()) part[wk].assign(static_cast<size_t>(16 * mat), 0.0f);
       const int64_t vstride = C * cnt, zstride = Cout * cnt;
       tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {

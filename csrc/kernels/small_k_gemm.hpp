@@ -12,46 +12,71 @@
 // the level has 32 vector registers (AVX-512, NEON), 6 rows (12, leaving room
 // for the two B vectors and a broadcast) with 16 (AVX2, SSE2); each loaded
 // pair of B vectors feeds 2 * kRows multiply-adds.  The K x 2V panel of B
-// stays in L1 while all rows of A sweep it.  Edge columns (fewer than 2V) and
-// rows (fewer than kRows) run a one-row loop over a partial panel.
+// stays in L1 while all rows of A sweep it.  Leftover rows (fewer than kRows)
+// run the same register tile with fewer rows; the partial last column block
+// (fewer than 2V columns) runs on a zero-padded copy of its K x 2V panel and
+// stores only its columns.  (A one-row scalar loop for them took 40% of a
+// 64-output-channel layer's time: 4 of its 64 rows.)
 #pragma once
 
 // Expects vec.hpp.
+
+// R rows x 2V columns of C from the K x 2V panel of B at b (leading dimension
+// ldb, 2V readable columns per row); the first nb <= 2V columns are stored.
+template <class T, int64_t R>
+inline void small_k_tile(int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb, T* c,
+                         int64_t ldc, int64_t nb) {
+  constexpr int64_t V = kLanes<T>;
+  Vec<T> acc[R][2] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec<T> b0 = load(b + k * ldb), b1 = load(b + k * ldb + V);
+    for (int64_t r = 0; r < R; ++r) {
+      const T av = a[r * a_row + k * a_col];
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    if (nb == 2 * V) {
+      store(c + r * ldc, acc[r][0]);
+      store(c + r * ldc + V, acc[r][1]);
+    } else {
+      store_vec(c + r * ldc, acc[r][0], 0, nb);
+      store_vec(c + r * ldc, acc[r][1], 1, nb);
+    }
+  }
+}
+
+// The tile for `rows` (1 <= rows <= R) rows.
+template <class T, int64_t R>
+inline void small_k_rows(int64_t rows, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
+                         T* c, int64_t ldc, int64_t nb) {
+  if constexpr (R >= 1) {
+    if (rows == R)
+      small_k_tile<T, R>(K, a, a_row, a_col, b, ldb, c, ldc, nb);
+    else
+      small_k_rows<T, R - 1>(rows, K, a, a_row, a_col, b, ldb, c, ldc, nb);
+  }
+}
 
 template <class T>
 void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
                   T* c, int64_t ldc) {
   constexpr int64_t V = kLanes<T>, kBlock = 2 * V;
   constexpr int64_t kRows = kVecRegisters >= 32 ? 8 : 6;
+  T panel[kSmallK * kBlock];
   for (int64_t j0 = 0; j0 < N; j0 += kBlock) {
     const int64_t nb = imin(kBlock, N - j0);
+    const T* bp = b + j0;
+    int64_t ld = ldb;
+    if (nb < kBlock) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < kBlock; ++j) panel[k * kBlock + j] = j < nb ? b[k * ldb + j0 + j] : T(0);
+      bp = panel, ld = kBlock;
+    }
     int64_t i = 0;
-    if (nb == kBlock) {
-      for (; i + kRows <= M; i += kRows) {
-        Vec<T> acc[kRows][2] = {};
-        for (int64_t k = 0; k < K; ++k) {
-          const T* bk = b + k * ldb + j0;
-          const Vec<T> b0 = load(bk), b1 = load(bk + V);
-          for (int64_t r = 0; r < kRows; ++r) {
-            const T av = a[(i + r) * a_row + k * a_col];
-            acc[r][0] += av * b0;
-            acc[r][1] += av * b1;
-          }
-        }
-        for (int64_t r = 0; r < kRows; ++r) {
-          store(c + (i + r) * ldc + j0, acc[r][0]);
-          store(c + (i + r) * ldc + j0 + V, acc[r][1]);
-        }
-      }
-    }
-    for (; i < M; ++i) {  // leftover rows, and the partial last column block
-      T acc[kBlock] = {};
-      for (int64_t k = 0; k < K; ++k) {
-        const T av = a[i * a_row + k * a_col];
-        const T* bk = b + k * ldb + j0;
-        for (int64_t j = 0; j < nb; ++j) acc[j] += av * bk[j];
-      }
-      for (int64_t j = 0; j < nb; ++j) c[i * ldc + j0 + j] = acc[j];
-    }
+    for (; i + kRows <= M; i += kRows)
+      small_k_tile<T, kRows>(K, a + i * a_row, a_row, a_col, bp, ld, c + i * ldc + j0, ldc, nb);
+    if (i < M) small_k_rows<T, kRows - 1>(M - i, K, a + i * a_row, a_row, a_col, bp, ld, c + i * ldc + j0, ldc, nb);
   }
 }

@@ -12,11 +12,13 @@
 //   - Positions outside the plane are zeros (padding, and the implied padding
 //     after the input); nothing outside the plane is read, nothing outside the
 //     run's outputs written.
-//   - `scratch` holds at least 16 * (len + 1) floats; no alignment is assumed.
+//   - `scratch` holds at least 16 * (len + 32) floats; no alignment is assumed.
+//   - The output transform reads whole vectors: in[p * point_stride + k] is
+//     read for k < len + 15, so the caller keeps 16 floats of slack after the
+//     last point's run.
 // Vectorisation: rows are first split into even and odd columns, so every
-// transform below is a set of unit-stride loops over tiles, which the
-// compiler turns into vector code for the level; only the split (input) and
-// the final interleave (output) are strided.
+// transform below runs over tiles in whole vectors of the level (vec.hpp);
+// only the split (input) and the final interleave (output) are strided.
 #pragma once
 
 // Expects vec.hpp.
@@ -55,67 +57,84 @@ inline void winograd_split(const float* x, int64_t W, int64_t c0, int64_t n, flo
   }
 }
 
+// Each transform works in whole vectors of the level: its scratch rows are
+// winograd_row(len) floats, and `scratch` (16 * (len + 32) floats, the contract's
+// size, enough for 16 rows at every level since kLanes<float> <= 16) holds them.
+// Lanes past the run compute on real or zero data and are never stored.
+inline int64_t winograd_row(int64_t len) {
+  constexpr int64_t V = kLanes<float>;
+  static_assert(V <= 16, "scratch rows assume at most 16 float lanes");
+  return (len + V - 1) / V * V + V;
+}
+
 // V = B^T d B for the run's tiles of one channel plane x (H x W).
 // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
 inline void winograd_input_run(const float* x, int64_t H, int64_t W, int64_t pad_t, int64_t pad_l, int64_t ty,
                                int64_t tx0, int64_t len, float* out, int64_t point_stride, float* scratch) {
-  const int64_t n = len + 1;
-  float *e[4], *o[4], *re[4], *ro[4];
+  constexpr int64_t V = kLanes<float>;
+  const int64_t S = winograd_row(len);  // > len: column k + 1 of every lane is in the row
+  const float *e[4], *o[4];
   for (int i = 0; i < 4; ++i) {
-    e[i] = scratch + (2 * i) * n;
-    o[i] = scratch + (2 * i + 1) * n;
-    re[i] = scratch + (8 + 2 * i) * n;
-    ro[i] = scratch + (9 + 2 * i) * n;
+    float* ei = scratch + (2 * i) * S;
+    float* oi = scratch + (2 * i + 1) * S;
     const int64_t iy = 2 * ty - pad_t + i;
-    winograd_split(iy >= 0 && iy < H ? x + iy * W : nullptr, W, 2 * tx0 - pad_l, n, e[i], o[i]);
+    winograd_split(iy >= 0 && iy < H ? x + iy * W : nullptr, W, 2 * tx0 - pad_l, S, ei, oi);
+    e[i] = ei, o[i] = oi;
   }
-  // Vertical (B^T d): r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3, on even and odd columns.
-  for (int64_t m = 0; m < n; ++m) {
-    re[0][m] = e[0][m] - e[2][m], ro[0][m] = o[0][m] - o[2][m];
-    re[1][m] = e[1][m] + e[2][m], ro[1][m] = o[1][m] + o[2][m];
-    re[2][m] = e[2][m] - e[1][m], ro[2][m] = o[2][m] - o[1][m];
-    re[3][m] = e[1][m] - e[3][m], ro[3][m] = o[1][m] - o[3][m];
-  }
-  // Horizontal on each r: columns (c0 - c2, c1 + c2, c2 - c1, c1 - c3) of tile k are
-  // (e[k] - e[k+1], o[k] + e[k+1], e[k+1] - o[k], o[k] - o[k+1]).
-  for (int a = 0; a < 4; ++a) {
-    const float *E = re[a], *O = ro[a];
-    float* v0 = out + (4 * a + 0) * point_stride;
-    float* v1 = out + (4 * a + 1) * point_stride;
-    float* v2 = out + (4 * a + 2) * point_stride;
-    float* v3 = out + (4 * a + 3) * point_stride;
-    for (int64_t k = 0; k < len; ++k) {
-      v0[k] = E[k] - E[k + 1];
-      v1[k] = O[k] + E[k + 1];
-      v2[k] = E[k + 1] - O[k];
-      v3[k] = O[k] - O[k + 1];
+  float* v[16];
+  for (int p = 0; p < 16; ++p) v[p] = out + p * point_stride;
+  for (int64_t k = 0, r = 0; k < len; k += V, ++r) {
+    // Vertical (B^T d) on even and odd columns at k and k + 1: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3.
+    Vec<float> E[4], E1[4], O[4], O1[4];
+    {
+      Vec<float> de[4], de1[4], dob[4], do1[4];
+      for (int i = 0; i < 4; ++i) {
+        de[i] = load(e[i] + k), de1[i] = load(e[i] + k + 1);
+        dob[i] = load(o[i] + k), do1[i] = load(o[i] + k + 1);
+      }
+      auto vert = [](const Vec<float>* d, Vec<float>* q) {
+        q[0] = d[0] - d[2], q[1] = d[1] + d[2], q[2] = d[2] - d[1], q[3] = d[1] - d[3];
+      };
+      vert(de, E), vert(de1, E1), vert(dob, O), vert(do1, O1);
+    }
+    // Horizontal: columns (c0 - c2, c1 + c2, c2 - c1, c1 - c3) of tile k are
+    // (e[k] - e[k+1], o[k] + e[k+1], e[k+1] - o[k], o[k] - o[k+1]).
+    for (int a = 0; a < 4; ++a) {
+      store_vec(v[4 * a + 0], E[a] - E1[a], r, len);
+      store_vec(v[4 * a + 1], O[a] + E1[a], r, len);
+      store_vec(v[4 * a + 2], E1[a] - O[a], r, len);
+      store_vec(v[4 * a + 3], O[a] - O1[a], r, len);
     }
   }
 }
 
 // One output channel's run: y = A^T m A + bias, m[p] = in[p * point_stride + k];
-// A^T = [1 1 1 0; 0 1 -1 -1].  y is the channel's OH x OW plane.
+// A^T = [1 1 1 0; 0 1 -1 -1].  y is the channel's OH x OW plane.  Reads whole
+// vectors: in[p * point_stride + k] must be readable for k < len + kLanes - 1
+// (the operator keeps 16 floats of slack after its product buffers).
 inline void winograd_output_run(const float* in, int64_t point_stride, int64_t ty, int64_t tx0, int64_t len, float bias,
                                 float* y, int64_t OH, int64_t OW, float* scratch) {
-  float* y0 = scratch;        // even output columns of the row being written
-  float* y1 = scratch + len;  // odd ones
+  constexpr int64_t V = kLanes<float>;
+  const int64_t S = winograd_row(len);
+  float* yr[2][2] = {{scratch, scratch + S}, {scratch + 2 * S, scratch + 3 * S}};  // [row][even/odd column]
+  const Vec<float> b = broadcast(bias);
+  for (int64_t k = 0; k < len; k += V) {
+    Vec<float> q[2][4];  // rows of A^T m: m0j + m1j + m2j and m1j - m2j - m3j (m_ij = point 4i + j)
+    for (int j = 0; j < 4; ++j) {
+      const Vec<float> m0 = load(in + j * point_stride + k), m1 = load(in + (4 + j) * point_stride + k);
+      const Vec<float> m2 = load(in + (8 + j) * point_stride + k), m3 = load(in + (12 + j) * point_stride + k);
+      q[0][j] = m0 + m1 + m2;
+      q[1][j] = m1 - m2 - m3;
+    }
+    for (int r = 0; r < 2; ++r) {
+      store(yr[r][0] + k, q[r][0] + q[r][1] + q[r][2] + b);
+      store(yr[r][1] + k, q[r][1] - q[r][2] - q[r][3] + b);
+    }
+  }
   for (int r = 0; r < 2; ++r) {
     const int64_t oy = 2 * ty + r;
     if (oy >= OH) break;
-    // q_j = row r of A^T m: r = 0: m0j + m1j + m2j, r = 1: m1j - m2j - m3j (m_ij = point 4i + j).
-    const float* m0 = in;
-    const float* m1 = in + 4 * point_stride;
-    const float* m2 = in + 8 * point_stride;
-    const float* m3 = in + 12 * point_stride;
-    for (int64_t k = 0; k < len; ++k) {
-      float q[4];
-      for (int j = 0; j < 4; ++j) {
-        const int64_t at = j * point_stride + k;
-        q[j] = r == 0 ? m0[at] + m1[at] + m2[at] : m1[at] - m2[at] - m3[at];
-      }
-      y0[k] = q[0] + q[1] + q[2] + bias;
-      y1[k] = q[1] - q[2] - q[3] + bias;
-    }
+    const float *y0 = yr[r][0], *y1 = yr[r][1];
     float* row = y + oy * OW + 2 * tx0;
     const int64_t pairs = imin(len, (OW - 2 * tx0) / 2);
     for (int64_t k = 0; k < pairs; ++k) {
@@ -131,22 +150,21 @@ inline void winograd_output_run(const float* in, int64_t point_stride, int64_t t
 // A g A^T rows: (g0, g0 + g1, g0 - g1, -g1) of the columns, likewise across.
 inline void winograd_grad_run(const float* gy, int64_t OH, int64_t OW, int64_t ty, int64_t tx0, int64_t len, float* out,
                               int64_t point_stride, float* scratch) {
-  float *e0 = scratch, *o0 = scratch + len, *e1 = scratch + 2 * len, *o1 = scratch + 3 * len;
-  winograd_split(2 * ty < OH ? gy + 2 * ty * OW : nullptr, OW, 2 * tx0, len, e0, o0);
-  winograd_split(2 * ty + 1 < OH ? gy + (2 * ty + 1) * OW : nullptr, OW, 2 * tx0, len, e1, o1);
-  for (int a = 0; a < 4; ++a) {
+  constexpr int64_t V = kLanes<float>;
+  const int64_t S = winograd_row(len);
+  float *e0 = scratch, *o0 = scratch + S, *e1 = scratch + 2 * S, *o1 = scratch + 3 * S;
+  winograd_split(2 * ty < OH ? gy + 2 * ty * OW : nullptr, OW, 2 * tx0, S, e0, o0);
+  winograd_split(2 * ty + 1 < OH ? gy + (2 * ty + 1) * OW : nullptr, OW, 2 * tx0, S, e1, o1);
+  for (int64_t k = 0, r = 0; k < len; k += V, ++r) {
+    const Vec<float> g0e = load(e0 + k), g0o = load(o0 + k), g1e = load(e1 + k), g1o = load(o1 + k);
     // h_a = A row a applied down the tile's two rows: (r0, r0 + r1, r0 - r1, -r1).
-    const float c0 = a == 3 ? 0.0f : 1.0f, c1 = a == 0 ? 0.0f : a == 1 ? 1.0f : -1.0f;
-    float* z0 = out + (4 * a + 0) * point_stride;
-    float* z1 = out + (4 * a + 1) * point_stride;
-    float* z2 = out + (4 * a + 2) * point_stride;
-    float* z3 = out + (4 * a + 3) * point_stride;
-    for (int64_t k = 0; k < len; ++k) {
-      const float he = c0 * e0[k] + c1 * e1[k], ho = c0 * o0[k] + c1 * o1[k];
-      z0[k] = he;
-      z1[k] = he + ho;
-      z2[k] = he - ho;
-      z3[k] = -ho;
+    const Vec<float> he[4] = {g0e, g0e + g1e, g0e - g1e, -g1e};
+    const Vec<float> ho[4] = {g0o, g0o + g1o, g0o - g1o, -g1o};
+    for (int a = 0; a < 4; ++a) {
+      store_vec(out + (4 * a + 0) * point_stride, he[a], r, len);
+      store_vec(out + (4 * a + 1) * point_stride, he[a] + ho[a], r, len);
+      store_vec(out + (4 * a + 2) * point_stride, he[a] - ho[a], r, len);
+      store_vec(out + (4 * a + 3) * point_stride, -ho[a], r, len);
     }
   }
 }
@@ -155,29 +173,32 @@ inline void winograd_grad_run(const float* gy, int64_t OH, int64_t OW, int64_t t
 // kernel c's tap t at k[c * c_stride + t] (rotated by 180 degrees when
 // `rotate`, for the adjoint), U[p] at out[p * point_stride + c].
 // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  The taps are first copied
-// tap-major into scratch (9 * C floats), so the transform runs over channels
-// with unit strides.
+// tap-major into scratch (9 * (C + 16) floats: rows padded to whole vectors),
+// so the transform runs over channels in vectors.
 inline void winograd_weight_run(const float* k, int64_t c_stride, bool rotate, int64_t C, float* out,
                                 int64_t point_stride, float* scratch) {
+  constexpr int64_t V = kLanes<float>;
+  const int64_t S = (C + V - 1) / V * V;
   for (int64_t c = 0; c < C; ++c)
-    for (int t = 0; t < 9; ++t) scratch[t * C + c] = k[c * c_stride + (rotate ? 8 - t : t)];
-  const float* g[3][3];
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) g[i][j] = scratch + (i * 3 + j) * C;
-  for (int64_t c = 0; c < C; ++c) {
-    float t[4][3];  // G g
+    for (int t = 0; t < 9; ++t) scratch[t * S + c] = k[c * c_stride + (rotate ? 8 - t : t)];
+  for (int t = 0; t < 9; ++t)
+    for (int64_t c = C; c < S; ++c) scratch[t * S + c] = 0.0f;
+  const Vec<float> half = broadcast(0.5f);
+  for (int64_t c = 0, r = 0; c < C; c += V, ++r) {
+    Vec<float> t[4][3];  // G g
     for (int j = 0; j < 3; ++j) {
-      const float g0 = g[0][j][c], g1 = g[1][j][c], g2 = g[2][j][c];
+      const Vec<float> g0 = load(scratch + j * S + c), g1 = load(scratch + (3 + j) * S + c);
+      const Vec<float> g2 = load(scratch + (6 + j) * S + c);
       t[0][j] = g0;
-      t[1][j] = 0.5f * (g0 + g1 + g2);
-      t[2][j] = 0.5f * (g0 - g1 + g2);
+      t[1][j] = half * (g0 + g1 + g2);
+      t[2][j] = half * (g0 - g1 + g2);
       t[3][j] = g2;
     }
     for (int a = 0; a < 4; ++a) {
-      out[(4 * a + 0) * point_stride + c] = t[a][0];
-      out[(4 * a + 1) * point_stride + c] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
-      out[(4 * a + 2) * point_stride + c] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
-      out[(4 * a + 3) * point_stride + c] = t[a][2];
+      store_vec(out + (4 * a + 0) * point_stride, t[a][0], r, C);
+      store_vec(out + (4 * a + 1) * point_stride, half * (t[a][0] + t[a][1] + t[a][2]), r, C);
+      store_vec(out + (4 * a + 2) * point_stride, half * (t[a][0] - t[a][1] + t[a][2]), r, C);
+      store_vec(out + (4 * a + 3) * point_stride, t[a][2], r, C);
     }
   }
 }
