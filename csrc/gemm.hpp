@@ -12,6 +12,19 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
           int64_t ldb, T beta, T* c, int64_t ldc);
 
+// Packs the M x K row-major matrix a (leading dimension lda) for the level's
+// gemm_packed (kernels/table.hpp): panels of mr rows, element (i, k) at
+// out[(i / mr) * K * mr + k * mr + i % mr], rows past M zero; out holds
+// packed_size(M, K, mr) values.
+template <class T>
+void pack_rows(const T* a, int64_t lda, int64_t M, int64_t K, int64_t mr, T* out) {
+  for (int64_t i0 = 0; i0 < M; i0 += mr, out += K * mr)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t r = 0; r < mr; ++r) out[k * mr + r] = i0 + r < M ? a[(i0 + r) * lda + k] : T(0);
+}
+
+inline int64_t packed_size(int64_t M, int64_t K, int64_t mr) { return (M + mr - 1) / mr * mr * K; }
+
 // Throws when a GEMM dimension does not fit OpenBLAS's 32-bit blasint.
 void check_blas_dims(int64_t m, int64_t n, int64_t k, const char* what);
 

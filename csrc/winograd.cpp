@@ -65,8 +65,8 @@ constexpr float kG[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, 
 // pages cost more than the transforms (measured: a fifth of a 14x14 layer's time
 // in page faults and memset).
 struct Workspace {
-  std::unique_ptr<float[]> buf[3];
-  size_t cap[3] = {0, 0, 0};
+  std::unique_ptr<float[]> buf[4];
+  size_t cap[4] = {0, 0, 0, 0};
   float* get(int slot, int64_t n) {
     if (size_t(n) > cap[slot]) {
       buf[slot].reset();  // free first: the old and new buffers need not coexist
@@ -82,9 +82,34 @@ Workspace& workspace() {
   return ws;
 }
 
+// The point GEMMs run on the level's gemm_packed with the transformed weights
+// packed once per call (kernels/packed_gemm.hpp); FASTCONV_WINOGRAD_GEMM=openblas
+// puts them on OpenBLAS instead, for comparison.
+bool packed_point_gemms() {
+  const char* v = std::getenv("FASTCONV_WINOGRAD_GEMM");
+  return !(v && std::strcmp(v, "openblas") == 0);
+}
+
+// The 16 left operands of the point GEMMs: point p's Cout x C matrix at
+// u + p * stride, in gemm_packed's panels when `packed`, row-major otherwise.
+struct PointWeights {
+  const float* u;
+  int64_t stride;
+  bool packed;
+};
+
+// M (Cout x N, ldc) = U[p] B (C x N, ldb).
+void point_gemm(const PointWeights& pw, int p, int64_t Cout, int64_t N, int64_t C, const float* b, int64_t ldb,
+                float* c, int64_t ldc) {
+  if (pw.packed)
+    kernels().f32.gemm_packed(Cout, N, C, pw.u + p * pw.stride, b, ldb, c, ldc);
+  else
+    gemm<float>(false, false, Cout, N, C, 1.0f, pw.u + p * pw.stride, C, b, ldb, 0.0f, c, ldc);
+}
+
 // U[p][o][c] = (G g G^T)[p] of kernel g = w[o][c] (or, for the adjoint, w[c][o]
 // rotated by 180 degrees): 16 Cout x C matrices, the point GEMMs' left operands.
-const float* transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
+PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
   const int64_t mat = checked_mul(Cout, C, "winograd weights");
   float* U = workspace().get(0, checked_mul(16, mat, "winograd weights"));
   const int workers = workers_for(150.0 * mat, Cout);
@@ -94,7 +119,13 @@ const float* transform_weights(const WinogradTiles& k, const float* w, bool adjo
     const float* first = adjoint ? w + o * 9 : w + o * C * 9;
     k.weight_run(first, adjoint ? Cout * 9 : 9, adjoint, C, U + o * C, mat, scratch[wk].data());
   });
-  return U;
+  if (!packed_point_gemms()) return PointWeights{U, mat, false};
+  const int64_t mr = kernels().f32.packed_rows;
+  const int64_t stride = checked_mul((Cout + mr - 1) / mr * mr, C, "winograd weights");
+  float* P = workspace().get(3, checked_mul(16, stride, "winograd weights"));
+  parallel_for(16, workers_for(16.0 * mat, 16),
+               [&](int64_t p, int) { pack_rows(U + p * mat, C, Cout, C, mr, P + p * stride); });
+  return PointWeights{P, stride, true};
 }
 
 // The tiles of all images, flattened: tile t is image t / per_image, tile row
@@ -126,14 +157,24 @@ int64_t block_tiles(int64_t total, int64_t C, int64_t Cout, int threads) {
   return std::min(nb, total);
 }
 
-// The transforms' contract (kernels/winograd_tiles.hpp): 16 * (len + 32) floats
-// of scratch per run, and 16 readable floats after a product buffer.
+// The kernels' contracts: 16 * (len + 32) floats of scratch per run of the
+// transforms (kernels/winograd_tiles.hpp); readable floats after a product
+// buffer (16, the output transform) and after a transformed input (the packed
+// GEMM's column panel: at most 3 vectors of 16).
 constexpr int64_t kRunScratch = 16 * 32;
-constexpr int64_t kSlack = 16;
+constexpr int64_t kSlack = 64;
 
-struct Scratch {
-  std::vector<float> v, m, run;
+// A thread's buffers for one block of the blocked schedule: transformed
+// inputs v, products (or transformed gradients) m, a run's scratch.  Kept per
+// thread between calls: zero-filled vectors per call were 5% of a layer.
+struct BlockScratch {
+  float *v, *m, *run;
 };
+
+BlockScratch block_scratch(int64_t nv, int64_t nm, int64_t nrun) {
+  thread_local Workspace ws;
+  return BlockScratch{ws.get(0, nv), ws.get(1, nm), ws.get(2, nrun)};
+}
 
 // Two schedules, whichever moves fewer bytes.  Blocked: each block of tiles is
 // transformed, multiplied and transformed back while it sits in L2, but every
@@ -182,13 +223,13 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
   const int64_t C = g.C, Cout = g.Cout, HWi = g.H * g.W, HWo = g.OH * g.OW;
   const Tiles tiles(g, g.N);
   if (tiles.total == 0) return;
-  const float* U = transform_weights(k, w, adjoint, C, Cout);
+  const PointWeights U = transform_weights(k, w, adjoint, C, Cout);
   const int threads = get_num_threads();
   const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
   if (sch.layered) {
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, T_max, C, "winograd point GEMM");
-    float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace"));
+    float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace") + kSlack);
     float* M = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace") + kSlack);
     std::vector<std::vector<float>> runs(threads);
     for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
@@ -199,12 +240,11 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
         const int64_t n = item / C, c = item % C;
         runs[wk].resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
         for (int64_t ty = 0; ty < tiles.th; ++ty)
-          k.input_run(x + ((n0 + n) * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw,
-                      V + c * T + n * tiles.per_image + ty * tiles.tw, vstride, runs[wk].data());
+          k.input_run(x + ((n0 + n) * C + c) * HWi, 1, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw,
+                      V + c * T + n * tiles.per_image + ty * tiles.tw, T, vstride, runs[wk].data());
       });
       for_point_columns(T, threads, 2.0 * 16 * C * Cout * T, [&](int p, int64_t j0, int64_t cols) {
-        gemm<float>(false, false, Cout, cols, C, 1.0f, U + p * Cout * C, C, V + p * vstride + j0, T, 0.0f,
-                    M + p * mstride + j0, T);
+        point_gemm(U, p, Cout, cols, C, V + p * vstride + j0, T, M + p * mstride + j0, T);
       });
       parallel_for(imgs * Cout, workers_for(40.0 * Cout * T, imgs * Cout), [&](int64_t item, int wk) {
         const int64_t n = item / Cout, o = item % Cout;
@@ -219,27 +259,19 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
   const int64_t nb = sch.nb, blocks = sch.blocks;
   check_blas_dims(Cout, nb, C, "winograd point GEMM");
   const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
-  std::vector<Scratch> scratch(workers);
-  parallel_for(blocks, workers, [&](int64_t blk, int wk) {
-    Scratch& s = scratch[wk];
+  parallel_for(blocks, workers, [&](int64_t blk, int) {
+    const BlockScratch s = block_scratch(16 * C * nb + kSlack, 16 * Cout * nb + kSlack, kRunScratch + 16 * tiles.tw);
     const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
-    s.v.resize(static_cast<size_t>(16 * C * nb));
-    s.m.resize(static_cast<size_t>(16 * Cout * nb + kSlack));
-    s.run.resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
     // V[p][c][j], j < cnt: the block's transformed inputs, point stride C * cnt.
     const int64_t vstride = C * cnt, mstride = Cout * cnt;
     tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
-      for (int64_t c = 0; c < C; ++c)
-        k.input_run(x + (n * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v.data() + c * cnt + col, vstride,
-                    s.run.data());
+      k.input_run(x + n * C * HWi, C, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v + col, cnt, vstride, s.run);
     });
-    for (int p = 0; p < 16; ++p)
-      gemm<float>(false, false, Cout, cnt, C, 1.0f, U + p * Cout * C, C, s.v.data() + p * vstride, cnt, 0.0f,
-                  s.m.data() + p * mstride, cnt);
+    for (int p = 0; p < 16; ++p) point_gemm(U, p, Cout, cnt, C, s.v + p * vstride, cnt, s.m + p * mstride, cnt);
     tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
       for (int64_t o = 0; o < Cout; ++o)
-        k.output_run(s.m.data() + o * cnt + col, mstride, ty, tx, len, bias ? bias[o] : 0.0f, y + (n * Cout + o) * HWo,
-                     g.OH, g.OW, s.run.data());
+        k.output_run(s.m + o * cnt + col, mstride, ty, tx, len, bias ? bias[o] : 0.0f, y + (n * Cout + o) * HWo, g.OH,
+                     g.OW, s.run);
     });
   });
 }
@@ -271,8 +303,8 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
         for (int64_t ty = 0; ty < tiles.th; ++ty) {
           const int64_t col = n * tiles.per_image + ty * tiles.tw;
           if (c < C)
-            k.input_run(x + ((n0 + n) * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw, V + c * T + col,
-                        vstride, runs[wk].data());
+            k.input_run(x + ((n0 + n) * C + c) * HWi, 1, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw,
+                        V + c * T + col, T, vstride, runs[wk].data());
           else
             k.grad_run(gy + ((n0 + n) * Cout + (c - C)) * HWo, g.OH, g.OW, ty, 0, tiles.tw, Z + (c - C) * T + col,
                        zstride, runs[wk].data());
@@ -288,27 +320,20 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
     const int64_t nb = sch.nb, blocks = sch.blocks;
     check_blas_dims(Cout, C, nb, "winograd point GEMM");
     const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
-    std::vector<Scratch> scratch(workers);
     // Per worker: sum over its blocks of Z[p] V[p]^T (16 Cout x C matrices).
     part.assign(workers, std::vector<float>());
     parallel_for(blocks, workers, [&](int64_t blk, int wk) {
-      Scratch& s = scratch[wk];
+      const BlockScratch s = block_scratch(16 * C * nb + kSlack, 16 * Cout * nb + kSlack, kRunScratch + 16 * tiles.tw);
       const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
-      s.v.resize(static_cast<size_t>(16 * C * nb));
-      s.m.resize(static_cast<size_t>(16 * Cout * nb));
-      s.run.resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
       if (part[wk].empty()) part[wk].assign(static_cast<size_t>(16 * mat), 0.0f);
       const int64_t vstride = C * cnt, zstride = Cout * cnt;
       tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
-        for (int64_t c = 0; c < C; ++c)
-          k.input_run(x + (n * C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v.data() + c * cnt + col,
-                      vstride, s.run.data());
+        k.input_run(x + n * C * HWi, C, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v + col, cnt, vstride, s.run);
         for (int64_t o = 0; o < Cout; ++o)
-          k.grad_run(gy + (n * Cout + o) * HWo, g.OH, g.OW, ty, tx, len, s.m.data() + o * cnt + col, zstride,
-                     s.run.data());
+          k.grad_run(gy + (n * Cout + o) * HWo, g.OH, g.OW, ty, tx, len, s.m + o * cnt + col, zstride, s.run);
       });
       for (int p = 0; p < 16; ++p)
-        gemm<float>(false, true, Cout, C, cnt, 1.0f, s.m.data() + p * zstride, cnt, s.v.data() + p * vstride, cnt, 1.0f,
+        gemm<float>(false, true, Cout, C, cnt, 1.0f, s.m + p * zstride, cnt, s.v + p * vstride, cnt, 1.0f,
                     part[wk].data() + p * mat, C);
     });
   }

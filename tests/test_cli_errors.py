@@ -79,6 +79,7 @@ CASES = [
     ("bench --threads 100000", 2, "--threads must be in [1, 1024], got 100000"),
     ("bench --repeats 0", 2, "--repeats must be positive, got 0"),
     ("bench --repeats -3", 2, "--repeats must be positive, got -3"),
+    ("bench --rounds 0", 2, "--rounds must be positive, got 0"),
     ("bench --threads two", 2, "invalid int value: 'two'"),
     ("bench --shapes nope --repeats 1", 2, "unknown shape"),
     # demo

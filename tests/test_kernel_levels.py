@@ -86,7 +86,13 @@ def test_direct_weight_gradient_ignores_inf_outside_its_windows(ow, dtype, level
 # Small-K GEMM: 2 input channels (not direct) with K = 2*kh*kw <= 32; Cout rows leave partial
 # 6- and 8-row tiles, output sizes partial 2-vector column blocks.
 SMALL_K = [(1, (1, 1), 1), (5, (3, 3), 6), (7, (2, 2), 9), (13, (1, 3), 17), (8, (4, 4), 40), (16, (2, 3), 70)]
-SMALL_K += [(3, (1, 1), 5), (11, (3, 3), 33), (14, (2, 2), 16), (12, (1, 1), 3), (10, (4, 4), 31)]  # every leftover row count
+SMALL_K += [
+    (3, (1, 1), 5),
+    (11, (3, 3), 33),
+    (14, (2, 2), 16),
+    (12, (1, 1), 3),
+    (10, (4, 4), 31),
+]  # every leftover row count
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

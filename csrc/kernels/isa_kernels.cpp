@@ -40,6 +40,7 @@ namespace {
 #include "vec.hpp"
 // after vec.hpp:
 #include "direct_tiles.hpp"
+#include "packed_gemm.hpp"
 #include "small_k_gemm.hpp"
 #include "winograd_tiles.hpp"
 
@@ -51,6 +52,9 @@ LevelKernels<T> level_kernels() {
   k.direct_weight_channel = direct_weight_channel<T>;
   k.direct_input_block = direct_input_block_for<T>;
   k.gemm_small_k = gemm_small_k<T>;
+  k.packed_rows = kPackedRows;
+  k.packed_cols = kPackedVecs * kLanes<T>;
+  k.gemm_packed = gemm_packed<T>;
   return k;
 }
 

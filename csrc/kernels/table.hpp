@@ -6,6 +6,7 @@
 //   kernels/vec.hpp            the width-generic vector layer the kernels are written in
 //   kernels/direct_tiles.hpp   direct convolution tiles (depthwise, one input channel per group)
 //   kernels/small_k_gemm.hpp   C = A B for reductions of at most kSmallK
+//   kernels/packed_gemm.hpp    C = A B with A packed in row panels once (Winograd point GEMMs)
 //   kernels/winograd_tiles.hpp F(2x2, 3x3) input, output and gradient transforms of a run of tiles
 //   kernels/isa_kernels.cpp    compiled once per level (CMake), fills that level's table
 //   kernels/x86_avx512/        hand-written AVX-512 kernels (sgemm tile, Winograd transforms)
@@ -59,13 +60,19 @@ struct LevelKernels {
   // B (K x N, ldb), 1 <= K <= kSmallK; C is overwritten, never read.
   void (*gemm_small_k)(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b,
                        int64_t ldb, T* c, int64_t ldc);
+  // C (M x N, ldc) = A B, A packed by pack_rows in panels of packed_rows rows,
+  // B (K x N, ldb) readable packed_cols columns past N's last full panel
+  // (contract in packed_gemm.hpp); C is overwritten, never read.
+  int64_t packed_rows, packed_cols;
+  void (*gemm_packed)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc);
 };
 
 // F(2x2, 3x3) Winograd transforms of one run of tiles (float32; contract in
 // winograd_tiles.hpp).
 struct WinogradTiles {
-  void (*input_run)(const float* x, int64_t H, int64_t W, int64_t pad_t, int64_t pad_l, int64_t ty, int64_t tx0,
-                    int64_t len, float* out, int64_t point_stride, float* scratch);
+  void (*input_run)(const float* x, int64_t channels, int64_t x_cstride, int64_t H, int64_t W, int64_t pad_t,
+                    int64_t pad_l, int64_t ty, int64_t tx0, int64_t len, float* out, int64_t out_cstride,
+                    int64_t point_stride, float* scratch);
   void (*output_run)(const float* in, int64_t point_stride, int64_t ty, int64_t tx0, int64_t len, float bias, float* y,
                      int64_t OH, int64_t OW, float* scratch);
   void (*grad_run)(const float* gy, int64_t OH, int64_t OW, int64_t ty, int64_t tx0, int64_t len, float* out,

@@ -45,9 +45,13 @@ inline void store(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// s in every lane.  Ones times s, an exact identity the compilers fold into
+// one broadcast; `Vec<T>{} + s` is an add of +0.0 (not an identity for -0.0),
+// which GCC and Clang both emit, and a lane-by-lane fill became inserts inside
+// a GEMM loop.  In hot loops, prefer `scalar * vector`.
 template <class T>
 inline Vec<T> broadcast(T s) {
-  return Vec<T>{} + s;
+  return (Vec<T>{} + T(1)) * s;
 }
 
 // v with the lanes whose mask is 0 set to +0.0 (NaN and Inf included).

@@ -23,38 +23,42 @@
 
 // Expects vec.hpp.
 
-// e[m] = x[2m + c0], o[m] = x[2m + c0 + 1] for m < n, zero where the column lies
-// outside [0, W) or the row is absent (x null).
-inline void winograd_split(const float* x, int64_t W, int64_t c0, int64_t n, float* e, float* o) {
-  // m with c0 + 2m + par in [0, W): [lo, hi) for par 0 (e) and 1 (o); zeros around, a branch-free strided
-  // copy inside (vectorised with permutes).
+// Where a row's even and odd columns lie inside the plane: e[m] = x[2m + c0]
+// is a real column for m in [elo, ehi), o[m] = x[2m + c0 + 1] for [olo, ohi);
+// m < n.  The same for every row and channel of a run, so computed once.
+struct SplitRange {
+  int64_t elo, ehi, olo, ohi;
+};
+
+inline SplitRange split_range(int64_t W, int64_t c0, int64_t n) {
   auto range = [&](int64_t par, int64_t& lo, int64_t& hi) {
     const int64_t first = -(c0 + par);  // smallest m with c0 + 2m + par >= 0 is ceil(first / 2)
     lo = first <= 0 ? 0 : (first + 1) / 2;
     const int64_t last = W - 1 - c0 - par;  // largest m with c0 + 2m + par < W is floor(last / 2)
     hi = last < 0 ? 0 : last / 2 + 1;
-    if (!x) lo = hi = 0;
     lo = imin(lo, n);
     hi = imin(hi, n);
     if (hi < lo) hi = lo;
   };
-  int64_t elo, ehi, olo, ohi;
-  range(0, elo, ehi);
-  range(1, olo, ohi);
-  for (int64_t m = 0; m < elo; ++m) e[m] = 0.0f;
-  for (int64_t m = ehi; m < n; ++m) e[m] = 0.0f;
-  for (int64_t m = 0; m < olo; ++m) o[m] = 0.0f;
-  for (int64_t m = ohi; m < n; ++m) o[m] = 0.0f;
-  if (ehi > elo) {
-    const float* src = x + c0 + 2 * elo;
-    float* dst = e + elo;
-    for (int64_t m = 0; m < ehi - elo; ++m) dst[m] = src[2 * m];
-  }
-  if (ohi > olo) {
-    const float* src = x + c0 + 2 * olo + 1;
-    float* dst = o + olo;
-    for (int64_t m = 0; m < ohi - olo; ++m) dst[m] = src[2 * m];
-  }
+  SplitRange r;
+  range(0, r.elo, r.ehi);
+  range(1, r.olo, r.ohi);
+  return r;
+}
+
+// e[m] = x[2m + c0], o[m] = x[2m + c0 + 1] for m < S (a multiple of the vector
+// width), zero where the column lies outside the plane or the row is absent
+// (x null).  Zero vectors first, then the strided copy inside (vectorised
+// with permutes): no memset call for the few border zeros.
+inline void winograd_split(const float* x, int64_t c0, const SplitRange& r, int64_t S, float* e, float* o) {
+  constexpr int64_t V = kLanes<float>;
+  const Vec<float> zero{};
+  for (int64_t m = 0; m < S; m += V) store(e + m, zero), store(o + m, zero);
+  if (!x) return;
+  const float* src = x + c0 + 2 * r.elo;
+  for (int64_t m = 0; m < r.ehi - r.elo; ++m) e[r.elo + m] = src[2 * m];
+  src = x + c0 + 2 * r.olo + 1;
+  for (int64_t m = 0; m < r.ohi - r.olo; ++m) o[r.olo + m] = src[2 * m];
 }
 
 // Each transform works in whole vectors of the level: its scratch rows are
@@ -67,43 +71,48 @@ inline int64_t winograd_row(int64_t len) {
   return (len + V - 1) / V * V + V;
 }
 
-// V = B^T d B for the run's tiles of one channel plane x (H x W).
+// V = B^T d B for the run's tiles of `channels` channel planes (H x W each,
+// x_cstride apart); channel c's values go to out + c * out_cstride.
 // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-inline void winograd_input_run(const float* x, int64_t H, int64_t W, int64_t pad_t, int64_t pad_l, int64_t ty,
-                               int64_t tx0, int64_t len, float* out, int64_t point_stride, float* scratch) {
+inline void winograd_input_run(const float* x, int64_t channels, int64_t x_cstride, int64_t H, int64_t W, int64_t pad_t,
+                               int64_t pad_l, int64_t ty, int64_t tx0, int64_t len, float* out, int64_t out_cstride,
+                               int64_t point_stride, float* scratch) {
   constexpr int64_t V = kLanes<float>;
   const int64_t S = winograd_row(len);  // > len: column k + 1 of every lane is in the row
-  const float *e[4], *o[4];
-  for (int i = 0; i < 4; ++i) {
-    float* ei = scratch + (2 * i) * S;
-    float* oi = scratch + (2 * i + 1) * S;
-    const int64_t iy = 2 * ty - pad_t + i;
-    winograd_split(iy >= 0 && iy < H ? x + iy * W : nullptr, W, 2 * tx0 - pad_l, S, ei, oi);
-    e[i] = ei, o[i] = oi;
-  }
-  float* v[16];
-  for (int p = 0; p < 16; ++p) v[p] = out + p * point_stride;
-  for (int64_t k = 0, r = 0; k < len; k += V, ++r) {
-    // Vertical (B^T d) on even and odd columns at k and k + 1: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3.
-    Vec<float> E[4], E1[4], O[4], O1[4];
-    {
-      Vec<float> de[4], de1[4], dob[4], do1[4];
-      for (int i = 0; i < 4; ++i) {
-        de[i] = load(e[i] + k), de1[i] = load(e[i] + k + 1);
-        dob[i] = load(o[i] + k), do1[i] = load(o[i] + k + 1);
-      }
-      auto vert = [](const Vec<float>* d, Vec<float>* q) {
-        q[0] = d[0] - d[2], q[1] = d[1] + d[2], q[2] = d[2] - d[1], q[3] = d[1] - d[3];
-      };
-      vert(de, E), vert(de1, E1), vert(dob, O), vert(do1, O1);
+  const int64_t c0 = 2 * tx0 - pad_l;
+  const SplitRange range = split_range(W, c0, len + 1);
+  float *e[4], *o[4];
+  for (int i = 0; i < 4; ++i) e[i] = scratch + (2 * i) * S, o[i] = scratch + (2 * i + 1) * S;
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const float* xc = x + ch * x_cstride;
+    for (int i = 0; i < 4; ++i) {
+      const int64_t iy = 2 * ty - pad_t + i;
+      winograd_split(iy >= 0 && iy < H ? xc + iy * W : nullptr, c0, range, S, e[i], o[i]);
     }
-    // Horizontal: columns (c0 - c2, c1 + c2, c2 - c1, c1 - c3) of tile k are
-    // (e[k] - e[k+1], o[k] + e[k+1], e[k+1] - o[k], o[k] - o[k+1]).
-    for (int a = 0; a < 4; ++a) {
-      store_vec(v[4 * a + 0], E[a] - E1[a], r, len);
-      store_vec(v[4 * a + 1], O[a] + E1[a], r, len);
-      store_vec(v[4 * a + 2], E1[a] - O[a], r, len);
-      store_vec(v[4 * a + 3], O[a] - O1[a], r, len);
+    float* v[16];
+    for (int p = 0; p < 16; ++p) v[p] = out + ch * out_cstride + p * point_stride;
+    for (int64_t k = 0, r = 0; k < len; k += V, ++r) {
+      // Vertical (B^T d) on even and odd columns at k and k + 1: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3.
+      Vec<float> E[4], E1[4], O[4], O1[4];
+      {
+        Vec<float> de[4], de1[4], dob[4], do1[4];
+        for (int i = 0; i < 4; ++i) {
+          de[i] = load(e[i] + k), de1[i] = load(e[i] + k + 1);
+          dob[i] = load(o[i] + k), do1[i] = load(o[i] + k + 1);
+        }
+        auto vert = [](const Vec<float>* d, Vec<float>* q) {
+          q[0] = d[0] - d[2], q[1] = d[1] + d[2], q[2] = d[2] - d[1], q[3] = d[1] - d[3];
+        };
+        vert(de, E), vert(de1, E1), vert(dob, O), vert(do1, O1);
+      }
+      // Horizontal: columns (c0 - c2, c1 + c2, c2 - c1, c1 - c3) of tile k are
+      // (e[k] - e[k+1], o[k] + e[k+1], e[k+1] - o[k], o[k] - o[k+1]).
+      for (int a = 0; a < 4; ++a) {
+        store_vec(v[4 * a + 0], E[a] - E1[a], r, len);
+        store_vec(v[4 * a + 1], O[a] + E1[a], r, len);
+        store_vec(v[4 * a + 2], E1[a] - O[a], r, len);
+        store_vec(v[4 * a + 3], O[a] - O1[a], r, len);
+      }
     }
   }
 }
@@ -153,8 +162,9 @@ inline void winograd_grad_run(const float* gy, int64_t OH, int64_t OW, int64_t t
   constexpr int64_t V = kLanes<float>;
   const int64_t S = winograd_row(len);
   float *e0 = scratch, *o0 = scratch + S, *e1 = scratch + 2 * S, *o1 = scratch + 3 * S;
-  winograd_split(2 * ty < OH ? gy + 2 * ty * OW : nullptr, OW, 2 * tx0, S, e0, o0);
-  winograd_split(2 * ty + 1 < OH ? gy + (2 * ty + 1) * OW : nullptr, OW, 2 * tx0, S, e1, o1);
+  const SplitRange range = split_range(OW, 2 * tx0, len);
+  winograd_split(2 * ty < OH ? gy + 2 * ty * OW : nullptr, 2 * tx0, range, S, e0, o0);
+  winograd_split(2 * ty + 1 < OH ? gy + (2 * ty + 1) * OW : nullptr, 2 * tx0, range, S, e1, o1);
   for (int64_t k = 0, r = 0; k < len; k += V, ++r) {
     const Vec<float> g0e = load(e0 + k), g0o = load(o0 + k), g1e = load(e1 + k), g1o = load(o1 + k);
     // h_a = A row a applied down the tile's two rows: (r0, r0 + r1, r0 - r1, -r1).

@@ -146,24 +146,31 @@ def settle(seconds=0.3):
     time.sleep(seconds)
 
 
-def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None, ort=None):
-    """Seconds per call: fastconv and torch forward (and fwd+bwd), ONNX Runtime forward, NumPy idiom;
-    each after `settle()`."""
+def measure(
+    shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None, ort=None, rounds=3
+):
+    """Seconds per call: fastconv and torch forward (and fwd+bwd), ONNX Runtime forward, NumPy idiom.
+
+    The libraries take turns: `rounds` rounds, each timing every library once
+    (best of `repeats`, after `settle()`), and each keeps its best round.  This
+    machine's speed drifts by a third over seconds (other tenants); timed one
+    after another, a library that happened to run in a slow phase lost up to 2x.
+    The slow NumPy idiom runs in the first round only.
+    """
     x, w, gy = shape.arrays(dtype)
-    settle()
     geom = shape.geometry()
-    res = {"fastconv_fwd": best_time(lambda: F.conv2d(x, w, **geom), repeats)}
+    timed = [("fastconv_fwd", lambda: F.conv2d(x, w, **geom))]
     if backward:
-        settle()
-        res["fastconv_fwdbwd"] = best_time(
-            lambda: (F.conv2d(x, w, **geom), F.conv2d_backward(gy, x, w, **geom)), repeats
-        )
+        timed.append(("fastconv_fwdbwd", lambda: (F.conv2d(x, w, **geom), F.conv2d_backward(gy, x, w, **geom))))
     if torch_mod is not None:
         tf = torch_mod.nn.functional
         xt, wt, gyt = (torch_mod.from_numpy(a) for a in (x, w, gy))
-        settle()
-        with torch_mod.no_grad():
-            res["torch_fwd"] = best_time(lambda: tf.conv2d(xt, wt, None, **geom), repeats)
+
+        def torch_fwd():
+            with torch_mod.no_grad():
+                return tf.conv2d(xt, wt, None, **geom)
+
+        timed.append(("torch_fwd", torch_fwd))
         if backward:
             xg = xt.clone().requires_grad_(True)
             wg = wt.clone().requires_grad_(True)
@@ -174,16 +181,20 @@ def measure(shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=
                 xg.grad = None
                 wg.grad = None
 
-            settle()
-            res["torch_fwdbwd"] = best_time(torch_fb, repeats)
+            timed.append(("torch_fwdbwd", torch_fb))
     if ort is not None:
         run = ort_conv(ort, shape, x, w, get_num_threads())
         got = run()[0]  # the first run also plans the kernels
         tol = 1e-4 * max(1.0, float(np.abs(got).max()))
         if not np.allclose(got, F.conv2d(x, w, **geom), rtol=1e-4, atol=tol):  # same convolution, or no column
             raise RuntimeError(f"ONNX Runtime's {shape.name} result differs from fastconv's: the ONNX model is wrong")
-        settle()
-        res["ort_fwd"] = best_time(run, repeats)
+        timed.append(("ort_fwd", run))
+    res = {}
+    for _ in range(max(1, rounds)):
+        for key, fn in timed:
+            settle()
+            t = best_time(fn, repeats)
+            res[key] = min(t, res.get(key, t))
     if numpy:
         np_repeats = max(1, min(repeats, 2))
         settle()
@@ -537,6 +548,7 @@ def run_table(
     memory=True,
     upsampling=True,
     out=sys.stdout,
+    rounds=3,
 ):
     """Print the benchmark table; returns 0."""
     names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
@@ -552,7 +564,8 @@ def run_table(
     dt = np.dtype(dtype)
     show_config(file=out)
     print(
-        f"fastconv bench: {dt.name}, {threads} threads, best of {repeats} runs; GFLOP/s counts 2 per MAC "
+        f"fastconv bench: {dt.name}, {threads} threads, best of {repeats} runs in each of {rounds} rounds "
+        f"(the libraries take turns); GFLOP/s counts 2 per MAC "
         f"(fwd+bwd = 3x forward FLOPs)",
         file=out,
     )
@@ -577,7 +590,7 @@ def run_table(
     try:
         for name in names:
             s = SHAPES_BY_NAME[name]
-            r = measure(s, repeats, dt, backward, numpy, torch, ort)
+            r = measure(s, repeats, dt, backward, numpy, torch, ort, rounds)
             gf = s.flops / r["fastconv_fwd"] / 1e9
             cols = [f"{name:<15}", f"{gf:9.1f}"]
             if torch is not None:

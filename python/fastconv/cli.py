@@ -240,6 +240,8 @@ def _bench(args, parser) -> int:
         parser.error(f"--threads must be in [1, {MAX_THREADS}], got {args.threads}")
     if args.repeats <= 0:
         parser.error(f"--repeats must be positive, got {args.repeats}")
+    if args.rounds <= 0:
+        parser.error(f"--rounds must be positive, got {args.rounds}")
 
     unknown = [n.strip() for n in (args.shapes or "").split(",") if n.strip() and n.strip() not in SHAPES_BY_NAME]
     if unknown:
@@ -257,6 +259,7 @@ def _bench(args, parser) -> int:
         numpy=not args.no_numpy,
         memory=not args.no_memory,
         upsampling=not args.no_upsampling,
+        rounds=args.rounds,
     )
 
 
@@ -362,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="fastconv vs torch vs NumPy on the benchmark shapes")
     p.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds in which the libraries take turns (each keeps its best)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--forward-only", action="store_true")

@@ -1,0 +1,59 @@
+// C = A B with A packed once in row panels and reused against many B: the
+// Winograd point GEMMs, whose 16 left operands (the transformed weights) serve
+// every block of tiles.  OpenBLAS packs both operands on every call (a tenth of
+// a layer's time at 128 channels); this kernel reads B where the transforms
+// wrote it.  Written on the vector layer (vec.hpp), compiled per level;
+// included inside an ISA namespace by isa_kernels.cpp.
+//
+// Contract:
+//   A  M x K, packed in panels of kPackedRows rows (pack_rows in gemm.hpp):
+//      element (i, k) at ap[(i / MR) * K * MR + k * MR + i % MR]; the rows of
+//      the last panel past M are zero.
+//   B  K x N, row-major, leading dimension ldb.  b[k * ldb + j] is read for j
+//      below N rounded up to kPackedVecs vectors: the caller keeps that many
+//      readable values after B's last row.  Columns past N compute on whatever
+//      is there and are never stored.
+//   C  M x N, row-major, leading dimension ldc; overwritten, never read.
+//   Any M, N >= 0 and K >= 1.  No alignment is assumed.
+// Tile: MR rows x NV vectors of C in registers, 6 x 2 where the level has 16
+// vector registers (12 accumulators, two B vectors, a broadcast), 8 x 3 with 32
+// (24).  The loop runs column panels outside, row panels inside, so one K x NV
+// vector panel of B (K * 64 bytes at AVX2: 8 KiB at K = 128) stays in L1 while
+// the packed A streams from L2.
+#pragma once
+
+// Expects vec.hpp.
+
+constexpr int64_t kPackedRows = kVecRegisters >= 32 ? 8 : 6;
+constexpr int64_t kPackedVecs = kVecRegisters >= 32 ? 3 : 2;
+
+template <class T>
+void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, MR = kPackedRows, NV = kPackedVecs, NR = NV * V;
+  for (int64_t j0 = 0; j0 < N; j0 += NR) {
+    const int64_t nb = imin(NR, N - j0);
+    const T* bj = b + j0;
+    for (int64_t i0 = 0; i0 < M; i0 += MR) {
+      const T* a = ap + (i0 / MR) * K * MR;
+      Vec<T> acc[MR][NV] = {};
+      for (int64_t k = 0; k < K; ++k) {
+        Vec<T> bv[NV];
+        for (int64_t v = 0; v < NV; ++v) bv[v] = load(bj + k * ldb + v * V);
+        for (int64_t r = 0; r < MR; ++r) {
+          const T av = a[k * MR + r];  // scalar times vector: one broadcast load
+          for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
+        }
+      }
+      const int64_t rows = imin(MR, M - i0);
+      for (int64_t r = 0; r < rows; ++r) {
+        T* cr = c + (i0 + r) * ldc + j0;
+        for (int64_t v = 0; v < NV; ++v) {
+          if (nb == NR)
+            store(cr + v * V, acc[r][v]);
+          else
+            store_vec(cr, acc[r][v], v, nb);
+        }
+      }
+    }
+  }
+}
