@@ -15,6 +15,17 @@ namespace fastconv {
 // group, column stride at most 8).
 bool use_direct(const ConvGeom& g);
 
+// True when the implicit GEMM serves this convolution's forward: one group of
+// several input channels, a short reduction C*kh*kw, rows at least half a tile
+// wide.  FASTCONV_IMPLICIT_GEMM=0 turns it off, =1 takes every layer of one
+// group (tests reach the edge cases so).
+bool use_implicit_gemm(const ConvGeom& g);
+
+// y = conv(x, w) + b on the packed GEMM kernel, B read in place from padded
+// input planes (no column matrix); b may be null.
+template <class T>
+void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g);
+
 // Which vector width this build's direct kernels use (for show_config).
 std::string direct_kernel_name();
 

@@ -43,10 +43,14 @@ bool winograd_enabled() {
 // So it takes maps of at least 8x8 outputs.
 constexpr int64_t kGenericMinOutput = 8;
 
+bool winograd_forced() {
+  const char* v = std::getenv("FASTCONV_WINOGRAD");
+  return v && std::strcmp(v, "1") == 0;
+}
+
 bool winograd_suits(int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
   (void)C, (void)Cout;
-  const char* v = std::getenv("FASTCONV_WINOGRAD");
-  if (v && std::strcmp(v, "1") == 0) return true;  // forced: every eligible layer (tests reach the edge cases so)
+  if (winograd_forced()) return true;  // forced: every eligible layer (tests reach the edge cases so)
   return sgemm_avx512_enabled() || (OH >= kGenericMinOutput && OW >= kGenericMinOutput);
 }
 

@@ -28,6 +28,9 @@ struct WinogradGeom {
 // every call, so a process can switch between algorithms).
 bool winograd_enabled();
 
+// FASTCONV_WINOGRAD=1: every eligible layer takes Winograd.
+bool winograd_forced();
+
 // Whether the implementation of the active level gains on a layer with C input
 // and Cout output channels and an OH x OW output (the generic one loses on
 // maps smaller than 8x8).  FASTCONV_WINOGRAD=1 (read on every call) makes it

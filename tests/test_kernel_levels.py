@@ -154,3 +154,48 @@ def test_winograd_transposed_convolution(level, monkeypatch):
     v = rng.standard_normal(y.shape)
     z = conv_ref(v, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)[0]
     close(np.vdot(y.astype(np.float64), v), np.vdot(x.astype(np.float64), z), np.float32)
+
+
+# Implicit GEMM (one group, several input channels; forced by FASTCONV_IMPLICIT_GEMM=1 so every case reaches it):
+# (N, C, H, W), Cout, kernel, stride, pads (t, b, l, r), dilation.  Cout leaves partial 6- and 8-row tiles, output
+# widths partial 16/32/48-column tiles, strides exercise the column phases, bias checked.
+IMPLICIT = [
+    ((2, 3, 9, 40), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 2, 8, 9), 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    ((3, 5, 12, 70), 6, (5, 5), (2, 3), (2, 2, 0, 3), (1, 1)),
+    ((1, 4, 11, 50), 9, (3, 2), (1, 4), (0, 2, 2, 0), (2, 3)),
+    ((2, 16, 6, 17), 17, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((1, 3, 20, 100), 64, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),
+    ((2, 8, 5, 5), 25, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "xs, cout, k, s, pads, d", IMPLICIT, ids=[f"{c[0][1]}to{c[1]}k{c[2][0]}s{c[3][1]}" for c in IMPLICIT]
+)
+def test_implicit_gemm_forward(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(xs[1] * 100 + cout)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1], *k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y_ref = conv_ref(x, w, b, s, pads, d, 1)[0]
+    y = fastconv.conv2d(x, w, b, stride=s, padding=(pads[2], pads[3], pads[0], pads[1]), dilation=d)
+    close(y, y_ref, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 16, 64])
+def test_implicit_gemm_bands_of_one_image(threads, monkeypatch):
+    """Fewer images than threads: one image's rows are split into bands, each worker filling its own rows."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((1, 3, 37, 41)).astype(np.float32)
+    w = rng.standard_normal((20, 3, 3, 3)).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        y = fastconv.conv2d(x, w, stride=(2, 1), padding=1)
+    finally:
+        fastconv.set_num_threads(old)
+    close(y, conv_ref(x, w, None, (2, 1), (1, 1, 1, 1), (1, 1), 1)[0], np.float32)

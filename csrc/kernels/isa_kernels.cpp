@@ -55,6 +55,7 @@ LevelKernels<T> level_kernels() {
   k.packed_rows = kPackedRows;
   k.packed_cols = kPackedVecs * kLanes<T>;
   k.gemm_packed = gemm_packed<T>;
+  k.gemm_packed_rows = gemm_packed_rows<T>;
   return k;
 }
 

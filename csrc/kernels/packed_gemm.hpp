@@ -27,18 +27,20 @@
 constexpr int64_t kPackedRows = kVecRegisters >= 32 ? 8 : 6;
 constexpr int64_t kPackedVecs = kVecRegisters >= 32 ? 3 : 2;
 
-template <class T>
-void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
+// The tile loops, B's row k at row(k) + j0: a fixed stride (gemm_packed) or a
+// table of offsets (gemm_packed_rows).
+template <class T, class Row>
+inline void packed_loops(int64_t M, int64_t N, int64_t K, const T* ap, Row row, T* c, int64_t ldc) {
   constexpr int64_t V = kLanes<T>, MR = kPackedRows, NV = kPackedVecs, NR = NV * V;
   for (int64_t j0 = 0; j0 < N; j0 += NR) {
     const int64_t nb = imin(NR, N - j0);
-    const T* bj = b + j0;
     for (int64_t i0 = 0; i0 < M; i0 += MR) {
       const T* a = ap + (i0 / MR) * K * MR;
       Vec<T> acc[MR][NV] = {};
       for (int64_t k = 0; k < K; ++k) {
+        const T* bk = row(k) + j0;
         Vec<T> bv[NV];
-        for (int64_t v = 0; v < NV; ++v) bv[v] = load(bj + k * ldb + v * V);
+        for (int64_t v = 0; v < NV; ++v) bv[v] = load(bk + v * V);
         for (int64_t r = 0; r < MR; ++r) {
           const T av = a[k * MR + r];  // scalar times vector: one broadcast load
           for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
@@ -56,4 +58,18 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64
       }
     }
   }
+}
+
+template <class T>
+void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
+  packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + k * ldb; }, c, ldc);
+}
+
+// The same with B's row k at b + koff[k]: an implicit GEMM, whose "rows" are a
+// convolution's taps read straight from a padded input (direct.cpp), with no
+// column matrix.  The read-past rule applies to every row.
+template <class T>
+void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
+                      int64_t ldc) {
+  packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + koff[k]; }, c, ldc);
 }

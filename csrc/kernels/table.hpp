@@ -65,6 +65,9 @@ struct LevelKernels {
   // (contract in packed_gemm.hpp); C is overwritten, never read.
   int64_t packed_rows, packed_cols;
   void (*gemm_packed)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc);
+  // The same with B's row k at b + koff[k] (an implicit GEMM over a padded input).
+  void (*gemm_packed_rows)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
+                           int64_t ldc);
 };
 
 // F(2x2, 3x3) Winograd transforms of one run of tiles (float32; contract in
