@@ -22,23 +22,6 @@ constexpr int64_t kMaxDirectColumnStride = 8;
 
 bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.sw <= kMaxDirectColumnStride; }
 
-// The implicit GEMM reads B rows of K taps for each panel of output columns:
-// K * packed_cols values (36 KiB at K = 576 and AVX2's 16 columns), near L1.
-// Beyond that im2col's blocked GEMM is the better tool.  Its tiles span one
-// output row, so rows of at most half a tile waste most of each (measured at
-// AVX2, batch 64, 8x8 maps: 1.2x im2col's time; AVX-512's 48-column tiles
-// lost 1.3-2.6x on 16- and 8-wide rows).
-constexpr int64_t kImplicitMaxK = 576;
-
-bool use_implicit_gemm(const ConvGeom& g) {
-  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
-  if (v && std::strcmp(v, "0") == 0) return false;
-  const bool forced = v && std::strcmp(v, "1") == 0;  // every eligible layer (tests reach the edge cases so)
-  if (g.groups != 1 || g.C < 2 || g.sw > kMaxDirectColumnStride) return false;
-  if (forced) return true;
-  return g.C * g.kh * g.kw <= kImplicitMaxK && 2 * g.OW > kernels_for<float>().packed_cols;
-}
-
 std::string direct_kernel_name() {
   const KernelTable& k = kernels();
   return std::string(k.level) + " (" + k.isa + ", " + std::to_string(k.f32.lanes * 32) + "-bit vectors)";
@@ -54,6 +37,47 @@ int64_t pow2_at_least(int64_t n, int64_t cap) {
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// The implicit GEMM reads B rows of K taps for each panel of output columns:
+// K * packed_cols values (36 KiB at K = 576 and AVX2's 16 columns), near L1.
+// Beyond that im2col's blocked GEMM is the better tool, and so it is where
+// the tiles would keep at most 60% of the columns they compute (measured:
+// rows of half a tile, AVX2 at 8x8 with stride 2, 1.2x im2col's time;
+// AVX-512's 48-column tiles lost 1.3-2.6x on 16- and 8-wide rows).
+constexpr int64_t kImplicitMaxK = 576;
+
+// How the implicit GEMM's tiles of NR columns cover the output: along one
+// output row, or, on a compact plane (column stride 1), along consecutive rows
+// read as one run of virtual columns q = oh * row_step + ow, of which ow < OW
+// are kept (8x8 maps: 8 of 16 columns per row, 64 of 80 as one run).  The
+// layout that wastes less, and the share of computed columns kept.
+struct ImplicitTiling {
+  bool compact;
+  double kept;
+};
+
+ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t NR) {
+  const double per_row = double(g.OW) / double(round_up(g.OW, NR));
+  if (g.sw != 1 || g.OH < 2) return {false, per_row};
+  const int64_t run = (g.OH - 1) * g.sh * ((g.OW - 1) + (g.kw - 1) * g.dw + 1) + g.OW;
+  const double as_run = double(g.OH) * double(g.OW) / double(round_up(run, NR));
+  return as_run > 1.05 * per_row ? ImplicitTiling{true, as_run} : ImplicitTiling{false, per_row};
+}
+
+}  // namespace
+
+bool use_implicit_gemm(const ConvGeom& g) {
+  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
+  if (v && std::strcmp(v, "0") == 0) return false;
+  const bool forced = v && std::strcmp(v, "1") == 0;  // every eligible layer (tests reach the edge cases so)
+  if (g.groups != 1 || g.C < 2 || g.sw > kMaxDirectColumnStride) return false;
+  if (forced) return true;
+  // 1x1 layers are GEMMs of the input itself (pointwise) or of a strided copy: nothing to gain in place.
+  return g.kh * g.kw > 1 && g.C * g.kh * g.kw <= kImplicitMaxK &&
+         implicit_tiling(g, kernels_for<float>().packed_cols).kept > 0.6;
+}
+
+namespace {
+
 // The zero-padded input plane, split into column phases.  Padded column c
 // (input column c - pl) is stored in phase c % sw at position c / sw; tap j of
 // output column ow reads padded column ow*sw + j*dw, i.e. phase (j*dw) % sw at
@@ -66,12 +90,15 @@ struct Phases {
   int64_t rows, sw, len, ld;
   std::vector<int64_t> offs;  // tap (i, j) -> offset from its output position's row start
 
-  Phases(const ConvGeom& g, int64_t lanes) : sw(g.sw) {
+  // `compact` (column stride 1 only): rows exactly as long as the padded
+  // columns read, so consecutive output rows are one run of "virtual" columns
+  // (the implicit GEMM on narrow maps); no zeros after a row.
+  Phases(const ConvGeom& g, int64_t lanes, bool compact = false) : sw(g.sw) {
     rows = checked_add(checked_mul(g.OH - 1, g.sh, "direct workspace"), (g.kh - 1) * g.dh + 1, "direct workspace");
     const int64_t width =
         checked_add(checked_mul(g.OW - 1, g.sw, "direct workspace"), (g.kw - 1) * g.dw + 1, "direct workspace");
     len = (width + sw - 1) / sw;
-    ld = round_up(len + kDirectChains * lanes, lanes);
+    ld = compact ? len : round_up(len + kDirectChains * lanes, lanes);
     checked_mul(checked_mul(rows, sw, "direct workspace"), ld, "direct workspace");
     for (int64_t i = 0; i < g.kh; ++i)
       for (int64_t j = 0; j < g.kw; ++j) offs.push_back((i * g.dh * sw + (j * g.dw) % sw) * ld + (j * g.dw) / sw);
@@ -201,23 +228,30 @@ void direct_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
 template <class T>
 void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   const LevelKernels<T>& k = kernels_for<T>();
-  const Phases<T> ph(g, k.lanes);
+  const int64_t NR = k.packed_cols;
+  const bool compact = implicit_tiling(g, NR).compact;
+  const Phases<T> ph(g, k.lanes, compact);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
-  const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace");
+  const int64_t plane = ph.size(), row_step = g.sh * ph.sw * ph.ld;
+  // A compact plane's last tile reads up to NR columns past its last row.
+  const int64_t image =
+      checked_add(checked_mul(plane, g.C, "direct workspace"), compact ? NR + ph.ld : 0, "direct workspace");
   std::vector<int64_t> koff(static_cast<size_t>(K));
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t t = 0; t < taps; ++t) koff[c * taps + t] = c * plane + ph.offs[t];
   std::vector<T> ap(static_cast<size_t>(
       checked_mul((g.Cout + k.packed_rows - 1) / k.packed_rows * k.packed_rows, K, "implicit GEMM")));
   pack_rows(w, K, g.Cout, K, k.packed_rows, ap.data());
+  // Compact runs go through a Cout x cols buffer of at most 64 Ki values.
+  const int64_t run_rows =
+      compact ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(g.Cout, 1)) - g.OW) / row_step + 1) : 1;
   // Items are bands of output rows of one image; each copies its band's input
   // rows into the worker's planes, so one band per image unless there are
   // fewer images than threads (a single large image is split inside).
   const int threads = get_num_threads();
   const int64_t bands = g.N >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + g.N - 1) / g.N);
   const int workers = workers_for(direct_flops(g) * g.C, g.N * bands);
-  std::vector<std::vector<T>> bufs(workers);
-  const int64_t row_step = g.sh * ph.sw * ph.ld;
+  std::vector<std::vector<T>> bufs(workers), outs(workers);
   parallel_for(g.N * bands, workers, [&](int64_t item, int wk) {
     const int64_t n = item / bands, band = item % bands;
     const int64_t oh0 = g.OH * band / bands, oh1 = g.OH * (band + 1) / bands;
@@ -229,12 +263,23 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
     const int64_t rho0 = oh0 * g.sh, rho1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     for (int64_t c = 0; c < g.C; ++c) ph.fill_rows(x + (n * g.C + c) * HW, g, buf.data() + c * plane, rho0, rho1);
     T* yn = y + n * g.Cout * P;
-    for (int64_t oh = oh0; oh < oh1; ++oh) {
-      k.gemm_packed_rows(g.Cout, g.OW, K, ap.data(), buf.data() + oh * row_step, koff.data(), yn + oh * g.OW, P);
+    for (int64_t oh = oh0; oh < oh1; oh += run_rows) {
+      const int64_t r = std::min(run_rows, oh1 - oh);
+      if (!compact) {
+        k.gemm_packed_rows(g.Cout, g.OW, K, ap.data(), buf.data() + oh * row_step, koff.data(), yn + oh * g.OW, P);
+      } else {
+        const int64_t cols = (r - 1) * row_step + g.OW;
+        auto& out = outs[wk];
+        if (out.size() < static_cast<size_t>(g.Cout * cols)) out.resize(static_cast<size_t>(g.Cout * cols));
+        k.gemm_packed_rows(g.Cout, cols, K, ap.data(), buf.data() + oh * row_step, koff.data(), out.data(), cols);
+        for (int64_t o = 0; o < g.Cout; ++o)
+          for (int64_t i = 0; i < r; ++i)
+            std::memcpy(yn + o * P + (oh + i) * g.OW, out.data() + o * cols + i * row_step, sizeof(T) * g.OW);
+      }
       if (b)
         for (int64_t o = 0; o < g.Cout; ++o) {
           T* row = yn + o * P + oh * g.OW;
-          for (int64_t i = 0; i < g.OW; ++i) row[i] += b[o];
+          for (int64_t i = 0; i < r * g.OW; ++i) row[i] += b[o];
         }
     }
   });

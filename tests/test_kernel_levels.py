@@ -158,7 +158,8 @@ def test_winograd_transposed_convolution(level, monkeypatch):
 
 # Implicit GEMM (one group, several input channels; forced by FASTCONV_IMPLICIT_GEMM=1 so every case reaches it):
 # (N, C, H, W), Cout, kernel, stride, pads (t, b, l, r), dilation.  Cout leaves partial 6- and 8-row tiles, output
-# widths partial 16/32/48-column tiles, strides exercise the column phases, bias checked.
+# widths partial 16/32/48-column tiles, strides exercise the column phases, narrow maps the compact planes (runs
+# of rows as one), bias checked.
 IMPLICIT = [
     ((2, 3, 9, 40), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     ((1, 2, 8, 9), 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
@@ -167,6 +168,7 @@ IMPLICIT = [
     ((2, 16, 6, 17), 17, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
     ((1, 3, 20, 100), 64, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),
     ((2, 8, 5, 5), 25, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((1, 3, 13, 12), 10, (3, 3), (2, 1), (1, 1, 1, 1), (1, 2)),  # row stride 2 over a compact plane
 ]
 
 
