@@ -300,6 +300,26 @@ template <class T>
 void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t K = Cg * g.kh * g.kw;
+  // A stride-1 input gradient is the forward convolution of gy with the
+  // rotated, transposed weight and padding d (k - 1) - p, on the implicit GEMM
+  // where that forward would take it.  A non-finite weight would meet gy's zero
+  // padding there (0 * Inf), which torch never multiplies: not then.
+  if (gx && g.N > 0 && g.sh == 1 && g.sw == 1 && G == 1) {
+    const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
+    const ConvGeom ga{g.N,  g.Cout, g.OH,      g.OW,      g.C,       g.kh,      g.kw, 1,   1,
+                      g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, 1,    g.H, g.W};
+    const bool winograd = std::is_same_v<T, float> && use_winograd(g) && !implicit_beats_winograd(ga);
+    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga) &&
+        all_finite(w, g.Cout * K)) {
+      const int64_t taps = g.kh * g.kw;
+      std::vector<T> wa(static_cast<size_t>(g.Cout * K));
+      for (int64_t o = 0; o < g.Cout; ++o)
+        for (int64_t c = 0; c < g.C; ++c)
+          for (int64_t t = 0; t < taps; ++t) wa[(c * g.Cout + o) * taps + (taps - 1 - t)] = w[(o * g.C + c) * taps + t];
+      implicit_gemm_forward(gy, wa.data(), static_cast<const T*>(nullptr), gx, ga);
+      gx = nullptr;
+    }
+  }
   if constexpr (std::is_same_v<T, float>) {
     const bool finite_gy = (gx || gw) && use_winograd(g) && all_finite(gy, g.N * g.Cout * P);
     // The input gradient is a 3x3 convolution of gy with the rotated, transposed
