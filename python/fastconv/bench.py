@@ -146,16 +146,24 @@ def settle(seconds=0.3):
     time.sleep(seconds)
 
 
+def take_turns(res: dict, timed, repeats: int, rounds: int) -> None:
+    """res[key] = best time of fn over `rounds` rounds in which every (key, fn) of `timed` runs once in
+    turn (best of `repeats`, after `settle()`): this machine's speed drifts by a third over seconds
+    (other tenants), and timed one after another a library that happened to run in a slow phase lost up
+    to 2x."""
+    for _ in range(max(1, rounds)):
+        for key, fn in timed:
+            settle()
+            t = best_time(fn, repeats)
+            res[key] = min(t, res.get(key, t))
+
+
 def measure(
     shape: ConvShape, repeats=5, dtype=np.float32, backward=True, numpy=True, torch_mod=None, ort=None, rounds=3
 ):
     """Seconds per call: fastconv and torch forward (and fwd+bwd), ONNX Runtime forward, NumPy idiom.
 
-    The libraries take turns: `rounds` rounds, each timing every library once
-    (best of `repeats`, after `settle()`), and each keeps its best round.  This
-    machine's speed drifts by a third over seconds (other tenants); timed one
-    after another, a library that happened to run in a slow phase lost up to 2x.
-    The slow NumPy idiom runs in the first round only.
+    The libraries take turns (`take_turns`); the slow NumPy idiom runs once.
     """
     x, w, gy = shape.arrays(dtype)
     geom = shape.geometry()
@@ -190,11 +198,7 @@ def measure(
             raise RuntimeError(f"ONNX Runtime's {shape.name} result differs from fastconv's: the ONNX model is wrong")
         timed.append(("ort_fwd", run))
     res = {}
-    for _ in range(max(1, rounds)):
-        for key, fn in timed:
-            settle()
-            t = best_time(fn, repeats)
-            res[key] = min(t, res.get(key, t))
+    take_turns(res, timed, repeats, rounds)
     if numpy:
         np_repeats = max(1, min(repeats, 2))
         settle()
@@ -379,7 +383,7 @@ def torch_models(torch, width: int = 1):
     return {"vgg": vgg, "resnet8": resnet8, "densenet": densenet}
 
 
-def measure_model(torch, name: str, batch=64, size=32, repeats=5):
+def measure_model(torch, name: str, batch=64, size=32, repeats=5, rounds=3):
     """Seconds per training step (forward, cross-entropy, backward, SGD with momentum) of fastconv.nn
     (the torch model converted by from_torch) and of torch, same weights and data; and eval-mode
     inference (fastconv against torch under no_grad).  Returns a dict of times and the losses' gap."""
@@ -413,30 +417,27 @@ def measure_model(torch, name: str, batch=64, size=32, repeats=5):
     res = {}
     torch_step(), fastconv_step()  # the same first step: the losses agree
     res["loss_gap"] = abs(losses["torch"] - losses["fastconv"])
-    settle()
-    res["torch_train"] = best_time(torch_step, repeats)
-    settle()
-    res["fastconv_train"] = best_time(fastconv_step, repeats)
+    take_turns(res, [("torch_train", torch_step), ("fastconv_train", fastconv_step)], repeats, rounds)
     tmodel.eval()
     fmodel = nn.fold_batch_norm(nn.from_torch(tmodel))  # inference: norms folded into their convolutions
-    with torch.no_grad():
-        ref = tmodel(xt).numpy()
-        res["infer_gap"] = float(np.abs(fmodel(x) - ref).max())
-        settle()
-        res["torch_infer"] = best_time(lambda: tmodel(xt), repeats)
-    settle()
-    res["fastconv_infer"] = best_time(lambda: fmodel(x), repeats)
+
+    def torch_infer():
+        with torch.no_grad():
+            return tmodel(xt)
+
+    res["infer_gap"] = float(np.abs(fmodel(x) - torch_infer().numpy()).max())
+    take_turns(res, [("torch_infer", torch_infer), ("fastconv_infer", lambda: fmodel(x))], repeats, rounds)
     return res
 
 
-def models_table(repeats, torch_mod, out, batch=64):
+def models_table(repeats, torch_mod, out, batch=64, rounds=3):
     """Training-step and inference times of the three models beside torch's."""
     head = f"{'model':<10}{'train ms':>10}{'torch':>8}{'ratio':>7}  |{'infer ms':>10}{'torch':>8}{'ratio':>7}"
     head += "  |  agreement"
     print(head, file=out)
     print("-" * len(head), file=out)
     for name in ("vgg", "resnet8", "densenet"):
-        r = measure_model(torch_mod, name, batch=batch, repeats=repeats)
+        r = measure_model(torch_mod, name, batch=batch, repeats=repeats, rounds=rounds)
         print(
             f"{name:<10}{1e3 * r['fastconv_train']:10.1f}{1e3 * r['torch_train']:8.1f}"
             f"{r['torch_train'] / r['fastconv_train']:7.2f}  |{1e3 * r['fastconv_infer']:10.1f}"
@@ -513,7 +514,7 @@ def upsampling_table(repeats, dtype, torch_mod, out):
     return ratios
 
 
-def run_models(repeats=5, threads=2, batch=64, out=sys.stdout):
+def run_models(repeats=5, threads=2, batch=64, out=sys.stdout, rounds=3):
     """`fastconv bench --models`: the configuration, then the model table; returns 0 (1 without torch)."""
     torch = _import_torch()
     show_config(file=out)
@@ -526,13 +527,14 @@ def run_models(repeats=5, threads=2, batch=64, out=sys.stdout):
     set_num_threads(threads)
     torch.set_num_threads(threads)
     print(
-        f"fastconv bench --models: float32, {threads} threads, batch {batch} of 3x32x32, best of {repeats}; train = "
+        f"fastconv bench --models: float32, {threads} threads, batch {batch} of 3x32x32, best of {repeats} in each of "
+        f"{rounds} rounds (torch and fastconv take turns); train = "
         "forward + cross-entropy + backward + SGD-momentum step; infer = eval mode (torch under no_grad); "
         "ratio = torch time / fastconv time",
         file=out,
     )
     try:
-        models_table(repeats, torch, out, batch)
+        models_table(repeats, torch, out, batch, rounds)
     finally:
         set_num_threads(old)
     return 0

@@ -249,7 +249,7 @@ def _bench(args, parser) -> int:
     if args.models:
         from .bench import run_models
 
-        return run_models(repeats=args.repeats, threads=args.threads, batch=args.batch)
+        return run_models(repeats=args.repeats, threads=args.threads, batch=args.batch, rounds=args.rounds)
     return run_table(
         shapes=args.shapes,
         repeats=args.repeats,
