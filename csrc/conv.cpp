@@ -320,6 +320,11 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       gx = nullptr;
     }
   }
+  if (gw && g.N > 0 && use_implicit_weight_grad(g) &&
+      !(std::is_same_v<T, float> && use_winograd(g) && !implicit_beats_winograd(g)) && all_finite(x, g.N * g.C * HW)) {
+    implicit_gemm_weight_grad(x, gy, gw, g);
+    gw = nullptr;
+  }
   if constexpr (std::is_same_v<T, float>) {
     const bool finite_gy = (gx || gw) && use_winograd(g) && all_finite(gy, g.N * g.Cout * P);
     // The input gradient is a 3x3 convolution of gy with the rotated, transposed

@@ -77,6 +77,18 @@ bool use_implicit_gemm(const ConvGeom& g) {
          implicit_tiling(g, kernels_for<float>().packed_cols).kept > 0.6;
 }
 
+// One long reduction per image over a compact plane: column stride 1, and
+// most of the reduction's columns real outputs (a row stride of 2 keeps about
+// half).
+bool use_implicit_weight_grad(const ConvGeom& g) {
+  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
+  if (v && std::strcmp(v, "0") == 0) return false;
+  if (g.groups != 1 || g.C < 2 || g.sw != 1 || g.kh * g.kw == 1) return false;
+  if (v && std::strcmp(v, "1") == 0) return true;
+  const double len = double(g.OW - 1 + (g.kw - 1) * g.dw + 1);
+  return double(g.OH) * g.OW / ((g.OH - 1) * g.sh * len + g.OW) >= 0.6;
+}
+
 namespace {
 
 // The zero-padded input plane, split into column phases.  Padded column c
@@ -286,6 +298,44 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   });
 }
 
+// gw = sum over images of gy_n (Cout x P) times x_n's tap rows (C*taps x P),
+// as gemm_nt_rows over a compact plane: gy is copied into rows one plane row
+// step apart with zeros between, so each image is one long reduction over all
+// its output rows and the columns between rows add nothing.  Those columns
+// meet real input values, so x must be finite (0 * Inf).
+template <class T>
+void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g) {
+  const LevelKernels<T>& k = kernels_for<T>();
+  const Phases<T> ph(g, k.lanes, true);
+  const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
+  const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = g.sh * ph.ld;
+  const int64_t N = checked_add(checked_mul(g.OH - 1, row_step, "direct workspace"), g.OW, "direct workspace");
+  checked_mul(N, g.Cout, "direct workspace");
+  std::vector<int64_t> koff(static_cast<size_t>(K));
+  for (int64_t c = 0; c < g.C; ++c)
+    for (int64_t t = 0; t < taps; ++t) koff[c * taps + t] = c * plane + ph.offs[t];
+  const int workers = workers_for(direct_flops(g) * g.C, g.N);
+  std::vector<std::vector<T>> bufs(workers), gybs(workers), parts(workers);
+  parallel_for(g.N, workers, [&](int64_t n, int wk) {
+    auto &buf = bufs[wk], &gyb = gybs[wk], &part = parts[wk];
+    if (buf.empty()) {  // zeros once: padding, and gy's columns between rows, are never written
+      buf.assign(static_cast<size_t>(image), T(0));
+      gyb.assign(static_cast<size_t>(g.Cout * N), T(0));
+      part.assign(static_cast<size_t>(g.Cout * K), T(0));
+    }
+    for (int64_t c = 0; c < g.C; ++c) ph.fill_rows(x + (n * g.C + c) * HW, g, buf.data() + c * plane, 0, ph.rows);
+    const T* gyn = gy + n * g.Cout * P;
+    for (int64_t o = 0; o < g.Cout; ++o)
+      for (int64_t oh = 0; oh < g.OH; ++oh)
+        std::memcpy(gyb.data() + o * N + oh * row_step, gyn + o * P + oh * g.OW, sizeof(T) * g.OW);
+    k.gemm_nt_rows(g.Cout, N, K, gyb.data(), N, buf.data(), koff.data(), part.data(), K);
+  });
+  std::fill(gw, gw + g.Cout * K, T(0));
+  for (const auto& part : parts)
+    if (!part.empty())
+      for (int64_t i = 0; i < g.Cout * K; ++i) gw[i] += part[i];
+}
+
 template <class T>
 void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const ConvGeom& g) {
   const LevelKernels<T>& k = kernels_for<T>();
@@ -332,6 +382,7 @@ void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const Co
 #define FASTCONV_INSTANTIATE(T)                                                              \
   template void direct_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);        \
   template void implicit_gemm_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&); \
+  template void implicit_gemm_weight_grad<T>(const T*, const T*, T*, const ConvGeom&);       \
   template void direct_backward<T>(const T*, const T*, const T*, T*, T*, const ConvGeom&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

@@ -26,6 +26,15 @@ bool use_implicit_gemm(const ConvGeom& g);
 template <class T>
 void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g);
 
+// True when the implicit GEMM serves this convolution's weight gradient (one
+// group, column stride 1, compact planes keep most columns); the same
+// FASTCONV_IMPLICIT_GEMM switch.
+bool use_implicit_weight_grad(const ConvGeom& g);
+
+// gw (overwritten) for use_implicit_weight_grad(g) geometries; x must be finite.
+template <class T>
+void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g);
+
 // Which vector width this build's direct kernels use (for show_config).
 std::string direct_kernel_name();
 

@@ -157,9 +157,9 @@ def test_winograd_transposed_convolution(level, monkeypatch):
 
 
 # Implicit GEMM (one group, several input channels; forced by FASTCONV_IMPLICIT_GEMM=1 so every case reaches it):
-# (N, C, H, W), Cout, kernel, stride, pads (t, b, l, r), dilation.  Cout leaves partial 6- and 8-row tiles, output
-# widths partial 16/32/48-column tiles, strides exercise the column phases, narrow maps the compact planes (runs
-# of rows as one), bias checked.
+# (N, C, H, W), Cout, kernel, stride, pads (t, b, l, r), dilation; forward and both gradients.  Cout leaves
+# partial 6- and 8-row tiles, output widths partial 16/32/48-column tiles, strides exercise the column phases,
+# narrow maps the compact planes (runs of rows as one), bias checked.
 IMPLICIT = [
     ((2, 3, 9, 40), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     ((1, 2, 8, 9), 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
@@ -169,6 +169,7 @@ IMPLICIT = [
     ((1, 3, 20, 100), 64, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),
     ((2, 8, 5, 5), 25, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),
     ((1, 3, 13, 12), 10, (3, 3), (2, 1), (1, 1, 1, 1), (1, 2)),  # row stride 2 over a compact plane
+    ((2, 7, 10, 23), 11, (3, 5), (1, 1), (2, 0, 1, 3), (2, 1)),  # weight-gradient tiles with edges both ways
 ]
 
 
@@ -176,15 +177,15 @@ IMPLICIT = [
 @pytest.mark.parametrize(
     "xs, cout, k, s, pads, d", IMPLICIT, ids=[f"{c[0][1]}to{c[1]}k{c[2][0]}s{c[3][1]}" for c in IMPLICIT]
 )
-def test_implicit_gemm_forward(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
+def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
+    """Forward, the stride-1 input gradient (the adjoint forward) and the weight gradient (gemm_nt_rows)."""
     monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
     rng = np.random.default_rng(xs[1] * 100 + cout)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal((cout, xs[1], *k)).astype(dtype)
     b = rng.standard_normal(cout).astype(dtype)
-    y_ref = conv_ref(x, w, b, s, pads, d, 1)[0]
-    y = fastconv.conv2d(x, w, b, stride=s, padding=(pads[2], pads[3], pads[0], pads[1]), dilation=d)
-    close(y, y_ref, dtype)
+    for got, ref in run(x, w, b, s, pads, d, 1, dtype):
+        close(got, ref, dtype)
 
 
 @pytest.mark.parametrize("threads", [1, 3, 8, 16, 64])

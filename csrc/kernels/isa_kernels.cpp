@@ -56,6 +56,7 @@ LevelKernels<T> level_kernels() {
   k.packed_cols = kPackedVecs * kLanes<T>;
   k.gemm_packed = gemm_packed<T>;
   k.gemm_packed_rows = gemm_packed_rows<T>;
+  k.gemm_nt_rows = gemm_nt_rows<T>;
   return k;
 }
 

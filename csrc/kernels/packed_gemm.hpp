@@ -73,3 +73,52 @@ void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, 
                       int64_t ldc) {
   packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + koff[k]; }, c, ldc);
 }
+
+// C (M x K, ldc) += A B^T: A is M x N (leading dimension lda), B's row k is N
+// values at b + koff[k]: an implicit-GEMM weight gradient, gy rows against the
+// padded input's tap rows, each a long reduction over N.  Tile: MR rows of A x
+// KB rows of B, MR * KB accumulator vectors reduced across lanes once at the
+// end; the last N % lanes values in a scalar loop (nothing read past N).
+constexpr int64_t kNtRows = 4;
+constexpr int64_t kNtCols = kVecRegisters >= 32 ? 5 : 2;
+
+template <class T>
+void gemm_nt_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, const int64_t* koff, T* c,
+                  int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, MR = kNtRows, KB = kNtCols;
+  const int64_t Nv = N / V * V;
+  for (int64_t i0 = 0; i0 < M; i0 += MR)
+    for (int64_t k0 = 0; k0 < K; k0 += KB) {
+      if (i0 + MR <= M && k0 + KB <= K) {
+        Vec<T> acc[MR][KB] = {};
+        const T* ar[MR];
+        const T* br[KB];
+        for (int64_t r = 0; r < MR; ++r) ar[r] = a + (i0 + r) * lda;
+        for (int64_t j = 0; j < KB; ++j) br[j] = b + koff[k0 + j];
+        for (int64_t p = 0; p < Nv; p += V) {
+          Vec<T> av[MR];
+          for (int64_t r = 0; r < MR; ++r) av[r] = load(ar[r] + p);
+          for (int64_t j = 0; j < KB; ++j) {
+            const Vec<T> bv = load(br[j] + p);
+            for (int64_t r = 0; r < MR; ++r) acc[r][j] += av[r] * bv;
+          }
+        }
+        for (int64_t r = 0; r < MR; ++r)
+          for (int64_t j = 0; j < KB; ++j) {
+            T s = reduce_add<T>(acc[r][j]);
+            for (int64_t p = Nv; p < N; ++p) s += ar[r][p] * br[j][p];
+            c[(i0 + r) * ldc + k0 + j] += s;
+          }
+      } else {  // edge tiles: one dot product at a time
+        for (int64_t r = i0; r < imin(i0 + MR, M); ++r)
+          for (int64_t j = k0; j < imin(k0 + KB, K); ++j) {
+            const T *ap = a + r * lda, *bp = b + koff[j];
+            Vec<T> acc{};
+            for (int64_t p = 0; p < Nv; p += V) acc += load(ap + p) * load(bp + p);
+            T s = reduce_add<T>(acc);
+            for (int64_t p = Nv; p < N; ++p) s += ap[p] * bp[p];
+            c[r * ldc + j] += s;
+          }
+      }
+    }
+}

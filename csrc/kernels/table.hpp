@@ -68,6 +68,9 @@ struct LevelKernels {
   // The same with B's row k at b + koff[k] (an implicit GEMM over a padded input).
   void (*gemm_packed_rows)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
                            int64_t ldc);
+  // C (M x K, ldc) += A (M x N, lda) B^T, B's row k at b + koff[k] (the implicit weight gradient).
+  void (*gemm_nt_rows)(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, const int64_t* koff, T* c,
+                       int64_t ldc);
 };
 
 // F(2x2, 3x3) Winograd transforms of one run of tiles (float32; contract in
