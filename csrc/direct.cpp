@@ -77,16 +77,19 @@ bool use_implicit_gemm(const ConvGeom& g) {
          implicit_tiling(g, kernels_for<float>().packed_cols).kept > 0.6;
 }
 
-// One long reduction per image over a compact plane: column stride 1, and
-// most of the reduction's columns real outputs (a row stride of 2 keeps about
-// half).
+// One long reduction per image over a compact plane: column stride 1, most of
+// the reduction's columns real outputs (a row stride of 2 keeps about half),
+// and long enough to pay for reducing 8-20 accumulators across lanes per tile
+// and image: 8x8 maps (64 -> 64 channels, batch 64) took 2x im2col's time.
+constexpr int64_t kImplicitMinReduction = 512;
+
 bool use_implicit_weight_grad(const ConvGeom& g) {
   const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
   if (v && std::strcmp(v, "0") == 0) return false;
   if (g.groups != 1 || g.C < 2 || g.sw != 1 || g.kh * g.kw == 1) return false;
   if (v && std::strcmp(v, "1") == 0) return true;
   const double len = double(g.OW - 1 + (g.kw - 1) * g.dw + 1);
-  return double(g.OH) * g.OW / ((g.OH - 1) * g.sh * len + g.OW) >= 0.6;
+  return g.OH * g.OW >= kImplicitMinReduction && double(g.OH) * g.OW / ((g.OH - 1) * g.sh * len + g.OW) >= 0.6;
 }
 
 namespace {
