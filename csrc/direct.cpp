@@ -317,21 +317,32 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   std::vector<int64_t> koff(static_cast<size_t>(K));
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t t = 0; t < taps; ++t) koff[c * taps + t] = c * plane + ph.offs[t];
-  const int workers = workers_for(direct_flops(g) * g.C, g.N);
+  // Items are (image, range of tap rows): with fewer images than threads an
+  // image's rows are split, each worker filling that image's planes once.
+  const int threads = get_num_threads();
+  const int64_t chunks = g.N >= threads ? 1 : std::min<int64_t>(K, (2 * threads + g.N - 1) / g.N);
+  const int workers = workers_for(direct_flops(g) * g.C, g.N * chunks);
   std::vector<std::vector<T>> bufs(workers), gybs(workers), parts(workers);
-  parallel_for(g.N, workers, [&](int64_t n, int wk) {
+  std::vector<int64_t> held(workers, -1);  // the image whose planes and gy a worker's buffers hold
+  parallel_for(g.N * chunks, workers, [&](int64_t item, int wk) {
+    const int64_t n = item / chunks, chunk = item % chunks;
+    const int64_t k0 = K * chunk / chunks, k1 = K * (chunk + 1) / chunks;
+    if (k0 == k1) return;
     auto &buf = bufs[wk], &gyb = gybs[wk], &part = parts[wk];
     if (buf.empty()) {  // zeros once: padding, and gy's columns between rows, are never written
       buf.assign(static_cast<size_t>(image), T(0));
       gyb.assign(static_cast<size_t>(g.Cout * N), T(0));
       part.assign(static_cast<size_t>(g.Cout * K), T(0));
     }
-    for (int64_t c = 0; c < g.C; ++c) ph.fill_rows(x + (n * g.C + c) * HW, g, buf.data() + c * plane, 0, ph.rows);
-    const T* gyn = gy + n * g.Cout * P;
-    for (int64_t o = 0; o < g.Cout; ++o)
-      for (int64_t oh = 0; oh < g.OH; ++oh)
-        std::memcpy(gyb.data() + o * N + oh * row_step, gyn + o * P + oh * g.OW, sizeof(T) * g.OW);
-    k.gemm_nt_rows(g.Cout, N, K, gyb.data(), N, buf.data(), koff.data(), part.data(), K);
+    if (held[wk] != n) {
+      for (int64_t c = 0; c < g.C; ++c) ph.fill_rows(x + (n * g.C + c) * HW, g, buf.data() + c * plane, 0, ph.rows);
+      const T* gyn = gy + n * g.Cout * P;
+      for (int64_t o = 0; o < g.Cout; ++o)
+        for (int64_t oh = 0; oh < g.OH; ++oh)
+          std::memcpy(gyb.data() + o * N + oh * row_step, gyn + o * P + oh * g.OW, sizeof(T) * g.OW);
+      held[wk] = n;
+    }
+    k.gemm_nt_rows(g.Cout, N, k1 - k0, gyb.data(), N, buf.data(), koff.data() + k0, part.data() + k0, K);
   });
   std::fill(gw, gw + g.Cout * K, T(0));
   for (const auto& part : parts)
