@@ -73,8 +73,11 @@ bool use_implicit_gemm(const ConvGeom& g) {
   if (forced) return true;
   // 1x1 layers are GEMMs of the input itself (pointwise) or of a strided copy: nothing to gain in place.  Short
   // reductions (K <= kSmallK) stay on gemm_small_k: even at avx2, 1.6x faster at AVX-512 (3 -> 64 channels).
+  // Rows likewise: 3 output channels fill half a 6-row tile (an input gradient of a 3-channel image as the adjoint
+  // forward: 2x im2col's time).
+  const LevelKernels<float>& k = kernels_for<float>();
   return g.kh * g.kw > 1 && g.C * g.kh * g.kw > kSmallK && g.C * g.kh * g.kw <= kImplicitMaxK &&
-         implicit_tiling(g, kernels_for<float>().packed_cols).kept > 0.6;
+         implicit_tiling(g, k.packed_cols).kept > 0.6 && double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
 }
 
 // One long reduction per image over a compact plane: column stride 1, most of
