@@ -55,22 +55,36 @@ struct ImplicitTiling {
   double kept;
 };
 
+// The share of columns kept when a compact plane runs all output rows as one
+// run of columns (column stride 1), in tiles of NR.
+double compact_kept(const ConvGeom& g, int64_t NR) {
+  const int64_t run = (g.OH - 1) * g.sh * ((g.OW - 1) + (g.kw - 1) * g.dw + 1) + g.OW;
+  return double(g.OH) * double(g.OW) / double(round_up(run, NR));
+}
+
 ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t NR) {
   const double per_row = double(g.OW) / double(round_up(g.OW, NR));
   if (g.sw != 1 || g.OH < 2) return {false, per_row};
-  const int64_t run = (g.OH - 1) * g.sh * ((g.OW - 1) + (g.kw - 1) * g.dw + 1) + g.OW;
-  const double as_run = double(g.OH) * double(g.OW) / double(round_up(run, NR));
+  const double as_run = compact_kept(g, NR);
   return as_run > 1.05 * per_row ? ImplicitTiling{true, as_run} : ImplicitTiling{false, per_row};
+}
+
+// FASTCONV_IMPLICIT_GEMM (read on every call): 0 off, 1 every layer the
+// kernels can take (the tests reach the edge cases so), unset: the rules below.
+enum class ImplicitMode { off, rules, forced };
+
+ImplicitMode implicit_mode() {
+  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
+  if (v && std::strcmp(v, "0") == 0) return ImplicitMode::off;
+  return v && std::strcmp(v, "1") == 0 ? ImplicitMode::forced : ImplicitMode::rules;
 }
 
 }  // namespace
 
 bool use_implicit_gemm(const ConvGeom& g) {
-  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
-  if (v && std::strcmp(v, "0") == 0) return false;
-  const bool forced = v && std::strcmp(v, "1") == 0;  // every eligible layer (tests reach the edge cases so)
-  if (g.groups != 1 || g.C < 2 || g.sw > kMaxDirectColumnStride) return false;
-  if (forced) return true;
+  const ImplicitMode mode = implicit_mode();
+  if (mode == ImplicitMode::off || g.groups != 1 || g.C < 2 || g.sw > kMaxDirectColumnStride) return false;
+  if (mode == ImplicitMode::forced) return true;
   // 1x1 layers are GEMMs of the input itself (pointwise) or of a strided copy: nothing to gain in place.  Short
   // reductions (K <= kSmallK) stay on gemm_small_k: even at avx2, 1.6x faster at AVX-512 (3 -> 64 channels).
   // Rows likewise: 3 output channels fill half a 6-row tile (an input gradient of a 3-channel image as the adjoint
@@ -87,14 +101,11 @@ bool use_implicit_gemm(const ConvGeom& g) {
 constexpr int64_t kImplicitMinReduction = 512;
 
 bool use_implicit_weight_grad(const ConvGeom& g) {
-  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
-  if (v && std::strcmp(v, "0") == 0) return false;
-  if (g.groups != 1 || g.C < 2 || g.sw != 1 || g.kh * g.kw == 1) return false;
-  if (v && std::strcmp(v, "1") == 0) return true;
-  const double len = double(g.OW - 1 + (g.kw - 1) * g.dw + 1);
+  const ImplicitMode mode = implicit_mode();
+  if (mode == ImplicitMode::off || g.groups != 1 || g.C < 2 || g.sw != 1 || g.kh * g.kw == 1) return false;
+  if (mode == ImplicitMode::forced) return true;
   // Few tap rows (C*kh*kw <= kSmallK: 3 -> 64 channels, 3x3, one 32x32 image) lost 1.5x against im2col.
-  return g.OH * g.OW >= kImplicitMinReduction && g.C * g.kh * g.kw > kSmallK &&
-         double(g.OH) * g.OW / ((g.OH - 1) * g.sh * len + g.OW) >= 0.6;
+  return g.OH * g.OW >= kImplicitMinReduction && g.C * g.kh * g.kw > kSmallK && compact_kept(g, 1) >= 0.6;
 }
 
 namespace {
@@ -125,6 +136,15 @@ struct Phases {
       for (int64_t j = 0; j < g.kw; ++j) offs.push_back((i * g.dh * sw + (j * g.dw) % sw) * ld + (j * g.dw) / sw);
   }
   int64_t size() const { return rows * sw * ld; }
+  // Row (c, tap) of the implicit GEMM's B, C planes one after another: the
+  // offset of tap's first value in channel c's plane.
+  std::vector<int64_t> tap_rows(int64_t C) const {
+    const int64_t taps = static_cast<int64_t>(offs.size());
+    std::vector<int64_t> r(static_cast<size_t>(C * taps));
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < taps; ++t) r[c * taps + t] = c * size() + offs[t];
+    return r;
+  }
   DirectPlane plane(const ConvGeom& g) const { return DirectPlane{g.sh * sw * ld, offs.data()}; }
 
   // Writes the input's positions only: a buffer zeroed once keeps its zero
@@ -270,9 +290,7 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // A compact plane's last tile reads up to NR columns past its last row.
   const int64_t image =
       checked_add(checked_mul(plane, g.C, "direct workspace"), compact ? NR + ph.ld : 0, "direct workspace");
-  std::vector<int64_t> koff(static_cast<size_t>(K));
-  for (int64_t c = 0; c < g.C; ++c)
-    for (int64_t t = 0; t < taps; ++t) koff[c * taps + t] = c * plane + ph.offs[t];
+  const std::vector<int64_t> koff = ph.tap_rows(g.C);
   std::vector<T> ap(static_cast<size_t>(
       checked_mul((g.Cout + k.packed_rows - 1) / k.packed_rows * k.packed_rows, K, "implicit GEMM")));
   pack_rows(w, K, g.Cout, K, k.packed_rows, ap.data());
@@ -333,9 +351,7 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = g.sh * ph.ld;
   const int64_t N = checked_add(checked_mul(g.OH - 1, row_step, "direct workspace"), g.OW, "direct workspace");
   checked_mul(N, g.Cout, "direct workspace");
-  std::vector<int64_t> koff(static_cast<size_t>(K));
-  for (int64_t c = 0; c < g.C; ++c)
-    for (int64_t t = 0; t < taps; ++t) koff[c * taps + t] = c * plane + ph.offs[t];
+  const std::vector<int64_t> koff = ph.tap_rows(g.C);
   // Items are (image, range of tap rows): with fewer images than threads an
   // image's rows are split, each worker filling that image's planes once.
   const int threads = get_num_threads();
