@@ -157,20 +157,20 @@ constexpr int64_t kWinogradMinOutChannels = 8;
 // 3x3, stride 1, undilated, one group, enough channels on both sides for the
 // transforms to pay off: F(2x2, 3x3) Winograd (float32; winograd.hpp says which
 // implementation serves each level and which widths it takes).
+bool use_winograd(const ConvGeom& g) {
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
+         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinOutChannels && winograd_enabled() &&
+         winograd_suits(g.C, g.Cout, g.OH, g.OW);
+}
+
 // Where the generic (avx2, neon) Winograd takes a layer the implicit GEMM also
 // serves, the implicit GEMM wins on few channels or small maps.  Measured at
 // avx2, batch 64, forward time Winograd / implicit: 16 -> 16 channels at 32x32
 // 1.55, 32 -> 32 at 16x16 1.22, at 32x32 1.15; but 64 -> 64 at 56x56 (batch 8)
 // 0.71.  The AVX-512 Winograd beats it everywhere measured.
-// Forward only: the backward keeps Winograd (the implicit GEMM has none).
+// Asked of the forward geometry, and of the adjoint's for an input gradient.
 bool implicit_beats_winograd(const ConvGeom& g) {
   return !sgemm_avx512_enabled() && !winograd_forced() && (g.C <= 32 || g.OH * g.OW <= 256) && use_implicit_gemm(g);
-}
-
-bool use_winograd(const ConvGeom& g) {
-  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
-         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinOutChannels && winograd_enabled() &&
-         winograd_suits(g.C, g.Cout, g.OH, g.OW);
 }
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
@@ -308,7 +308,8 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
     const ConvGeom ga{g.N,  g.Cout, g.OH,      g.OW,      g.C,       g.kh,      g.kw, 1,   1,
                       g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, 1,    g.H, g.W};
-    const bool winograd = std::is_same_v<T, float> && use_winograd(g) && !implicit_beats_winograd(ga);
+    const bool winograd =
+        std::is_same_v<T, float> && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && !implicit_beats_winograd(ga);
     if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga) &&
         all_finite(w, g.Cout * K)) {
       const int64_t taps = g.kh * g.kw;

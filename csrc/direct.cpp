@@ -303,7 +303,6 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   const int threads = get_num_threads();
   const int64_t bands = g.N >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + g.N - 1) / g.N);
   const int workers = workers_for(direct_flops(g) * g.C, g.N * bands);
-  std::vector<std::vector<T>> outs(workers);
   std::vector<char> zeroed(workers, 0);  // the worker's planes hold zeros wherever no band writes
   parallel_for(g.N * bands, workers, [&](int64_t item, int wk) {
     const int64_t n = item / bands, band = item % bands;
@@ -322,12 +321,11 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
         k.gemm_packed_rows(g.Cout, g.OW, K, ap.data(), buf + oh * row_step, koff.data(), yn + oh * g.OW, P);
       } else {
         const int64_t cols = (r - 1) * row_step + g.OW;
-        auto& out = outs[wk];
-        if (out.size() < static_cast<size_t>(g.Cout * cols)) out.resize(static_cast<size_t>(g.Cout * cols));
-        k.gemm_packed_rows(g.Cout, cols, K, ap.data(), buf + oh * row_step, koff.data(), out.data(), cols);
+        T* const out = thread_buffer<T>(1, g.Cout * cols, false);
+        k.gemm_packed_rows(g.Cout, cols, K, ap.data(), buf + oh * row_step, koff.data(), out, cols);
         for (int64_t o = 0; o < g.Cout; ++o)
           for (int64_t i = 0; i < r; ++i)
-            std::memcpy(yn + o * P + (oh + i) * g.OW, out.data() + o * cols + i * row_step, sizeof(T) * g.OW);
+            std::memcpy(yn + o * P + (oh + i) * g.OW, out + o * cols + i * row_step, sizeof(T) * g.OW);
       }
       if (b)
         for (int64_t o = 0; o < g.Cout; ++o) {
