@@ -540,6 +540,16 @@ def run_models(repeats=5, threads=2, batch=64, out=sys.stdout, rounds=3):
     return 0
 
 
+def peer_columns(r: dict, peer: str, ours: str, flops: float, ratios: list) -> list:
+    """A peer's GFLOP/s and ratio (peer time / fastconv time) columns, appending the ratio to `ratios`;
+    dashes when the peer was not measured."""
+    if peer not in r:
+        return [f"{'-':>8}", f"{'-':>7}"]
+    ratio = r[peer] / r[ours]
+    ratios.append(ratio)
+    return [f"{flops / r[peer] / 1e9:8.1f}", f"{ratio:7.2f}"]
+
+
 def run_table(
     shapes=None,
     repeats=5,
@@ -595,28 +605,13 @@ def run_table(
             r = measure(s, repeats, dt, backward, numpy, torch, ort, rounds)
             gf = s.flops / r["fastconv_fwd"] / 1e9
             cols = [f"{name:<15}", f"{gf:9.1f}"]
-            if torch is not None:
-                ratio = r["torch_fwd"] / r["fastconv_fwd"]
-                ratios_f.append(ratio)
-                cols += [f"{s.flops / r['torch_fwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
-            else:
-                cols += [f"{'-':>8}", f"{'-':>7}"]
-            if ort is not None:
-                ratio = r["ort_fwd"] / r["fastconv_fwd"]
-                ratios_o.append(ratio)
-                cols += [f"{s.flops / r['ort_fwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
-            else:
-                cols += [f"{'-':>8}", f"{'-':>7}"]
+            cols += peer_columns(r, "torch_fwd", "fastconv_fwd", s.flops, ratios_f)
+            cols += peer_columns(r, "ort_fwd", "fastconv_fwd", s.flops, ratios_o)
             cols.append(f"{r['numpy_fwd'] / r['fastconv_fwd']:9.1f}" if numpy else f"{'-':>9}")
             if backward:
                 gfb = 3 * s.flops / r["fastconv_fwdbwd"] / 1e9
                 cols += ["  |", f"{gfb:9.1f}"]
-                if torch is not None:
-                    ratio = r["torch_fwdbwd"] / r["fastconv_fwdbwd"]
-                    ratios_b.append(ratio)
-                    cols += [f"{3 * s.flops / r['torch_fwdbwd'] / 1e9:8.1f}", f"{ratio:7.2f}"]
-                else:
-                    cols += [f"{'-':>8}", f"{'-':>7}"]
+                cols += peer_columns(r, "torch_fwdbwd", "fastconv_fwdbwd", 3 * s.flops, ratios_b)
                 cols.append(f"{r['numpy_fwdbwd'] / r['fastconv_fwdbwd']:9.1f}" if numpy else f"{'-':>9}")
             print("".join(cols), file=out, flush=True)
         if upsampling:
