@@ -4,6 +4,7 @@
 // (scipy-openblas32: 32-bit indices, prefixed symbols).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace fastconv {
@@ -18,9 +19,13 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 // packed_size(M, K, mr) values.
 template <class T>
 void pack_rows(const T* a, int64_t lda, int64_t M, int64_t K, int64_t mr, T* out) {
-  for (int64_t i0 = 0; i0 < M; i0 += mr, out += K * mr)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t r = 0; r < mr; ++r) out[k * mr + r] = i0 + r < M ? a[(i0 + r) * lda + k] : T(0);
+  for (int64_t i0 = 0; i0 < M; i0 += mr, out += K * mr) {
+    const int64_t rows = std::min(mr, M - i0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < K; ++k) out[k * mr + r] = a[(i0 + r) * lda + k];
+    for (int64_t r = rows; r < mr; ++r)
+      for (int64_t k = 0; k < K; ++k) out[k * mr + r] = T(0);
+  }
 }
 
 inline int64_t packed_size(int64_t M, int64_t K, int64_t mr) { return (M + mr - 1) / mr * mr * K; }

@@ -83,8 +83,7 @@ struct WinogradTiles {
                      int64_t OH, int64_t OW, float* scratch);
   void (*grad_run)(const float* gy, int64_t OH, int64_t OW, int64_t ty, int64_t tx0, int64_t len, float* out,
                    int64_t point_stride, float* scratch);
-  void (*weight_run)(const float* k, int64_t c_stride, bool rotate, int64_t C, float* out, int64_t point_stride,
-                     float* scratch);
+  void (*weight_run)(const float* taps, int64_t tap_stride, int64_t n, float* out, int64_t point_stride);
 };
 
 struct KernelTable {

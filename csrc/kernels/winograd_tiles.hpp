@@ -179,36 +179,31 @@ inline void winograd_grad_run(const float* gy, int64_t OH, int64_t OW, int64_t t
   }
 }
 
-// U = G g G^T for the kernels of one output channel and C input channels:
-// kernel c's tap t at k[c * c_stride + t] (rotated by 180 degrees when
-// `rotate`, for the adjoint), U[p] at out[p * point_stride + c].
-// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  The taps are first copied
-// tap-major into scratch (9 * (C + 16) floats: rows padded to whole vectors),
-// so the transform runs over channels in vectors.
-inline void winograd_weight_run(const float* k, int64_t c_stride, bool rotate, int64_t C, float* out,
-                                int64_t point_stride, float* scratch) {
+// U = G g G^T for a run of n kernels already laid out tap-major: tap t of
+// kernel j at taps[t * tap_stride + j], U[p] of kernel j at
+// out[p * point_stride + j].  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+// The operator gathers (and, for the adjoint, rotates) the taps, so that the
+// run can be any order of kernels its GEMM wants, such as a packed panel's.
+// Reads whole vectors: taps[t * tap_stride + j] for j < n rounded up to the
+// vector width, so tap_stride is at least that and those floats are readable.
+inline void winograd_weight_run(const float* taps, int64_t tap_stride, int64_t n, float* out, int64_t point_stride) {
   constexpr int64_t V = kLanes<float>;
-  const int64_t S = (C + V - 1) / V * V;
-  for (int64_t c = 0; c < C; ++c)
-    for (int t = 0; t < 9; ++t) scratch[t * S + c] = k[c * c_stride + (rotate ? 8 - t : t)];
-  for (int t = 0; t < 9; ++t)
-    for (int64_t c = C; c < S; ++c) scratch[t * S + c] = 0.0f;
   const Vec<float> half = broadcast(0.5f);
-  for (int64_t c = 0, r = 0; c < C; c += V, ++r) {
+  for (int64_t j = 0, r = 0; j < n; j += V, ++r) {
     Vec<float> t[4][3];  // G g
-    for (int j = 0; j < 3; ++j) {
-      const Vec<float> g0 = load(scratch + j * S + c), g1 = load(scratch + (3 + j) * S + c);
-      const Vec<float> g2 = load(scratch + (6 + j) * S + c);
-      t[0][j] = g0;
-      t[1][j] = half * (g0 + g1 + g2);
-      t[2][j] = half * (g0 - g1 + g2);
-      t[3][j] = g2;
+    for (int i = 0; i < 3; ++i) {
+      const Vec<float> g0 = load(taps + i * tap_stride + j), g1 = load(taps + (3 + i) * tap_stride + j);
+      const Vec<float> g2 = load(taps + (6 + i) * tap_stride + j);
+      t[0][i] = g0;
+      t[1][i] = half * (g0 + g1 + g2);
+      t[2][i] = half * (g0 - g1 + g2);
+      t[3][i] = g2;
     }
     for (int a = 0; a < 4; ++a) {
-      store_vec(out + (4 * a + 0) * point_stride, t[a][0], r, C);
-      store_vec(out + (4 * a + 1) * point_stride, half * (t[a][0] + t[a][1] + t[a][2]), r, C);
-      store_vec(out + (4 * a + 2) * point_stride, half * (t[a][0] - t[a][1] + t[a][2]), r, C);
-      store_vec(out + (4 * a + 3) * point_stride, t[a][2], r, C);
+      store_vec(out + (4 * a + 0) * point_stride, t[a][0], r, n);
+      store_vec(out + (4 * a + 1) * point_stride, half * (t[a][0] + t[a][1] + t[a][2]), r, n);
+      store_vec(out + (4 * a + 2) * point_stride, half * (t[a][0] - t[a][1] + t[a][2]), r, n);
+      store_vec(out + (4 * a + 3) * point_stride, t[a][2], r, n);
     }
   }
 }
