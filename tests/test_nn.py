@@ -326,13 +326,16 @@ def test_demo_cli_with_plot(tmp_path):
     assert "test accuracy" in r.stdout and out.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("width", [11, 1031], ids=["narrow", "rows-of-several-blocks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_max_pool_2x2_ties_and_nans_match_torch(dtype):
+def test_max_pool_2x2_ties_and_nans_match_torch(dtype, width):
     """The 2x2 stride-2 fast path: ties keep the first tap, a NaN anywhere wins (the last in scan order),
-    odd sizes drop the last row and column; values and indices as torch's."""
+    odd sizes drop the last row and column; values and indices as torch's.  1031 columns give output
+    rows longer than the kernel's blocks of 256 windows."""
     rng = np.random.default_rng(11)
-    x = rng.integers(-2, 3, (2, 3, 9, 11)).astype(dtype)  # many ties
+    x = rng.integers(-2, 3, (2, 3, 9, width)).astype(dtype)  # many ties
     x[0, 0, 0, 1] = x[0, 1, 3, 2] = x[1, 2, 5, 5] = x[1, 2, 4, 4] = np.nan
+    x[1, 1, 2, width - 4] = x[0, 2, 7, width // 2] = np.nan
     yt, it = TF.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
     y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
     np.testing.assert_array_equal(y, yt.numpy())
