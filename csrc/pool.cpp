@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "geometry.hpp"
 #include "parallel.hpp"
@@ -149,16 +150,33 @@ void max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const PoolG
   // write out of bounds): refuse it before touching gx.  -1 is the forward's
   // mark of a window wholly in padding (dilated windows can miss the image):
   // its maximum is -inf and it sends gradient nowhere.
-  for (int64_t i = 0; i < g.planes * P; ++i)
-    if (indices[i] < -1 || indices[i] >= HW)
+  // Both passes split over planes: one thread's fill and scatter of a VGG
+  // layer's gradient took longer than its forward.
+  const int workers = pool_workers(g);
+  std::vector<int64_t> first_bad(static_cast<size_t>(workers), -1);
+  parallel_for(g.planes, workers, [&](int64_t plane, int w) {
+    if (first_bad[w] >= 0) return;
+    const int64_t* ip = indices + plane * P;
+    bool bad = false;
+    for (int64_t p = 0; p < P; ++p) bad |= (ip[p] < -1) | (ip[p] >= HW);
+    if (bad)
+      for (int64_t p = 0; p < P; ++p)
+        if (ip[p] < -1 || ip[p] >= HW) {
+          first_bad[w] = plane * P + p;
+          return;
+        }
+  });
+  for (const int64_t i : first_bad)  // workers hold ascending planes: the first found is the lowest
+    if (i >= 0)
       fail("indices: every index must be a flat position in [0, " + std::to_string(HW) + ") of its " +
            std::to_string(g.H) + "x" + std::to_string(g.W) + " plane (or -1 for a window wholly in padding), got " +
            std::to_string(indices[i]) + " at flat position " + std::to_string(i));
-  std::fill(gx, gx + g.planes * HW, T(0));
-  parallel_for(g.planes, pool_workers(g), [&](int64_t plane, int) {
+  parallel_for(g.planes, workers, [&](int64_t plane, int) {
+    T* gp = gx + plane * HW;
+    std::fill(gp, gp + HW, T(0));
     for (int64_t p = 0; p < P; ++p) {
       const int64_t at = indices[plane * P + p];
-      if (at >= 0) gx[plane * HW + at] += gy[plane * P + p];
+      if (at >= 0) gp[at] += gy[plane * P + p];
     }
   });
 }
