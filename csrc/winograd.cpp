@@ -43,6 +43,16 @@ bool winograd_enabled() {
 // So it takes maps of at least 8x8 outputs.
 constexpr int64_t kGenericMinOutput = 8;
 
+// The point GEMMs run on the level's gemm_packed with the transformed weights
+// packed once per call (kernels/packed_gemm.hpp); FASTCONV_WINOGRAD_GEMM=openblas
+// puts them on OpenBLAS instead, for comparison.
+namespace {
+bool packed_point_gemms() {
+  const char* v = std::getenv("FASTCONV_WINOGRAD_GEMM");
+  return !(v && std::strcmp(v, "openblas") == 0);
+}
+}  // namespace
+
 bool winograd_forced() {
   const char* v = std::getenv("FASTCONV_WINOGRAD");
   return v && std::strcmp(v, "1") == 0;
@@ -56,7 +66,9 @@ bool winograd_suits(int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
 
 const char* winograd_kernel_name() {
   if (!winograd_enabled()) return "off (im2col + GEMM)";
-  return sgemm_avx512_enabled() ? "F(2x2, 3x3), AVX-512" : "F(2x2, 3x3), generic transforms + OpenBLAS point GEMMs";
+  if (sgemm_avx512_enabled()) return "F(2x2, 3x3), AVX-512";
+  return packed_point_gemms() ? "F(2x2, 3x3), generic transforms + packed point GEMMs"
+                              : "F(2x2, 3x3), generic transforms + OpenBLAS point GEMMs";
 }
 
 namespace {
@@ -84,14 +96,6 @@ struct Workspace {
 Workspace& workspace() {
   thread_local Workspace ws;
   return ws;
-}
-
-// The point GEMMs run on the level's gemm_packed with the transformed weights
-// packed once per call (kernels/packed_gemm.hpp); FASTCONV_WINOGRAD_GEMM=openblas
-// puts them on OpenBLAS instead, for comparison.
-bool packed_point_gemms() {
-  const char* v = std::getenv("FASTCONV_WINOGRAD_GEMM");
-  return !(v && std::strcmp(v, "openblas") == 0);
 }
 
 // The 16 left operands of the point GEMMs: point p's Cout x C matrix at
