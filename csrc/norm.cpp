@@ -169,13 +169,30 @@ void relu_backward(const T* gy, const T* y, T* gx, int64_t n) {
   });
 }
 
+template <class T>
+void add_relu(const T* a, const T* b, T* y, int64_t n, bool relu) {
+  const int64_t items = (n + kChunk - 1) / kChunk;
+  parallel_for(items, elementwise_workers(n, items), [&](int64_t item, int) {
+    const int64_t i0 = item * kChunk, i1 = std::min(n, i0 + kChunk);
+    if (relu)
+      for (int64_t i = i0; i < i1; ++i) {
+        T v = a[i] + b[i];
+        if (v <= T(0)) v = T(0);
+        y[i] = v;
+      }
+    else
+      for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
+  });
+}
+
 #define FASTCONV_INSTANTIATE(T)                                                                                        \
   template void batch_norm_stats<T>(const T*, int64_t, int64_t, int64_t, double*, double*);                            \
   template void channel_affine<T>(const T*, const T*, const T*, bool, T*, int64_t, int64_t, int64_t);                  \
   template void batch_norm_backward<T>(const T*, const T*, const T*, const double*, const double*, const T*, bool, T*, \
                                        T*, T*, int64_t, int64_t, int64_t);                                             \
   template void relu_forward<T>(const T*, T*, int64_t);                                                                \
-  template void relu_backward<T>(const T*, const T*, T*, int64_t);
+  template void relu_backward<T>(const T*, const T*, T*, int64_t);                                                     \
+  template void add_relu<T>(const T*, const T*, T*, int64_t, bool);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
 #undef FASTCONV_INSTANTIATE

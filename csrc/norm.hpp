@@ -32,5 +32,9 @@ template <class T>
 void relu_forward(const T* x, T* y, int64_t n);
 template <class T>
 void relu_backward(const T* gy, const T* y, T* gx, int64_t n);
+// y = a + b, then max(y, 0) when `relu` (NaN kept): a residual block's sum
+// and the ReLU after it in one pass.  y may be a or b; x == y makes relu_forward in place.
+template <class T>
+void add_relu(const T* a, const T* b, T* y, int64_t n, bool relu);
 
 }  // namespace fastconv

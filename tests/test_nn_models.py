@@ -154,6 +154,43 @@ def test_residual_and_concat_blocks_against_torch():
             close(a.grad, b.grad, atol=1e-4)
 
 
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_fused_relu_after_conv_and_residual_against_torch(dtype, with_nan):
+    """Sequential fuses a ReLU into the Residual sum before it and rectifies a Conv2d's output in place: values,
+    NaNs (kept, as torch's ReLU), input and weight gradients as torch's."""
+    tconv = torch.nn.Conv2d(3, 3, 3, padding=1).to(torch.float64 if dtype == np.float64 else torch.float32)
+    fmodel = nn.Sequential(nn.Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, dtype=dtype), nn.ReLU())), nn.ReLU())
+    fconv = fmodel.layers[0].body.layers[0]
+    fconv.weight.data[...] = tconv.weight.detach().numpy()
+    fconv.bias_param.data[...] = tconv.bias.detach().numpy()
+    x = np.random.default_rng(8).standard_normal((2, 3, 6, 6)).astype(dtype)
+    if with_nan:
+        x[0, 1, 2, 3] = np.nan
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = torch.relu(torch.relu(tconv(xt)) + xt)
+    g = np.random.default_rng(9).standard_normal(yt.shape).astype(dtype)
+    yt.backward(torch.from_numpy(g))
+
+    def same(got, ref):
+        torch.testing.assert_close(torch.from_numpy(np.ascontiguousarray(got)), ref.detach(), atol=1e-5, rtol=1e-4,
+                                   equal_nan=True)  # fmt: skip
+
+    y = fmodel(x)
+    same(y, yt)
+    assert (np.isnan(y).sum() > 0) == with_nan
+    same(fmodel.backward(g), xt.grad)
+    same(fconv.weight.grad, tconv.weight.grad)
+
+
+def test_fused_residual_relu_of_integer_arrays():
+    """Without a float kernel (integers), the fused sum and ReLU fall back to NumPy with the same results."""
+    block = nn.Sequential(nn.Residual(nn.Identity()), nn.ReLU())
+    x = np.array([[[[-3, -1, 0, 2]]]])
+    np.testing.assert_array_equal(block(x), np.maximum(2 * x, 0))
+    np.testing.assert_array_equal(block.backward(np.ones_like(x)), 2 * (x > 0))
+
+
 def test_residual_state_dict_keys_and_shape_check():
     block = nn.Residual(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)), nn.Conv2d(2, 4, 1))
     keys = list(block.state_dict())

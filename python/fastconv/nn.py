@@ -454,8 +454,9 @@ class BatchNorm2d(L.BatchNorm2d, Module):
 class ReLU(L.ReLU, Module):
     """max(x, 0), NaN kept (as torch); the gradient flows where the output is positive.
 
-    Inside a :class:`Sequential`, a ReLU right after a :class:`BatchNorm2d` is applied by the norm's own pass
-    (forward and backward), which saves a pass over the activations each way.
+    Inside a :class:`Sequential`, a ReLU right after a :class:`BatchNorm2d` or a :class:`Residual` is applied
+    by that layer's own pass (forward and backward), which saves a pass over the activations each way; after a
+    :class:`Conv2d` it rectifies the convolution's output in place instead of writing a second array.
     """
 
     def __init__(self, inplace=False):
@@ -472,8 +473,16 @@ class ReLU(L.ReLU, Module):
             self._y = np.where(x > 0, x, 0).astype(x.dtype, copy=False)
         return self._y
 
+    def _forward_in_place(self, x):
+        """forward, rectifying ``x`` itself: for an array its producer does not keep (a convolution's output)."""
+        self._fused = False
+        if type(x) is np.ndarray and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.flags.writeable:
+            self._y = F._kernel(x.dtype, "relu_inplace")(x)
+            return self._y
+        return self.forward(x)
+
     def backward(self, grad_output):
-        if self._fused:  # the norm before it masks the gradient
+        if self._fused:  # the layer before it (a norm, a residual sum) masks the gradient
             return grad_output
         g = np.asarray(grad_output)
         if self._y.dtype in (np.float32, np.float64):
@@ -895,15 +904,31 @@ class Residual(L.Residual, Module):
             if not isinstance(part, Module):
                 raise TypeError(f"Residual {name} ({type(part).__name__}) has no forward/backward; use fastconv.nn")
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """``shortcut(x) + body(x)``; with ``relu``, a following ReLU applied in the same pass (see ReLU)."""
         y = self.body.forward(x)
         s = x if self.shortcut is None else self.shortcut.forward(x)
         if y.shape != s.shape:
             raise ValueError(f"Residual: body output {y.shape} and shortcut output {s.shape} differ")
-        return y + s
+        self._relu_out = None
+        if not relu:
+            return y + s
+        if y.dtype == s.dtype and y.dtype in (np.float32, np.float64):
+            out = F._kernel(y.dtype, "add_relu")(y, s, True)
+        else:
+            out = y + s
+            out = np.where(out <= 0, np.zeros((), out.dtype), out)  # NaN kept, as torch's ReLU
+        self._relu_out = out
+        return out
 
     def backward(self, grad_output):
         g = np.asarray(grad_output)
+        if getattr(self, "_relu_out", None) is not None:  # the fused ReLU's gradient mask
+            y = self._relu_out
+            if y.dtype in (np.float32, np.float64):
+                g = F._kernel(y.dtype, "relu_backward")(np.ascontiguousarray(g, dtype=y.dtype), y)
+            else:
+                g = np.where(y <= 0, np.zeros((), g.dtype), g)
         gx = self.body.backward(g)
         return gx + (g if self.shortcut is None else self.shortcut.backward(g))
 
@@ -1035,9 +1060,13 @@ class Sequential(L.Sequential, Module):
         while i < len(layers):
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if type(layer) is BatchNorm2d and type(nxt) is ReLU:  # one pass for both (see ReLU)
+            if type(nxt) is ReLU and type(layer) in (BatchNorm2d, Residual):  # one pass for both (see ReLU)
                 x = layer.forward(x, relu=True)
                 nxt._fused = True
+                i += 2
+                continue
+            if type(nxt) is ReLU and type(layer) is Conv2d:  # the convolution keeps its input, not its output
+                x = nxt._forward_in_place(layer.forward(x))
                 i += 2
                 continue
             x = layer.forward(x)
