@@ -15,6 +15,17 @@ int elementwise_workers(int64_t elements, int64_t items) { return workers_for(4.
 
 constexpr int64_t kChunk = 1 << 16;  // elements per work item of the flat passes
 
+// The per-plane sums run kLanes independent double accumulators: one running
+// sum is a chain of dependent adds, 4 cycles an element (measured: a 64 x 48
+// x 32 x 32 norm's backward 1.2x slower than torch's); lanes vectorise.
+constexpr int64_t kLanes = 8;
+
+inline double lane_sum(const double (&v)[kLanes]) {
+  double s = 0;
+  for (int64_t k = 0; k < kLanes; ++k) s += v[k];
+  return s;
+}
+
 }  // namespace
 
 template <class T>
@@ -25,14 +36,21 @@ void batch_norm_stats(const T* x, int64_t N, int64_t C, int64_t HW, double* mean
     const int64_t c = item % C;
     const T* p = x + item * HW;
     const double shift = HW > 0 && N > 0 ? double(x[c * HW]) : 0.0;  // channel c's first value (image 0)
-    double a = 0, b = 0;
-    for (int64_t i = 0; i < HW; ++i) {
-      const double d = double(p[i]) - shift;
-      a += d;
-      b += d * d;
+    double a[kLanes] = {}, b[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= HW; i += kLanes)
+      for (int64_t k = 0; k < kLanes; ++k) {
+        const double d = double(p[i + k]) - shift;
+        a[k] += d;
+        b[k] += d * d;
+      }
+    for (int64_t k = 0; i + k < HW; ++k) {
+      const double d = double(p[i + k]) - shift;
+      a[k] += d;
+      b[k] += d * d;
     }
-    s1[item] = a;
-    s2[item] = b;
+    s1[item] = lane_sum(a);
+    s2[item] = lane_sum(b);
   });
   const double M = double(N) * double(HW);
   for (int64_t c = 0; c < C; ++c) {
@@ -75,11 +93,10 @@ void batch_norm_backward(const T* gy, const T* x, const T* relu_out, const doubl
     const T* g = gy + item * HW;
     const T* p = x + item * HW;
     const T* r = relu_out ? relu_out + item * HW : nullptr;
-    // The double sums are scalar (vectorising them would reorder the additions); a test of r inside
-    // them would be an unpredictable branch (half the outputs of a ReLU are zero: 5x slower).  So the
-    // masked gradient goes through a small buffer first, in a loop that vectorises (every load
-    // unconditional, the test a select).
-    double a = 0, b = 0;
+    // A test of r inside the sums would be an unpredictable branch (half the outputs of a ReLU are
+    // zero: 5x slower).  So the masked gradient goes through a small buffer first, in a loop that
+    // vectorises (every load unconditional, the test a select).
+    double a[kLanes] = {}, b[kLanes] = {};
     T masked[256];
     for (int64_t i0 = 0; i0 < HW; i0 += 256) {
       const int64_t len = std::min<int64_t>(256, HW - i0);
@@ -93,14 +110,22 @@ void batch_norm_backward(const T* gy, const T* x, const T* relu_out, const doubl
         }
         gi = masked;
       }
-      for (int64_t i = 0; i < len; ++i) {
-        const double gv = double(gi[i]);
-        a += gv;
-        b += gv * (double(p[i0 + i]) - m);
+      const T* pi = p + i0;
+      int64_t i = 0;
+      for (; i + kLanes <= len; i += kLanes)
+        for (int64_t k = 0; k < kLanes; ++k) {
+          const double gv = double(gi[i + k]);
+          a[k] += gv;
+          b[k] += gv * (double(pi[i + k]) - m);
+        }
+      for (int64_t k = 0; i + k < len; ++k) {
+        const double gv = double(gi[i + k]);
+        a[k] += gv;
+        b[k] += gv * (double(pi[i + k]) - m);
       }
     }
-    sg[item] = a;
-    sgx[item] = b * is;
+    sg[item] = lane_sum(a);
+    sgx[item] = lane_sum(b) * is;
   });
   std::vector<double> tg(C, 0.0), tgx(C, 0.0);
   for (int64_t item = 0; item < N * C; ++item) tg[item % C] += sg[item], tgx[item % C] += sgx[item];
