@@ -326,6 +326,24 @@ def test_demo_cli_with_plot(tmp_path):
     assert "test accuracy" in r.stdout and out.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("kernel", [2, 3], ids=["2x2", "3x3"])
+def test_max_pool_in_eval_mode_skips_indices_and_still_has_a_backward(kernel):
+    """Eval mode computes no arg-max positions in forward; a backward then finds them, as torch's gradient."""
+    x = np.random.default_rng(12).integers(-2, 3, (2, 3, 9, 10)).astype(np.float32)  # ties
+    pool = nn.MaxPool2d(kernel).eval()
+    y = pool(x)
+    assert pool._indices is None
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = TF.max_pool2d(xt, kernel)
+    g = np.random.default_rng(13).standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(pool.backward(g), xt.grad.numpy())
+    np.testing.assert_array_equal(
+        fastconv.max_pool2d(x, kernel), fastconv.max_pool2d(x, kernel, return_indices=True)[0]
+    )
+
+
 @pytest.mark.parametrize("width", [11, 1031], ids=["narrow", "rows-of-several-blocks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_max_pool_2x2_ties_and_nans_match_torch(dtype, width):

@@ -21,17 +21,24 @@ void check_grad(const carray<T>& gy, const py::array& x, const PoolGeom& g) {
 
 template <class T>
 void bind_typed(py::module_& m, const std::string& suffix) {
+  // (output, indices), indices None unless `with_indices`: writing them costs more than the maximum.
   m.def(("max_pool2d_forward_" + suffix).c_str(),
-        [](const carray<T>& x, pair_t k, pair_t s, pair_t p, pair_t d, bool ceil_mode) {
+        [](const carray<T>& x, pair_t k, pair_t s, pair_t p, pair_t d, bool ceil_mode, bool with_indices) {
           require_ndim(x, 4, "input");
           const PoolGeom g = geom_for(x, k, s, p, d, ceil_mode);
           auto y = new_array<T>({x.shape(0), x.shape(1), g.OH, g.OW});
-          auto idx = new_array<int64_t>({x.shape(0), x.shape(1), g.OH, g.OW});
+          py::object idx_obj = py::none();
+          int64_t* ip = nullptr;
+          if (with_indices) {
+            auto idx = new_array<int64_t>({x.shape(0), x.shape(1), g.OH, g.OW});
+            ip = idx.mutable_data();
+            idx_obj = idx;
+          }
           {
             py::gil_scoped_release release;
-            max_pool2d_forward<T>(x.data(), y.mutable_data(), idx.mutable_data(), g);
+            max_pool2d_forward<T>(x.data(), y.mutable_data(), ip, g);
           }
-          return py::make_tuple(y, idx);
+          return py::make_tuple(y, idx_obj);
         });
   m.def(("max_pool2d_backward_" + suffix).c_str(),
         [](const carray<T>& gy, const carray<int64_t>& idx, const carray<T>& x, pair_t k, pair_t s, pair_t p, pair_t d,

@@ -370,9 +370,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """
     x, dtype, unbatched, k, s, p, d = _pool_args(input, kernel_size, stride, padding, dilation)
     ceil_mode, return_indices = as_bool(ceil_mode, "ceil_mode"), as_bool(return_indices, "return_indices")
-    y, idx = _kernel(dtype, "max_pool2d_forward")(contiguous(x, dtype), k, s, p, d, ceil_mode)
+    y, idx = _kernel(dtype, "max_pool2d_forward")(contiguous(x, dtype), k, s, p, d, ceil_mode, return_indices)
     if unbatched:
-        y, idx = y[0], idx[0]
+        y, idx = y[0], (None if idx is None else idx[0])
     return (y, idx) if return_indices else y
 
 

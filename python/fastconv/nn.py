@@ -301,14 +301,23 @@ class MaxPool2d(L.MaxPool2d, Module):
         L.MaxPool2d.__init__(self, kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         self._init_module()
 
+    def _pool(self, x, with_indices):
+        return F.max_pool2d(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=with_indices
+        )
+
     def forward(self, x):
         self._input = x
-        y, self._indices = F.max_pool2d(
-            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
-        )
+        # In eval mode the arg-max positions are found again only if a backward asks for them.
+        if self.training or self.return_indices:
+            y, self._indices = self._pool(x, True)
+        else:
+            y, self._indices = self._pool(x, False), None
         return (y, self._indices) if self.return_indices else y
 
     def backward(self, grad_output):
+        if self._indices is None:
+            self._indices = self._pool(self._input, True)[1]
         return F.max_pool2d_backward(
             grad_output,
             self._input,
