@@ -56,15 +56,17 @@ struct ImplicitTiling {
 };
 
 // The share of columns kept when a compact plane runs all output rows as one
-// run of columns (column stride 1), in tiles of NR.
+// run of columns, in tiles of NR: consecutive output rows lie one phase row
+// apart, len = ceil(padded columns read / sw) values (Phases below).
 double compact_kept(const ConvGeom& g, int64_t NR) {
-  const int64_t run = (g.OH - 1) * g.sh * ((g.OW - 1) + (g.kw - 1) * g.dw + 1) + g.OW;
+  const int64_t len = ((g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1 + g.sw - 1) / g.sw;
+  const int64_t run = (g.OH - 1) * len + g.OW;
   return double(g.OH) * double(g.OW) / double(round_up(run, NR));
 }
 
 ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t NR) {
   const double per_row = double(g.OW) / double(round_up(g.OW, NR));
-  if (g.sw != 1 || g.OH < 2) return {false, per_row};
+  if (g.OH < 2) return {false, per_row};
   const double as_run = compact_kept(g, NR);
   return as_run > 1.05 * per_row ? ImplicitTiling{true, as_run} : ImplicitTiling{false, per_row};
 }
@@ -117,25 +119,39 @@ namespace {
 // columns is one unit-stride vector load.  A padded row holds its sw phases one
 // after another, each `ld` long; ld leaves kDirectChains vectors of zeros after the
 // last used position, so blocks may read past the end of an output row.
+//
+// `compact` (the implicit GEMM on narrow maps): rows exactly `len` long, and
+// the padded rows split into sh row phases as well, each phase pair's rows
+// stored one after another (row rho = sh*r + rp, column phase cp at
+// ((rp * sw + cp) * R + r) * ld).  Output row oh + 1 then reads one row after
+// row oh for every tap, so consecutive output rows are one run of "virtual"
+// columns q = oh * ld + ow, of which ow < OW are kept: 8 of 9 for a 3x3 layer
+// with stride 2 on an 8x8 output, where the interleaved layout kept 8 of 36.
 template <class T>
 struct Phases {
-  int64_t rows, sw, len, ld;
+  int64_t rows, sw, sh, R, len, ld;  // sh, R: row phases and rows per phase (1 and rows unless compact)
+  bool compact;
   std::vector<int64_t> offs;  // tap (i, j) -> offset from its output position's row start
 
-  // `compact` (column stride 1 only): rows exactly as long as the padded
-  // columns read, so consecutive output rows are one run of "virtual" columns
-  // (the implicit GEMM on narrow maps); no zeros after a row.
-  Phases(const ConvGeom& g, int64_t lanes, bool compact = false) : sw(g.sw) {
+  Phases(const ConvGeom& g, int64_t lanes, bool compact_ = false) : sw(g.sw), compact(compact_) {
     rows = checked_add(checked_mul(g.OH - 1, g.sh, "direct workspace"), (g.kh - 1) * g.dh + 1, "direct workspace");
     const int64_t width =
         checked_add(checked_mul(g.OW - 1, g.sw, "direct workspace"), (g.kw - 1) * g.dw + 1, "direct workspace");
     len = (width + sw - 1) / sw;
     ld = compact ? len : round_up(len + kDirectChains * lanes, lanes);
-    checked_mul(checked_mul(rows, sw, "direct workspace"), ld, "direct workspace");
+    sh = compact ? g.sh : 1;
+    R = (rows + sh - 1) / sh;
+    checked_mul(checked_mul(checked_mul(R, sh, "direct workspace"), sw, "direct workspace"), ld, "direct workspace");
     for (int64_t i = 0; i < g.kh; ++i)
-      for (int64_t j = 0; j < g.kw; ++j) offs.push_back((i * g.dh * sw + (j * g.dw) % sw) * ld + (j * g.dw) / sw);
+      for (int64_t j = 0; j < g.kw; ++j) offs.push_back(row_at(i * g.dh, (j * g.dw) % sw) + (j * g.dw) / sw);
   }
-  int64_t size() const { return rows * sw * ld; }
+  int64_t size() const { return sh * sw * R * ld; }
+  // From output row oh to oh + 1.
+  int64_t row_step(const ConvGeom& g) const { return compact ? ld : g.sh * sw * ld; }
+  // Where padded row rho's column phase cp starts.
+  int64_t row_at(int64_t rho, int64_t cp) const {
+    return compact ? (((rho % sh) * sw + cp) * R + rho / sh) * ld : (rho * sw + cp) * ld;
+  }
   // Row (c, tap) of the implicit GEMM's B, C planes one after another: the
   // offset of tap's first value in channel c's plane.
   std::vector<int64_t> tap_rows(int64_t C) const {
@@ -145,7 +161,7 @@ struct Phases {
       for (int64_t t = 0; t < taps; ++t) r[c * taps + t] = c * size() + offs[t];
     return r;
   }
-  DirectPlane plane(const ConvGeom& g) const { return DirectPlane{g.sh * sw * ld, offs.data()}; }
+  DirectPlane plane(const ConvGeom& g) const { return DirectPlane{row_step(g), offs.data()}; }  // not compact
 
   // Writes the input's positions only: a buffer zeroed once keeps its zero
   // padding across the planes of a call.
@@ -163,9 +179,8 @@ struct Phases {
       const int64_t ih = rho - g.pt;
       if (ih < 0 || ih >= g.H) continue;
       const T* src = x + ih * g.W;
-      T* dst = plane + rho * sw * ld;
       if (sw == 1) {
-        std::copy(src, src + end, dst + g.pl);
+        std::copy(src, src + end, plane + row_at(rho, 0) + g.pl);
       } else {
         // Phase r holds padded columns c = r + sw*q, input column c - pl: a
         // strided gather per phase (a division per value cost more than the
@@ -173,7 +188,7 @@ struct Phases {
         for (int64_t r = 0; r < sw; ++r) {
           const int64_t q0 = g.pl > r ? (g.pl - r + sw - 1) / sw : 0;  // first q with c >= pl
           const int64_t q1 = (end + g.pl - r + sw - 1) / sw;           // past the last q with c - pl < end
-          T* d = dst + r * ld;
+          T* d = plane + row_at(rho, r);
           for (int64_t q = q0; q < q1; ++q) d[q] = src[r + sw * q - g.pl];
         }
       }
@@ -286,7 +301,7 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   const bool compact = implicit_tiling(g, NR).compact;
   const Phases<T> ph(g, k.lanes, compact);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
-  const int64_t plane = ph.size(), row_step = g.sh * ph.sw * ph.ld;
+  const int64_t plane = ph.size(), row_step = ph.row_step(g);
   // A compact plane's last tile reads up to NR columns past its last row.
   const int64_t image =
       checked_add(checked_mul(plane, g.C, "direct workspace"), compact ? NR + ph.ld : 0, "direct workspace");
@@ -346,7 +361,7 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   const LevelKernels<T>& k = kernels_for<T>();
   const Phases<T> ph(g, k.lanes, true);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
-  const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = g.sh * ph.ld;
+  const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = ph.row_step(g);
   const int64_t N = checked_add(checked_mul(g.OH - 1, row_step, "direct workspace"), g.OW, "direct workspace");
   checked_mul(N, g.Cout, "direct workspace");
   const std::vector<int64_t> koff = ph.tap_rows(g.C);

@@ -170,6 +170,8 @@ IMPLICIT = [
     ((2, 8, 5, 5), 25, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),
     ((1, 3, 13, 12), 10, (3, 3), (2, 1), (1, 1, 1, 1), (1, 2)),  # row stride 2 over a compact plane
     ((2, 7, 10, 23), 11, (3, 5), (1, 1), (2, 0, 1, 3), (2, 1)),  # weight-gradient tiles with edges both ways
+    ((2, 5, 15, 15), 9, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # stride 2 on a compact plane: row and column phases
+    ((1, 4, 14, 26), 7, (3, 5), (2, 3), (1, 2, 2, 1), (1, 2)),  # strides 2 and 3, dilated, on a compact plane
 ]
 
 
