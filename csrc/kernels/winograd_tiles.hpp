@@ -49,11 +49,17 @@ inline SplitRange split_range(int64_t W, int64_t c0, int64_t n) {
 // e[m] = x[2m + c0], o[m] = x[2m + c0 + 1] for m < S (a multiple of the vector
 // width), zero where the column lies outside the plane or the row is absent
 // (x null).  Zero vectors first, then the strided copy inside (vectorised
-// with permutes): no memset call for the few border zeros.
+// with permutes).
 inline void winograd_split(const float* x, int64_t c0, const SplitRange& r, int64_t S, float* e, float* o) {
   constexpr int64_t V = kLanes<float>;
   const Vec<float> zero{};
-  for (int64_t m = 0; m < S; m += V) store(e + m, zero), store(o + m, zero);
+  for (int64_t m = 0; m < S; m += V) {
+    store(e + m, zero), store(o + m, zero);
+    // An empty asm keeps GCC from turning the loop into two memset calls: on
+    // rows of a few vectors their call overhead cost 4% of a 32 -> 32 channel
+    // 16x16 backward at avx2 (measured old/new builds, 8.77 / 8.41 ms).
+    __asm__ volatile("");
+  }
   if (!x) return;
   const float* src = x + c0 + 2 * r.elo;
   for (int64_t m = 0; m < r.ehi - r.elo; ++m) e[r.elo + m] = src[2 * m];
