@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -72,19 +71,6 @@ bool max_pool_2x2(const T* xp, T* yp, int64_t* ip, const PoolGeom& g) {
     const T* r0 = xp + 2 * oh * W;
     const T* r1 = r0 + W;
     T* yr = yp + oh * OW;
-    if (!ip) {
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-        T m = a;
-        if (b > m || b != b) m = b;
-        if (c > m || c != c) m = c;
-        if (d > m || d != d) m = d;
-        yr[ow] = m;
-      }
-      continue;
-    }
-    int64_t* ir = ip + oh * OW;
-    const int64_t base = 2 * oh * W;
     for (int64_t o0 = 0; o0 < OW; o0 += kB) {
       const int64_t n = std::min(kB, OW - o0);
       Off off[kB];
@@ -99,7 +85,8 @@ bool max_pool_2x2(const T* xp, T* yp, int64_t* ip, const PoolGeom& g) {
         yr[ow] = m;
         off[i] = arg;
       }
-      for (int64_t i = 0; i < n; ++i) ir[o0 + i] = base + 2 * (o0 + i) + int64_t(off[i]);
+      if (ip)
+        for (int64_t i = 0; i < n; ++i) ip[oh * OW + o0 + i] = 2 * oh * W + 2 * (o0 + i) + int64_t(off[i]);
     }
   }
   return true;
