@@ -493,10 +493,15 @@ class ReLU(L.ReLU, Module):
     def backward(self, grad_output):
         if self._fused:  # the layer before it (a norm, a residual sum) masks the gradient
             return grad_output
-        g = np.asarray(grad_output)
-        if self._y.dtype in (np.float32, np.float64):
-            return F._kernel(self._y.dtype, "relu_backward")(np.ascontiguousarray(g, dtype=self._y.dtype), self._y)
-        return np.where(self._y <= 0, 0, g).astype(g.dtype, copy=False)
+        return _relu_grad(grad_output, self._y)
+
+
+def _relu_grad(grad_output, y):
+    """The gradient through a ReLU whose output was ``y``: zero where ``y <= 0``."""
+    g = np.asarray(grad_output)
+    if y.dtype in (np.float32, np.float64):
+        return F._kernel(y.dtype, "relu_backward")(np.ascontiguousarray(g, dtype=y.dtype), y)
+    return np.where(y <= 0, 0, g).astype(g.dtype, copy=False)
 
 
 class _Elementwise(Module):
@@ -925,19 +930,14 @@ class Residual(L.Residual, Module):
         if y.dtype == s.dtype and y.dtype in (np.float32, np.float64):
             out = F._kernel(y.dtype, "add_relu")(y, s, True)
         else:
-            out = y + s
-            out = np.where(out <= 0, np.zeros((), out.dtype), out)  # NaN kept, as torch's ReLU
+            out = ReLU().forward(y + s)
         self._relu_out = out
         return out
 
     def backward(self, grad_output):
         g = np.asarray(grad_output)
         if getattr(self, "_relu_out", None) is not None:  # the fused ReLU's gradient mask
-            y = self._relu_out
-            if y.dtype in (np.float32, np.float64):
-                g = F._kernel(y.dtype, "relu_backward")(np.ascontiguousarray(g, dtype=y.dtype), y)
-            else:
-                g = np.where(y <= 0, np.zeros((), g.dtype), g)
+            g = _relu_grad(g, self._relu_out)
         gx = self.body.backward(g)
         return gx + (g if self.shortcut is None else self.shortcut.backward(g))
 
