@@ -190,10 +190,12 @@ def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
         close(got, ref, dtype)
 
 
+@pytest.mark.parametrize("stride", [(2, 1), (2, 2)], ids=["s21", "s22"])
 @pytest.mark.parametrize("threads", [1, 3, 8, 16, 64])
-def test_implicit_gemm_bands_of_one_image(threads, monkeypatch):
+def test_implicit_gemm_bands_of_one_image(threads, stride, monkeypatch):
     """Fewer images than threads: one image's output rows are split into bands (forward, input gradient) and its
-    tap rows into chunks (weight gradient), each worker filling that image's planes itself."""
+    tap rows into chunks (weight gradient), each worker filling that image's planes itself; stride 2 both ways
+    puts the bands on row- and column-phase compact planes."""
     monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((1, 3, 37, 41)).astype(np.float32)
@@ -201,7 +203,7 @@ def test_implicit_gemm_bands_of_one_image(threads, monkeypatch):
     old = fastconv.get_num_threads()
     try:
         fastconv.set_num_threads(threads)
-        got = run(x, w, None, (2, 1), (1, 1, 1, 1), (1, 1), 1, np.float32)
+        got = run(x, w, None, stride, (1, 1, 1, 1), (1, 1), 1, np.float32)
     finally:
         fastconv.set_num_threads(old)
     for y, ref in got:
