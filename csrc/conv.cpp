@@ -326,7 +326,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     }
   }
   if (gw && g.N > 0 && use_implicit_weight_grad(g) &&
-      !(std::is_same_v<T, float> && use_winograd(g) && !implicit_beats_winograd(g)) && all_finite(x, g.N * g.C * HW)) {
+      !(std::is_same_v<T, float> && use_winograd(g) && !implicit_weight_grad_beats_winograd(g))) {
     implicit_gemm_weight_grad(x, gy, gw, g);
     gw = nullptr;
   }

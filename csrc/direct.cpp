@@ -14,6 +14,7 @@
 #include "kernels/table.hpp"
 #include "parallel.hpp"
 #include "sgemm_avx512.hpp"
+#include "winograd.hpp"
 
 namespace fastconv {
 
@@ -97,23 +98,32 @@ bool use_implicit_gemm(const ConvGeom& g) {
          implicit_tiling(g, k.packed_cols).kept > 0.6 && double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
 }
 
-// One long reduction per image over a compact plane: column stride 1, most of
-// the reduction's columns real outputs (a row stride of 2 keeps about half),
-// and long enough to pay for reducing 8-20 accumulators across lanes per tile
-// and image: 8x8 maps (64 -> 64 channels, batch 64) took 2x im2col's time.
-constexpr int64_t kImplicitMinReduction = 512;
+// The weight gradient as gemm_tn_rows sums only real output positions, so map
+// size, strides and few input channels cost it nothing; what it needs is its
+// sums (C*taps x Cout) in L2 while images stream past.  Measured against
+// im2col (batch 8, weight gradient only): 3x3/2 64 -> 128 channels at 56 1.7x
+// faster at AVX-512, 1.1x at avx2; 128 -> 256 at 28 1.4x / 0.95x (1.2 M sums);
+// 256 -> 512 at 14 0.89x / 0.74x; the 3 -> 64 channel 7x7/2 stem at 224 2.3x /
+// 1.2x; 32 -> 64 channel 5x5/2 at 56 2.8x / 1.6x.
+constexpr double kImplicitMaxSums = 1 << 18;
 
 bool use_implicit_weight_grad(const ConvGeom& g) {
   const ImplicitMode mode = implicit_mode();
   if (mode == ImplicitMode::off || g.groups != 1 || g.C < 2 || g.sw > kMaxDirectColumnStride || g.kh * g.kw == 1)
     return false;
-  if (mode == ImplicitMode::forced) return true;
-  // Few tap rows (C*kh*kw <= kSmallK: 3 -> 64 channels, 3x3, one 32x32 image) lost 1.5x against im2col.
-  // Column strides above 1 only at AVX-512 (its 4 x 5 tiles), measured against im2col at batch 8: the
-  // 3 -> 64 channel 7x7/2 stem at 224 1.4x faster there, but 1.5x slower at avx2, and 64 -> 128 channels 3x3/2
-  // at 56 tie at AVX-512 and run 1.6x slower at avx2.
-  return (g.sw == 1 || sgemm_avx512_enabled()) && g.OH * g.OW >= kImplicitMinReduction && g.C * g.kh * g.kw > kSmallK &&
-         compact_kept(g, 1) >= 0.6;
+  return mode == ImplicitMode::forced || double(g.C) * g.kh * g.kw * g.Cout <= kImplicitMaxSums;
+}
+
+// Against the Winograd weight gradient (3x3, batch 64, time Winograd /
+// implicit): AVX-512 16 -> 16 channels at 32x32 1.98, 32 -> 32 at 16x16 1.37, at
+// 32x32 1.18, 32 -> 64 at 16x16 1.05; but 64 -> 64 at 16x16 0.87, 48 -> 12 at
+// 32x32 0.89 (one vector of output channels: the broadcasts bound it), 128 ->
+// 128 at 8x8 0.77.  avx2: 16 -> 16 2.59, 32 -> 32 1.57 (16x16) and 1.58
+// (32x32), 48 -> 12 1.63, 64 -> 32 1.40, 32 -> 64 1.35, 64 -> 64 at 8x8 1.36,
+// at 16x16 0.96, at 56x56 (batch 8) 1.03; 128 -> 128 at 8x8 0.92, at 28x28 0.74.
+bool implicit_weight_grad_beats_winograd(const ConvGeom& g) {
+  if (winograd_forced() || !use_implicit_weight_grad(g)) return false;
+  return sgemm_avx512_enabled() ? g.C <= 32 : (g.C <= 32 || g.Cout <= 32 || g.C * g.Cout <= 64 * 64);
 }
 
 namespace {
@@ -358,52 +368,86 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
 }
 
 // gw = sum over images of gy_n (Cout x P) times x_n's tap rows (C*taps x P),
-// as gemm_nt_rows over a compact plane: gy is copied into rows one plane row
-// step apart with zeros between, so each image is one long reduction over all
-// its output rows and the columns between rows add nothing.  Those columns
-// meet real input values, so x must be finite (0 * Inf).
+// as gemm_tn_rows over a compact plane: gw^T with the output channels in the
+// vectors, so each output row is one run of positions and nothing is summed
+// between rows or reduced across lanes (small maps lost to both when the
+// positions were the vectors: 8x8 maps spent more on them than on the sums).
 template <class T>
 void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g) {
   const LevelKernels<T>& k = kernels_for<T>();
   const Phases<T> ph(g, k.lanes, true);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = ph.row_step(g);
-  const int64_t N = checked_add(checked_mul(g.OH - 1, row_step, "direct workspace"), g.OW, "direct workspace");
-  checked_mul(N, g.Cout, "direct workspace");
-  const std::vector<int64_t> koff = ph.tap_rows(g.C);
-  // Items are (image, range of tap rows): with fewer images than threads an
-  // image's rows are split, each worker filling that image's planes once.
+  // Tap rows padded to whole tiles (the padding repeats a real row; its sums are dropped), channels to vectors.
+  const int64_t MR = k.tn_rows, Kp = round_up(K, MR), ldt = round_up(g.Cout, k.lanes);
+  checked_mul(checked_mul(P, ldt, "direct workspace"), std::max(Kp, int64_t(1)), "direct workspace");
+  std::vector<int64_t> koff = ph.tap_rows(g.C);
+  koff.resize(static_cast<size_t>(Kp), koff.back());
+  std::vector<int64_t> soff(static_cast<size_t>(g.OH));
+  for (int64_t oh = 0; oh < g.OH; ++oh) soff[oh] = oh * row_step;
+  // Output rows per kernel call: 128 positions or more, so loading and storing
+  // a tile's accumulators is a small part of its sums; their gy^T stays in L1.
+  const int64_t call_rows = std::max<int64_t>(1, (128 + g.OW - 1) / std::max<int64_t>(g.OW, 1));
+  // Tap rows in chunks whose sums (chunk x ldt) stay in L2 (256 KiB) while a
+  // block of images streams past.  Items are (block of images, band of output
+  // rows): a block's gy^T is transposed once (held within 1 MiB), and each
+  // chunk fills only its own channels' planes.  With fewer blocks than threads
+  // (a single large image) the images are split into bands of rows instead.
   const int threads = get_num_threads();
-  const int64_t chunks = g.N >= threads ? 1 : std::min<int64_t>(K, (2 * threads + g.N - 1) / g.N);
-  const int workers = workers_for(direct_flops(g) * g.C, g.N * chunks);
+  const int64_t row_tiles = Kp / MR, gy_image = P * ldt;
+  const int64_t tiles_fit = std::max<int64_t>(1, (256 << 10) / (MR * ldt * static_cast<int64_t>(sizeof(T))));
+  const int64_t chunks = (row_tiles + tiles_fit - 1) / tiles_fit;
+  const int64_t B = std::max<int64_t>(
+      1, std::min<int64_t>((g.N + threads - 1) / threads, (1 << 20) / (gy_image * static_cast<int64_t>(sizeof(T)))));
+  checked_mul(B, gy_image, "direct workspace");
+  const int64_t blocks = (g.N + B - 1) / B;
+  const int64_t bands = blocks >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + blocks - 1) / blocks);
+  const int workers = workers_for(direct_flops(g) * g.C, blocks * bands);
   std::vector<std::vector<T>> parts(workers);
-  std::vector<int64_t> held(workers, -1);  // the image whose planes and gy a worker's buffers hold
-  parallel_for(g.N * chunks, workers, [&](int64_t item, int wk) {
-    const int64_t n = item / chunks, chunk = item % chunks;
-    const int64_t k0 = K * chunk / chunks, k1 = K * (chunk + 1) / chunks;
-    if (k0 == k1) return;
+  parallel_for(blocks * bands, workers, [&](int64_t item, int wk) {
+    const int64_t blk = item / bands, band = item % bands;
+    const int64_t n0 = blk * B, m = std::min(B, g.N - n0);
+    const int64_t oh0 = g.OH * band / bands, oh1 = g.OH * (band + 1) / bands;
+    if (oh0 == oh1) return;
     auto& part = parts[wk];
     const bool first = part.empty();
-    if (first) part.assign(static_cast<size_t>(g.Cout * K), T(0));
-    T* const buf = thread_buffer<T>(0, image, first);  // padding is never written: zeros once per call
-    T* const gyb = thread_buffer<T>(1, g.Cout * N, false);
-    if (held[wk] != n) {
-      for (int64_t c = 0; c < g.C; ++c) ph.fill_rows(x + (n * g.C + c) * HW, g, buf + c * plane, 0, ph.rows);
-      const T* gyn = gy + n * g.Cout * P;
-      for (int64_t o = 0; o < g.Cout; ++o)
-        for (int64_t oh = 0; oh < g.OH; ++oh) {
-          T* row = gyb + o * N + oh * row_step;
-          std::memcpy(row, gyn + o * P + oh * g.OW, sizeof(T) * g.OW);
-          if (oh + 1 < g.OH) std::fill(row + g.OW, row + row_step, T(0));  // the columns between rows
-        }
-      held[wk] = n;
+    if (first) part.assign(static_cast<size_t>(Kp * ldt), T(0));
+    // Padding is never written: zeros once per call; rows outside the band are not read.
+    T* const buf = thread_buffer<T>(0, image, first);
+    T* const gyt = thread_buffer<T>(1, B * gy_image, false);
+    for (int64_t i = 0; i < m; ++i)
+      k.transpose_lanes(gy + (n0 + i) * g.Cout * P + oh0 * g.OW, g.Cout, (oh1 - oh0) * g.OW, P, gyt + i * gy_image,
+                        ldt);
+    const int64_t rho0 = oh0 * g.sh, rho1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t k0 = MR * (row_tiles * chunk / chunks), k1 = MR * (row_tiles * (chunk + 1) / chunks);
+      // The chunk's channels only (the padding rows repeat row K - 1, in the last chunk).
+      const int64_t c0 = k0 / taps, c1 = (std::min(k1, K) - 1) / taps + 1;
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t c = c0; c < c1; ++c) ph.fill_rows(x + ((n0 + i) * g.C + c) * HW, g, buf + c * plane, rho0, rho1);
+        for (int64_t oh = oh0; oh < oh1; oh += call_rows)
+          k.gemm_tn_rows(k1 - k0, g.Cout, std::min(call_rows, oh1 - oh), g.OW, buf, koff.data() + k0, soff.data() + oh,
+                         gyt + i * gy_image + (oh - oh0) * g.OW * ldt, ldt, part.data() + k0 * ldt, ldt);
+      }
     }
-    k.gemm_nt_rows(g.Cout, N, k1 - k0, gyb, N, buf, koff.data() + k0, part.data() + k0, K);
   });
-  std::fill(gw, gw + g.Cout * K, T(0));
-  for (const auto& part : parts)
-    if (!part.empty())
-      for (int64_t i = 0; i < g.Cout * K; ++i) gw[i] += part[i];
+  // The workers' gw^T summed in place (contiguous), then transposed into gw.
+  std::vector<T>* sum = nullptr;
+  for (auto& part : parts)
+    if (!part.empty()) {
+      if (!sum)
+        sum = &part;
+      else
+        for (int64_t i = 0; i < K * ldt; ++i) (*sum)[i] += part[i];
+    }
+  if (!sum) {  // no images
+    std::fill(gw, gw + g.Cout * K, T(0));
+    return;
+  }
+  const int64_t ldk = round_up(K, k.lanes);
+  std::vector<T> t(static_cast<size_t>(checked_mul(g.Cout, ldk, "direct workspace")));
+  k.transpose_lanes(sum->data(), K, g.Cout, ldt, t.data(), ldk);
+  for (int64_t o = 0; o < g.Cout; ++o) std::memcpy(gw + o * K, t.data() + o * ldk, sizeof(T) * K);
 }
 
 template <class T>

@@ -172,6 +172,13 @@ IMPLICIT = [
     ((2, 7, 10, 23), 11, (3, 5), (1, 1), (2, 0, 1, 3), (2, 1)),  # weight-gradient tiles with edges both ways
     ((2, 5, 15, 15), 9, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # stride 2 on a compact plane: row and column phases
     ((1, 4, 14, 26), 7, (3, 5), (2, 3), (1, 2, 2, 1), (1, 2)),  # strides 2 and 3, dilated, on a compact plane
+    # The weight gradient's gemm_tn_rows: output channels in vectors, split into tiles of up to 3 (2) vectors with
+    # a partial last vector; tap rows padded to whole tiles; sums cut into chunks (64*9 x 128 of them, more than
+    # fit the chunk budget); a tall narrow map split into several kernel calls; images in blocks of unequal size.
+    ((2, 16, 5, 6), 72, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((2, 64, 6, 7), 128, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 2, 70, 3), 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((5, 3, 7, 8), 20, (3, 3), (2, 1), (1, 0, 1, 2), (1, 1)),
 ]
 
 
@@ -180,7 +187,7 @@ IMPLICIT = [
     "xs, cout, k, s, pads, d", IMPLICIT, ids=[f"{c[0][1]}to{c[1]}k{c[2][0]}s{c[3][1]}" for c in IMPLICIT]
 )
 def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
-    """Forward, the stride-1 input gradient (the adjoint forward) and the weight gradient (gemm_nt_rows)."""
+    """Forward, the stride-1 input gradient (the adjoint forward) and the weight gradient (gemm_tn_rows)."""
     monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
     rng = np.random.default_rng(xs[1] * 100 + cout)
     x = rng.standard_normal(xs).astype(dtype)

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "table.hpp"
 
@@ -56,7 +57,9 @@ LevelKernels<T> level_kernels() {
   k.packed_cols = kPackedVecs * kLanes<T>;
   k.gemm_packed = gemm_packed<T>;
   k.gemm_packed_rows = gemm_packed_rows<T>;
-  k.gemm_nt_rows = gemm_nt_rows<T>;
+  k.tn_rows = kTnRows;
+  k.gemm_tn_rows = gemm_tn_rows<T>;
+  k.transpose_lanes = transpose_lanes<T>;
   return k;
 }
 

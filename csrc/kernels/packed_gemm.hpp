@@ -74,51 +74,91 @@ void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, 
   packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + koff[k]; }, c, ldc);
 }
 
-// C (M x K, ldc) += A B^T: A is M x N (leading dimension lda), B's row k is N
-// values at b + koff[k]: an implicit-GEMM weight gradient, gy rows against the
-// padded input's tap rows, each a long reduction over N.  Tile: MR rows of A x
-// KB rows of B, MR * KB accumulator vectors reduced across lanes once at the
-// end; the last N % lanes values in a scalar loop (nothing read past N).
-constexpr int64_t kNtRows = 4;
-constexpr int64_t kNtCols = kVecRegisters >= 32 ? 5 : 2;
+// C (K x M, ldc) += B A^T, a reduction over output positions: the implicit
+// GEMM's weight gradient, transposed (gw^T, tap rows by output channels).
+// Output channels are the vector dimension, positions the scalar one, so no
+// accumulator is ever reduced across lanes and any set of positions can be
+// summed: the positions are `segs` runs of `len` (output rows), and nothing
+// between them is read or multiplied.
+//
+// Contract:
+//   B  row k, run s: len values at b + koff[k] + soff[s] (a tap row of a
+//      padded input plane; direct.cpp).
+//   A^T  run s, value j: the M output channels' values at at + (s*len + j)*lda
+//      (gy transposed), lda >= M rounded up to lanes, the lanes past M zero.
+//   C  K x M, leading dimension ldc >= M rounded up to lanes; accumulated into,
+//      the lanes past M included.
+//   K a multiple of kTnRows (the caller pads with rows it ignores), M >= 1,
+//   segs, len >= 0.  No alignment is assumed.
+// Tile: kTnRows tap rows x up to kTnVecs vectors of channels in registers, 8 x 3
+// where the level has 32 vector registers (24 accumulators, three A vectors, a
+// broadcast), 6 x 2 with 16.  The caller keeps the A^T of one call within L1
+// (a few hundred positions): every tile of tap rows streams over it again.
+constexpr int64_t kTnRows = kVecRegisters >= 32 ? 8 : 6;
+constexpr int64_t kTnVecs = kVecRegisters >= 32 ? 3 : 2;
 
-template <class T>
-void gemm_nt_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, const int64_t* koff, T* c,
-                  int64_t ldc) {
-  constexpr int64_t V = kLanes<T>, MR = kNtRows, KB = kNtCols;
-  const int64_t Nv = N / V * V;
-  for (int64_t i0 = 0; i0 < M; i0 += MR)
-    for (int64_t k0 = 0; k0 < K; k0 += KB) {
-      if (i0 + MR <= M && k0 + KB <= K) {
-        Vec<T> acc[MR][KB] = {};
-        const T* ar[MR];
-        const T* br[KB];
-        for (int64_t r = 0; r < MR; ++r) ar[r] = a + (i0 + r) * lda;
-        for (int64_t j = 0; j < KB; ++j) br[j] = b + koff[k0 + j];
-        for (int64_t p = 0; p < Nv; p += V) {
-          Vec<T> av[MR];
-          for (int64_t r = 0; r < MR; ++r) av[r] = load(ar[r] + p);
-          for (int64_t j = 0; j < KB; ++j) {
-            const Vec<T> bv = load(br[j] + p);
-            for (int64_t r = 0; r < MR; ++r) acc[r][j] += av[r] * bv;
-          }
+template <class T, int64_t NV>
+inline void tn_tile(int64_t K, int64_t segs, int64_t len, const T* b, const int64_t* koff, const int64_t* soff,
+                    const T* at, int64_t lda, T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, MR = kTnRows;
+  for (int64_t k0 = 0; k0 < K; k0 += MR) {
+    Vec<T> acc[MR][NV];
+    for (int64_t r = 0; r < MR; ++r)
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] = load(c + (k0 + r) * ldc + v * V);
+    for (int64_t s = 0; s < segs; ++s) {
+      const T* br[MR];
+      for (int64_t r = 0; r < MR; ++r) br[r] = b + koff[k0 + r] + soff[s];
+      const T* as = at + s * len * lda;
+      for (int64_t j = 0; j < len; ++j) {
+        Vec<T> av[NV];
+        for (int64_t v = 0; v < NV; ++v) av[v] = load(as + j * lda + v * V);
+        for (int64_t r = 0; r < MR; ++r) {
+          const T bv = br[r][j];  // scalar times vector: one broadcast load
+          for (int64_t v = 0; v < NV; ++v) acc[r][v] += bv * av[v];
         }
-        for (int64_t r = 0; r < MR; ++r)
-          for (int64_t j = 0; j < KB; ++j) {
-            T s = reduce_add<T>(acc[r][j]);
-            for (int64_t p = Nv; p < N; ++p) s += ar[r][p] * br[j][p];
-            c[(i0 + r) * ldc + k0 + j] += s;
-          }
-      } else {  // edge tiles: one dot product at a time
-        for (int64_t r = i0; r < imin(i0 + MR, M); ++r)
-          for (int64_t j = k0; j < imin(k0 + KB, K); ++j) {
-            const T *ap = a + r * lda, *bp = b + koff[j];
-            Vec<T> acc{};
-            for (int64_t p = 0; p < Nv; p += V) acc += load(ap + p) * load(bp + p);
-            T s = reduce_add<T>(acc);
-            for (int64_t p = Nv; p < N; ++p) s += ap[p] * bp[p];
-            c[r * ldc + j] += s;
-          }
       }
     }
+    for (int64_t r = 0; r < MR; ++r)
+      for (int64_t v = 0; v < NV; ++v) store(c + (k0 + r) * ldc + v * V, acc[r][v]);
+  }
+}
+
+template <class T>
+void gemm_tn_rows(int64_t K, int64_t M, int64_t segs, int64_t len, const T* b, const int64_t* koff, const int64_t* soff,
+                  const T* at, int64_t lda, T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, NV = kTnVecs;
+  const int64_t vecs = (M + V - 1) / V;
+  // Channel tiles as even as the register budget allows (4 vectors: 2 + 2, not 3 + 1).
+  const int64_t tiles = (vecs + NV - 1) / NV;
+  for (int64_t t = 0, v0 = 0; t < tiles; ++t) {
+    const int64_t nv = (vecs - v0) / (tiles - t) + ((vecs - v0) % (tiles - t) != 0);
+    const T* a = at + v0 * V;
+    T* ct = c + v0 * V;
+    if constexpr (NV >= 3)
+      if (nv == 3) tn_tile<T, 3>(K, segs, len, b, koff, soff, a, lda, ct, ldc);
+    if (nv == 2) tn_tile<T, 2>(K, segs, len, b, koff, soff, a, lda, ct, ldc);
+    if (nv == 1) tn_tile<T, 1>(K, segs, len, b, koff, soff, a, lda, ct, ldc);
+    v0 += nv;
+  }
+}
+
+// A^T for gemm_tn_rows: dst[p * ldd + o] = src[o * lds + p], o < rows, p < cols,
+// in lanes x lanes blocks transposed in registers (a scalar loop took longer
+// than the weight gradient of a 3 -> 16 channel layer).  Rows past `rows` up to
+// the next multiple of the lanes are written as zeros; ldd >= that multiple.
+template <class T>
+void transpose_lanes(const T* src, int64_t rows, int64_t cols, int64_t lds, T* dst, int64_t ldd) {
+  constexpr int64_t V = kLanes<T>;
+  const int64_t full = cols / V * V;
+  for (int64_t o0 = 0; o0 < rows; o0 += V) {
+    const int64_t nr = imin(V, rows - o0);
+    for (int64_t p0 = 0; p0 < full; p0 += V) {
+      Vec<T> r[V];
+      for (int64_t i = 0; i < V; ++i) r[i] = i < nr ? load(src + (o0 + i) * lds + p0) : Vec<T>{};
+      transpose_block<T>(r);
+      for (int64_t i = 0; i < V; ++i) store(dst + (p0 + i) * ldd + o0, r[i]);
+    }
+    for (int64_t p = full; p < cols; ++p)
+      for (int64_t i = 0; i < V; ++i) dst[p * ldd + o0 + i] = i < nr ? src[(o0 + i) * lds + p] : T(0);
+  }
 }

@@ -68,9 +68,15 @@ struct LevelKernels {
   // The same with B's row k at b + koff[k] (an implicit GEMM over a padded input).
   void (*gemm_packed_rows)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
                            int64_t ldc);
-  // C (M x K, ldc) += A (M x N, lda) B^T, B's row k at b + koff[k] (the implicit weight gradient).
-  void (*gemm_nt_rows)(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, const int64_t* koff, T* c,
-                       int64_t ldc);
+  // C (K x M, ldc) += B A^T over `segs` runs of `len` positions, B's row k, run s at b + koff[k] + soff[s],
+  // A^T's rows lda apart (the implicit weight gradient, transposed; contract in packed_gemm.hpp); K a
+  // multiple of tn_rows.
+  int64_t tn_rows;
+  void (*gemm_tn_rows)(int64_t K, int64_t M, int64_t segs, int64_t len, const T* b, const int64_t* koff,
+                       const int64_t* soff, const T* at, int64_t lda, T* c, int64_t ldc);
+  // dst[p * ldd + o] = src[o * lds + p] for o < rows, p < cols; dst's lanes from rows up to rows rounded up
+  // to lanes are set to zero (ldd at least that).
+  void (*transpose_lanes)(const T* src, int64_t rows, int64_t cols, int64_t lds, T* dst, int64_t ldd);
 };
 
 // F(2x2, 3x3) Winograd transforms of one run of tiles (float32; contract in

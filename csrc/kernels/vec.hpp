@@ -12,7 +12,7 @@
 // AVX2 CPU; hence plain loops and memcpy (a libc call) only.
 #pragma once
 
-// Expects <cstdint>, <cstring> and <type_traits> included at file scope.
+// Expects <cstdint>, <cstring>, <type_traits> and <utility> included at file scope.
 
 template <class T>
 struct VecOf {
@@ -111,3 +111,35 @@ inline T reduce_add(Vec<T> v) {
 }
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Lanes of a (indices 0 .. lanes - 1) and b (lanes .. 2 lanes - 1), picked by
+// Idx: one or two permutes.  GCC before 12 has only __builtin_shuffle.
+template <class T, int64_t... Idx>
+inline Vec<T> pick(Vec<T> a, Vec<T> b) {
+  static_assert(sizeof...(Idx) == kLanes<T>, "one index per lane");
+#if defined(__clang__) || __GNUC__ >= 12
+  return __builtin_shufflevector(a, b, Idx...);
+#else
+  return __builtin_shuffle(a, b, BitsVec<T>{static_cast<typename BitsOf<T>::elem>(Idx)...});
+#endif
+}
+
+// Rows r and r + B of a lanes x lanes block, their off-diagonal B x B blocks
+// (lanes with bit B set in row r, clear in row r + B) swapped.
+template <class T, int64_t B, int64_t... L>
+inline void swap_blocks(Vec<T>& lo, Vec<T>& hi, std::integer_sequence<int64_t, L...>) {
+  constexpr int64_t V = kLanes<T>;
+  const Vec<T> a = lo, b = hi;
+  lo = pick<T, ((L & B) ? V + L - B : L)...>(a, b);
+  hi = pick<T, ((L & B) ? V + L : L + B)...>(a, b);
+}
+
+// r[0 .. lanes) transposed in registers: the off-diagonal blocks swapped at
+// half the width, then within each quadrant, down to single lanes (lanes
+// log2(lanes) permutes of two registers).
+template <class T, int64_t B = kLanes<T> / 2>
+inline void transpose_block(Vec<T>* r) {
+  for (int64_t i = 0; i < kLanes<T>; ++i)
+    if (!(i & B)) swap_blocks<T, B>(r[i], r[i | B], std::make_integer_sequence<int64_t, kLanes<T>>{});
+  if constexpr (B > 1) transpose_block<T, B / 2>(r);
+}
