@@ -191,12 +191,18 @@ struct Phases {
     // Input columns whose padded column lies inside the phases.
     const int64_t end = std::min(g.W, sw * len - g.pl);
     if (end <= 0) return;
+    const LevelKernels<T>& k = kernels_for<T>();
+    // Stride 2: input column i is padded column i + pl, in phase (i + pl) % 2 at (i + pl) / 2.
+    const int64_t even_phase = g.pl % 2;
     for (int64_t rho = rho0; rho < rho1; ++rho) {
       const int64_t ih = rho - g.pt;
       if (ih < 0 || ih >= g.H) continue;
       const T* src = x + ih * g.W;
       if (sw == 1) {
         std::copy(src, src + end, plane + row_at(rho, 0) + g.pl);
+      } else if (sw == 2) {
+        k.deinterleave2(src, end, plane + row_at(rho, even_phase) + g.pl / 2,
+                        plane + row_at(rho, 1 - even_phase) + (g.pl + 1) / 2);
       } else {
         // Phase r holds padded columns c = r + sw*q, input column c - pl: a
         // strided gather per phase (a division per value cost more than the

@@ -60,6 +60,7 @@ LevelKernels<T> level_kernels() {
   k.tn_rows = kTnRows;
   k.gemm_tn_rows = gemm_tn_rows<T>;
   k.transpose_lanes = transpose_lanes<T>;
+  k.deinterleave2 = deinterleave2<T>;
   return k;
 }
 

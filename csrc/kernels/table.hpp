@@ -77,6 +77,8 @@ struct LevelKernels {
   // dst[p * ldd + o] = src[o * lds + p] for o < rows, p < cols; dst's lanes from rows up to rows rounded up
   // to lanes are set to zero (ldd at least that).
   void (*transpose_lanes)(const T* src, int64_t rows, int64_t cols, int64_t lds, T* dst, int64_t ldd);
+  // even[i] = src[2i], odd[i] = src[2i + 1] over src[0, n) (a row split into two column phases).
+  void (*deinterleave2)(const T* src, int64_t n, T* even, T* odd);
 };
 
 // F(2x2, 3x3) Winograd transforms of one run of tiles (float32; contract in

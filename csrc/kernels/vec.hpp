@@ -143,3 +143,11 @@ inline void transpose_block(Vec<T>* r) {
     if (!(i & B)) swap_blocks<T, B>(r[i], r[i | B], std::make_integer_sequence<int64_t, kLanes<T>>{});
   if constexpr (B > 1) transpose_block<T, B / 2>(r);
 }
+
+// Even lanes (0, 2, ...) of the pair a, b, and the odd ones: a stride-2 gather
+// of two vectors' worth of values.
+template <class T, int64_t... L>
+inline void split_pairs(Vec<T> a, Vec<T> b, Vec<T>& even, Vec<T>& odd, std::integer_sequence<int64_t, L...>) {
+  even = pick<T, (2 * L)...>(a, b);
+  odd = pick<T, (2 * L + 1)...>(a, b);
+}
