@@ -164,17 +164,17 @@ bool use_winograd(const ConvGeom& g) {
 }
 
 // Where the generic (avx2, neon) Winograd takes a layer the implicit GEMM also
-// serves, the implicit GEMM wins on few channels or small maps.  Measured at
-// avx2, batch 64, forward time Winograd / implicit: 16 -> 16 channels at 32x32
-// 1.55, 32 -> 32 at 16x16 1.22, at 32x32 1.15; but 64 -> 64 at 56x56 (batch 8)
-// 0.71.  Few output channels too (DenseNet's growth of 12 at 32x32, batch 64,
-// forward / weight gradient): 48 -> 12 1.9 / 1.5, 64 -> 16 1.6 / 1.3, 48 -> 24
-// 1.4 / 1.2, while 64 -> 32 ties forward and loses (0.86) the weight gradient.
-// The AVX-512 Winograd beats it or ties everywhere measured.
+// serves, the implicit GEMM wins on few channels.  Measured at avx2, batch 64,
+// forward time Winograd / implicit: 16 -> 16 channels at 32x32 1.55-1.9, 32 ->
+// 32 at 16x16 1.22-1.37, at 32x32 1.15; few output channels too (DenseNet's
+// growth of 12 at 32x32, batch 64, forward / weight gradient): 48 -> 12 1.9 /
+// 1.5, 64 -> 16 1.6 / 1.3, 48 -> 24 1.4 / 1.2, while 64 -> 32 ties forward.  Small
+// maps alone do not make up for channels: 64 -> 64 at 16x16 0.81, 64 -> 128 at
+// 8x8 0.82, 64 -> 64 at 8x8 ties; 64 -> 64 at 56x56 (batch 8) 0.71.  The
+// AVX-512 Winograd beats it or ties everywhere measured.
 // Asked of the forward geometry, and of the adjoint's for an input gradient.
 bool implicit_beats_winograd(const ConvGeom& g) {
-  return !sgemm_avx512_enabled() && !winograd_forced() && (g.C <= 32 || g.Cout <= 24 || g.OH * g.OW <= 256) &&
-         use_implicit_gemm(g);
+  return !sgemm_avx512_enabled() && !winograd_forced() && (g.C <= 32 || g.Cout <= 24) && use_implicit_gemm(g);
 }
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
