@@ -386,7 +386,8 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = ph.row_step(g);
   // Tap rows padded to whole tiles (the padding repeats a real row; its sums are dropped), channels to vectors.
   const int64_t MR = k.tn_rows, Kp = round_up(K, MR), ldt = round_up(g.Cout, k.lanes);
-  checked_mul(checked_mul(P, ldt, "direct workspace"), std::max(Kp, int64_t(1)), "direct workspace");
+  checked_mul(Kp, ldt, "direct workspace");
+  checked_mul(P, ldt, "direct workspace");
   std::vector<int64_t> koff = ph.tap_rows(g.C);
   koff.resize(static_cast<size_t>(Kp), koff.back());
   std::vector<int64_t> soff(static_cast<size_t>(g.OH));
