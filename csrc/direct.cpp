@@ -438,22 +438,12 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
       }
     }
   });
-  // The workers' gw^T summed in place (contiguous), then transposed into gw.
-  std::vector<T>* sum = nullptr;
-  for (auto& part : parts)
-    if (!part.empty()) {
-      if (!sum)
-        sum = &part;
-      else
-        for (int64_t i = 0; i < K * ldt; ++i) (*sum)[i] += part[i];
-    }
-  if (!sum) {  // no images
-    std::fill(gw, gw + g.Cout * K, T(0));
-    return;
-  }
+  // The workers' gw^T summed, then transposed into gw.
+  std::vector<T> sum(static_cast<size_t>(Kp * ldt), T(0));
+  reduce_into(sum.data(), parts, Kp * ldt);
   const int64_t ldk = round_up(K, k.lanes);
   std::vector<T> t(static_cast<size_t>(checked_mul(g.Cout, ldk, "direct workspace")));
-  k.transpose_lanes(sum->data(), K, g.Cout, ldt, t.data(), ldk);
+  k.transpose_lanes(sum.data(), K, g.Cout, ldt, t.data(), ldk);
   for (int64_t o = 0; o < g.Cout; ++o) std::memcpy(gw + o * K, t.data() + o * ldk, sizeof(T) * K);
 }
 
