@@ -13,8 +13,12 @@ Inf in input columns only some taps may read.  References are float64 NumPy
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastconv
 from test_numpy_reference import close, conv_ref, level  # noqa: F401  (level is a fixture)
@@ -197,6 +201,54 @@ def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
     b = rng.standard_normal(cout).astype(dtype)
     for got, ref in run(x, w, b, s, pads, d, 1, dtype):
         close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("s", [(2, 2), (1, 3)], ids=["s22", "s13"])
+def test_implicit_weight_gradient_ignores_inf_outside_its_windows(s, dtype, level, monkeypatch):
+    """gemm_tn_rows sums real output positions only: x's last column, which no window reads (the column stride
+    steps over it), is Inf and gw stays finite, as torch's sum over windows does."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 7, s[1] * 8 + 2)).astype(dtype)
+    x[1, 2, 3, -1] = np.inf
+    w = rng.standard_normal((20, 3, 3, 3)).astype(dtype)
+    (_, _), (_, _), (gw, gw_ref) = run(x, w, None, s, (0, 0, 0, 0), (1, 1), 1, dtype)
+    assert np.isfinite(gw).all()
+    close(gw, gw_ref, dtype)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(2, 9),
+    cout=st.integers(1, 40),
+    hw=st.tuples(st.integers(1, 14), st.integers(1, 30)),
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pads=st.tuples(*[st.integers(0, 2)] * 4),
+    seed=st.integers(0, 2**16),
+)
+def test_implicit_gemm_random_geometries(n, c, cout, hw, k, s, d, pads, seed, level):
+    """Random single-group geometries on the implicit GEMM at every level, float32: forward, input gradient and
+    the weight gradient's channel tiles, tap-row padding and compact planes against the float64 reference."""
+    if hw[0] + pads[0] + pads[1] < d[0] * (k[0] - 1) + 1 or hw[1] + pads[2] + pads[3] < d[1] * (k[1] - 1) + 1:
+        return  # no output: the shape check's case, tested in test_conv
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, *hw)).astype(np.float32)
+    w = rng.standard_normal((cout, c, *k)).astype(np.float32)
+    old = os.environ.get("FASTCONV_IMPLICIT_GEMM")
+    os.environ["FASTCONV_IMPLICIT_GEMM"] = "1"
+    try:
+        got = run(x, w, None, s, pads, d, 1, np.float32)
+    finally:
+        if old is None:
+            del os.environ["FASTCONV_IMPLICIT_GEMM"]
+        else:
+            os.environ["FASTCONV_IMPLICIT_GEMM"] = old
+    for y, ref in got:
+        close(y, ref, np.float32)
 
 
 @pytest.mark.parametrize("stride", [(2, 1), (2, 2)], ids=["s21", "s22"])
