@@ -251,6 +251,24 @@ def test_implicit_gemm_random_geometries(n, c, cout, hw, k, s, d, pads, seed, le
         close(y, ref, np.float32)
 
 
+@pytest.mark.parametrize("threads", [1, 3, 8, 16, 64])
+def test_implicit_weight_gradient_blocks_and_bands(threads, monkeypatch):
+    """Five images: one block of all five (1 thread), blocks of two (3 threads), single images cut into bands of
+    output rows (8-64 threads, more than images), on a stride-2 compact plane; float64 so the sums' order shows
+    only at rounding level."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(threads + 11)
+    x = rng.standard_normal((5, 4, 29, 23))
+    w = rng.standard_normal((20, 4, 3, 3))
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        (_, _), (_, _), (gw, gw_ref) = run(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 1, np.float64)
+    finally:
+        fastconv.set_num_threads(old)
+    close(gw, gw_ref, np.float64)
+
+
 @pytest.mark.parametrize("stride", [(2, 1), (2, 2)], ids=["s21", "s22"])
 @pytest.mark.parametrize("threads", [1, 3, 8, 16, 64])
 def test_implicit_gemm_bands_of_one_image(threads, stride, monkeypatch):
