@@ -36,14 +36,20 @@ inline void small_k_tile(int64_t K, const T* a, int64_t a_row, int64_t a_col, co
       acc[r][1] += av * b1;
     }
   }
-  for (int64_t r = 0; r < R; ++r) {
-    if (nb == 2 * V) {
+  // The full-width case on its own, unrolled: as one loop with the partial
+  // case inside, GCC copied every accumulator to the stack and back first
+  // (AVX2, standalone: 8% of a K = 27 tile's time, 12-27% at K = 9).
+  if (nb == 2 * V) {
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < R; ++r) {
       store(c + r * ldc, acc[r][0]);
       store(c + r * ldc + V, acc[r][1]);
-    } else {
-      store_vec(c + r * ldc, acc[r][0], 0, nb);
-      store_vec(c + r * ldc, acc[r][1], 1, nb);
     }
+    return;
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    store_vec(c + r * ldc, acc[r][0], 0, nb);
+    store_vec(c + r * ldc, acc[r][1], 1, nb);
   }
 }
 
