@@ -121,8 +121,9 @@ bool use_implicit_weight_grad(const ConvGeom& g) {
 // 128 at 8x8 0.77.  avx2: 16 -> 16 2.59, 32 -> 32 1.57 (16x16) and 1.58
 // (32x32), 48 -> 12 1.63, 64 -> 32 1.40, 32 -> 64 1.35, 64 -> 64 at 8x8 1.36,
 // at 16x16 0.96, at 56x56 (batch 8) 1.03; 128 -> 128 at 8x8 0.92, at 28x28 0.74.
+// Asked only where use_implicit_weight_grad(g) holds.
 bool implicit_weight_grad_beats_winograd(const ConvGeom& g) {
-  if (winograd_forced() || !use_implicit_weight_grad(g)) return false;
+  if (winograd_forced()) return false;
   return sgemm_avx512_enabled() ? g.C <= 32 : (g.C <= 32 || g.Cout <= 32 || g.C * g.Cout <= 64 * 64);
 }
 

@@ -30,7 +30,8 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
 // group, column stride 1, compact planes keep most columns); the same
 // FASTCONV_IMPLICIT_GEMM switch.
 bool use_implicit_weight_grad(const ConvGeom& g);
-// Where the Winograd weight gradient (float32, 3x3) also serves, whether this one is faster.
+// Where the Winograd weight gradient (float32, 3x3) also serves and use_implicit_weight_grad(g) holds,
+// whether this one is faster.
 bool implicit_weight_grad_beats_winograd(const ConvGeom& g);
 
 // gw (overwritten) for use_implicit_weight_grad(g) geometries: the sum of exactly the products of the
