@@ -107,6 +107,7 @@ bool is_pointwise(const ConvGeom& g) {
 // tiles is rounded up to a multiple of the thread count so none idles.
 constexpr size_t kColBytes = 2 << 20;
 constexpr int64_t kMinCols = 256;
+constexpr size_t kSmallKColBytes = 256 << 10;
 
 struct Tiling {
   int64_t P, NP, tile, per_image, ntiles;  // per_image == 0: tiles span images
@@ -115,12 +116,16 @@ struct Tiling {
     int64_t want = static_cast<int64_t>(kColBytes / (static_cast<size_t>(K) * elem));
     want = std::max<int64_t>(kMinCols, want);
     // Short reductions run on gemm_small_k, which gains nothing from wide tiles:
-    // stay inside images and write the output in place instead of copying it.
-    if (K <= kSmallK) want = std::min(want, P);
+    // stay inside images and write the output in place instead of copying it,
+    // in tiles whose columns stay in L2 between im2col and the GEMM.
+    if (K <= kSmallK) want = std::min({want, P, std::max<int64_t>(kMinCols, kSmallKColBytes / (K * elem))});
     const int64_t t = std::max(threads, 1);
     if (P >= want) {
       per_image = (P + want - 1) / want;
-      while (groups * N * per_image < t && per_image < P) ++per_image;
+      // A static split of few tiles idles threads (3 tiles on 2 threads: a third of the time).
+      while ((groups * N * per_image < t || (groups * N * per_image % t != 0 && groups * N * per_image < 8 * t)) &&
+             per_image < P)
+        ++per_image;
       tile = (P + per_image - 1) / per_image;
       per_image = (P + tile - 1) / tile;  // rounding the tile up can leave fewer, never empty, tiles
       ntiles = N * per_image;
@@ -221,23 +226,23 @@ void copy_rows(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int64_t row
 }
 
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
+void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   if (g.N == 0) return;
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
   if constexpr (std::is_same_v<T, float>) {
     if (use_winograd(g) && !implicit_beats_winograd(g) && all_finite(x, g.N * g.C * HW) && all_finite(w, g.Cout * K)) {
-      winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
+      winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW}, ep);
       return;
     }
   }
   if (use_direct(g)) {
-    direct_forward(x, w, b, y, g);
+    direct_forward(x, w, b, y, g, ep);
     return;
   }
   if (use_implicit_gemm(g)) {
-    implicit_gemm_forward(x, w, b, y, g);
+    implicit_gemm_forward(x, w, b, y, g, ep);
     return;
   }
   // Columns of all images of a group form one N*P column space, cut into tiles
@@ -296,6 +301,8 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g)
           const T bv = b[gi * Cog + oc];
           for (int64_t i = 0; i < len; ++i) row[i] += bv;
         }
+      if (ep.active())
+        for (int64_t oc = 0; oc < Cog; ++oc) ep.apply(y, (n * g.Cout + gi * Cog + oc) * P + p0, len);
     });
   });
 }
@@ -498,12 +505,12 @@ void conv_transpose2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw
   if (gb) channel_sums(gy, g.N, g.C, g.H * g.W, gb);
 }
 
-#define FASTCONV_INSTANTIATE(T)                                                                 \
-  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);           \
-  template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);  \
-  template void unfold<T>(const T*, T*, const ConvGeom&);                                       \
-  template void fold<T>(const T*, T*, const ConvGeom&);                                         \
-  template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&); \
+#define FASTCONV_INSTANTIATE(T)                                                                           \
+  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&); \
+  template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);            \
+  template void unfold<T>(const T*, T*, const ConvGeom&);                                                 \
+  template void fold<T>(const T*, T*, const ConvGeom&);                                                   \
+  template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);           \
   template void conv_transpose2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

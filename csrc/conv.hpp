@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "epilogue.hpp"
+
 namespace fastconv {
 
 struct ConvGeom {
@@ -27,9 +29,9 @@ ConvGeom conv_geom_with_output(int64_t N, int64_t C, int64_t H, int64_t W, int64
                                int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
                                int64_t groups, int64_t OH, int64_t OW);
 
-// y[N, Cout, OH, OW] = conv(x[N, C, H, W], w[Cout, C/groups, kh, kw]) + b.
+// y[N, Cout, OH, OW] = conv(x[N, C, H, W], w[Cout, C/groups, kh, kw]) + b, finished by `ep`.
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g);
+void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {});
 
 // Any of gx, gw, gb may be null to skip that gradient.
 template <class T>

@@ -24,7 +24,7 @@ bool use_implicit_gemm(const ConvGeom& g);
 // y = conv(x, w) + b on the packed GEMM kernel, B read in place from padded
 // input planes (no column matrix); b may be null.
 template <class T>
-void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g);
+void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {});
 
 // True when the implicit GEMM serves this convolution's weight gradient (one
 // group, column stride 1, compact planes keep most columns); the same
@@ -44,7 +44,7 @@ std::string direct_kernel_name();
 
 // y = conv(x, w) + b for use_direct(g) geometries; b may be null.
 template <class T>
-void direct_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g);
+void direct_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {});
 
 // Input gradient gx and/or weight gradient gw (either may be null; both are
 // overwritten) for use_direct(g) geometries.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "epilogue.hpp"
 #include "parallel.hpp"
 
 namespace fastconv {
@@ -71,11 +72,7 @@ void channel_affine(const T* x, const T* scale, const T* shift, bool relu, T* y,
     const T* p = x + item * HW;
     T* q = y + item * HW;
     if (relu)
-      for (int64_t i = 0; i < HW; ++i) {
-        T v = p[i] * a + b;
-        if (v <= T(0)) v = T(0);  // NaN fails the test and stays, as torch's ReLU
-        q[i] = v;
-      }
+      for (int64_t i = 0; i < HW; ++i) q[i] = rectify(p[i] * a + b);
     else
       for (int64_t i = 0; i < HW; ++i) q[i] = p[i] * a + b;
   });
@@ -173,11 +170,7 @@ void relu_forward(const T* x, T* y, int64_t n) {
   const int64_t items = (n + kChunk - 1) / kChunk;
   parallel_for(items, elementwise_workers(n, items), [&](int64_t item, int) {
     const int64_t i0 = item * kChunk, i1 = std::min(n, i0 + kChunk);
-    for (int64_t i = i0; i < i1; ++i) {
-      T v = x[i];
-      if (v <= T(0)) v = T(0);  // NaN fails the test and stays
-      y[i] = v;
-    }
+    for (int64_t i = i0; i < i1; ++i) y[i] = rectify(x[i]);
   });
 }
 
@@ -200,11 +193,7 @@ void add_relu(const T* a, const T* b, T* y, int64_t n, bool relu) {
   parallel_for(items, elementwise_workers(n, items), [&](int64_t item, int) {
     const int64_t i0 = item * kChunk, i1 = std::min(n, i0 + kChunk);
     if (relu)
-      for (int64_t i = i0; i < i1; ++i) {
-        T v = a[i] + b[i];
-        if (v <= T(0)) v = T(0);
-        y[i] = v;
-      }
+      for (int64_t i = i0; i < i1; ++i) y[i] = rectify(a[i] + b[i]);
     else
       for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
   });

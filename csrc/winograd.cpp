@@ -241,8 +241,9 @@ void for_point_columns(int64_t T, int threads, double flops, F&& f) {
 
 }  // namespace
 
-void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g) {
-  if (sgemm_avx512_enabled()) return winograd_f2x3_avx512(x, w, adjoint, bias, y, g);
+void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g,
+                   const Epilogue<float>& ep) {
+  if (sgemm_avx512_enabled()) return winograd_f2x3_avx512(x, w, adjoint, bias, y, g, ep);
   const WinogradTiles& k = kernels().winograd;
   const int64_t C = g.C, Cout = g.Cout, HWi = g.H * g.W, HWo = g.OH * g.OW;
   const Tiles tiles(g, g.N);
@@ -276,6 +277,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
         for (int64_t ty = 0; ty < tiles.th; ++ty)
           k.output_run(M + o * T + n * tiles.per_image + ty * tiles.tw, mstride, ty, 0, tiles.tw, bias ? bias[o] : 0.0f,
                        y + ((n0 + n) * Cout + o) * HWo, g.OH, g.OW, runs[wk].data());
+        if (ep.active()) ep.apply(y, ((n0 + n) * Cout + o) * HWo, HWo);
       });
     }
     return;
@@ -296,6 +298,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
       for (int64_t o = 0; o < Cout; ++o)
         k.output_run(s.m + o * cnt + col, mstride, ty, tx, len, bias ? bias[o] : 0.0f, y + (n * Cout + o) * HWo, g.OH,
                      g.OW, s.run);
+      if (ep.active()) finish_tile_rows(ep, y, n, Cout, g.OH, g.OW, ty, tx, len);
     });
   });
 }

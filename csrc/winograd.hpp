@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "epilogue.hpp"
+
 namespace fastconv {
 
 struct WinogradGeom {
@@ -23,6 +25,15 @@ struct WinogradGeom {
   int64_t pad_t, pad_l;
   int64_t OH, OW;  // output size; padding after the input is implied by it
 };
+
+// ep over what a run of `len` 2x2 output tiles from tile (ty, tx) of image n
+// wrote in each of its Cout channels, right after it was written.
+inline void finish_tile_rows(const Epilogue<float>& ep, float* y, int64_t n, int64_t Cout, int64_t OH, int64_t OW,
+                             int64_t ty, int64_t tx, int64_t len) {
+  const int64_t c0 = 2 * tx, c1 = 2 * (tx + len) < OW ? 2 * (tx + len) : OW;
+  for (int64_t o = 0; o < Cout; ++o)
+    for (int64_t r = 2 * ty; r < 2 * ty + 2 && r < OH; ++r) ep.apply(y, ((n * Cout + o) * OH + r) * OW + c0, c1 - c0);
+}
 
 // True at the avx512, avx2 and neon levels unless FASTCONV_WINOGRAD=0 (read on
 // every call, so a process can switch between algorithms).
@@ -40,11 +51,12 @@ bool winograd_suits(int64_t C, int64_t Cout, int64_t OH, int64_t OW);
 // Which implementation serves the active level, for show_config.
 const char* winograd_kernel_name();
 
-// y (N x Cout x OH x OW) = conv3x3(x, w) + bias (bias may be null).
+// y (N x Cout x OH x OW) = conv3x3(x, w) + bias (bias may be null), finished by `ep`.
 // w is [Cout][C][3][3]; with `adjoint` it is a [C][Cout][3][3] weight of the
 // opposite convolution, used transposed and rotated by 180 degrees: then y is
 // that convolution's input gradient when x is its output gradient.
-void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g);
+void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g,
+                   const Epilogue<float>& ep = {});
 
 // gw ([Cout][C][3][3], overwritten) of that convolution from its input x and
 // output gradient gy (N x Cout x OH x OW).
@@ -52,7 +64,7 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
 
 // The AVX-512 implementation (x86 only; the dispatchers above call it).
 void winograd_f2x3_avx512(const float* x, const float* w, bool adjoint, const float* bias, float* y,
-                          const WinogradGeom& g);
+                          const WinogradGeom& g, const Epilogue<float>& ep);
 void winograd_f2x3_grad_weight_avx512(const float* x, const float* gy, float* gw, const WinogradGeom& g);
 
 }  // namespace fastconv

@@ -6,7 +6,8 @@
 
 namespace fastconv {
 
-void winograd_f2x3_avx512(const float*, const float*, bool, const float*, float*, const WinogradGeom&) {
+void winograd_f2x3_avx512(const float*, const float*, bool, const float*, float*, const WinogradGeom&,
+                          const Epilogue<float>&) {
   throw std::logic_error("fastconv internal error: no Winograd kernel for this CPU");
 }
 
@@ -722,7 +723,8 @@ __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt
 // with many channels (7x7 layers: U is 16 MiB for 512 x 512) the second; the
 // choice compares the bytes each would move.
 __attribute__((target("avx512f"))) void winograd_f2x3_avx512(const float* x, const float* w, bool adjoint,
-                                                             const float* bias, float* y, const WinogradGeom& g) {
+                                                             const float* bias, float* y, const WinogradGeom& g,
+                                                             const Epilogue<float>& ep) {
   if (g.N == 0) return;
   thread_local Scratch su, sv_all, sm_all;
   const Plan plan = plan_for(g);
@@ -746,9 +748,11 @@ __attribute__((target("avx512f"))) void winograd_f2x3_avx512(const float* x, con
           input_transform(x + (run.n * g.C + c) * HWi, g.H, g.W, g.pad_t, g.pad_l, run, rows, V + c * ld, vstride);
       for (int64_t point = 0; point < 16; ++point)
         point_gemm(U, point, V + point * vstride, M + point * mstride, ld, 0, cols);
-      for (const Run& run : runs)
+      for (const Run& run : runs) {
         for (int64_t o = 0; o < g.Cout; ++o)
           output_transform(M + o * ld, mstride, run, bias ? bias[o] : 0.0f, y + (run.n * g.Cout + o) * HWo, g.OH, g.OW);
+        if (ep.active()) finish_tile_rows(ep, y, run.n, g.Cout, g.OH, g.OW, run.ty, run.tx0, run.len);
+      }
     });
     return;
   }
@@ -786,11 +790,12 @@ __attribute__((target("avx512f"))) void winograd_f2x3_avx512(const float* x, con
       const int64_t n = plane / g.Cout, o = plane % g.Cout;
       if (sp.ok) {
         output_transform_small(M + o * ld + n * per_image, mstride, sp, bias ? bias[o] : 0.0f, yc + plane * HWo);
-        return;
+      } else {
+        for (int64_t ty = 0; ty < th; ++ty)
+          output_transform(M + o * ld, mstride, Run{n, ty, 0, tw, (n * th + ty) * tw}, bias ? bias[o] : 0.0f,
+                           yc + plane * HWo, g.OH, g.OW);
       }
-      for (int64_t ty = 0; ty < th; ++ty)
-        output_transform(M + o * ld, mstride, Run{n, ty, 0, tw, (n * th + ty) * tw}, bias ? bias[o] : 0.0f,
-                         yc + plane * HWo, g.OH, g.OW);
+      if (ep.active()) ep.apply(y, (n0 * g.Cout + plane) * HWo, HWo);
     });
   }
 }

@@ -24,6 +24,7 @@ import fastconv
 from test_numpy_reference import close, conv_ref, level  # noqa: F401  (level is a fixture)
 
 DTYPES = [np.float32, np.float64]
+DTYPE_IDS = [(np.float32, "f32"), (np.float64, "f64")]
 
 
 def run(x, w, b, s, pads, d, groups, dtype):
@@ -287,3 +288,67 @@ def test_implicit_gemm_bands_of_one_image(threads, stride, monkeypatch):
         fastconv.set_num_threads(old)
     for y, ref in got:
         close(y, ref, np.float32)
+
+
+# The fused epilogue (conv2d's residual= and relu=) on every forward operator: each writes its output in its own
+# pieces (Winograd tile runs or whole planes, implicit GEMM row runs, im2col tiles that span images, direct
+# groups), and the residual must meet each piece at the same offset.  (name, environment, x shape, Cout, kernel,
+# stride, pads (t, b, l, r), groups).
+FUSED = [
+    ("winograd", {"FASTCONV_WINOGRAD": "1"}, (2, 16, 9, 7), 20, 3, 1, (1, 1, 1, 1), 1),
+    # The layered schedules (whole planes after all point GEMMs): the generic one's, then AVX-512's.
+    ("winograd_layered", {"FASTCONV_WINOGRAD": "1"}, (2, 160, 12, 10), 144, 3, 1, (1, 1, 1, 1), 1),
+    ("winograd_layered_wide", {"FASTCONV_WINOGRAD": "1"}, (6, 256, 5, 5), 256, 3, 1, (1, 1, 1, 1), 1),
+    ("implicit", {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "1"}, (2, 5, 9, 40), 7, 3, 1, (1, 1, 1, 1), 1),
+    (
+        "implicit_compact",
+        {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "1"},
+        (3, 4, 8, 6),
+        9,
+        3,
+        2,
+        (1, 1, 1, 1),
+        1,
+    ),
+    ("im2col", {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0"}, (3, 20, 5, 6), 11, 3, 1, (1, 0, 1, 0), 1),
+    ("small_k", {"FASTCONV_IMPLICIT_GEMM": "0"}, (2, 3, 11, 13), 10, 3, 1, (1, 1, 1, 1), 1),
+    ("pointwise", {}, (2, 8, 5, 7), 6, 1, 1, (0, 0, 0, 0), 1),
+    ("grouped", {}, (2, 8, 7, 7), 12, 3, 2, (1, 1, 1, 1), 2),
+    ("depthwise", {}, (2, 6, 9, 17), 6, 3, 1, (1, 1, 1, 1), 6),
+]
+
+
+FUSED_CASES = [  # Winograd serves float32 only
+    pytest.param(c, dt, id=f"{c[0]}-{dn}")
+    for c in FUSED
+    for dt, dn in DTYPE_IDS
+    if dt == np.float32 or "wino" not in c[0]
+]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["add", "add_relu"])
+@pytest.mark.parametrize("case, dtype", FUSED_CASES)
+def test_fused_residual_and_relu(case, dtype, relu, level, monkeypatch):
+    """conv2d(..., residual=r, relu=True) against relu(float64 conv + r); a NaN and an Inf in r stay where they
+    are (torch's ReLU keeps NaN)."""
+    name, env, xs, cout, k, s, pads, groups = case
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    rng = np.random.default_rng(len(name) * 7 + cout)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1] // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y_ref = conv_ref(x, w, b, (s, s), pads, (1, 1), groups)[0]
+    r = rng.standard_normal(y_ref.shape).astype(dtype)
+    r.flat[3], r.flat[-2] = np.nan, -np.inf
+    ref = y_ref + r
+    if relu:
+        ref = np.where(ref <= 0, 0.0, ref)
+    padding = (pads[2], pads[3], pads[0], pads[1])
+    got = fastconv.conv2d(x, w, b, stride=s, padding=padding, groups=groups, residual=r, relu=relu)
+    assert got.dtype == dtype
+    close(got, ref, dtype)
+    for key in env:
+        monkeypatch.delenv(key)
+    unfused = fastconv.conv2d(x, w, b, stride=s, padding=padding, groups=groups) + r
+    close(got, np.where(unfused <= 0, 0, unfused) if relu else unfused, dtype)

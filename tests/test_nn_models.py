@@ -183,6 +183,43 @@ def test_fused_relu_after_conv_and_residual_against_torch(dtype, with_nan):
     same(fconv.weight.grad, tconv.weight.grad)
 
 
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("relu", [False, True], ids=["sum", "sum_relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_residual_sum_in_the_last_convolution_against_torch(dtype, relu, with_nan):
+    """A Residual whose body ends in a Conv2d adds the shortcut (and the ReLU after the block) as that convolution
+    writes its output: values, NaNs, input and parameter gradients as torch's."""
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    tbody = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(5, 5, 3, padding=1))
+    tshort = torch.nn.Conv2d(3, 5, 1, 2, bias=False)
+    tblock = torch.nn.Sequential(Residual(tbody, tshort), *([torch.nn.ReLU()] if relu else [])).to(tdt)
+    fblock = nn.from_torch(tblock)
+    x = np.random.default_rng(10).standard_normal((2, 3, 9, 8)).astype(dtype)
+    if with_nan:
+        x[1, 2, 4, 4] = np.nan
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = tblock(xt)
+    g = np.random.default_rng(11).standard_normal(yt.shape).astype(dtype)
+    yt.backward(torch.from_numpy(g))
+
+    def same(got, ref):
+        torch.testing.assert_close(torch.from_numpy(np.ascontiguousarray(got)), ref.detach(), atol=1e-5, rtol=1e-4,
+                                   equal_nan=True)  # fmt: skip
+
+    y = fblock(x)
+    assert y.dtype == dtype
+    same(y, yt)
+    same(fblock.backward(g), xt.grad)
+    for a, b in zip(*torch_params_in_fastconv_order(tblock, fblock)[::-1]):
+        same(a.grad, b.grad)
+
+
+def test_residual_ending_in_a_convolution_still_checks_shapes():
+    block = nn.Residual(nn.Sequential(nn.ReLU(), nn.Conv2d(2, 4, 3, padding=1)))
+    with pytest.raises(ValueError, match=r"body output \(1, 4, 8, 8\) and shortcut output \(1, 2, 8, 8\)"):
+        block(np.ones((1, 2, 8, 8), np.float32))
+
+
 def test_fused_residual_relu_of_integer_arrays():
     """Without a float kernel (integers), the fused sum and ReLU fall back to NumPy with the same results."""
     block = nn.Sequential(nn.Residual(nn.Identity()), nn.ReLU())
@@ -386,8 +423,8 @@ def test_fold_batch_norm_matches_eval_forward(name):
 
 @pytest.mark.parametrize("threads", [8, 16, 64], ids=lambda t: f"{t}threads")
 def test_fused_layers_at_many_threads(threads):
-    """BatchNorm2d(+ReLU), ReLU, Linear and Winograd (the generic one at the avx2 level) give the same
-    results with more threads than cores (races show there) as with one."""
+    """BatchNorm2d(+ReLU), ReLU, Linear, Winograd (the generic one at the avx2 level) and fused convolution
+    epilogues give the same results with more threads than cores (races show there) as with one."""
     rng = np.random.default_rng(14)
     x = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
     g = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
@@ -400,6 +437,8 @@ def test_fused_layers_at_many_threads(threads):
         relu = nn.ReLU()
         outs = [y, gx, model[0].weight.grad, model[3].weight.grad, relu(g), relu.backward(x)]
         outs.append(fastconv.conv2d(x, w, padding=1))
+        outs.append(fastconv.conv2d(x, w, padding=1, residual=g, relu=True))  # the epilogue per operator piece
+        outs.append(fastconv.conv2d(x[:, :3], w[:, :3], padding=1, residual=g, relu=True))
         outs += list(fastconv.conv2d_backward(g, x, w, padding=1)[:2])
         return outs
 

@@ -21,13 +21,14 @@ void check_bias(const std::optional<carray<T>>& b, int64_t n) {
                                 std::to_string(b->ndim()) + " with " + std::to_string(b->size()) + " elements");
 }
 
+// An array that must have the convolution output's shape (a gradient, a residual).
 template <class T>
-void check_grad_output(const carray<T>& gy, int64_t N, int64_t C, int64_t H, int64_t W) {
-  if (gy.ndim() != 4 || gy.shape(0) != N || gy.shape(1) != C || gy.shape(2) != H || gy.shape(3) != W)
+void check_output_shape(const carray<T>& a, const char* name, int64_t N, int64_t C, int64_t H, int64_t W) {
+  if (a.ndim() != 4 || a.shape(0) != N || a.shape(1) != C || a.shape(2) != H || a.shape(3) != W)
     throw std::invalid_argument(
-        "grad_output: expected shape (" + std::to_string(N) + ", " + std::to_string(C) + ", " + std::to_string(H) +
-        ", " + std::to_string(W) + "), got " +
-        std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(gy.shape(), gy.shape() + gy.ndim()))))));
+        std::string(name) + ": expected shape (" + std::to_string(N) + ", " + std::to_string(C) + ", " +
+        std::to_string(H) + ", " + std::to_string(W) + "), got " +
+        std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))))));
 }
 
 // Transposed convolution seen as the input-gradient of a convolution: its
@@ -52,16 +53,20 @@ template <class T>
 void bind_typed(py::module_& m, const std::string& suffix) {
   m.def(("conv2d_forward_" + suffix).c_str(),
         [](const carray<T>& x, const carray<T>& w, const std::optional<carray<T>>& b, pair_t stride, quad_t pad,
-           pair_t dil, int64_t groups) {
+           pair_t dil, int64_t groups, const std::optional<carray<T>>& residual, bool relu) {
           require_ndim(x, 4, "input");
           require_ndim(w, 4, "weight");
           const ConvGeom g = geom_for(x, w, stride, pad, dil, groups);
           check_bias(b, g.Cout);
+          if (residual) check_output_shape(*residual, "residual", g.N, g.Cout, g.OH, g.OW);
           auto y = new_array<T>({g.N, g.Cout, g.OH, g.OW});
           const T* bp = b ? b->data() : nullptr;
+          Epilogue<T> ep;
+          ep.residual = residual ? residual->data() : nullptr;
+          ep.relu = relu;
           {
             py::gil_scoped_release release;
-            conv2d_forward<T>(x.data(), w.data(), bp, y.mutable_data(), g);
+            conv2d_forward<T>(x.data(), w.data(), bp, y.mutable_data(), g, ep);
           }
           return y;
         });
@@ -71,7 +76,7 @@ void bind_typed(py::module_& m, const std::string& suffix) {
           require_ndim(x, 4, "input");
           require_ndim(w, 4, "weight");
           const ConvGeom g = geom_for(x, w, stride, pad, dil, groups);
-          check_grad_output(gy, g.N, g.Cout, g.OH, g.OW);
+          check_output_shape(gy, "grad_output", g.N, g.Cout, g.OH, g.OW);
           py::object gx = py::none(), gw = py::none(), gb = py::none();
           T *gxp = nullptr, *gwp = nullptr, *gbp = nullptr;
           if (need_input) {
@@ -116,7 +121,7 @@ void bind_typed(py::module_& m, const std::string& suffix) {
           require_ndim(x, 4, "input");
           require_ndim(w, 4, "weight");
           const ConvGeom g = transpose_geom(x, w, stride, pad, out_pad, dil, groups);
-          check_grad_output(gy, g.N, g.C, g.H, g.W);
+          check_output_shape(gy, "grad_output", g.N, g.C, g.H, g.W);
           auto gx = new_array<T>({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
           auto gw = new_array<T>({w.shape(0), w.shape(1), w.shape(2), w.shape(3)});
           py::object gb = py::none();

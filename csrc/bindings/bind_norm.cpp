@@ -71,19 +71,6 @@ void bind_typed(py::module_& m, const std::string& suffix) {
     }
     return y;
   });
-  // In place, for an array fastconv made and nobody else holds (a convolution's
-  // output): the pass without a second array.  Returns the array it rectified
-  // (pybind's cast makes a copy of an array of another dtype).
-  m.def(("relu_inplace_" + suffix).c_str(), [](py::array_t<T> x) {
-    if (!(x.flags() & py::array::c_style) || !x.writeable())
-      fail("relu_inplace: expected a writeable C-contiguous array");
-    T* p = x.mutable_data();
-    {
-      py::gil_scoped_release release;
-      relu_forward<T>(p, p, x.size());
-    }
-    return x;
-  });
   m.def(("add_relu_" + suffix).c_str(), [](const carray<T>& a, const carray<T>& b, bool relu) {
     check_same(b, a, "add_relu: second operand");
     carray<T> y(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));

@@ -61,6 +61,8 @@ def conv2d_forward_float32(
     pad: tuple[int, int, int, int],
     dil: tuple[int, int],
     groups: int,
+    residual: np.ndarray | None,
+    relu: bool,
 ) -> np.ndarray: ...
 def conv2d_forward_float64(
     x: np.ndarray,
@@ -70,5 +72,7 @@ def conv2d_forward_float64(
     pad: tuple[int, int, int, int],
     dil: tuple[int, int],
     groups: int,
+    residual: np.ndarray | None,
+    relu: bool,
 ) -> np.ndarray: ...
 def __getattr__(name: str): ...  # the remaining *_float32 / *_float64 kernels

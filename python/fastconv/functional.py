@@ -86,7 +86,9 @@ def _prepare_conv(input, weight, bias, stride, padding, dilation, groups):
     return x, w, b, dtype, unbatched, stride, dilation, groups, pads
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+def conv2d(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, residual=None, relu=False
+) -> np.ndarray:
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -99,6 +101,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         ``'same'`` is TensorFlow's rule for every stride and dilation: the output
         is ``ceil(n / stride)`` and the odd padding pixel goes to the bottom/right.
     groups : int
+    residual : array_like, shape of the output, optional
+        fastconv extension: added to the output (a residual block's shortcut).
+    relu : bool, default False
+        fastconv extension: ``max(y, 0)`` of the output (after ``residual``; NaN kept, as torch's ReLU).
 
     Returns
     -------
@@ -109,6 +115,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
     -----
     Integer, bool, complex and float16 arrays raise TypeError; mixed float32 and
     float64 are computed in float64.  The GIL is released while computing.
+
+    ``residual`` and ``relu`` are applied to each part of the output right after the
+    convolution writes it, while it is in cache: ``conv2d(x, w, b, residual=s,
+    relu=True)`` equals ``relu(conv2d(x, w, b) + s)`` and saves two passes over the
+    output.
 
     Examples
     --------
@@ -121,12 +132,29 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
     array([[9., 9., 9.],
            [9., 9., 9.],
            [9., 9., 9.]], dtype=float32)
+    >>> fastconv.conv2d(x, w, residual=np.full((1, 1, 3, 3), -10.0, np.float32), relu=True)[0, 0, 0]
+    array([0., 0., 0.], dtype=float32)
     """
     x, w, b, dtype, unbatched, stride, dilation, groups, pads = _prepare_conv(
         input, weight, bias, stride, padding, dilation, groups
     )
+    relu = as_bool(relu, "relu")
+    r = None
+    if residual is not None:
+        r = as_array(residual, "residual")
+        dtype = np.promote_types(dtype, float_dtype(("residual", r)))  # as conv(x) + residual: never downcast
+        require_ndim(r, "residual", (3,) if unbatched else (4,))
+        r = r[None] if unbatched else r
     y = _kernel(dtype, "conv2d_forward")(
-        contiguous(x, dtype), contiguous(w, dtype), contiguous(b, dtype), stride, pads, dilation, groups
+        contiguous(x, dtype),
+        contiguous(w, dtype),
+        contiguous(b, dtype),
+        stride,
+        pads,
+        dilation,
+        groups,
+        contiguous(r, dtype),
+        relu,
     )
     return y[0] if unbatched else y
 

@@ -255,6 +255,16 @@ class Conv2d(L.Conv2d, _ConvLayer):
     def _geom(self):
         return self.stride, self.padding, self.dilation, self.groups
 
+    def forward(self, x, relu=False, residual=None):
+        """The convolution; ``residual`` (added) and ``relu`` finish it in the pass that writes the output (see
+        :func:`fastconv.conv2d`): a following ReLU, a residual block's sum.  Backward is unchanged: the
+        convolution keeps its input, and the gradient masks of a fused ReLU are the caller's."""
+        if not relu and residual is None:
+            return _ConvLayer.forward(self, x)
+        self._input = x
+        bias = None if self.bias_param is None else self.bias_param.data
+        return F.conv2d(x, self.weight.data, bias, *self._geom(), residual=residual, relu=relu)
+
 
 class ConvTranspose2d(L.ConvTranspose2d, _ConvLayer):
     """Transposed convolution layer, torch's initialisation (fan-in from weight.shape[1])."""
@@ -465,7 +475,7 @@ class ReLU(L.ReLU, Module):
 
     Inside a :class:`Sequential`, a ReLU right after a :class:`BatchNorm2d` or a :class:`Residual` is applied
     by that layer's own pass (forward and backward), which saves a pass over the activations each way; after a
-    :class:`Conv2d` it rectifies the convolution's output in place instead of writing a second array.
+    :class:`Conv2d` the convolution rectifies its output as it writes it (the ReLU's backward is its own).
     """
 
     def __init__(self, inplace=False):
@@ -481,14 +491,6 @@ class ReLU(L.ReLU, Module):
         else:
             self._y = np.where(x > 0, x, 0).astype(x.dtype, copy=False)
         return self._y
-
-    def _forward_in_place(self, x):
-        """forward, rectifying ``x`` itself: for an array its producer does not keep (a convolution's output)."""
-        self._fused = False
-        if type(x) is np.ndarray and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.flags.writeable:
-            self._y = F._kernel(x.dtype, "relu_inplace")(x)
-            return self._y
-        return self.forward(x)
 
     def backward(self, grad_output):
         if self._fused:  # the layer before it (a norm, a residual sum) masks the gradient
@@ -919,9 +921,23 @@ class Residual(L.Residual, Module):
                 raise TypeError(f"Residual {name} ({type(part).__name__}) has no forward/backward; use fastconv.nn")
 
     def forward(self, x, relu=False):
-        """``shortcut(x) + body(x)``; with ``relu``, a following ReLU applied in the same pass (see ReLU)."""
-        y = self.body.forward(x)
-        s = x if self.shortcut is None else self.shortcut.forward(x)
+        """``shortcut(x) + body(x)``; with ``relu``, a following ReLU applied in the same pass (see ReLU).
+
+        A body that ends in a :class:`Conv2d` adds the shortcut (and rectifies) as that convolution writes its
+        output: no pass over the activations of its own."""
+        last = self.body.layers[-1] if type(self.body) is Sequential and self.body.layers else None
+        if type(last) is Conv2d:
+            s = np.asarray(x if self.shortcut is None else self.shortcut.forward(x))
+            h = self.body._forward_first(x, len(self.body.layers) - 1)
+            want = (*np.shape(h)[:-3], *last.output_shape(np.shape(h)[-3:]))
+            if s.shape == want and s.dtype in (np.float32, np.float64):
+                out = last.forward(h, relu=relu, residual=s)
+                self._relu_out = out if relu else None
+                return out
+            y = last.forward(h)
+        else:
+            y = self.body.forward(x)
+            s = x if self.shortcut is None else self.shortcut.forward(x)
         if y.shape != s.shape:
             raise ValueError(f"Residual: body output {y.shape} and shortcut output {s.shape} differ")
         self._relu_out = None
@@ -1065,17 +1081,22 @@ class Sequential(L.Sequential, Module):
                 )
 
     def forward(self, x):
+        return self._forward_first(x, len(self.layers))
+
+    def _forward_first(self, x, end):
+        """forward through ``layers[:end]``, each layer fused with a ReLU after it where it can be."""
         layers, i = self.layers, 0
-        while i < len(layers):
+        while i < end:
             layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            nxt = layers[i + 1] if i + 1 < end else None
             if type(nxt) is ReLU and type(layer) in (BatchNorm2d, Residual):  # one pass for both (see ReLU)
                 x = layer.forward(x, relu=True)
                 nxt._fused = True
                 i += 2
                 continue
-            if type(nxt) is ReLU and type(layer) is Conv2d:  # the convolution keeps its input, not its output
-                x = nxt._forward_in_place(layer.forward(x))
+            if type(nxt) is ReLU and type(layer) is Conv2d:  # rectified as the convolution writes it
+                x = nxt._y = layer.forward(x, relu=True)
+                nxt._fused = False  # the ReLU's backward masks by that output, as unfused
                 i += 2
                 continue
             x = layer.forward(x)
