@@ -79,6 +79,15 @@ void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, in
       for (int64_t k = 0; k < K; ++k)
         for (int64_t j = 0; j < kBlock; ++j) panel[k * kBlock + j] = j < nb ? b[k * ldb + j0 + j] : T(0);
       bp = panel, ld = kBlock;
+    } else if (M > kRows) {
+      // Several row tiles sweep the panel: a contiguous copy, since B's rows
+      // are often 4 KiB apart (image planes, 1024-column tiles) and K of them
+      // then share one L1 set, more than its ways.
+      for (int64_t k = 0; k < K; ++k) {
+        store(panel + k * kBlock, load(b + k * ldb + j0));
+        store(panel + k * kBlock + V, load(b + k * ldb + j0 + V));
+      }
+      bp = panel, ld = kBlock;
     }
     int64_t i = 0;
     for (; i + kRows <= M; i += kRows)
