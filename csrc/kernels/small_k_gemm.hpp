@@ -83,9 +83,17 @@ void gemm_small_k(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, in
       // Several row tiles sweep the panel: a contiguous copy, since B's rows
       // are often 4 KiB apart (image planes, 1024-column tiles) and K of them
       // then share one L1 set, more than its ways.
+      // B streams from memory in K rows at once, more than the hardware
+      // prefetcher follows: the next panel's lines are requested with this one.
+      const bool next = j0 + 2 * kBlock <= N;
       for (int64_t k = 0; k < K; ++k) {
-        store(panel + k * kBlock, load(b + k * ldb + j0));
-        store(panel + k * kBlock + V, load(b + k * ldb + j0 + V));
+        const T* row = b + k * ldb + j0;
+        if (next) {
+          __builtin_prefetch(row + kBlock);
+          __builtin_prefetch(row + kBlock + V);
+        }
+        store(panel + k * kBlock, load(row));
+        store(panel + k * kBlock + V, load(row + V));
       }
       bp = panel, ld = kBlock;
     }
