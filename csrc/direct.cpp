@@ -92,8 +92,8 @@ bool use_implicit_gemm(const ConvGeom& g) {
   // 1x1 layers are GEMMs of the input itself (pointwise) or of a strided copy: nothing to gain in place.  Short
   // reductions (K <= kSmallK) stay on gemm_small_k: even at avx2, 1.6x faster at AVX-512 (3 -> 64 channels);
   // but for few output channels on narrow rows im2col's work per row outweighs the GEMM's (3 -> 16 channels,
-  // 3x3, batch 64 at 32x32: 1.34x faster in place at avx2, 1.20x at AVX-512; 28-wide rows 1.06x / 1.27x; at
-  // 56 0.96x / 1.12x; one 224x224 image 0.93x / 0.88x).
+  // 3x3, batch 64 at 32x32: 1.24x faster in place at avx2, 1.45x at AVX-512; 28-wide rows 1.07x / 1.50x; at
+  // 56 0.94x / 1.21x; one 224x224 image 0.90x / 0.97x).
   // Rows likewise: 3 output channels fill half a 6-row tile (an input gradient of a 3-channel image as the adjoint
   // forward: 2x im2col's time).
   const LevelKernels<float>& k = kernels_for<float>();
