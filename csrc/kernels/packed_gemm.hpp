@@ -46,15 +46,21 @@ inline void packed_loops(int64_t M, int64_t N, int64_t K, const T* ap, Row row, 
           for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
         }
       }
+      // Stores with constant indices only: a loop over the runtime row count
+      // made GCC copy all accumulators to the stack after every tile.
       const int64_t rows = imin(MR, M - i0);
-      for (int64_t r = 0; r < rows; ++r) {
-        T* cr = c + (i0 + r) * ldc + j0;
-        for (int64_t v = 0; v < NV; ++v) {
-          if (nb == NR)
-            store(cr + v * V, acc[r][v]);
-          else
-            store_vec(cr, acc[r][v], v, nb);
-        }
+      T* const ct = c + i0 * ldc + j0;
+      if (rows == MR && nb == NR) {
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+          for (int64_t v = 0; v < NV; ++v) store(ct + r * ldc + v * V, acc[r][v]);
+      } else {
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < MR; ++r)
+          if (r < rows)
+#pragma GCC unroll 4
+            for (int64_t v = 0; v < NV; ++v) store_vec(ct + r * ldc, acc[r][v], v, nb);
       }
     }
   }
