@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOATS = (_F32, _F64)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -88,6 +89,9 @@ def explicit_padding(value: Any, name: str = "padding") -> tuple[int, int, int, 
 
     Returns None for ``'same'``, whose amounts depend on the input size.
     """
+    if type(value) is int and value >= 0:  # the common case, first (several times per call)
+        v = _int64(value, name)
+        return v, v, v, v
     if isinstance(value, str):
         if value == "valid":
             return 0, 0, 0, 0
@@ -113,11 +117,16 @@ def float_dtype(*named: tuple[str, Any]) -> np.dtype:
     float32 or float64 (integers, bool, complex, float16, objects) is a TypeError
     naming the argument and its dtype.
     """
-    result = np.dtype(np.float32)
+    result = _F32
     for name, array in named:
         if array is None:
             continue
         dt = array.dtype
+        if dt is _F32:  # the native dtypes are singletons: the common cases without comparisons
+            continue
+        if dt is _F64:
+            result = _F64
+            continue
         if not dt.isnative:  # big-endian '>f4' and the like: converted by contiguous()
             dt = dt.newbyteorder("=")
         if dt not in _FLOATS:

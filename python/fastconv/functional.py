@@ -45,8 +45,15 @@ __all__ = [
 _SUFFIX = {np.dtype(np.float32): "_float32", np.dtype(np.float64): "_float64"}
 
 
+_KERNELS: dict = {}
+
+
 def _kernel(dtype: np.dtype, name: str):
-    return getattr(_core, name + _SUFFIX[dtype])
+    try:
+        return _KERNELS[dtype, name]
+    except KeyError:
+        fn = _KERNELS[dtype, name] = getattr(_core, name + _SUFFIX[dtype])
+        return fn
 
 
 def _batched(x: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
