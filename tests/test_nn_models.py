@@ -154,6 +154,20 @@ def test_residual_and_concat_blocks_against_torch():
             close(a.grad, b.grad, atol=1e-4)
 
 
+def torch_forward_backward(fn, x, seed):
+    """fn on x as a tensor, and its backward from a random gradient: (output, the input with .grad, gradient)."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = fn(xt)
+    g = np.random.default_rng(seed).standard_normal(yt.shape).astype(x.dtype)
+    yt.backward(torch.from_numpy(g))
+    return yt, xt, g
+
+
+def same_with_nan(got, ref):
+    torch.testing.assert_close(torch.from_numpy(np.ascontiguousarray(got)), ref.detach(), atol=1e-5, rtol=1e-4,
+                               equal_nan=True)  # fmt: skip
+
+
 @pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_fused_relu_after_conv_and_residual_against_torch(dtype, with_nan):
@@ -167,20 +181,12 @@ def test_fused_relu_after_conv_and_residual_against_torch(dtype, with_nan):
     x = np.random.default_rng(8).standard_normal((2, 3, 6, 6)).astype(dtype)
     if with_nan:
         x[0, 1, 2, 3] = np.nan
-    xt = torch.from_numpy(x).requires_grad_(True)
-    yt = torch.relu(torch.relu(tconv(xt)) + xt)
-    g = np.random.default_rng(9).standard_normal(yt.shape).astype(dtype)
-    yt.backward(torch.from_numpy(g))
-
-    def same(got, ref):
-        torch.testing.assert_close(torch.from_numpy(np.ascontiguousarray(got)), ref.detach(), atol=1e-5, rtol=1e-4,
-                                   equal_nan=True)  # fmt: skip
-
+    yt, xt, g = torch_forward_backward(lambda t: torch.relu(torch.relu(tconv(t)) + t), x, 9)
     y = fmodel(x)
-    same(y, yt)
+    same_with_nan(y, yt)
     assert (np.isnan(y).sum() > 0) == with_nan
-    same(fmodel.backward(g), xt.grad)
-    same(fconv.weight.grad, tconv.weight.grad)
+    same_with_nan(fmodel.backward(g), xt.grad)
+    same_with_nan(fconv.weight.grad, tconv.weight.grad)
 
 
 @pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
@@ -197,21 +203,13 @@ def test_residual_sum_in_the_last_convolution_against_torch(dtype, relu, with_na
     x = np.random.default_rng(10).standard_normal((2, 3, 9, 8)).astype(dtype)
     if with_nan:
         x[1, 2, 4, 4] = np.nan
-    xt = torch.from_numpy(x).requires_grad_(True)
-    yt = tblock(xt)
-    g = np.random.default_rng(11).standard_normal(yt.shape).astype(dtype)
-    yt.backward(torch.from_numpy(g))
-
-    def same(got, ref):
-        torch.testing.assert_close(torch.from_numpy(np.ascontiguousarray(got)), ref.detach(), atol=1e-5, rtol=1e-4,
-                                   equal_nan=True)  # fmt: skip
-
+    yt, xt, g = torch_forward_backward(tblock, x, 11)
     y = fblock(x)
     assert y.dtype == dtype
-    same(y, yt)
-    same(fblock.backward(g), xt.grad)
+    same_with_nan(y, yt)
+    same_with_nan(fblock.backward(g), xt.grad)
     for a, b in zip(*torch_params_in_fastconv_order(tblock, fblock)[::-1]):
-        same(a.grad, b.grad)
+        same_with_nan(a.grad, b.grad)
 
 
 def test_residual_ending_in_a_convolution_still_checks_shapes():
