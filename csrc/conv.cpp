@@ -329,14 +329,9 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
       gemm<T>(false, false, Cog, cnt, K, T(1), wg, K, B, ldb, T(0), C, ldc);
     for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
       if (!single) copy_rows(C + off, ldc, image_y(n) + p0, P, Cog, len);
-      if (b)
-        for (int64_t oc = 0; oc < Cog; ++oc) {
-          T* row = image_y(n) + oc * P + p0;
-          const T bv = b[gi * Cog + oc];
-          for (int64_t i = 0; i < len; ++i) row[i] += bv;
-        }
-      if (ep.active())
-        for (int64_t oc = 0; oc < Cog; ++oc) ep.apply(y, (n * g.Cout + gi * Cog + oc) * P + p0, len);
+      if (b || ep.active())  // the bias and the epilogue in one pass over the tile's rows
+        for (int64_t oc = 0; oc < Cog; ++oc)
+          ep.apply(y, (n * g.Cout + gi * Cog + oc) * P + p0, len, b ? b[gi * Cog + oc] : T(0));
     });
   });
   trim_worker_buffers(bufs);

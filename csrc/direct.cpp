@@ -370,13 +370,8 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
           for (int64_t i = 0; i < r; ++i)
             std::memcpy(yn + o * P + (oh + i) * g.OW, out + o * cols + i * row_step, sizeof(T) * g.OW);
       }
-      if (b)
-        for (int64_t o = 0; o < g.Cout; ++o) {
-          T* row = yn + o * P + oh * g.OW;
-          for (int64_t i = 0; i < r * g.OW; ++i) row[i] += b[o];
-        }
-      if (ep.active())
-        for (int64_t o = 0; o < g.Cout; ++o) ep.apply(y, (n * g.Cout + o) * P + oh * g.OW, r * g.OW);
+      if (b || ep.active())  // the bias and the epilogue in one pass over the run's rows
+        for (int64_t o = 0; o < g.Cout; ++o) ep.apply(y, (n * g.Cout + o) * P + oh * g.OW, r * g.OW, b ? b[o] : T(0));
     }
   });
 }

@@ -21,18 +21,22 @@ struct Epilogue {
 
   bool active() const { return residual != nullptr || relu; }
 
-  // Finishes y[offset, offset + len) of the output whose base is y: residual
-  // offsets are the output's, so every operator passes its own run of y.
-  void apply(T* y, int64_t offset, int64_t len) const {
+  // Finishes y[offset, offset + len) of the output whose base is y, adding
+  // `bias` first (operators whose kernels leave the bias out pass their run's;
+  // the sums in the order y + bias + residual): residual offsets are the
+  // output's, so every operator passes its own run of y.
+  void apply(T* y, int64_t offset, int64_t len, T bias = T(0)) const {
     T* out = y + offset;
     if (residual) {
       const T* r = residual + offset;
       if (relu)
-        for (int64_t i = 0; i < len; ++i) out[i] = rectify(out[i] + r[i]);
+        for (int64_t i = 0; i < len; ++i) out[i] = rectify(out[i] + bias + r[i]);
       else
-        for (int64_t i = 0; i < len; ++i) out[i] += r[i];
+        for (int64_t i = 0; i < len; ++i) out[i] = out[i] + bias + r[i];
     } else if (relu) {
-      for (int64_t i = 0; i < len; ++i) out[i] = rectify(out[i]);
+      for (int64_t i = 0; i < len; ++i) out[i] = rectify(out[i] + bias);
+    } else {
+      for (int64_t i = 0; i < len; ++i) out[i] += bias;
     }
   }
 };

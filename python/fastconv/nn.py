@@ -203,10 +203,13 @@ class _ConvLayer(Module):
             self.bias_param = Parameter(_uniform(rng, bound, (n_out,), dtype))
             self._parameters["bias"] = self.bias_param
 
-    def forward(self, x):
+    def forward(self, x, **fused):
+        """The convolution.  ``fused`` (Conv2d only: ``relu=``, ``residual=``, see :func:`fastconv.conv2d`)
+        finishes the output in the pass that writes it; backward is unchanged, since the convolution keeps
+        its input and a fused ReLU's gradient mask is the caller's."""
         self._input = x
         bias = None if self.bias_param is None else self.bias_param.data
-        return type(self)._forward(x, self.weight.data, bias, *self._geom())
+        return type(self)._forward(x, self.weight.data, bias, *self._geom(), **fused)
 
     def backward(self, grad_output, input_grad=True):
         """Accumulates the parameter gradients; returns the input gradient (None with ``input_grad=False``)."""
@@ -254,16 +257,6 @@ class Conv2d(L.Conv2d, _ConvLayer):
 
     def _geom(self):
         return self.stride, self.padding, self.dilation, self.groups
-
-    def forward(self, x, relu=False, residual=None):
-        """The convolution; ``residual`` (added) and ``relu`` finish it in the pass that writes the output (see
-        :func:`fastconv.conv2d`): a following ReLU, a residual block's sum.  Backward is unchanged: the
-        convolution keeps its input, and the gradient masks of a fused ReLU are the caller's."""
-        if not relu and residual is None:
-            return _ConvLayer.forward(self, x)
-        self._input = x
-        bias = None if self.bias_param is None else self.bias_param.data
-        return F.conv2d(x, self.weight.data, bias, *self._geom(), residual=residual, relu=relu)
 
 
 class ConvTranspose2d(L.ConvTranspose2d, _ConvLayer):
