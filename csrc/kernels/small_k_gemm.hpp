@@ -12,7 +12,8 @@
 // the level has 32 vector registers (AVX-512, NEON), 6 rows (12, leaving room
 // for the two B vectors and a broadcast) with 16 (AVX2, SSE2); each loaded
 // pair of B vectors feeds 2 * kRows multiply-adds.  The K x 2V panel of B
-// stays in L1 while all rows of A sweep it.  Leftover rows (fewer than kRows)
+// stays in L1 while all rows of A sweep it (a contiguous copy of it when more
+// than one row tile does).  Leftover rows (fewer than kRows)
 // run the same register tile with fewer rows; the partial last column block
 // (fewer than 2V columns) runs on a zero-padded copy of its K x 2V panel and
 // stores only its columns.  (A one-row scalar loop for them took 40% of a
