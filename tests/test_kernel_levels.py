@@ -13,6 +13,7 @@ Inf in input columns only some taps may read.  References are float64 NumPy
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -318,6 +319,24 @@ FUSED = [
 ]
 
 
+@functools.cache
+def fused_case_arrays(index, dtype_name):
+    """Inputs, float64 reference output and residual of FUSED[index], made once for every level and variant
+    (read only: the wide cases' NumPy reference is most of their time under qemu)."""
+    name, _, xs, cout, k, s, pads, groups = FUSED[index]
+    dtype = np.dtype(dtype_name)
+    rng = np.random.default_rng(len(name) * 7 + cout)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1] // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y_ref = conv_ref(x, w, b, (s, s), pads, (1, 1), groups)[0]
+    r = rng.standard_normal(y_ref.shape).astype(dtype)
+    r.flat[3], r.flat[-2] = np.nan, -np.inf
+    for a in (x, w, b, y_ref, r):
+        a.flags.writeable = False
+    return x, w, b, y_ref, r
+
+
 FUSED_CASES = [  # Winograd serves float32 only
     pytest.param(c, dt, id=f"{c[0]}-{dn}")
     for c in FUSED
@@ -334,13 +353,7 @@ def test_fused_residual_and_relu(case, dtype, relu, level, monkeypatch):
     name, env, xs, cout, k, s, pads, groups = case
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    rng = np.random.default_rng(len(name) * 7 + cout)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal((cout, xs[1] // groups, k, k)).astype(dtype)
-    b = rng.standard_normal(cout).astype(dtype)
-    y_ref = conv_ref(x, w, b, (s, s), pads, (1, 1), groups)[0]
-    r = rng.standard_normal(y_ref.shape).astype(dtype)
-    r.flat[3], r.flat[-2] = np.nan, -np.inf
+    x, w, b, y_ref, r = fused_case_arrays(FUSED.index(case), np.dtype(dtype).name)
     ref = y_ref + r
     if relu:
         ref = np.where(ref <= 0, 0.0, ref)
