@@ -47,13 +47,16 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // AVX-512's 48-column tiles lost 1.3-2.6x on 16- and 8-wide rows).
 constexpr int64_t kImplicitMaxK = 576;
 
-// How the implicit GEMM's tiles of NR columns cover the output: along one
-// output row, or, on a compact plane (column stride 1), along consecutive rows
-// read as one run of virtual columns q = oh * row_step + ow, of which ow < OW
-// are kept (8x8 maps: 8 of 16 columns per row, 64 of 80 as one run).  The
-// layout that wastes less, and the share of computed columns kept.
+// How the implicit GEMM's tiles of NV vectors of V columns cover the output
+// (both over a compact plane): as vectors along each output row, the last
+// one partial, tiles spanning rows (gemm_packed_vecs: rows a multiple of V
+// wide waste nothing), or consecutive output rows read as one run of virtual
+// columns q = oh * row_step + ow, of which ow < OW are kept
+// (gemm_packed_rows: an 8x8 map at AVX-512 keeps 64 of 96 columns so, 64 of
+// 128 as half-filled vectors).  The layout that wastes less, and the share of
+// computed columns kept.
 struct ImplicitTiling {
-  bool compact;
+  bool run;
   double kept;
 };
 
@@ -66,11 +69,12 @@ double compact_kept(const ConvGeom& g, int64_t NR) {
   return double(g.OH) * double(g.OW) / double(round_up(run, NR));
 }
 
-ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t NR) {
-  const double per_row = double(g.OW) / double(round_up(g.OW, NR));
-  if (g.OH < 2) return {false, per_row};
-  const double as_run = compact_kept(g, NR);
-  return as_run > 1.05 * per_row ? ImplicitTiling{true, as_run} : ImplicitTiling{false, per_row};
+ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t V, int64_t NV) {
+  const int64_t vectors = g.OH * ((g.OW + V - 1) / V);
+  const double as_vectors = double(g.OH) * double(g.OW) / double(round_up(vectors, NV) * V);
+  if (g.OH < 2) return {false, as_vectors};
+  const double as_run = compact_kept(g, NV * V);
+  return as_run > 1.05 * as_vectors ? ImplicitTiling{true, as_run} : ImplicitTiling{false, as_vectors};
 }
 
 // FASTCONV_IMPLICIT_GEMM (read on every call): 0 off, 1 every layer the
@@ -99,7 +103,8 @@ bool use_implicit_gemm(const ConvGeom& g) {
   const LevelKernels<float>& k = kernels_for<float>();
   const bool short_k = g.C * g.kh * g.kw <= kSmallK;
   return g.kh * g.kw > 1 && (!short_k || (g.Cout <= 16 && g.OW <= 64)) && g.C * g.kh * g.kw <= kImplicitMaxK &&
-         implicit_tiling(g, k.packed_cols).kept > 0.6 && double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
+         implicit_tiling(g, k.lanes, k.packed_cols / k.lanes).kept > 0.6 &&
+         double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
 }
 
 // The weight gradient as gemm_tn_rows sums only real output positions, so map
@@ -325,21 +330,30 @@ T* thread_buffer(int slot, int64_t n, bool zero) {
 template <class T>
 void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
   const LevelKernels<T>& k = kernels_for<T>();
-  const int64_t NR = k.packed_cols;
-  const bool compact = implicit_tiling(g, NR).compact;
-  const Phases<T> ph(g, k.lanes, compact);
+  const int64_t V = k.lanes, NR = k.packed_cols;
+  const bool run = implicit_tiling(g, V, NR / V).run;
+  const Phases<T> ph(g, V, true);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t plane = ph.size(), row_step = ph.row_step(g);
-  // A compact plane's last tile reads up to NR columns past its last row.
-  const int64_t image =
-      checked_add(checked_mul(plane, g.C, "direct workspace"), compact ? NR + ph.ld : 0, "direct workspace");
+  // The last tile reads up to NR columns past its last row.
+  const int64_t image = checked_add(checked_mul(plane, g.C, "direct workspace"), NR + ph.ld, "direct workspace");
   const std::vector<int64_t> koff = ph.tap_rows(g.C);
   std::vector<T> ap(static_cast<size_t>(
       checked_mul((g.Cout + k.packed_rows - 1) / k.packed_rows * k.packed_rows, K, "implicit GEMM")));
   pack_rows(w, K, g.Cout, K, k.packed_rows, ap.data());
-  // Compact runs go through a Cout x cols buffer of at most 64 Ki values.
+  // Runs go through a Cout x cols buffer of at most 64 Ki values.
   const int64_t run_rows =
-      compact ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(g.Cout, 1)) - g.OW) / row_step + 1) : 1;
+      run ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(g.Cout, 1)) - g.OW) / row_step + 1) : g.OH;
+  // Vectors: row oh's vector i at plane column oh * row_step + i * V, output position oh * OW + i * V.
+  const int64_t per_row = (g.OW + V - 1) / V;
+  std::vector<int64_t> boff, coff, cnt;
+  if (!run)
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t i = 0; i < per_row; ++i) {
+        boff.push_back(oh * row_step + i * V);
+        coff.push_back(oh * g.OW + i * V);
+        cnt.push_back(std::min(V, g.OW - i * V));
+      }
   // Items are bands of output rows of one image; each copies its band's input
   // rows into the worker's planes, so one band per image unless there are
   // fewer images than threads (a single large image is split inside).
@@ -360,8 +374,10 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
     T* yn = y + n * g.Cout * P;
     for (int64_t oh = oh0; oh < oh1; oh += run_rows) {
       const int64_t r = std::min(run_rows, oh1 - oh);
-      if (!compact) {
-        k.gemm_packed_rows(g.Cout, g.OW, K, ap.data(), buf + oh * row_step, koff.data(), yn + oh * g.OW, P);
+      if (!run) {
+        const int64_t q = oh * per_row;
+        k.gemm_packed_vecs(g.Cout, r * per_row, K, ap.data(), buf, koff.data(), boff.data() + q, coff.data() + q,
+                           cnt.data() + q, yn, P);
       } else {
         const int64_t cols = (r - 1) * row_step + g.OW;
         T* const out = thread_buffer<T>(1, g.Cout * cols, false);

@@ -57,6 +57,7 @@ LevelKernels<T> level_kernels() {
   k.packed_cols = kPackedVecs * kLanes<T>;
   k.gemm_packed = gemm_packed<T>;
   k.gemm_packed_rows = gemm_packed_rows<T>;
+  k.gemm_packed_vecs = gemm_packed_vecs<T>;
   k.tn_rows = kTnRows;
   k.gemm_tn_rows = gemm_tn_rows<T>;
   k.transpose_lanes = transpose_lanes<T>;

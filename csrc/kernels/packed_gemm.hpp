@@ -80,6 +80,68 @@ void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, 
   packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + koff[k]; }, c, ldc);
 }
 
+// The same with the columns in vectors placed anywhere: vector q of the
+// result (lanes [0, cnt[q]) of it) is C's values at c + coff[q] in every row,
+// computed from B's values at b + koff[k] + boff[q], V of them read in every
+// row k.  The implicit GEMM's output rows as vectors: an 8-wide row is one
+// AVX2 vector, where a run of rows through a compact plane computed its 2
+// padding columns as well (64 of 80 columns kept at 8x8), and each vector
+// goes straight to its place in the output.
+//
+// Contract: Q >= 0 vectors, 1 <= cnt[q] <= V; V values readable at every
+// b + koff[k] + boff[q]; lanes past cnt[q] compute on whatever is read there
+// and are never stored.  A, M, K and ldc as for gemm_packed.
+// Tile: MR rows x NV vectors, as gemm_packed; a last tile of fewer than NV
+// vectors repeats its last vector.
+template <class T>
+void gemm_packed_vecs(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
+                      const int64_t* boff, const int64_t* coff, const int64_t* cnt, T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, MR = kPackedRows, NV = kPackedVecs;
+  for (int64_t q0 = 0; q0 < Q; q0 += NV) {
+    const int64_t nq = imin(NV, Q - q0);
+    const T* bq[NV];
+    int64_t n[NV];
+    bool full = nq == NV;
+    for (int64_t v = 0; v < NV; ++v) {
+      const int64_t q = q0 + imin(v, nq - 1);
+      bq[v] = b + boff[q];
+      n[v] = v < nq ? cnt[q] : 0;
+      full = full && n[v] == V;
+    }
+    for (int64_t i0 = 0; i0 < M; i0 += MR) {
+      const T* a = ap + (i0 / MR) * K * MR;
+      Vec<T> acc[MR][NV] = {};
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t o = koff[k];
+        Vec<T> bv[NV];
+        for (int64_t v = 0; v < NV; ++v) bv[v] = load(bq[v] + o);
+        for (int64_t r = 0; r < MR; ++r) {
+          const T av = a[k * MR + r];
+          for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
+        }
+      }
+      const int64_t rows = imin(MR, M - i0);
+      T* const ct = c + i0 * ldc;
+      if (rows == MR && full) {
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+          for (int64_t v = 0; v < NV; ++v) store(ct + r * ldc + coff[q0 + v], acc[r][v]);
+      } else {
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < MR; ++r)
+          if (r < rows)
+#pragma GCC unroll 4
+            for (int64_t v = 0; v < NV; ++v)
+              if (n[v] == V)
+                store(ct + r * ldc + coff[q0 + v], acc[r][v]);
+              else if (n[v] > 0)
+                store_first<T>(ct + r * ldc + coff[q0 + v], acc[r][v], n[v]);
+      }
+    }
+  }
+}
+
 // C (K x M, ldc) += B A^T, a reduction over output positions: the implicit
 // GEMM's weight gradient, transposed (gw^T, tap rows by output channels).
 // Output channels are the vector dimension, positions the scalar one, so no
