@@ -179,13 +179,18 @@ bool use_winograd(const ConvGeom& g) {
 // forward time Winograd / implicit: 16 -> 16 channels at 32x32 1.55-1.9, 32 ->
 // 32 at 16x16 1.22-1.37, at 32x32 1.15; few output channels too (DenseNet's
 // growth of 12 at 32x32, batch 64, forward / weight gradient): 48 -> 12 1.9 /
-// 1.5, 64 -> 16 1.6 / 1.3, 48 -> 24 1.4 / 1.2, while 64 -> 32 ties forward.  Small
-// maps alone do not make up for channels: 64 -> 64 at 16x16 0.81, 64 -> 128 at
-// 8x8 0.82, 64 -> 64 at 8x8 ties; 64 -> 64 at 56x56 (batch 8) 0.71.  The
-// AVX-512 Winograd beats it or ties everywhere measured.
+// 1.5, 64 -> 16 1.6 / 1.3, 48 -> 24 1.4 / 1.2, while 64 -> 32 ties forward.  And
+// maps of at most 64 positions (its row vectors keep every column; forward /
+// input gradient, one thread): 64 -> 64 at 8x8 1.21 / 1.17, at 7x7 1.15 / 1.18,
+// 48 -> 64 at 8x8 1.06 / 1.33; but 64 -> 128 at 8x8 1.02 / 1.13, 128 -> 64
+// 1.10 / 0.92, 96 -> 96 0.91 / 0.89, 128 -> 128 0.91 / 0.80, 64 -> 64 at 12x12
+// 0.94, at 16x16 0.87 / 0.90, at 56x56 (batch 8) 0.71.  The AVX-512 Winograd
+// beats it or ties everywhere measured.
 // Asked of the forward geometry, and of the adjoint's for an input gradient.
 bool implicit_beats_winograd(const ConvGeom& g) {
-  return !sgemm_avx512_enabled() && !winograd_forced() && (g.C <= 32 || g.Cout <= 24) && use_implicit_gemm(g);
+  const bool small_map = g.OH * g.OW <= 64 && g.C * g.Cout <= 64 * 64;
+  return !sgemm_avx512_enabled() && !winograd_forced() && (g.C <= 32 || g.Cout <= 24 || small_map) &&
+         use_implicit_gemm(g);
 }
 
 double conv_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * (g.C / g.groups) * g.kh * g.kw; }
