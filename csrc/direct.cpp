@@ -47,16 +47,18 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // AVX-512's 48-column tiles lost 1.3-2.6x on 16- and 8-wide rows).
 constexpr int64_t kImplicitMaxK = 576;
 
-// How the implicit GEMM's tiles of NV vectors of V columns cover the output
-// (both over a compact plane): as vectors along each output row, the last
-// one partial, tiles spanning rows (gemm_packed_vecs: rows a multiple of V
-// wide waste nothing), or consecutive output rows read as one run of virtual
-// columns q = oh * row_step + ow, of which ow < OW are kept
-// (gemm_packed_rows: an 8x8 map at AVX-512 keeps 64 of 96 columns so, 64 of
-// 128 as half-filled vectors).  The layout that wastes less, and the share of
-// computed columns kept.
+// How the implicit GEMM's vectors of V columns cover the output (over a
+// compact plane): along each output row, the last one partial
+// (gemm_packed_vecs: rows a multiple of V wide waste nothing); two rows of at
+// most V/2 in each vector (its halves: 8x8 maps at AVX-512); or consecutive
+// output rows read as one run of virtual columns q = oh * row_step + ow, of
+// which ow < OW are kept (gemm_packed_rows, tiles of NR columns: rows that
+// leave most of a vector empty, 28 at AVX2 keeps 784 of 848 columns so).  The
+// layout that wastes least, and the share of computed columns kept.
+enum class ImplicitLayout { rows, halves, run };
+
 struct ImplicitTiling {
-  bool run;
+  ImplicitLayout layout;
   double kept;
 };
 
@@ -69,12 +71,24 @@ double compact_kept(const ConvGeom& g, int64_t NR) {
   return double(g.OH) * double(g.OW) / double(round_up(run, NR));
 }
 
-ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t V, int64_t NV) {
-  const int64_t vectors = g.OH * ((g.OW + V - 1) / V);
-  const double as_vectors = double(g.OH) * double(g.OW) / double(round_up(vectors, NV) * V);
-  if (g.OH < 2) return {false, as_vectors};
-  const double as_run = compact_kept(g, NV * V);
-  return as_run > 1.05 * as_vectors ? ImplicitTiling{true, as_run} : ImplicitTiling{false, as_vectors};
+// FASTCONV_IMPLICIT_LAYOUT (read on every call): rows, halves or run puts every
+// layer that layout can take on it, for tests and comparisons; unset, the
+// layout that keeps most.
+ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t V, int64_t NR) {
+  const double P = double(g.OH) * double(g.OW);
+  const ImplicitTiling rows{ImplicitLayout::rows, P / (double(g.OH) * double(round_up(g.OW, V)))};
+  const bool can_halve = V >= 2 && 2 * g.OW <= V;
+  const ImplicitTiling halves{ImplicitLayout::halves, P / (double((g.OH + 1) / 2) * double(V))};
+  const ImplicitTiling run{ImplicitLayout::run, compact_kept(g, NR)};
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_LAYOUT")) {
+    if (std::strcmp(v, "rows") == 0) return rows;
+    if (std::strcmp(v, "halves") == 0 && can_halve) return halves;
+    if (std::strcmp(v, "run") == 0) return run;
+  }
+  ImplicitTiling best = rows;
+  if (can_halve && halves.kept > best.kept) best = halves;
+  if (g.OH >= 2 && run.kept > 1.05 * best.kept) best = run;
+  return best;
 }
 
 // FASTCONV_IMPLICIT_GEMM (read on every call): 0 off, 1 every layer the
@@ -103,7 +117,7 @@ bool use_implicit_gemm(const ConvGeom& g) {
   const LevelKernels<float>& k = kernels_for<float>();
   const bool short_k = g.C * g.kh * g.kw <= kSmallK;
   return g.kh * g.kw > 1 && (!short_k || (g.Cout <= 16 && g.OW <= 64)) && g.C * g.kh * g.kw <= kImplicitMaxK &&
-         implicit_tiling(g, k.lanes, k.packed_cols / k.lanes).kept > 0.6 &&
+         implicit_tiling(g, k.lanes, k.packed_cols).kept > 0.6 &&
          double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
 }
 
@@ -331,7 +345,8 @@ template <class T>
 void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
   const LevelKernels<T>& k = kernels_for<T>();
   const int64_t V = k.lanes, NR = k.packed_cols;
-  const bool run = implicit_tiling(g, V, NR / V).run;
+  const ImplicitLayout layout = implicit_tiling(g, V, NR).layout;
+  const bool run = layout == ImplicitLayout::run, halves = layout == ImplicitLayout::halves;
   const Phases<T> ph(g, V, true);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t plane = ph.size(), row_step = ph.row_step(g);
@@ -344,16 +359,21 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // Runs go through a Cout x cols buffer of at most 64 Ki values.
   const int64_t run_rows =
       run ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(g.Cout, 1)) - g.OW) / row_step + 1) : g.OH;
-  // Vectors: row oh's vector i at plane column oh * row_step + i * V, output position oh * OW + i * V.
-  const int64_t per_row = (g.OW + V - 1) / V;
-  std::vector<int64_t> boff, coff, cnt;
-  if (!run)
-    for (int64_t oh = 0; oh < g.OH; ++oh)
+  // Row layouts: vectors (or half vectors) of output rows [oh0, oh1), at
+  // plane column oh * row_step + i * V and output position oh * OW + i * V;
+  // an odd band's last half vector is empty.
+  const int64_t width = halves ? V / 2 : V, per_row = (g.OW + width - 1) / width;
+  auto place = [&](int64_t oh0, int64_t oh1, std::vector<int64_t>& boff, std::vector<int64_t>& coff,
+                   std::vector<int64_t>& cnt) {
+    boff.clear(), coff.clear(), cnt.clear();
+    for (int64_t oh = oh0; oh < oh1 + (halves && (oh1 - oh0) % 2); ++oh)
       for (int64_t i = 0; i < per_row; ++i) {
-        boff.push_back(oh * row_step + i * V);
-        coff.push_back(oh * g.OW + i * V);
-        cnt.push_back(std::min(V, g.OW - i * V));
+        const bool real = oh < oh1;
+        boff.push_back((real ? oh : oh1 - 1) * row_step + i * width);
+        coff.push_back((real ? oh : oh1 - 1) * g.OW + i * width);
+        cnt.push_back(real ? std::min(width, g.OW - i * width) : 0);
       }
+  };
   // Items are bands of output rows of one image; each copies its band's input
   // rows into the worker's planes, so one band per image unless there are
   // fewer images than threads (a single large image is split inside).
@@ -375,9 +395,11 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
     for (int64_t oh = oh0; oh < oh1; oh += run_rows) {
       const int64_t r = std::min(run_rows, oh1 - oh);
       if (!run) {
-        const int64_t q = oh * per_row;
-        k.gemm_packed_vecs(g.Cout, r * per_row, K, ap.data(), buf, koff.data(), boff.data() + q, coff.data() + q,
-                           cnt.data() + q, yn, P);
+        thread_local std::vector<int64_t> boff, coff, cnt;
+        place(oh, oh + r, boff, coff, cnt);
+        const int64_t Q = static_cast<int64_t>(cnt.size()) / (halves ? 2 : 1);
+        k.gemm_packed_vecs(g.Cout, Q, K, ap.data(), buf, koff.data(), boff.data(), coff.data(), cnt.data(), halves, yn,
+                           P);
       } else {
         const int64_t cols = (r - 1) * row_step + g.OW;
         T* const out = thread_buffer<T>(1, g.Cout * cols, false);

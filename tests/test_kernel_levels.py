@@ -187,6 +187,10 @@ IMPLICIT = [
     ((5, 3, 7, 8), 20, (3, 3), (2, 1), (1, 0, 1, 2), (1, 1)),
     # Column stride 2 on rows long enough for the vector deinterleave, even left padding, an odd width.
     ((2, 4, 9, 75), 10, (3, 3), (2, 2), (1, 1, 2, 2), (1, 1)),
+    # Rows of at most half a vector, two to a vector (gemm_packed_vecs' halves): 2-wide rows, an odd count (the
+    # last vector's upper half empty), 1-wide rows.
+    ((2, 6, 5, 4), 9, (3, 3), (1, 1), (1, 1, 0, 0), (1, 1)),
+    ((1, 4, 6, 3), 7, (3, 3), (1, 1), (1, 1, 0, 0), (1, 1)),
 ]
 
 
@@ -203,6 +207,36 @@ def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
     b = rng.standard_normal(cout).astype(dtype)
     for got, ref in run(x, w, b, s, pads, d, 1, dtype):
         close(got, ref, dtype)
+
+
+# Each layout of the implicit GEMM's output (FASTCONV_IMPLICIT_LAYOUT; the rules pick by the share of columns
+# kept, so a level reaches some layouts only on some widths): row vectors with partial last vectors and uneven
+# tiles, two narrow rows to a vector with an odd row count, runs of rows through compact planes, stride 2.
+LAYOUT_CASES = [
+    ((2, 6, 9, 8), 10, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((1, 5, 7, 19), 13, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((2, 4, 7, 3), 7, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((2, 5, 13, 10), 9, (3, 3), (2, 2), (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("layout", ["rows", "halves", "run"])
+@pytest.mark.parametrize(
+    "xs, cout, k, s, pads", LAYOUT_CASES, ids=[f"{c[0][2]}x{c[0][3]}s{c[3][1]}" for c in LAYOUT_CASES]
+)
+def test_implicit_gemm_layouts(xs, cout, k, s, pads, layout, dtype, level, monkeypatch):
+    """Forward and the stride-1 input gradient on each output layout ("halves" where the rows are at most half a
+    vector wide, else the rules' choice)."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    monkeypatch.setenv("FASTCONV_IMPLICIT_LAYOUT", layout)
+    rng = np.random.default_rng(cout)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1], *k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    (y, y_ref), (gx, gx_ref), _ = run(x, w, b, s, pads, (1, 1), 1, dtype)
+    close(y, y_ref, dtype)
+    close(gx, gx_ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

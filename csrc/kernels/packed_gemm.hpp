@@ -81,64 +81,94 @@ void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, 
 }
 
 // The same with the columns in vectors placed anywhere: vector q of the
-// result (lanes [0, cnt[q]) of it) is C's values at c + coff[q] in every row,
+// result is C's values at c + coff[q] in every row, lanes [0, cnt[q]) of it,
 // computed from B's values at b + koff[k] + boff[q], V of them read in every
-// row k.  The implicit GEMM's output rows as vectors: an 8-wide row is one
-// AVX2 vector, where a run of rows through a compact plane computed its 2
-// padding columns as well (64 of 80 columns kept at 8x8), and each vector
-// goes straight to its place in the output.
+// row k.  With `halves`, vector q is two half vectors, h = 0, 1: lanes
+// [hV/2, hV/2 + cnt[2q + h]) of it go to c + coff[2q + h], computed from the
+// V/2 values read at b + koff[k] + boff[2q + h].  The implicit GEMM's output
+// rows as vectors (an 8-wide row is one AVX2 vector; two rows fill one at
+// AVX-512), where a run of rows through a compact plane computes the padding
+// columns between rows too (64 of 80 columns kept at 8x8 so), each vector
+// stored straight into place in the output.
 //
-// Contract: Q >= 0 vectors, 1 <= cnt[q] <= V; V values readable at every
-// b + koff[k] + boff[q]; lanes past cnt[q] compute on whatever is read there
-// and are never stored.  A, M, K and ldc as for gemm_packed.
-// Tile: MR rows x NV vectors, as gemm_packed; a last tile of fewer than NV
-// vectors repeats its last vector.
+// Contract: Q >= 0 vectors; 1 <= cnt[q] <= V, or with halves 0 <= cnt <= V/2
+// (an empty half still reads at its boff); every read above in bounds; lanes
+// past the counts compute on whatever is read and are never stored.  A, M, K
+// and ldc as for gemm_packed.
+// Tile: MR rows x up to NV vectors, as gemm_packed; the vectors are split
+// into tiles as evenly as that allows (7 vectors at NV = 2: 2, 2, 2, 1), so
+// no tile computes a vector that is not there.
+template <class T, int64_t NV, bool Halves>
+inline void vecs_tile(int64_t M, int64_t K, const T* ap, const T* b, const int64_t* koff, const int64_t* boff,
+                      const int64_t* coff, const int64_t* cnt, T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, MR = kPackedRows, S = Halves ? 2 : 1;
+  const T* bq[NV][S];
+  bool full = !Halves;
+  for (int64_t v = 0; v < NV; ++v)
+    for (int64_t h = 0; h < S; ++h) {
+      bq[v][h] = b + boff[v * S + h];
+      full = full && cnt[v * S + h] == V;
+    }
+  for (int64_t i0 = 0; i0 < M; i0 += MR) {
+    const T* a = ap + (i0 / MR) * K * MR;
+    Vec<T> acc[MR][NV] = {};
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t o = koff[k];
+      Vec<T> bv[NV];
+      for (int64_t v = 0; v < NV; ++v)
+        bv[v] = Halves ? load_halves(bq[v][0] + o, bq[v][S - 1] + o) : load(bq[v][0] + o);
+      for (int64_t r = 0; r < MR; ++r) {
+        const T av = a[k * MR + r];  // scalar times vector: one broadcast load
+        for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
+      }
+    }
+    const int64_t rows = imin(MR, M - i0);
+    T* const ct = c + i0 * ldc;
+    if (rows == MR && full) {
+#pragma GCC unroll 8
+      for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+        for (int64_t v = 0; v < NV; ++v) store(ct + r * ldc + coff[v], acc[r][v]);
+    } else {
+#pragma GCC unroll 8
+      for (int64_t r = 0; r < MR; ++r)
+        if (r < rows)
+#pragma GCC unroll 4
+          for (int64_t v = 0; v < NV; ++v) {
+            T* const cr = ct + r * ldc;
+            if constexpr (Halves)
+              store_halves<T>(cr + coff[2 * v], cr + coff[2 * v + 1], acc[r][v], cnt[2 * v], cnt[2 * v + 1]);
+            else if (cnt[v] == V)
+              store(cr + coff[v], acc[r][v]);
+            else
+              store_first<T>(cr + coff[v], acc[r][v], cnt[v]);
+          }
+    }
+  }
+}
+
 template <class T>
 void gemm_packed_vecs(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
-                      const int64_t* boff, const int64_t* coff, const int64_t* cnt, T* c, int64_t ldc) {
-  constexpr int64_t V = kLanes<T>, MR = kPackedRows, NV = kPackedVecs;
-  for (int64_t q0 = 0; q0 < Q; q0 += NV) {
-    const int64_t nq = imin(NV, Q - q0);
-    const T* bq[NV];
-    int64_t n[NV];
-    bool full = nq == NV;
-    for (int64_t v = 0; v < NV; ++v) {
-      const int64_t q = q0 + imin(v, nq - 1);
-      bq[v] = b + boff[q];
-      n[v] = v < nq ? cnt[q] : 0;
-      full = full && n[v] == V;
+                      const int64_t* boff, const int64_t* coff, const int64_t* cnt, bool halves, T* c, int64_t ldc) {
+  constexpr int64_t NV = kPackedVecs;
+  const int64_t S = halves ? 2 : 1, tiles = (Q + NV - 1) / NV;
+  for (int64_t t = 0, q0 = 0; t < tiles; ++t) {
+    const int64_t nv = (Q - q0) / (tiles - t) + ((Q - q0) % (tiles - t) != 0);
+    const int64_t* bo = boff + q0 * S;
+    const int64_t* co = coff + q0 * S;
+    const int64_t* n = cnt + q0 * S;
+    if (halves) {
+      if constexpr (NV >= 3)
+        if (nv == 3) vecs_tile<T, 3, true>(M, K, ap, b, koff, bo, co, n, c, ldc);
+      if (nv == 2) vecs_tile<T, 2, true>(M, K, ap, b, koff, bo, co, n, c, ldc);
+      if (nv == 1) vecs_tile<T, 1, true>(M, K, ap, b, koff, bo, co, n, c, ldc);
+    } else {
+      if constexpr (NV >= 3)
+        if (nv == 3) vecs_tile<T, 3, false>(M, K, ap, b, koff, bo, co, n, c, ldc);
+      if (nv == 2) vecs_tile<T, 2, false>(M, K, ap, b, koff, bo, co, n, c, ldc);
+      if (nv == 1) vecs_tile<T, 1, false>(M, K, ap, b, koff, bo, co, n, c, ldc);
     }
-    for (int64_t i0 = 0; i0 < M; i0 += MR) {
-      const T* a = ap + (i0 / MR) * K * MR;
-      Vec<T> acc[MR][NV] = {};
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t o = koff[k];
-        Vec<T> bv[NV];
-        for (int64_t v = 0; v < NV; ++v) bv[v] = load(bq[v] + o);
-        for (int64_t r = 0; r < MR; ++r) {
-          const T av = a[k * MR + r];
-          for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
-        }
-      }
-      const int64_t rows = imin(MR, M - i0);
-      T* const ct = c + i0 * ldc;
-      if (rows == MR && full) {
-#pragma GCC unroll 8
-        for (int64_t r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-          for (int64_t v = 0; v < NV; ++v) store(ct + r * ldc + coff[q0 + v], acc[r][v]);
-      } else {
-#pragma GCC unroll 8
-        for (int64_t r = 0; r < MR; ++r)
-          if (r < rows)
-#pragma GCC unroll 4
-            for (int64_t v = 0; v < NV; ++v)
-              if (n[v] == V)
-                store(ct + r * ldc + coff[q0 + v], acc[r][v]);
-              else if (n[v] > 0)
-                store_first<T>(ct + r * ldc + coff[q0 + v], acc[r][v], n[v]);
-      }
-    }
+    q0 += nv;
   }
 }
 

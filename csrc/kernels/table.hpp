@@ -69,9 +69,10 @@ struct LevelKernels {
   void (*gemm_packed_rows)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
                            int64_t ldc);
   // The same over Q vectors of columns placed anywhere in B and C (boff, coff), cnt[q] lanes of vector q
-  // stored (contract in packed_gemm.hpp).
+  // stored, or with `halves` each vector two half vectors placed so (contract in packed_gemm.hpp).
   void (*gemm_packed_vecs)(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
-                           const int64_t* boff, const int64_t* coff, const int64_t* cnt, T* c, int64_t ldc);
+                           const int64_t* boff, const int64_t* coff, const int64_t* cnt, bool halves, T* c,
+                           int64_t ldc);
   // C (K x M, ldc) += B A^T over `segs` runs of `len` positions, B's row k, run s at b + koff[k] + soff[s],
   // A^T's rows lda apart (the implicit weight gradient, transposed; contract in packed_gemm.hpp); K a
   // multiple of tn_rows.

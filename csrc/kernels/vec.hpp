@@ -23,6 +23,13 @@ template <class T>
 using Vec = typename VecOf<T>::type;
 template <class T>
 constexpr int64_t kLanes = kVecBytes / static_cast<int64_t>(sizeof(T));
+// Half as many lanes (narrow rows two to a vector).
+template <class T>
+struct HalfOf {
+  typedef T type __attribute__((vector_size(kVecBytes / 2)));
+};
+template <class T>
+using HalfVec = typename HalfOf<T>::type;
 
 // An unsigned vector of Vec<T>'s shape, for lane masks.
 template <class T>
@@ -105,6 +112,64 @@ inline void store_vec(T* dst, Vec<T> v, int64_t r, int64_t n) {
     store(dst + r * V, v);
   else if (r * V < n)
     store_first<T>(dst + r * V, v, n - r * V);
+}
+
+// Lanes [0, V/2) from lo and [V/2, V) from hi: two rows of a narrow map in one
+// vector, two half-width loads joined in registers (one insert).  Not two
+// memcpy into one vector: that is two stores and a wider load, which the CPU
+// cannot forward (an 8x8 layer at AVX-512 ran 3x slower).
+template <class T, int64_t... L>
+inline Vec<T> join_halves(const T* lo, const T* hi, std::integer_sequence<int64_t, L...>) {
+  HalfVec<T> a, b;
+  std::memcpy(&a, lo, sizeof a);
+  std::memcpy(&b, hi, sizeof b);
+#if defined(__clang__) || __GNUC__ >= 12
+  return __builtin_shufflevector(a, b, L...);
+#else
+  Vec<T> v;
+  for (int64_t k = 0; k < kLanes<T> / 2; ++k) v[k] = a[k], v[k + kLanes<T> / 2] = b[k];
+  return v;
+#endif
+}
+
+template <class T>
+inline Vec<T> load_halves(const T* lo, const T* hi) {
+  return join_halves<T>(lo, hi, std::make_integer_sequence<int64_t, kLanes<T>>{});
+}
+
+// Lanes [0, n0) of v at lo and lanes [V/2, V/2 + n1) at hi, 0 <= n0, n1 <= V/2.
+// The halves are split off in registers first: lane reads of v itself (the
+// caller's accumulator) made GCC keep every accumulator of the AVX-512 tile
+// on the stack.
+template <class T>
+inline void store_half(T* dst, HalfVec<T> h, int64_t n) {
+  constexpr int64_t H = kLanes<T> / 2;
+  if (n == H) {
+    std::memcpy(dst, &h, sizeof h);
+  } else if (n > 0) {
+    T lanes[H];
+    for (int64_t k = 0; k < H; ++k) lanes[k] = h[k];
+    store_chunks<T, H / 2>(dst, lanes, n);
+  }
+}
+
+template <class T, int64_t... L>
+inline void store_halves(T* lo, T* hi, Vec<T> v, int64_t n0, int64_t n1, std::integer_sequence<int64_t, L...>) {
+  constexpr int64_t H = kLanes<T> / 2;
+#if defined(__clang__) || __GNUC__ >= 12
+  store_half<T>(lo, __builtin_shufflevector(v, v, L...), n0);
+  store_half<T>(hi, __builtin_shufflevector(v, v, (L + H)...), n1);
+#else
+  HalfVec<T> a, b;
+  for (int64_t k = 0; k < H; ++k) a[k] = v[k], b[k] = v[k + H];
+  store_half<T>(lo, a, n0);
+  store_half<T>(hi, b, n1);
+#endif
+}
+
+template <class T>
+inline void store_halves(T* lo, T* hi, Vec<T> v, int64_t n0, int64_t n1) {
+  store_halves<T>(lo, hi, v, n0, n1, std::make_integer_sequence<int64_t, kLanes<T> / 2>{});
 }
 
 // The sum of v's lanes.
