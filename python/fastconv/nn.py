@@ -491,6 +491,15 @@ class ReLU(L.ReLU, Module):
         return _relu_grad(grad_output, self._y)
 
 
+def _add(a, b):
+    """a + b: the threaded kernel where both are float arrays of one shape and dtype (a block's two gradient
+    paths), NumPy elsewhere."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape == b.shape and a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+        return F._kernel(a.dtype, "add_relu")(np.ascontiguousarray(a), np.ascontiguousarray(b), False)
+    return a + b
+
+
 def _relu_grad(grad_output, y):
     """The gradient through a ReLU whose output was ``y``: zero where ``y <= 0``."""
     g = np.asarray(grad_output)
@@ -948,7 +957,7 @@ class Residual(L.Residual, Module):
         if getattr(self, "_relu_out", None) is not None:  # the fused ReLU's gradient mask
             g = _relu_grad(g, self._relu_out)
         gx = self.body.backward(g)
-        return gx + (g if self.shortcut is None else self.shortcut.backward(g))
+        return _add(gx, g if self.shortcut is None else self.shortcut.backward(g))
 
 
 class Concat(L.Concat, Module):
