@@ -261,7 +261,7 @@ void trim_worker_buffers(std::vector<WorkerBuffers<T>>& bufs) {
   for (const WorkerBuffers<T>& b : bufs)
     held += b.col.capacity() + b.out.capacity() + b.gcol.capacity() + b.gyt.capacity() + b.gw.capacity() +
             b.plane.capacity();
-  if (held * sizeof(T) > (size_t(64) << 20)) bufs.clear();
+  if (held * sizeof(T) > kKeptBufferBytes) bufs.clear();
 }
 
 template <class T>
@@ -359,11 +359,13 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga) &&
         all_finite(w, g.Cout * K)) {
       const int64_t taps = g.kh * g.kw;
-      std::vector<T> wa(static_cast<size_t>(g.Cout * K));
+      thread_local std::vector<T> wa;  // kept between calls: no page faults per call
+      wa.resize(static_cast<size_t>(g.Cout * K));
       for (int64_t o = 0; o < g.Cout; ++o)
         for (int64_t c = 0; c < g.C; ++c)
           for (int64_t t = 0; t < taps; ++t) wa[(c * g.Cout + o) * taps + (taps - 1 - t)] = w[(o * g.C + c) * taps + t];
       implicit_gemm_forward(gy, wa.data(), static_cast<const T*>(nullptr), gx, ga);
+      release_if_large(wa);
       gx = nullptr;
     }
   }

@@ -353,7 +353,12 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // The last tile reads up to NR columns past its last row.
   const int64_t image = checked_add(checked_mul(plane, g.C, "direct workspace"), NR + ph.ld, "direct workspace");
   const std::vector<int64_t> koff = ph.tap_rows(g.C);
-  std::vector<T> ap(static_cast<size_t>(
+  // Kept by the calling thread between calls, as the workers' planes are: a fresh vector per call was an
+  // mmap, page faults and munmap every time (150 KiB at 64 -> 64 channels).
+  // (Through a reference: the workers' lambda must see this thread's vector, not their own.)
+  thread_local std::vector<T> kept_ap;
+  std::vector<T>& ap = kept_ap;
+  ap.resize(static_cast<size_t>(
       checked_mul((g.Cout + k.packed_rows - 1) / k.packed_rows * k.packed_rows, K, "implicit GEMM")));
   pack_rows(w, K, g.Cout, K, k.packed_rows, ap.data());
   // Runs go through a Cout x cols buffer of at most 64 Ki values.
@@ -412,6 +417,7 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
         for (int64_t o = 0; o < g.Cout; ++o) ep.apply(y, (n * g.Cout + o) * P + oh * g.OW, r * g.OW, b ? b[o] : T(0));
     }
   });
+  release_if_large(ap);
 }
 
 // gw = sum over images of gy_n (Cout x P) times x_n's tap rows (C*taps x P),
@@ -451,14 +457,20 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   const int64_t blocks = (g.N + B - 1) / B;
   const int64_t bands = blocks >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + blocks - 1) / blocks);
   const int workers = workers_for(direct_flops(g) * g.C, blocks * bands);
-  std::vector<std::vector<T>> parts(workers);
+  // The workers' partial sums, kept by the calling thread between calls (by worker id).
+  // (Through a reference: the workers' lambda must see this thread's vectors, not their own.)
+  thread_local std::vector<std::vector<T>> kept_parts;
+  std::vector<std::vector<T>>& parts = kept_parts;
+  if (parts.size() < static_cast<size_t>(workers)) parts.resize(static_cast<size_t>(workers));
+  std::vector<char> used(static_cast<size_t>(workers), 0);
   parallel_for(blocks * bands, workers, [&](int64_t item, int wk) {
     const int64_t blk = item / bands, band = item % bands;
     const int64_t n0 = blk * B, m = std::min(B, g.N - n0);
     const int64_t oh0 = g.OH * band / bands, oh1 = g.OH * (band + 1) / bands;
     if (oh0 == oh1) return;
     auto& part = parts[wk];
-    const bool first = part.empty();
+    const bool first = !used[wk];
+    used[wk] = 1;
     if (first) part.assign(static_cast<size_t>(Kp * ldt), T(0));
     // Padding is never written: zeros once per call; rows outside the band are not read.
     T* const buf = thread_buffer<T>(0, image, first);
@@ -479,13 +491,29 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
       }
     }
   });
-  // The workers' gw^T summed, then transposed into gw.
-  std::vector<T> sum(static_cast<size_t>(Kp * ldt), T(0));
-  reduce_into(sum.data(), parts, Kp * ldt);
+  // The workers' gw^T summed into the first one's, then transposed into gw.
+  T* sum = nullptr;
+  for (int wk = 0; wk < workers; ++wk) {
+    if (!used[wk]) continue;
+    const T* part = parts[wk].data();
+    if (!sum)
+      sum = parts[wk].data();
+    else
+      for (int64_t i = 0; i < Kp * ldt; ++i) sum[i] += part[i];
+  }
   const int64_t ldk = round_up(K, k.lanes);
-  std::vector<T> t(static_cast<size_t>(checked_mul(g.Cout, ldk, "direct workspace")));
-  k.transpose_lanes(sum.data(), K, g.Cout, ldt, t.data(), ldk);
+  thread_local std::vector<T> t;
+  t.resize(static_cast<size_t>(checked_mul(g.Cout, ldk, "direct workspace")));
+  if (!sum) {  // no worker ran: gw is zero
+    std::fill(gw, gw + g.Cout * K, T(0));
+    return;
+  }
+  k.transpose_lanes(sum, K, g.Cout, ldt, t.data(), ldk);
   for (int64_t o = 0; o < g.Cout; ++o) std::memcpy(gw + o * K, t.data() + o * ldk, sizeof(T) * K);
+  release_if_large(t);
+  size_t held = 0;
+  for (const auto& part : parts) held += part.capacity() * sizeof(T);
+  if (held > kKeptBufferBytes) parts.clear();
 }
 
 template <class T>

@@ -52,6 +52,16 @@ inline int workers_for(double flops, int64_t n_items) {
   return t;
 }
 
+// Operator buffers kept between calls (per calling thread, so no page faults or
+// zero fills per call) are kept up to this many bytes per thread and released
+// beyond: many threads on a wide layer would keep hundreds of MiB.
+constexpr size_t kKeptBufferBytes = size_t(64) << 20;
+
+template <class T>
+void release_if_large(std::vector<T>& v) {
+  if (v.capacity() * sizeof(T) > kKeptBufferBytes) std::vector<T>().swap(v);
+}
+
 // Adds per-worker partial sums into dst; a worker that got no item left its part empty.
 template <class T>
 void reduce_into(T* dst, const std::vector<std::vector<T>>& parts, int64_t n) {
