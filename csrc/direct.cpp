@@ -52,8 +52,8 @@ constexpr int64_t kImplicitMaxK = 576;
 // (gemm_packed_vecs: rows a multiple of V wide waste nothing); two rows of at
 // most V/2 in each vector (its halves: 8x8 maps at AVX-512); or consecutive
 // output rows read as one run of virtual columns q = oh * row_step + ow, of
-// which ow < OW are kept (gemm_packed_rows, tiles of NR columns: rows that
-// leave most of a vector empty, 28 at AVX2 keeps 784 of 848 columns so).  The
+// which ow < OW are kept (gemm_packed_rows: rows that would leave much of a
+// vector empty, 28 wide at AVX2 keeps 784 of 840 columns so).  The
 // layout that wastes least, and the share of computed columns kept.
 enum class ImplicitLayout { rows, halves, run };
 
@@ -63,23 +63,23 @@ struct ImplicitTiling {
 };
 
 // The share of columns kept when a compact plane runs all output rows as one
-// run of columns, in tiles of NR: consecutive output rows lie one phase row
+// run of columns, in vectors of V: consecutive output rows lie one phase row
 // apart, len = ceil(padded columns read / sw) values (Phases below).
-double compact_kept(const ConvGeom& g, int64_t NR) {
+double compact_kept(const ConvGeom& g, int64_t V) {
   const int64_t len = ((g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1 + g.sw - 1) / g.sw;
   const int64_t run = (g.OH - 1) * len + g.OW;
-  return double(g.OH) * double(g.OW) / double(round_up(run, NR));
+  return double(g.OH) * double(g.OW) / double(round_up(run, V));
 }
 
 // FASTCONV_IMPLICIT_LAYOUT (read on every call): rows, halves or run puts every
 // layer that layout can take on it, for tests and comparisons; unset, the
 // layout that keeps most.
-ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t V, int64_t NR) {
+ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t V) {
   const double P = double(g.OH) * double(g.OW);
   const ImplicitTiling rows{ImplicitLayout::rows, P / (double(g.OH) * double(round_up(g.OW, V)))};
   const bool can_halve = V >= 2 && 2 * g.OW <= V;
   const ImplicitTiling halves{ImplicitLayout::halves, P / (double((g.OH + 1) / 2) * double(V))};
-  const ImplicitTiling run{ImplicitLayout::run, compact_kept(g, NR)};
+  const ImplicitTiling run{ImplicitLayout::run, compact_kept(g, V)};
   if (const char* v = std::getenv("FASTCONV_IMPLICIT_LAYOUT")) {
     if (std::strcmp(v, "rows") == 0) return rows;
     if (std::strcmp(v, "halves") == 0 && can_halve) return halves;
@@ -117,8 +117,7 @@ bool use_implicit_gemm(const ConvGeom& g) {
   const LevelKernels<float>& k = kernels_for<float>();
   const bool short_k = g.C * g.kh * g.kw <= kSmallK;
   return g.kh * g.kw > 1 && (!short_k || (g.Cout <= 16 && g.OW <= 64)) && g.C * g.kh * g.kw <= kImplicitMaxK &&
-         implicit_tiling(g, k.lanes, k.packed_cols).kept > 0.6 &&
-         double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
+         implicit_tiling(g, k.lanes).kept > 0.6 && double(g.Cout) / double(round_up(g.Cout, k.packed_rows)) > 0.6;
 }
 
 // The weight gradient as gemm_tn_rows sums only real output positions, so map
@@ -345,7 +344,7 @@ template <class T>
 void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
   const LevelKernels<T>& k = kernels_for<T>();
   const int64_t V = k.lanes, NR = k.packed_cols;
-  const ImplicitLayout layout = implicit_tiling(g, V, NR).layout;
+  const ImplicitLayout layout = implicit_tiling(g, V).layout;
   const bool run = layout == ImplicitLayout::run, halves = layout == ImplicitLayout::halves;
   const Phases<T> ph(g, V, true);
   const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;

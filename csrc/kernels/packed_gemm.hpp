@@ -10,16 +10,15 @@
 //      element (i, k) at ap[(i / MR) * K * MR + k * MR + i % MR]; the rows of
 //      the last panel past M are zero.
 //   B  K x N, row-major, leading dimension ldb.  b[k * ldb + j] is read for j
-//      below N rounded up to kPackedVecs vectors: the caller keeps that many
+//      below N rounded up to whole vectors: the caller keeps that many
 //      readable values after B's last row.  Columns past N compute on whatever
 //      is there and are never stored.
 //   C  M x N, row-major, leading dimension ldc; overwritten, never read.
 //   Any M, N >= 0 and K >= 1.  No alignment is assumed.
 // Tile: MR rows x NV vectors of C in registers, 6 x 2 where the level has 16
 // vector registers (12 accumulators, two B vectors, a broadcast), 8 x 3 with 32
-// (24).  The loop runs column panels outside, row panels inside, so one K x NV
-// vector panel of B (K * 64 bytes at AVX2: 8 KiB at K = 128) stays in L1 while
-// the packed A streams from L2.
+// (24); a call's vectors are split into tiles as evenly as that allows
+// (packed_tiles below).
 #pragma once
 
 // Expects vec.hpp.
@@ -27,101 +26,32 @@
 constexpr int64_t kPackedRows = kVecRegisters >= 32 ? 8 : 6;
 constexpr int64_t kPackedVecs = kVecRegisters >= 32 ? 3 : 2;
 
-// The tile loops, B's row k at row(k) + j0: a fixed stride (gemm_packed) or a
-// table of offsets (gemm_packed_rows).
-template <class T, class Row>
-inline void packed_loops(int64_t M, int64_t N, int64_t K, const T* ap, Row row, T* c, int64_t ldc) {
-  constexpr int64_t V = kLanes<T>, MR = kPackedRows, NV = kPackedVecs, NR = NV * V;
-  for (int64_t j0 = 0; j0 < N; j0 += NR) {
-    const int64_t nb = imin(NR, N - j0);
-    for (int64_t i0 = 0; i0 < M; i0 += MR) {
-      const T* a = ap + (i0 / MR) * K * MR;
-      Vec<T> acc[MR][NV] = {};
-      for (int64_t k = 0; k < K; ++k) {
-        const T* bk = row(k) + j0;
-        Vec<T> bv[NV];
-        for (int64_t v = 0; v < NV; ++v) bv[v] = load(bk + v * V);
-        for (int64_t r = 0; r < MR; ++r) {
-          const T av = a[k * MR + r];  // scalar times vector: one broadcast load
-          for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
-        }
-      }
-      // Stores with constant indices only: a loop over the runtime row count
-      // made GCC copy all accumulators to the stack after every tile.
-      const int64_t rows = imin(MR, M - i0);
-      T* const ct = c + i0 * ldc + j0;
-      if (rows == MR && nb == NR) {
-#pragma GCC unroll 8
-        for (int64_t r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-          for (int64_t v = 0; v < NV; ++v) store(ct + r * ldc + v * V, acc[r][v]);
-      } else {
-#pragma GCC unroll 8
-        for (int64_t r = 0; r < MR; ++r)
-          if (r < rows)
-#pragma GCC unroll 4
-            for (int64_t v = 0; v < NV; ++v) store_vec(ct + r * ldc, acc[r][v], v, nb);
-      }
-    }
-  }
-}
-
-template <class T>
-void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
-  packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + k * ldb; }, c, ldc);
-}
-
-// The same with B's row k at b + koff[k]: an implicit GEMM, whose "rows" are a
-// convolution's taps read straight from a padded input (direct.cpp), with no
-// column matrix.  The read-past rule applies to every row.
-template <class T>
-void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
-                      int64_t ldc) {
-  packed_loops<T>(M, N, K, ap, [=](int64_t k) { return b + koff[k]; }, c, ldc);
-}
-
-// The same with the columns in vectors placed anywhere: vector q of the
-// result is C's values at c + coff[q] in every row, lanes [0, cnt[q]) of it,
-// computed from B's values at b + koff[k] + boff[q], V of them read in every
-// row k.  With `halves`, vector q is two half vectors, h = 0, 1: lanes
-// [hV/2, hV/2 + cnt[2q + h]) of it go to c + coff[2q + h], computed from the
-// V/2 values read at b + koff[k] + boff[2q + h].  The implicit GEMM's output
-// rows as vectors (an 8-wide row is one AVX2 vector; two rows fill one at
-// AVX-512), where a run of rows through a compact plane computes the padding
-// columns between rows too (64 of 80 columns kept at 8x8 so), each vector
-// stored straight into place in the output.
-//
-// Contract: Q >= 0 vectors; 1 <= cnt[q] <= V, or with halves 0 <= cnt <= V/2
-// (an empty half still reads at its boff); every read above in bounds; lanes
-// past the counts compute on whatever is read and are never stored.  A, M, K
-// and ldc as for gemm_packed.
-// Tile: MR rows x up to NV vectors, as gemm_packed; the vectors are split
-// into tiles as evenly as that allows (7 vectors at NV = 2: 2, 2, 2, 1), so
-// no tile computes a vector that is not there.
-template <class T, int64_t NV, bool Halves>
-inline void vecs_tile(int64_t M, int64_t K, const T* ap, const T* b, const int64_t* koff, const int64_t* boff,
-                      const int64_t* coff, const int64_t* cnt, T* c, int64_t ldc) {
-  constexpr int64_t V = kLanes<T>, MR = kPackedRows, S = Halves ? 2 : 1;
-  const T* bq[NV][S];
+// One tile: MR rows x NV vectors of C, B's row k at row(k).  Vector v reads
+// V values at row(k) + boff[v] and stores lanes [0, cnt[v]) at coff[v] in
+// every row; with Halves it is two half vectors, h = 0, 1, reading V/2 values
+// at row(k) + boff[2v + h] and storing lanes [hV/2, hV/2 + cnt[2v + h]) at
+// coff[2v + h].
+template <class T, int64_t NV, bool Halves, class Row>
+inline void packed_tile(int64_t M, int64_t K, const T* ap, Row row, const int64_t* boff, const int64_t* coff,
+                        const int64_t* cnt, T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, MR = kPackedRows;
   bool full = !Halves;
-  for (int64_t v = 0; v < NV; ++v)
-    for (int64_t h = 0; h < S; ++h) {
-      bq[v][h] = b + boff[v * S + h];
-      full = full && cnt[v * S + h] == V;
-    }
+  for (int64_t v = 0; v < NV; ++v) full = full && cnt[v] == V;
   for (int64_t i0 = 0; i0 < M; i0 += MR) {
     const T* a = ap + (i0 / MR) * K * MR;
     Vec<T> acc[MR][NV] = {};
     for (int64_t k = 0; k < K; ++k) {
-      const int64_t o = koff[k];
+      const T* bk = row(k);
       Vec<T> bv[NV];
       for (int64_t v = 0; v < NV; ++v)
-        bv[v] = Halves ? load_halves(bq[v][0] + o, bq[v][S - 1] + o) : load(bq[v][0] + o);
+        bv[v] = Halves ? load_halves(bk + boff[2 * v], bk + boff[2 * v + 1]) : load(bk + boff[v]);
       for (int64_t r = 0; r < MR; ++r) {
         const T av = a[k * MR + r];  // scalar times vector: one broadcast load
         for (int64_t v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
       }
     }
+    // Stores with constant indices only: a loop over the runtime row count
+    // made GCC copy all accumulators to the stack after every tile.
     const int64_t rows = imin(MR, M - i0);
     T* const ct = c + i0 * ldc;
     if (rows == MR && full) {
@@ -147,29 +77,86 @@ inline void vecs_tile(int64_t M, int64_t K, const T* ap, const T* b, const int64
   }
 }
 
+// Q vectors of C in tiles of up to NV, split as evenly as that allows (7
+// vectors at NV = 2: 2, 2, 2, 1), so no tile computes a vector that is not
+// there; place(q0, nv, boff, coff, cnt) says where the tile's vectors lie.
+// The loop runs column tiles outside, row panels inside, so one K x NV vector
+// panel of B (K * 64 bytes at AVX2: 8 KiB at K = 128) stays in L1 while the
+// packed A streams from L2.
+template <class T, bool Halves, class Row, class Place>
+inline void packed_tiles(int64_t M, int64_t Q, int64_t K, const T* ap, Row row, Place place, T* c, int64_t ldc) {
+  constexpr int64_t NV = kPackedVecs, S = Halves ? 2 : 1;
+  int64_t boff[NV * S], coff[NV * S], cnt[NV * S];
+  const int64_t tiles = (Q + NV - 1) / NV;
+  for (int64_t t = 0, q0 = 0; t < tiles; ++t) {
+    const int64_t nv = (Q - q0) / (tiles - t) + ((Q - q0) % (tiles - t) != 0);
+    place(q0, nv, boff, coff, cnt);
+    if constexpr (NV >= 3)
+      if (nv == 3) packed_tile<T, 3, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
+    if (nv == 2) packed_tile<T, 2, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
+    if (nv == 1) packed_tile<T, 1, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
+    q0 += nv;
+  }
+}
+
+// Columns [0, N) as consecutive vectors.
+template <class T>
+inline auto contiguous_vectors(int64_t N) {
+  return [N](int64_t q0, int64_t nv, int64_t* boff, int64_t* coff, int64_t* cnt) {
+    constexpr int64_t V = kLanes<T>;
+    for (int64_t v = 0; v < nv; ++v) {
+      boff[v] = coff[v] = (q0 + v) * V;
+      cnt[v] = imin(V, N - (q0 + v) * V);
+    }
+  };
+}
+
+template <class T>
+void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
+  packed_tiles<T, false>(
+      M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + k * ldb; }, contiguous_vectors<T>(N), c,
+      ldc);
+}
+
+// The same with B's row k at b + koff[k]: an implicit GEMM, whose "rows" are a
+// convolution's taps read straight from a padded input (direct.cpp), with no
+// column matrix.  The read-past rule applies to every row.
+template <class T>
+void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
+                      int64_t ldc) {
+  packed_tiles<T, false>(
+      M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + koff[k]; }, contiguous_vectors<T>(N), c,
+      ldc);
+}
+
+// The same with the columns in vectors placed anywhere: vector q of the
+// result is C's values at c + coff[q] in every row, lanes [0, cnt[q]) of it,
+// computed from B's values at b + koff[k] + boff[q], V of them read in every
+// row k.  With `halves`, vector q is two half vectors, h = 0, 1: lanes
+// [hV/2, hV/2 + cnt[2q + h]) of it go to c + coff[2q + h], computed from the
+// V/2 values read at b + koff[k] + boff[2q + h].  The implicit GEMM's output
+// rows as vectors (an 8-wide row is one AVX2 vector; two rows fill one at
+// AVX-512), where a run of rows through a compact plane computes the padding
+// columns between rows too (64 of 80 columns kept at 8x8 so), each vector
+// stored straight into place in the output.
+//
+// Contract: Q >= 0 vectors; 1 <= cnt[q] <= V, or with halves 0 <= cnt <= V/2
+// (an empty half still reads at its boff); every read above in bounds; lanes
+// past the counts compute on whatever is read and are never stored.  A, M, K
+// and ldc as for gemm_packed.
 template <class T>
 void gemm_packed_vecs(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
                       const int64_t* boff, const int64_t* coff, const int64_t* cnt, bool halves, T* c, int64_t ldc) {
-  constexpr int64_t NV = kPackedVecs;
-  const int64_t S = halves ? 2 : 1, tiles = (Q + NV - 1) / NV;
-  for (int64_t t = 0, q0 = 0; t < tiles; ++t) {
-    const int64_t nv = (Q - q0) / (tiles - t) + ((Q - q0) % (tiles - t) != 0);
-    const int64_t* bo = boff + q0 * S;
-    const int64_t* co = coff + q0 * S;
-    const int64_t* n = cnt + q0 * S;
-    if (halves) {
-      if constexpr (NV >= 3)
-        if (nv == 3) vecs_tile<T, 3, true>(M, K, ap, b, koff, bo, co, n, c, ldc);
-      if (nv == 2) vecs_tile<T, 2, true>(M, K, ap, b, koff, bo, co, n, c, ldc);
-      if (nv == 1) vecs_tile<T, 1, true>(M, K, ap, b, koff, bo, co, n, c, ldc);
-    } else {
-      if constexpr (NV >= 3)
-        if (nv == 3) vecs_tile<T, 3, false>(M, K, ap, b, koff, bo, co, n, c, ldc);
-      if (nv == 2) vecs_tile<T, 2, false>(M, K, ap, b, koff, bo, co, n, c, ldc);
-      if (nv == 1) vecs_tile<T, 1, false>(M, K, ap, b, koff, bo, co, n, c, ldc);
-    }
-    q0 += nv;
-  }
+  auto row = [=](int64_t k) { return b + koff[k]; };
+  auto given = [=](int64_t S) {
+    return [=](int64_t q0, int64_t nv, int64_t* bo, int64_t* co, int64_t* n) {
+      for (int64_t i = 0; i < nv * S; ++i) bo[i] = boff[q0 * S + i], co[i] = coff[q0 * S + i], n[i] = cnt[q0 * S + i];
+    };
+  };
+  if (halves)
+    packed_tiles<T, true>(M, Q, K, ap, row, given(2), c, ldc);
+  else
+    packed_tiles<T, false>(M, Q, K, ap, row, given(1), c, ldc);
 }
 
 // C (K x M, ldc) += B A^T, a reduction over output positions: the implicit
