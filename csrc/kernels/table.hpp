@@ -61,8 +61,9 @@ struct LevelKernels {
   void (*gemm_small_k)(int64_t M, int64_t N, int64_t K, const T* a, int64_t a_row, int64_t a_col, const T* b,
                        int64_t ldb, T* c, int64_t ldc);
   // C (M x N, ldc) = A B, A packed by pack_rows in panels of packed_rows rows,
-  // B (K x N, ldb) readable packed_cols columns past N's last full panel
-  // (contract in packed_gemm.hpp); C is overwritten, never read.
+  // B (K x N, ldb) readable up to N rounded up to whole vectors (contract in
+  // packed_gemm.hpp); C is overwritten, never read.  packed_cols: the widest
+  // tile's columns.
   int64_t packed_rows, packed_cols;
   void (*gemm_packed)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc);
   // The same with B's row k at b + koff[k] (an implicit GEMM over a padded input).
