@@ -221,15 +221,18 @@ LAYOUT_CASES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("panel", ["1", "2"], ids=["tile1", "tile2"])
 @pytest.mark.parametrize("layout", ["rows", "halves", "run"])
 @pytest.mark.parametrize(
     "xs, cout, k, s, pads", LAYOUT_CASES, ids=[f"{c[0][2]}x{c[0][3]}s{c[3][1]}" for c in LAYOUT_CASES]
 )
-def test_implicit_gemm_layouts(xs, cout, k, s, pads, layout, dtype, level, monkeypatch):
+def test_implicit_gemm_layouts(xs, cout, k, s, pads, layout, panel, dtype, level, monkeypatch):
     """Forward and the stride-1 input gradient on each output layout ("halves" where the rows are at most half a
-    vector wide, else the rules' choice)."""
+    vector wide, else the rules' choice) and each of the packed GEMM's two tile shapes (FASTCONV_IMPLICIT_PANEL;
+    the output channel counts leave partial row panels in both)."""
     monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
     monkeypatch.setenv("FASTCONV_IMPLICIT_LAYOUT", layout)
+    monkeypatch.setenv("FASTCONV_IMPLICIT_PANEL", panel)
     rng = np.random.default_rng(cout)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal((cout, xs[1], *k)).astype(dtype)

@@ -54,6 +54,7 @@ LevelKernels<T> level_kernels() {
   k.direct_input_block = direct_input_block_for<T>;
   k.gemm_small_k = gemm_small_k<T>;
   k.packed_rows = kPackedRows;
+  k.packed_rows2 = kPackedRows2;
   k.packed_cols = kPackedVecs * kLanes<T>;
   k.gemm_packed = gemm_packed<T>;
   k.gemm_packed_rows = gemm_packed_rows<T>;

@@ -25,16 +25,23 @@
 
 constexpr int64_t kPackedRows = kVecRegisters >= 32 ? 8 : 6;
 constexpr int64_t kPackedVecs = kVecRegisters >= 32 ? 3 : 2;
+// A second tile for row counts the first would leave partly empty: 4 x 3 with
+// 16 registers (12 accumulators, three B vectors, a broadcast: 16, 32 and 64
+// output channels fill it, where 6-row panels compute 18, 36 and 66 rows), 6 x 4
+// with 32 (12, 18 and 36 channels).  The implicit GEMM picks per call; A must
+// be packed in panels of the rows passed.
+constexpr int64_t kPackedRows2 = kVecRegisters >= 32 ? 6 : 4;
+constexpr int64_t kPackedVecs2 = kVecRegisters >= 32 ? 4 : 3;
 
 // One tile: MR rows x NV vectors of C, B's row k at row(k).  Vector v reads
 // V values at row(k) + boff[v] and stores lanes [0, cnt[v]) at coff[v] in
 // every row; with Halves it is two half vectors, h = 0, 1, reading V/2 values
 // at row(k) + boff[2v + h] and storing lanes [hV/2, hV/2 + cnt[2v + h]) at
 // coff[2v + h].
-template <class T, int64_t NV, bool Halves, class Row>
+template <class T, int64_t MR, int64_t NV, bool Halves, class Row>
 inline void packed_tile(int64_t M, int64_t K, const T* ap, Row row, const int64_t* boff, const int64_t* coff,
                         const int64_t* cnt, T* c, int64_t ldc) {
-  constexpr int64_t V = kLanes<T>, MR = kPackedRows;
+  constexpr int64_t V = kLanes<T>;
   bool full = !Halves;
   for (int64_t v = 0; v < NV; ++v) full = full && cnt[v] == V;
   for (int64_t i0 = 0; i0 < M; i0 += MR) {
@@ -83,20 +90,32 @@ inline void packed_tile(int64_t M, int64_t K, const T* ap, Row row, const int64_
 // The loop runs column tiles outside, row panels inside, so one K x NV vector
 // panel of B (K * 64 bytes at AVX2: 8 KiB at K = 128) stays in L1 while the
 // packed A streams from L2.
-template <class T, bool Halves, class Row, class Place>
+template <class T, int64_t MR, int64_t NV, bool Halves, class Row, class Place>
 inline void packed_tiles(int64_t M, int64_t Q, int64_t K, const T* ap, Row row, Place place, T* c, int64_t ldc) {
-  constexpr int64_t NV = kPackedVecs, S = Halves ? 2 : 1;
+  constexpr int64_t S = Halves ? 2 : 1;
   int64_t boff[NV * S], coff[NV * S], cnt[NV * S];
   const int64_t tiles = (Q + NV - 1) / NV;
   for (int64_t t = 0, q0 = 0; t < tiles; ++t) {
     const int64_t nv = (Q - q0) / (tiles - t) + ((Q - q0) % (tiles - t) != 0);
     place(q0, nv, boff, coff, cnt);
+    if constexpr (NV >= 4)
+      if (nv == 4) packed_tile<T, MR, 4, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
     if constexpr (NV >= 3)
-      if (nv == 3) packed_tile<T, 3, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
-    if (nv == 2) packed_tile<T, 2, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
-    if (nv == 1) packed_tile<T, 1, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
+      if (nv == 3) packed_tile<T, MR, 3, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
+    if (nv == 2) packed_tile<T, MR, 2, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
+    if (nv == 1) packed_tile<T, MR, 1, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
     q0 += nv;
   }
+}
+
+// The tile shape for A packed in panels of mr rows: kPackedRows or kPackedRows2.
+template <class T, bool Halves, class Row, class Place>
+inline void packed_tiles_for(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, Row row, Place place, T* c,
+                             int64_t ldc) {
+  if (mr == kPackedRows2)
+    packed_tiles<T, kPackedRows2, kPackedVecs2, Halves>(M, Q, K, ap, row, place, c, ldc);
+  else
+    packed_tiles<T, kPackedRows, kPackedVecs, Halves>(M, Q, K, ap, row, place, c, ldc);
 }
 
 // Columns [0, N) as consecutive vectors.
@@ -113,20 +132,21 @@ inline auto contiguous_vectors(int64_t N) {
 
 template <class T>
 void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
-  packed_tiles<T, false>(
+  packed_tiles<T, kPackedRows, kPackedVecs, false>(
       M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + k * ldb; }, contiguous_vectors<T>(N), c,
       ldc);
 }
 
 // The same with B's row k at b + koff[k]: an implicit GEMM, whose "rows" are a
 // convolution's taps read straight from a padded input (direct.cpp), with no
-// column matrix.  The read-past rule applies to every row.
+// column matrix.  The read-past rule applies to every row.  A is packed in
+// panels of mr rows, kPackedRows or kPackedRows2.
 template <class T>
-void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
+void gemm_packed_rows(int64_t mr, int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
                       int64_t ldc) {
-  packed_tiles<T, false>(
-      M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + koff[k]; }, contiguous_vectors<T>(N), c,
-      ldc);
+  packed_tiles_for<T, false>(
+      mr, M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + koff[k]; }, contiguous_vectors<T>(N),
+      c, ldc);
 }
 
 // The same with the columns in vectors placed anywhere: vector q of the
@@ -143,9 +163,9 @@ void gemm_packed_rows(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, 
 // Contract: Q >= 0 vectors; 1 <= cnt[q] <= V, or with halves 0 <= cnt <= V/2
 // (an empty half still reads at its boff); every read above in bounds; lanes
 // past the counts compute on whatever is read and are never stored.  A, M, K
-// and ldc as for gemm_packed.
+// and ldc as for gemm_packed; A packed in panels of mr rows, as gemm_packed_rows.
 template <class T>
-void gemm_packed_vecs(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
+void gemm_packed_vecs(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
                       const int64_t* boff, const int64_t* coff, const int64_t* cnt, bool halves, T* c, int64_t ldc) {
   auto row = [=](int64_t k) { return b + koff[k]; };
   auto given = [=](int64_t S) {
@@ -154,9 +174,9 @@ void gemm_packed_vecs(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, 
     };
   };
   if (halves)
-    packed_tiles<T, true>(M, Q, K, ap, row, given(2), c, ldc);
+    packed_tiles_for<T, true>(mr, M, Q, K, ap, row, given(2), c, ldc);
   else
-    packed_tiles<T, false>(M, Q, K, ap, row, given(1), c, ldc);
+    packed_tiles_for<T, false>(mr, M, Q, K, ap, row, given(1), c, ldc);
 }
 
 // C (K x M, ldc) += B A^T, a reduction over output positions: the implicit

@@ -65,13 +65,16 @@ struct LevelKernels {
   // packed_gemm.hpp); C is overwritten, never read.  packed_cols: the widest
   // tile's columns.
   int64_t packed_rows, packed_cols;
+  // The second tile's rows (packed_gemm.hpp): gemm_packed_rows and gemm_packed_vecs take A packed in panels of
+  // packed_rows or packed_rows2 rows, and which one as their first argument.
+  int64_t packed_rows2;
   void (*gemm_packed)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc);
   // The same with B's row k at b + koff[k] (an implicit GEMM over a padded input).
-  void (*gemm_packed_rows)(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, T* c,
-                           int64_t ldc);
+  void (*gemm_packed_rows)(int64_t mr, int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff,
+                           T* c, int64_t ldc);
   // The same over Q vectors of columns placed anywhere in B and C (boff, coff), cnt[q] lanes of vector q
   // stored, or with `halves` each vector two half vectors placed so (contract in packed_gemm.hpp).
-  void (*gemm_packed_vecs)(int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
+  void (*gemm_packed_vecs)(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
                            const int64_t* boff, const int64_t* coff, const int64_t* cnt, bool halves, T* c,
                            int64_t ldc);
   // C (K x M, ldc) += B A^T over `segs` runs of `len` positions, B's row k, run s at b + koff[k] + soff[s],
