@@ -688,7 +688,14 @@ class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
         oh, ow = self.output_shape(x.shape[1:])[1:]
         self._shape = x.shape
         if (oh, ow) == (1, 1):  # global pooling, the common case: one reduction
-            return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(x.dtype)
+            # Over each plane as one contiguous row, in the input's dtype: NumPy sums a row pairwise (error
+            # ~log2(H*W) roundings, as torch's float32 sum), where a float64 mean over two axes went through a
+            # buffered cast at 2 ns a value (0.5 ms of a 20 ms ResNet-8 inference).
+            n, c = x.shape[:2]
+            flat = np.ascontiguousarray(x).reshape(n, c, -1)
+            if flat.dtype not in (np.float32, np.float64):
+                flat = flat.astype(np.float64)
+            return (flat.sum(axis=-1) / flat.shape[-1]).astype(x.dtype).reshape(n, c, 1, 1)
         y = np.empty((*x.shape[:2], oh, ow), x.dtype)
         for i, (h0, h1) in enumerate(self._bins(x.shape[2], oh)):
             for j, (w0, w1) in enumerate(self._bins(x.shape[3], ow)):
