@@ -212,15 +212,16 @@ def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
 # Each layout of the implicit GEMM's output (FASTCONV_IMPLICIT_LAYOUT; the rules pick by the share of columns
 # kept, so a level reaches some layouts only on some widths): row vectors with partial last vectors and uneven
 # tiles, two narrow rows to a vector with an odd row count, runs of rows through compact planes, stride 2.
+# float32 only (float64's halves and both tiles come up in IMPLICIT above): under qemu every case costs.
 LAYOUT_CASES = [
     ((2, 6, 9, 8), 10, (3, 3), (1, 1), (1, 1, 1, 1)),
     ((1, 5, 7, 19), 13, (3, 3), (1, 1), (1, 1, 1, 1)),
-    ((2, 4, 7, 3), 7, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((2, 4, 7, 2), 7, (3, 3), (1, 1), (1, 1, 1, 1)),
     ((2, 5, 13, 10), 9, (3, 3), (2, 2), (1, 1, 1, 1)),
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("dtype", [np.float32], ids=["f32"])
 @pytest.mark.parametrize("panel", ["1", "2"], ids=["tile1", "tile2"])
 @pytest.mark.parametrize("layout", ["rows", "halves", "run"])
 @pytest.mark.parametrize(
@@ -390,6 +391,8 @@ def test_fused_residual_and_relu(case, dtype, relu, level, monkeypatch):
     name, env, xs, cout, k, s, pads, groups = case
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    if name.startswith("winograd") and "off" in fastconv.show_config(file=False)["kernels"]["winograd float32"]:
+        pytest.skip(f"no Winograd at the {level} level (the im2col case covers its operator)")
     x, w, b, y_ref, r = fused_case_arrays(FUSED.index(case), np.dtype(dtype).name)
     ref = y_ref + r
     if relu:
