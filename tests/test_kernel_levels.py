@@ -329,6 +329,26 @@ def test_implicit_gemm_bands_of_one_image(threads, stride, monkeypatch):
         close(y, ref, np.float32)
 
 
+@pytest.mark.parametrize("layout", ["rows", "halves", "run"])
+@pytest.mark.parametrize("threads", [3, 16, 64])
+def test_implicit_gemm_layouts_in_bands(threads, layout, level, monkeypatch):
+    """One image cut into bands of output rows (more threads than images), each band placing its own vectors:
+    bands of one or two rows of an 8-wide map, so two-row vectors (halves) start at odd rows and end empty."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    monkeypatch.setenv("FASTCONV_IMPLICIT_LAYOUT", layout)
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((1, 4, 15, 8)).astype(np.float32)
+    w = rng.standard_normal((10, 4, 3, 3)).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        (y, y_ref), (gx, gx_ref), _ = run(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, np.float32)
+    finally:
+        fastconv.set_num_threads(old)
+    close(y, y_ref, np.float32)
+    close(gx, gx_ref, np.float32)
+
+
 # The fused epilogue (conv2d's residual= and relu=) on every forward operator: each writes its output in its own
 # pieces (Winograd tile runs or whole planes, implicit GEMM row runs, im2col tiles that span images, direct
 # groups), and the residual must meet each piece at the same offset.  (name, environment, x shape, Cout, kernel,
