@@ -36,6 +36,16 @@ def run(x, w, b, s, pads, d, groups, dtype):
     return (y, y_ref), (gx, gx_ref), (gw, gw_ref)
 
 
+def run_at_threads(threads, *args):
+    """run(*args) with fastconv at `threads` threads, the old count restored."""
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        return run(*args)
+    finally:
+        fastconv.set_num_threads(old)
+
+
 # Output widths around 4/8/16-lane vectors and 2/4/8-vector blocks.
 WIDTHS = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129, 131]
 
@@ -300,12 +310,7 @@ def test_implicit_weight_gradient_blocks_and_bands(threads, monkeypatch):
     rng = np.random.default_rng(threads + 11)
     x = rng.standard_normal((5, 4, 29, 23))
     w = rng.standard_normal((20, 4, 3, 3))
-    old = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
-        (_, _), (_, _), (gw, gw_ref) = run(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 1, np.float64)
-    finally:
-        fastconv.set_num_threads(old)
+    (_, _), (_, _), (gw, gw_ref) = run_at_threads(threads, x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 1, np.float64)
     close(gw, gw_ref, np.float64)
 
 
@@ -319,12 +324,7 @@ def test_implicit_gemm_bands_of_one_image(threads, stride, monkeypatch):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((1, 3, 37, 41)).astype(np.float32)
     w = rng.standard_normal((20, 3, 3, 3)).astype(np.float32)
-    old = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
-        got = run(x, w, None, stride, (1, 1, 1, 1), (1, 1), 1, np.float32)
-    finally:
-        fastconv.set_num_threads(old)
+    got = run_at_threads(threads, x, w, None, stride, (1, 1, 1, 1), (1, 1), 1, np.float32)
     for y, ref in got:
         close(y, ref, np.float32)
 
@@ -339,12 +339,7 @@ def test_implicit_gemm_layouts_in_bands(threads, layout, level, monkeypatch):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((1, 4, 15, 8)).astype(np.float32)
     w = rng.standard_normal((10, 4, 3, 3)).astype(np.float32)
-    old = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
-        (y, y_ref), (gx, gx_ref), _ = run(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, np.float32)
-    finally:
-        fastconv.set_num_threads(old)
+    (y, y_ref), (gx, gx_ref), _ = run_at_threads(threads, x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, np.float32)
     close(y, y_ref, np.float32)
     close(gx, gx_ref, np.float32)
 
