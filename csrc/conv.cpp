@@ -168,10 +168,16 @@ constexpr int64_t kWinogradMinOutChannels = 8;
 // 3x3, stride 1, undilated, one group, enough channels on both sides for the
 // transforms to pay off: F(2x2, 3x3) Winograd (float32; winograd.hpp says which
 // implementation serves each level and which widths it takes).
-bool use_winograd(const ConvGeom& g) {
+bool winograd_eligible(const ConvGeom& g) {
   return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
-         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinOutChannels && winograd_enabled() &&
-         winograd_suits(g.C, g.Cout, g.OH, g.OW);
+         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinOutChannels && winograd_enabled();
+}
+
+// The forward and the input gradient (the same operator on the adjoint).
+bool use_winograd(const ConvGeom& g) { return winograd_eligible(g) && winograd_suits(g.N, g.C, g.Cout, g.OH, g.OW); }
+
+bool use_winograd_weight_grad(const ConvGeom& g) {
+  return winograd_eligible(g) && winograd_weight_grad_suits(g.OH, g.OW);
 }
 
 // Where the generic (avx2, neon) Winograd takes a layer the implicit GEMM also
@@ -370,19 +376,20 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     }
   }
   if (gw && g.N > 0 && use_implicit_weight_grad(g) &&
-      !(std::is_same_v<T, float> && use_winograd(g) && !implicit_weight_grad_beats_winograd(g))) {
+      !(std::is_same_v<T, float> && use_winograd_weight_grad(g) && !implicit_weight_grad_beats_winograd(g))) {
     implicit_gemm_weight_grad(x, gy, gw, g);
     gw = nullptr;
   }
   if constexpr (std::is_same_v<T, float>) {
-    const bool finite_gy = (gx || gw) && use_winograd(g) && all_finite(gy, g.N * g.Cout * P);
+    const bool finite_gy =
+        ((gx && use_winograd(g)) || (gw && use_winograd_weight_grad(g))) && all_finite(gy, g.N * g.Cout * P);
     // The input gradient is a 3x3 convolution of gy with the rotated, transposed
     // weight and padding 2 - p: Winograd too, when that padding is not negative.
     if (gx && g.N > 0 && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && finite_gy && all_finite(w, g.Cout * K)) {
       winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W});
       gx = nullptr;
     }
-    if (gw && g.N > 0 && use_winograd(g) && finite_gy && all_finite(x, g.N * g.C * HW)) {
+    if (gw && g.N > 0 && use_winograd_weight_grad(g) && finite_gy && all_finite(x, g.N * g.C * HW)) {
       winograd_f2x3_grad_weight(x, gy, gw, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
       gw = nullptr;
     }

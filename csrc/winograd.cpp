@@ -5,6 +5,7 @@
 #include "winograd.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -40,7 +41,9 @@ bool winograd_enabled() {
 // 14x14 0.85 / 0.75, 32 -> 32 at 64x64 0.84 / 0.77; but 512 -> 512 at 7x7
 // 1.31 / 1.59: 2x2 tiles cover an 8x8 map there, 31% more products than
 // outputs, and the 16 MiB of transformed weights cost more than they save.
-// So it takes maps of at least 8x8 outputs.
+// So it takes maps of at least 8x8 outputs, and smaller ones only where
+// winograd_suits' rule below says (with the transformed weights fused into the
+// point GEMMs and the strides of point_stride, which came later).
 constexpr int64_t kGenericMinOutput = 8;
 
 // The point GEMMs run on the level's gemm_packed with the transformed weights
@@ -58,10 +61,28 @@ bool winograd_forced() {
   return v && std::strcmp(v, "1") == 0;
 }
 
-bool winograd_suits(int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
-  (void)C, (void)Cout;
-  if (winograd_forced()) return true;  // forced: every eligible layer (tests reach the edge cases so)
-  return sgemm_avx512_enabled() || (OH >= kGenericMinOutput && OW >= kGenericMinOutput);
+// Smaller maps gain once the weight transform is shared by enough tiles on wide
+// enough layers, with U fused into the point GEMMs (below).  Measured at avx2,
+// forward / input gradient time against im2col + OpenBLAS: 512 -> 512 channels
+// at 7x7, batch 8 (128 tiles) 1.33 / 1.31, batch 16 1.30, batch 32 1.16, batch 4
+// 1.09 / 1.07, batch 2 0.58 / 0.51; 256 -> 256 at 7x7, batch 8 1.46 / 1.14,
+// batch 4 0.96 / 0.86; 512 -> 512 at 4x4, batch 32 1.64 / 1.90; 192 -> 192 at
+// 7x7, batch 8 1.04 / 0.95; 128 -> 128, batch 8 0.93 / 0.80 (batch 32 1.46 /
+// 1.34, left out: its rule would need the batch and the width together).  The
+// weight gradient keeps 8x8 (512 -> 512 at 7x7: 2.8x slower than im2col).
+constexpr int64_t kGenericSmallMapTiles = 128, kGenericSmallMapChannels = 256;
+
+// Forced (FASTCONV_WINOGRAD=1), every eligible layer takes it: the tests reach the edge cases so.
+bool winograd_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
+  if (winograd_forced() || sgemm_avx512_enabled()) return true;
+  if (OH >= kGenericMinOutput && OW >= kGenericMinOutput) return true;
+  const double tiles = double(N) * double((OH + 1) / 2) * double((OW + 1) / 2);
+  return tiles >= kGenericSmallMapTiles && C >= kGenericSmallMapChannels && Cout >= kGenericSmallMapChannels;
+}
+
+bool winograd_weight_grad_suits(int64_t OH, int64_t OW) {
+  if (winograd_forced() || sgemm_avx512_enabled()) return true;
+  return OH >= kGenericMinOutput && OW >= kGenericMinOutput;
 }
 
 const char* winograd_kernel_name() {
@@ -115,6 +136,19 @@ void point_gemm(const PointWeights& pw, int p, int64_t Cout, int64_t N, int64_t 
     gemm<float>(false, false, Cout, N, C, 1.0f, pw.u + p * pw.stride, C, b, ldb, 0.0f, c, ldc);
 }
 
+// The distance between two points' matrices of n floats each.  The transforms
+// read or write the 16 points as 16 streams at once; distances that are
+// multiples of 4 KiB (any 256- or 512-channel layer's) put all 16 in the same
+// L1 sets, so each point starts 64 bytes further along its page (avx2, forward /
+// input gradient: 512 -> 512 channels at 7x7 1.12 / 1.18x, 64 -> 64 at 56x56
+// with the GEMM order of packed_gemm.hpp 1.22 / 1.18x).
+int64_t point_stride(int64_t n) { return checked_add(n, 1023 + 16, "winograd workspace") / 1024 * 1024 + 16; }
+
+// Floats of 16 points' matrices of rows x cols each.
+int64_t point_floats(int64_t rows, int64_t cols) {
+  return checked_mul(16, point_stride(checked_mul(rows, cols, "winograd workspace")), "winograd workspace");
+}
+
 // U[p][o][c] = (G g G^T)[p] of kernel g = w[o][c] (or, for the adjoint, w[c][o]
 // rotated by 180 degrees): 16 Cout x C matrices, the point GEMMs' left operands.
 // A run of kernels is gathered tap-major and transformed in vectors.  For the
@@ -123,18 +157,16 @@ void point_gemm(const PointWeights& pw, int p, int64_t Cout, int64_t N, int64_t 
 // unpacked U (16 C Cout floats) written, read back and packed cost as much as
 // the transform (measured at avx2, 512 -> 512 channels at 7x7: 28% of the
 // layer, 19% now; the layer 1.3x faster).
-PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
-  const int64_t mat = checked_mul(Cout, C, "winograd weights");
-  const bool packed = packed_point_gemms();
-  const int64_t rows = packed ? kernels().f32.packed_rows : 1, panels = (Cout + rows - 1) / rows;
-  const int64_t stride = checked_mul(panels * rows, C, "winograd weights");
-  float* U = workspace().get(packed ? 3 : 0, checked_mul(16, stride, "winograd weights"));
+//
+// Panels [p0, p1) of `rows` rows (1: row-major U for OpenBLAS) go to out, panel
+// pi of point p at out + p * stride + (pi - p0) * rows * C; taps is a worker's
+// scratch.
+void transform_panels(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout, int64_t rows,
+                      int64_t p0, int64_t p1, float* out, int64_t stride, std::vector<float>& taps) {
   const int64_t n = rows * C, tap_stride = n + 16;  // whole vectors of every level readable
-  const int workers = workers_for(150.0 * mat, panels);
-  std::vector<std::vector<float>> taps(workers);
-  parallel_for(panels, workers, [&](int64_t pi, int wk) {
-    taps[wk].resize(static_cast<size_t>(9 * tap_stride));
-    float* tp = taps[wk].data();
+  taps.resize(static_cast<size_t>(9 * tap_stride));
+  float* tp = taps.data();
+  for (int64_t pi = p0; pi < p1; ++pi) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t o = pi * rows + r;
       if (o >= Cout) {  // a last panel's missing rows: zeros, as the packed GEMM expects
@@ -147,7 +179,22 @@ PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjo
         for (int t = 0; t < 9; ++t) tp[t * tap_stride + c * rows + r] = g[adjoint ? 8 - t : t];
       }
     }
-    k.weight_run(tp, tap_stride, n, U + pi * n, stride);
+    k.weight_run(tp, tap_stride, n, out + (pi - p0) * n, stride);
+  }
+}
+
+int64_t weight_rows() { return packed_point_gemms() ? kernels().f32.packed_rows : 1; }
+
+PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
+  const int64_t mat = checked_mul(Cout, C, "winograd weights");
+  const bool packed = packed_point_gemms();
+  const int64_t rows = weight_rows(), panels = (Cout + rows - 1) / rows;
+  const int64_t stride = point_stride(checked_mul(panels * rows, C, "winograd weights"));
+  float* U = workspace().get(packed ? 3 : 0, checked_mul(16, stride, "winograd weights"));
+  const int workers = workers_for(150.0 * mat, panels);
+  std::vector<std::vector<float>> taps(workers);
+  parallel_for(panels, workers, [&](int64_t pi, int wk) {
+    transform_panels(k, w, adjoint, C, Cout, rows, pi, pi + 1, U + pi * rows * C, stride, taps[wk]);
   });
   return PointWeights{U, stride, packed};
 }
@@ -239,6 +286,40 @@ void for_point_columns(int64_t T, int threads, double flops, F&& f) {
   });
 }
 
+// Wide layers on small maps (512 -> 512 channels at 7x7: 16 MiB of transformed
+// weights, four times the transformed inputs of 8 images) make U in row blocks
+// instead, each block multiplied by all 16 points' inputs while it is in L2, so
+// U never goes out to memory and back (avx2, batch 8: 1.09x forward with the
+// strides above).  Every block reads all of V, so only while V is small: at 16
+// images (8 MiB) the whole U made once was as fast, at 32 1.6x faster.
+constexpr double kFusedMinWeightBytes = 2 << 20, kFusedMaxInputBytes = 4 << 20, kFusedBlockBytes = 512 << 10;
+bool fuse_weights(int64_t C, int64_t Cout, int64_t T) {
+  return 64.0 * double(C) * double(Cout) >= kFusedMinWeightBytes && 64.0 * double(C) * double(T) <= kFusedMaxInputBytes;
+}
+
+// M[p] (Cout x T, rows T apart, p * mstride) = U[p] V[p] (V[p] C x T at p * vstride), U made here a row
+// block at a time by the worker that multiplies it.
+void fused_point_gemms(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout, int64_t T,
+                       const float* V, int64_t vstride, float* M, int64_t mstride) {
+  const bool packed = packed_point_gemms();
+  const int64_t rows = weight_rows(), panels = (Cout + rows - 1) / rows;
+  const double per_panel = 64.0 * rows * C;  // bytes of one panel's 16 points
+  int64_t blocks = std::clamp<int64_t>(int64_t(std::ceil(panels * per_panel / kFusedBlockBytes)), 1, panels);
+  const int workers = workers_for(2.0 * 16 * C * Cout * T, blocks);
+  blocks = std::min<int64_t>(panels, (blocks + workers - 1) / workers * workers);
+  parallel_for(blocks, workers, [&](int64_t b, int) {
+    thread_local Workspace ws;
+    thread_local std::vector<float> taps;
+    const int64_t p0 = panels * b / blocks, p1 = panels * (b + 1) / blocks;
+    const int64_t row0 = p0 * rows, nrows = std::min(p1 * rows, Cout) - row0;
+    const int64_t stride = point_stride((p1 - p0) * rows * C);
+    float* ub = ws.get(0, checked_mul(16, stride, "winograd weights"));
+    transform_panels(k, w, adjoint, C, Cout, rows, p0, p1, ub, stride, taps);
+    const PointWeights pw{ub, stride, packed};
+    for (int p = 0; p < 16; ++p) point_gemm(pw, p, nrows, T, C, V + p * vstride, T, M + p * mstride + row0 * T, T);
+  });
+}
+
 }  // namespace
 
 void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g,
@@ -248,18 +329,19 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
   const int64_t C = g.C, Cout = g.Cout, HWi = g.H * g.W, HWo = g.OH * g.OW;
   const Tiles tiles(g, g.N);
   if (tiles.total == 0) return;
-  const PointWeights U = transform_weights(k, w, adjoint, C, Cout);
   const int threads = get_num_threads();
   const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
+  const bool fused = sch.layered && fuse_weights(C, Cout, sch.chunk * tiles.per_image);
+  const PointWeights U = fused ? PointWeights{} : transform_weights(k, w, adjoint, C, Cout);
   if (sch.layered) {
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, T_max, C, "winograd point GEMM");
-    float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace") + kSlack);
-    float* M = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace") + kSlack);
+    float* V = workspace().get(1, point_floats(C, T_max) + kSlack);
+    float* M = workspace().get(2, point_floats(Cout, T_max) + kSlack);
     std::vector<std::vector<float>> runs(threads);
     for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
       const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
-      const int64_t vstride = C * T, mstride = Cout * T;
+      const int64_t vstride = point_stride(C * T), mstride = point_stride(Cout * T);
       // V[p][c][t]: tile t = (image - n0) * per_image + ty * tw + tx
       parallel_for(imgs * C, workers_for(40.0 * C * T, imgs * C), [&](int64_t item, int wk) {
         const int64_t n = item / C, c = item % C;
@@ -268,9 +350,12 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
           k.input_run(x + ((n0 + n) * C + c) * HWi, 1, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, 0, tiles.tw,
                       V + c * T + n * tiles.per_image + ty * tiles.tw, T, vstride, runs[wk].data());
       });
-      for_point_columns(T, threads, 2.0 * 16 * C * Cout * T, [&](int p, int64_t j0, int64_t cols) {
-        point_gemm(U, p, Cout, cols, C, V + p * vstride + j0, T, M + p * mstride + j0, T);
-      });
+      if (fused)
+        fused_point_gemms(k, w, adjoint, C, Cout, T, V, vstride, M, mstride);
+      else
+        for_point_columns(T, threads, 2.0 * 16 * C * Cout * T, [&](int p, int64_t j0, int64_t cols) {
+          point_gemm(U, p, Cout, cols, C, V + p * vstride + j0, T, M + p * mstride + j0, T);
+        });
       parallel_for(imgs * Cout, workers_for(40.0 * Cout * T, imgs * Cout), [&](int64_t item, int wk) {
         const int64_t n = item / Cout, o = item % Cout;
         runs[wk].resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
@@ -286,10 +371,11 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
   check_blas_dims(Cout, nb, C, "winograd point GEMM");
   const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
   parallel_for(blocks, workers, [&](int64_t blk, int) {
-    const BlockScratch s = block_scratch(16 * C * nb + kSlack, 16 * Cout * nb + kSlack, kRunScratch + 16 * tiles.tw);
+    const BlockScratch s =
+        block_scratch(point_floats(C, nb) + kSlack, point_floats(Cout, nb) + kSlack, kRunScratch + 16 * tiles.tw);
     const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
-    // V[p][c][j], j < cnt: the block's transformed inputs, point stride C * cnt.
-    const int64_t vstride = C * cnt, mstride = Cout * cnt;
+    // V[p][c][j], j < cnt: the block's transformed inputs.
+    const int64_t vstride = point_stride(C * cnt), mstride = point_stride(Cout * cnt);
     tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
       k.input_run(x + n * C * HWi, C, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v + col, cnt, vstride, s.run);
     });
@@ -317,13 +403,13 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
   if (sch.layered) {
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, C, T_max, "winograd point GEMM");
-    float* V = workspace().get(1, checked_mul(16 * C, T_max, "winograd workspace"));
-    float* Z = workspace().get(2, checked_mul(16 * Cout, T_max, "winograd workspace"));
+    float* V = workspace().get(1, point_floats(C, T_max));
+    float* Z = workspace().get(2, point_floats(Cout, T_max));
     std::vector<std::vector<float>> runs(threads);
     part.assign(1, std::vector<float>(static_cast<size_t>(16 * mat), 0.0f));
     for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
       const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
-      const int64_t vstride = C * T, zstride = Cout * T;
+      const int64_t vstride = point_stride(C * T), zstride = point_stride(Cout * T);
       parallel_for(imgs * (C + Cout), workers_for(40.0 * (C + Cout) * T, imgs * (C + Cout)), [&](int64_t item, int wk) {
         const int64_t n = item / (C + Cout), c = item % (C + Cout);
         runs[wk].resize(static_cast<size_t>(kRunScratch + 16 * tiles.tw));
@@ -350,10 +436,11 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
     // Per worker: sum over its blocks of Z[p] V[p]^T (16 Cout x C matrices).
     part.assign(workers, std::vector<float>());
     parallel_for(blocks, workers, [&](int64_t blk, int wk) {
-      const BlockScratch s = block_scratch(16 * C * nb + kSlack, 16 * Cout * nb + kSlack, kRunScratch + 16 * tiles.tw);
+      const BlockScratch s =
+          block_scratch(point_floats(C, nb) + kSlack, point_floats(Cout, nb) + kSlack, kRunScratch + 16 * tiles.tw);
       const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
       if (part[wk].empty()) part[wk].assign(static_cast<size_t>(16 * mat), 0.0f);
-      const int64_t vstride = C * cnt, zstride = Cout * cnt;
+      const int64_t vstride = point_stride(C * cnt), zstride = point_stride(Cout * cnt);
       tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
         k.input_run(x + n * C * HWi, C, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v + col, cnt, vstride, s.run);
         for (int64_t o = 0; o < Cout; ++o)

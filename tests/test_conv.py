@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import fastconv
 from conftest import tols
 from fastconv.shapes import same_padding
+from test_numpy_reference import level  # noqa: F401  (a fixture: every FASTCONV_CPU level the CPU has)
 
 
 def torch_pad_args(padding):
@@ -578,6 +579,37 @@ def test_winograd_thread_counts(threads, rng):
     y_ref, (gx_ref, _, _) = torch_conv(x, w, None, 1, 1, 1, 1, gy)
     torch.testing.assert_close(y, y_ref, **tols(np.float32))
     torch.testing.assert_close(gx, gx_ref, **tols(np.float32))
+
+
+# Wide layers at every level the CPU has (the generic operator serves avx2 and neon): (id, forced, threads, N,
+# C_in, H, W, C_out).  fused_*: the layered schedule with 64 C Cout >= 2 MiB of transformed weights and at most
+# 4 MiB of transformed inputs, so U is made in row blocks by the workers that multiply them (blocks split unevenly
+# over 3 and 8 threads, 170 rows leaving a partial panel); gemm_column_blocks: K = 520 input channels put the point
+# GEMMs' vector panel past L1 at every level, and 144 tiles make two L2 column blocks; small_map_rule: a 7x7 map the
+# generic level now takes unforced (128 tiles of 256 channels).
+WIDE_WINOGRAD = [
+    ("fused_1_thread", True, 1, 6, 200, 5, 5, 170),
+    ("fused_3_threads", True, 3, 6, 200, 5, 5, 170),
+    ("fused_8_threads", True, 8, 6, 200, 5, 5, 170),
+    ("gemm_column_blocks", False, 2, 4, 520, 12, 12, 520),
+    ("small_map_rule", False, 2, 8, 256, 7, 7, 256),
+]
+
+
+@pytest.mark.usefixtures("level")
+@pytest.mark.parametrize("case", WIDE_WINOGRAD, ids=[c[0] for c in WIDE_WINOGRAD])
+def test_winograd_wide_layers_at_every_level(case, rng, monkeypatch):
+    _, forced, threads, n, c, h, w_, co = case
+    if forced:
+        monkeypatch.setenv("FASTCONV_WINOGRAD", "1")
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        assert_matches_torch(x, w, None, 1, 1, rng=rng)
+    finally:
+        fastconv.set_num_threads(old)
 
 
 def test_winograd_can_be_switched_off(rng, monkeypatch):

@@ -142,6 +142,7 @@ WINOGRAD = [
     ((2, 48, 10, 9), 12, (1, 1, 1, 1)),  # few output channels (a DenseNet layer's growth)
     ((1, 16, 8, 8), 8, (0, 0, 0, 0)),
     ((1, 16, 4, 75), 9, (1, 1, 1, 1)),  # rows of 38 tiles: several whole vectors and a tail at every level
+    ((6, 200, 5, 5), 170, (1, 1, 1, 1)),  # layered and wide: the transformed weights made in row blocks (partial panel)
 ]
 
 

@@ -90,22 +90,44 @@ inline void packed_tile(int64_t M, int64_t K, const T* ap, Row row, const int64_
 // The loop runs column tiles outside, row panels inside, so one K x NV vector
 // panel of B (K * 64 bytes at AVX2: 8 KiB at K = 128) stays in L1 while the
 // packed A streams from L2.
-template <class T, int64_t MR, int64_t NV, bool Halves, class Row, class Place>
+// Past L1, the order flips: when a K x NV vector panel of B no longer fits in
+// L1 beside the stream of A (K above 256 at AVX2: the 512-channel Winograd
+// point GEMMs), B is cut into column blocks of about 256 KiB that stay in L2,
+// and each block runs row panels outside, column tiles inside, so one panel of
+// A (MR x K) stays in L1 while the block's tiles stream from L2 (avx2, 512 ->
+// 512 channels at 7x7, Winograd forward: 1.09x).  Only gemm_packed takes it
+// (`Blocked`); the implicit GEMM's tiles keep the first order.
+constexpr int64_t kL1PanelBytes = 16 << 10, kL2BlockBytes = 256 << 10;
+
+template <class T, int64_t MR, int64_t NV, bool Halves, bool Blocked = false, class Row, class Place>
 inline void packed_tiles(int64_t M, int64_t Q, int64_t K, const T* ap, Row row, Place place, T* c, int64_t ldc) {
   constexpr int64_t S = Halves ? 2 : 1;
   int64_t boff[NV * S], coff[NV * S], cnt[NV * S];
   const int64_t tiles = (Q + NV - 1) / NV;
-  for (int64_t t = 0, q0 = 0; t < tiles; ++t) {
-    const int64_t nv = (Q - q0) / (tiles - t) + ((Q - q0) % (tiles - t) != 0);
-    place(q0, nv, boff, coff, cnt);
-    if constexpr (NV >= 4)
-      if (nv == 4) packed_tile<T, MR, 4, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
-    if constexpr (NV >= 3)
-      if (nv == 3) packed_tile<T, MR, 3, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
-    if (nv == 2) packed_tile<T, MR, 2, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
-    if (nv == 1) packed_tile<T, MR, 1, Halves>(M, K, ap, row, boff, coff, cnt, c, ldc);
-    q0 += nv;
+  // Rows [i0, i0 + m) of C against column tiles [t0, t1); tile t is vectors
+  // [Q - Q (tiles - t) / tiles, ...), the wider tiles first.
+  auto sweep = [&](int64_t i0, int64_t m, int64_t t0, int64_t t1) {
+    const T* a = ap + (i0 / MR) * K * MR;
+    T* ci = c + i0 * ldc;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t q0 = Q - Q * (tiles - t) / tiles, nv = Q - Q * (tiles - t - 1) / tiles - q0;
+      place(q0, nv, boff, coff, cnt);
+      if constexpr (NV >= 4)
+        if (nv == 4) packed_tile<T, MR, 4, Halves>(m, K, a, row, boff, coff, cnt, ci, ldc);
+      if constexpr (NV >= 3)
+        if (nv == 3) packed_tile<T, MR, 3, Halves>(m, K, a, row, boff, coff, cnt, ci, ldc);
+      if (nv == 2) packed_tile<T, MR, 2, Halves>(m, K, a, row, boff, coff, cnt, ci, ldc);
+      if (nv == 1) packed_tile<T, MR, 1, Halves>(m, K, a, row, boff, coff, cnt, ci, ldc);
+    }
+  };
+  const int64_t panel_bytes = K * NV * kLanes<T> * int64_t(sizeof(T));
+  if (!Blocked || panel_bytes <= kL1PanelBytes || M <= MR) {
+    for (int64_t t = 0; t < tiles; ++t) sweep(0, M, t, t + 1);
+    return;
   }
+  const int64_t block = imax(1, kL2BlockBytes / panel_bytes);
+  for (int64_t t0 = 0; t0 < tiles; t0 += block)
+    for (int64_t i0 = 0; i0 < M; i0 += MR) sweep(i0, imin(MR, M - i0), t0, imin(tiles, t0 + block));
 }
 
 // The tile shape for A packed in panels of mr rows: kPackedRows or kPackedRows2.
@@ -132,7 +154,7 @@ inline auto contiguous_vectors(int64_t N) {
 
 template <class T>
 void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
-  packed_tiles<T, kPackedRows, kPackedVecs, false>(
+  packed_tiles<T, kPackedRows, kPackedVecs, false, true>(
       M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + k * ldb; }, contiguous_vectors<T>(N), c,
       ldc);
 }

@@ -181,6 +181,7 @@ inline T reduce_add(Vec<T> v) {
 }
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Lanes of a (indices 0 .. lanes - 1) and b (lanes .. 2 lanes - 1), picked by
 // Idx: one or two permutes.  GCC before 12 has only __builtin_shuffle.
