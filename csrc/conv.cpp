@@ -177,7 +177,7 @@ bool winograd_eligible(const ConvGeom& g) {
 bool use_winograd(const ConvGeom& g) { return winograd_eligible(g) && winograd_suits(g.N, g.C, g.Cout, g.OH, g.OW); }
 
 bool use_winograd_weight_grad(const ConvGeom& g) {
-  return winograd_eligible(g) && winograd_weight_grad_suits(g.OH, g.OW);
+  return winograd_eligible(g) && winograd_weight_grad_suits(g.N, g.C, g.Cout, g.OH, g.OW);
 }
 
 // Where the generic (avx2, neon) Winograd takes a layer the implicit GEMM also

@@ -68,21 +68,28 @@ bool winograd_forced() {
 // 1.09 / 1.07, batch 2 0.58 / 0.51; 256 -> 256 at 7x7, batch 8 1.46 / 1.14,
 // batch 4 0.96 / 0.86; 512 -> 512 at 4x4, batch 32 1.64 / 1.90; 192 -> 192 at
 // 7x7, batch 8 1.04 / 0.95; 128 -> 128, batch 8 0.93 / 0.80 (batch 32 1.46 /
-// 1.34, left out: its rule would need the batch and the width together).  The
-// weight gradient keeps 8x8 (512 -> 512 at 7x7: 2.8x slower than im2col).
+// 1.34, left out: its rule would need the batch and the width together).
 constexpr int64_t kGenericSmallMapTiles = 128, kGenericSmallMapChannels = 256;
+// The weight gradient has no weight transform to share, only its final G^T . G
+// per kernel: at 7x7, 512 -> 512 channels batch 8 1.39, batch 4 1.25, batch 2
+// 0.78; 256 -> 256 batch 8 1.39, batch 4 1.31; 192 -> 192 batch 8 1.33; 128 ->
+// 128 batch 8 1.12, batch 32 1.18; 512 -> 512 at 4x4, batch 32 1.65.
+constexpr int64_t kGradSmallMapTiles = 64, kGradSmallMapChannels = 128;
+
+double tile_count(int64_t N, int64_t OH, int64_t OW) { return double(N) * double((OH + 1) / 2) * double((OW + 1) / 2); }
 
 // Forced (FASTCONV_WINOGRAD=1), every eligible layer takes it: the tests reach the edge cases so.
 bool winograd_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
   if (winograd_forced() || sgemm_avx512_enabled()) return true;
   if (OH >= kGenericMinOutput && OW >= kGenericMinOutput) return true;
-  const double tiles = double(N) * double((OH + 1) / 2) * double((OW + 1) / 2);
-  return tiles >= kGenericSmallMapTiles && C >= kGenericSmallMapChannels && Cout >= kGenericSmallMapChannels;
+  return tile_count(N, OH, OW) >= kGenericSmallMapTiles && C >= kGenericSmallMapChannels &&
+         Cout >= kGenericSmallMapChannels;
 }
 
-bool winograd_weight_grad_suits(int64_t OH, int64_t OW) {
+bool winograd_weight_grad_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
   if (winograd_forced() || sgemm_avx512_enabled()) return true;
-  return OH >= kGenericMinOutput && OW >= kGenericMinOutput;
+  if (OH >= kGenericMinOutput && OW >= kGenericMinOutput) return true;
+  return tile_count(N, OH, OW) >= kGradSmallMapTiles && C >= kGradSmallMapChannels && Cout >= kGradSmallMapChannels;
 }
 
 const char* winograd_kernel_name() {
@@ -93,9 +100,6 @@ const char* winograd_kernel_name() {
 }
 
 namespace {
-
-// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-constexpr float kG[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
 
 // Uninitialised float buffers that keep their capacity between calls of the
 // calling thread: U, V and M of a wide layer are tens of MiB, and fresh zeroed
@@ -389,24 +393,39 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
   });
 }
 
+// Per-worker sums of the point GEMMs (16 Cout x C matrices each), kept by the
+// calling thread between calls: 16 MiB at 512 channels, whose fresh pages and
+// zero fill cost a tenth of a 256-channel 14x14 weight gradient.
+std::vector<std::vector<float>>& kept_point_sums(int workers, int64_t n) {
+  thread_local std::vector<std::vector<float>> sums;
+  if (sums.size() < size_t(workers)) sums.resize(size_t(workers));
+  for (int w = 0; w < workers; ++w) sums[w].resize(static_cast<size_t>(n));
+  return sums;
+}
+
 void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const WinogradGeom& g) {
   if (sgemm_avx512_enabled()) return winograd_f2x3_grad_weight_avx512(x, gy, gw, g);
   const WinogradTiles& k = kernels().winograd;
   const int64_t C = g.C, Cout = g.Cout, HWi = g.H * g.W, HWo = g.OH * g.OW;
-  const int64_t mat = checked_mul(Cout, C, "winograd weights");
-  std::fill(gw, gw + mat * 9, 0.0f);
+  const int64_t mat = checked_mul(Cout, C, "winograd weights"), sums_n = checked_mul(16, mat, "winograd weights");
   const Tiles tiles(g, g.N);
-  if (tiles.total == 0) return;
+  if (tiles.total == 0) {
+    std::fill(gw, gw + mat * 9, 0.0f);
+    return;
+  }
   const int threads = get_num_threads();
   const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
-  std::vector<std::vector<float>> part;  // per worker: sums over its tiles of Z[p] V[p]^T (16 Cout x C matrices)
+  // Each worker's first GEMM overwrites its sums (beta 0), so they need no zero fill.
+  int parts = 1;
+  std::vector<std::vector<float>>* sums = nullptr;
   if (sch.layered) {
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, C, T_max, "winograd point GEMM");
     float* V = workspace().get(1, point_floats(C, T_max));
     float* Z = workspace().get(2, point_floats(Cout, T_max));
     std::vector<std::vector<float>> runs(threads);
-    part.assign(1, std::vector<float>(static_cast<size_t>(16 * mat), 0.0f));
+    sums = &kept_point_sums(1, sums_n);
+    float* sum = (*sums)[0].data();
     for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
       const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
       const int64_t vstride = point_stride(C * T), zstride = point_stride(Cout * T);
@@ -424,50 +443,49 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
         }
       });
       // One item per point: its sum over the chunk's tiles is one GEMM with a long reduction.
+      const float beta = n0 == 0 ? 0.0f : 1.0f;
       parallel_for(16, workers_for(2.0 * 16 * C * Cout * T, 16), [&](int64_t p, int) {
-        gemm<float>(false, true, Cout, C, T, 1.0f, Z + p * zstride, T, V + p * vstride, T, 1.0f,
-                    part[0].data() + p * mat, C);
+        gemm<float>(false, true, Cout, C, T, 1.0f, Z + p * zstride, T, V + p * vstride, T, beta, sum + p * mat, C);
       });
     }
   } else {
     const int64_t nb = sch.nb, blocks = sch.blocks;
     check_blas_dims(Cout, C, nb, "winograd point GEMM");
     const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
-    // Per worker: sum over its blocks of Z[p] V[p]^T (16 Cout x C matrices).
-    part.assign(workers, std::vector<float>());
+    parts = workers;
+    sums = &kept_point_sums(workers, sums_n);
+    std::vector<std::vector<float>>& part = *sums;  // worker wk's sums over its blocks
     parallel_for(blocks, workers, [&](int64_t blk, int wk) {
       const BlockScratch s =
           block_scratch(point_floats(C, nb) + kSlack, point_floats(Cout, nb) + kSlack, kRunScratch + 16 * tiles.tw);
       const int64_t t0 = blk * nb, cnt = std::min(nb, tiles.total - t0);
-      if (part[wk].empty()) part[wk].assign(static_cast<size_t>(16 * mat), 0.0f);
       const int64_t vstride = point_stride(C * cnt), zstride = point_stride(Cout * cnt);
       tiles.runs(t0, t0 + cnt, [&](int64_t n, int64_t ty, int64_t tx, int64_t len, int64_t col) {
         k.input_run(x + n * C * HWi, C, HWi, g.H, g.W, g.pad_t, g.pad_l, ty, tx, len, s.v + col, cnt, vstride, s.run);
         for (int64_t o = 0; o < Cout; ++o)
           k.grad_run(gy + (n * Cout + o) * HWo, g.OH, g.OW, ty, tx, len, s.m + o * cnt + col, zstride, s.run);
       });
+      const float beta = blk == blocks * wk / workers ? 0.0f : 1.0f;  // the worker's first block (parallel_for)
       for (int p = 0; p < 16; ++p)
-        gemm<float>(false, true, Cout, C, cnt, 1.0f, s.m + p * zstride, cnt, s.v + p * vstride, cnt, 1.0f,
+        gemm<float>(false, true, Cout, C, cnt, 1.0f, s.m + p * zstride, cnt, s.v + p * vstride, cnt, beta,
                     part[wk].data() + p * mat, C);
     });
   }
-  // gw[o][c] = G^T GW[o][c] G, GW summed over workers.
-  parallel_for(Cout, workers_for(300.0 * mat, Cout), [&](int64_t o, int) {
-    for (int64_t c = 0; c < C; ++c) {
-      float d[4][4] = {};
-      for (const auto& pw : part)
-        if (!pw.empty())
-          for (int p = 0; p < 16; ++p) d[p / 4][p % 4] += pw[p * mat + o * C + c];
-      float* out = gw + (o * C + c) * 9;
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-          float acc = 0.0f;
-          for (int a = 0; a < 4; ++a)
-            for (int b = 0; b < 4; ++b) acc += kG[a][i] * d[a][b] * kG[b][j];
-          out[i * 3 + j] = acc;
-        }
-    }
-  });
+  std::vector<std::vector<float>>& part = *sums;
+  float* sum = part[0].data();
+  if (parts > 1)
+    parallel_for(16 * Cout, workers_for(double(parts) * sums_n, 16 * Cout), [&](int64_t row, int) {
+      float* dst = sum + row * C;
+      for (int w = 1; w < parts; ++w) {
+        const float* src = part[w].data() + row * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+      }
+    });
+  // gw[o][c] = G^T GW[o][c] G.
+  parallel_for(Cout, workers_for(60.0 * mat, Cout),
+               [&](int64_t o, int) { k.weight_grad_run(sum + o * C, mat, C, gw + o * C * 9); });
+  if (double(parts) * double(sums_n) * sizeof(float) > double(kKeptBufferBytes))
+    for (int w = 0; w < parts; ++w) std::vector<float>().swap(part[w]);
 }
 
 }  // namespace fastconv

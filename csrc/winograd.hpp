@@ -44,12 +44,12 @@ bool winograd_forced();
 
 // Whether the implementation of the active level gains on the forward (and
 // input gradient) of a layer of N images, C input and Cout output channels and
-// an OH x OW output (the generic one takes maps smaller than 8x8 only with many
-// tiles and wide channels), and on its weight gradient (maps of 8x8 and more).
-// FASTCONV_WINOGRAD=1 (read on every call) makes both true for every layer
-// winograd_enabled() allows.
+// an OH x OW output, and on its weight gradient: the generic one takes maps
+// smaller than 8x8 only with enough tiles on wide enough channels, each with
+// its own rule.  FASTCONV_WINOGRAD=1 (read on every call) makes both true for
+// every layer winograd_enabled() allows.
 bool winograd_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW);
-bool winograd_weight_grad_suits(int64_t OH, int64_t OW);
+bool winograd_weight_grad_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW);
 
 // Which implementation serves the active level, for show_config.
 const char* winograd_kernel_name();

@@ -69,9 +69,9 @@ LevelKernels<T> level_kernels() {
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{
-      FASTCONV_LEVEL, FASTCONV_ISA_NAME, level_kernels<float>(), level_kernels<double>(),
-      WinogradTiles{winograd_input_run, winograd_output_run, winograd_grad_run, winograd_weight_run}};
+  static const KernelTable t{FASTCONV_LEVEL, FASTCONV_ISA_NAME, level_kernels<float>(), level_kernels<double>(),
+                             WinogradTiles{winograd_input_run, winograd_output_run, winograd_grad_run,
+                                           winograd_weight_run, winograd_weight_grad_run}};
   return t;
 }
 

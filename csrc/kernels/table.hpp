@@ -101,6 +101,8 @@ struct WinogradTiles {
   void (*grad_run)(const float* gy, int64_t OH, int64_t OW, int64_t ty, int64_t tx0, int64_t len, float* out,
                    int64_t point_stride, float* scratch);
   void (*weight_run)(const float* taps, int64_t tap_stride, int64_t n, float* out, int64_t point_stride);
+  // gw of n kernels in a row (9 taps each) from their 16 points' sums, d[p * point_stride + j].
+  void (*weight_grad_run)(const float* d, int64_t point_stride, int64_t n, float* gw);
 };
 
 struct KernelTable {

@@ -213,3 +213,40 @@ inline void winograd_weight_run(const float* taps, int64_t tap_stride, int64_t n
     }
   }
 }
+
+// The weight gradient's last step for a row of n kernels: taps of kernel j at
+// gw[9 j + 3 i + c] = (G^T D_j G)[i][c], D_j's point p at d[p * point_stride + j]
+// (the point GEMMs' sums, kernels contiguous within a point).  Vectors over
+// kernels; each vector's nine tap rows are interleaved through a small buffer.
+template <class X>
+inline void winograd_gw_taps(const X* d, X* f) {
+  X e[3][4];  // G^T d: rows (d0 + (d1 + d2) / 2, (d1 - d2) / 2, (d1 + d2) / 2 + d3)
+  for (int b = 0; b < 4; ++b) {
+    const X s = 0.5f * (d[4 + b] + d[8 + b]), t = 0.5f * (d[4 + b] - d[8 + b]);
+    e[0][b] = d[b] + s, e[1][b] = t, e[2][b] = s + d[12 + b];
+  }
+  for (int i = 0; i < 3; ++i) {  // then G on the right, the same combination across
+    const X s = 0.5f * (e[i][1] + e[i][2]);
+    f[3 * i] = e[i][0] + s, f[3 * i + 1] = 0.5f * (e[i][1] - e[i][2]), f[3 * i + 2] = s + e[i][3];
+  }
+}
+
+inline void winograd_weight_grad_run(const float* d, int64_t point_stride, int64_t n, float* gw) {
+  constexpr int64_t V = kLanes<float>;
+  int64_t j = 0;
+  for (; j + V <= n; j += V) {
+    Vec<float> dv[16], f[9];
+    for (int p = 0; p < 16; ++p) dv[p] = load(d + p * point_stride + j);
+    winograd_gw_taps(dv, f);
+    float lanes[9][V];
+    for (int t = 0; t < 9; ++t) store(lanes[t], f[t]);
+    for (int64_t l = 0; l < V; ++l)
+      for (int t = 0; t < 9; ++t) gw[(j + l) * 9 + t] = lanes[t][l];
+  }
+  for (; j < n; ++j) {
+    float ds[16], f[9];
+    for (int p = 0; p < 16; ++p) ds[p] = d[p * point_stride + j];
+    winograd_gw_taps(ds, f);
+    for (int t = 0; t < 9; ++t) gw[j * 9 + t] = f[t];
+  }
+}
