@@ -1,9 +1,12 @@
 """The benchmark command runs, with and without torch, and its NumPy reference is right."""
 
+import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -84,3 +87,109 @@ def test_workspace_does_not_grow_with_the_batch():
     # a per-batch im2col buffer would be 9x the input (K = 9 * C_in rows per output pixel)
     assert fwd32 < x32 and bwd32 < 2 * x32
     assert fwd32 < 1.5 * fwd8 + (1 << 20) and bwd32 < 1.5 * bwd8 + (1 << 20)
+
+
+def _capability_after_mask(mask: bool) -> subprocess.CompletedProcess:
+    """torch's CPU capability (its own CPUID reading, at import) in a fresh process, with or without the mask."""
+    code = (
+        "from fastconv import _core\n"
+        f"masked = _core._mask_avx512_cpuid(True) if {mask} else False\n"
+        "import torch\n"
+        "print(masked, torch.backends.cpu.get_cpu_capability())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "FASTCONV_CPU")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cpuid_mask_hides_avx512_from_a_peer():
+    """ONNX Runtime's cap (fastconv.bench.start_ort) works by CPUID faulting; torch, imported under the mask,
+    reads the CPU the same way and must then see an AVX2 CPU."""
+    from fastconv import _core
+
+    if _core.cpu_level() != "avx512":
+        pytest.skip(f"nothing to mask: this CPU runs up to {_core.cpu_level()}")
+    plain = _capability_after_mask(False)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.split() == ["False", "AVX512"], plain.stdout
+    r = _capability_after_mask(True)
+    assert r.returncode == 0, r.stderr
+    if r.stdout.split()[0] == "False":
+        pytest.skip("this CPU or kernel has no CPUID faulting (arch_prctl ARCH_SET_CPUID)")
+    assert r.stdout.split() == ["True", "AVX2"], r.stdout
+
+
+def test_cpuid_mask_leaves_real_segfaults_to_the_previous_handler():
+    """A real fault after the mask still reaches faulthandler (installed first), which prints and re-raises."""
+    code = (
+        "import ctypes, faulthandler, sys\n"
+        "faulthandler.enable()\n"
+        "from fastconv import _core\n"
+        "_core._mask_avx512_cpuid(True)\n"
+        "print('masked', flush=True)\n"
+        "ctypes.string_at(0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr)
+    assert "masked" in r.stdout and "Segmentation fault" in r.stderr, r.stderr
+
+
+def test_bench_says_how_onnx_runtime_was_started():
+    from fastconv import _core
+
+    if _core.cpu_level() not in ("avx2", "avx512"):
+        pytest.skip(f"FASTCONV_CPU=avx2 needs an AVX2 CPU, this one runs up to {_core.cpu_level()}")
+    code = (
+        "from fastconv.bench import run_table\n"
+        "run_table(shapes='tiny', repeats=1, memory=False, upsampling=False, rounds=1)"
+    )
+    env = {**os.environ, "FASTCONV_CPU": "avx2"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    if _core.cpu_level() == "avx512":
+        assert "ONNX Runtime" in r.stdout and ("reporting no AVX-512" in r.stdout or "could not be capped" in r.stdout)
+    else:
+        assert "the CPU's own kernels" in r.stdout
+
+
+_ORT_BLOCK = """
+import sys
+import numpy as np
+from fastconv import _core
+masked = _core._mask_avx512_cpuid(True) if sys.argv[1] == "1" else False
+import onnx, onnxruntime
+from onnx import helper, numpy_helper
+node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+graph = helper.make_graph(
+    [node], "g", [helper.make_tensor_value_info("x", 1, [1, 24, 8, 8])], [helper.make_tensor_value_info("y", 1, None)],
+    initializer=[numpy_helper.from_array(np.ones((24, 24, 3, 3), np.float32), "w")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+so = onnxruntime.SessionOptions()
+so.optimized_model_filepath = sys.argv[2]
+onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+print(masked, *onnx.load(sys.argv[2]).graph.initializer[0].dims)
+"""
+
+
+def test_onnx_runtime_started_under_the_mask_picks_avx2_blocks(tmp_path):
+    """ONNX Runtime's blocked (NCHWc) convolutions use 16-channel blocks with AVX-512 and 8 with AVX2: its optimised
+    graph pads a 24-channel weight to 32 channels only when it saw AVX-512."""
+    from fastconv import _core
+
+    if _core.cpu_level() != "avx512":
+        pytest.skip(f"nothing to mask: this CPU runs up to {_core.cpu_level()}")
+    out = {}
+    for mask in ("0", "1"):
+        r = subprocess.run(
+            [sys.executable, "-c", _ORT_BLOCK, mask, str(tmp_path / f"opt{mask}.onnx")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr
+        out[mask] = r.stdout.split()
+    assert out["0"] == ["False", "32", "32", "3", "3"], out
+    if out["1"][0] == "False":
+        pytest.skip("this CPU or kernel has no CPUID faulting (arch_prctl ARCH_SET_CPUID)")
+    assert out["1"] == ["True", "24", "24", "3", "3"], out

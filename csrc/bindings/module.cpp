@@ -5,6 +5,7 @@
 #include "../direct.hpp"
 #include "../gemm.hpp"
 #include "../parallel.hpp"
+#include "../peer_cpuid.hpp"
 #include "../winograd.hpp"
 #include "common.hpp"
 
@@ -64,6 +65,8 @@ PYBIND11_MODULE(_core, m) {
         return fastconv::sgemm_seconds(n, threads, repeats);
       },
       py::arg("n"), py::arg("threads"), py::arg("repeats"));
+  // Benchmark support (fastconv.bench): ONNX Runtime started on a CPU that reports no AVX-512.
+  m.def("_mask_avx512_cpuid", &fastconv::mask_avx512_cpuid, py::arg("on"));
   fastconv::bind::bind_geometry(m);
   fastconv::bind::bind_conv(m);
   fastconv::bind::bind_pool(m);

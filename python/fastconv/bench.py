@@ -277,6 +277,38 @@ def _import_ort():
     return onnxruntime, onnx
 
 
+def ort_cap_wanted() -> bool:
+    """Whether fastconv runs capped to avx2 on an AVX-512 CPU (``FASTCONV_CPU=avx2``), so that ONNX Runtime, which
+    has no switch of its own, should be started on a CPU that reports no AVX-512 too."""
+    return _core.active_level() == "avx2" and _core.cpu_level() == "avx512"
+
+
+def start_ort(cap_avx512: bool):
+    """``(onnxruntime, onnx)`` or None, and a note on the ISA it runs at.
+
+    With ``cap_avx512``, ONNX Runtime is imported and runs a first session while CPUID reports no AVX-512 (Linux
+    CPUID faulting, ``_core._mask_avx512_cpuid``): it reads the CPU's features then, so it picks the AVX2 kernels an
+    AVX2 CPU gets, as torch does under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``.
+    """
+    if not cap_avx512:
+        ort = _import_ort()
+        return ort, "" if ort is None else f"ONNX Runtime {ort[0].__version__}: the CPU's own kernels"
+    masked = _core._mask_avx512_cpuid(True)
+    try:
+        ort = _import_ort()
+        if ort is not None:  # a first session and run: where ONNX Runtime reads the CPU's features at the latest
+            first = ConvShape("start", 1, 16, 8, 16, 3, 1, 1, 1)
+            ort_conv(ort, first, *first.arrays()[:2], get_num_threads())()
+    finally:
+        if masked:
+            _core._mask_avx512_cpuid(False)
+    if ort is None:
+        return None, ""
+    if not masked:
+        return ort, f"ONNX Runtime {ort[0].__version__}: could not be capped (no CPUID faulting here), runs AVX-512"
+    return ort, f"ONNX Runtime {ort[0].__version__}: started on a CPU reporting no AVX-512 (AVX2 kernels, as fastconv)"
+
+
 def ort_conv(ort, shape: ConvShape, x, w, threads: int):
     """A one-node ONNX Conv model of `shape` run by ONNX Runtime (CPU provider, `threads` intra-op
     threads, one inter-op thread, all graph optimisations); returns the forward call."""
@@ -561,16 +593,18 @@ def run_table(
     upsampling=True,
     out=sys.stdout,
     rounds=3,
+    cap_ort=True,
 ):
-    """Print the benchmark table; returns 0."""
+    """Print the benchmark table; returns 0.  With `cap_ort`, ONNX Runtime runs AVX2 kernels where fastconv is capped
+    to avx2 on an AVX-512 CPU (:func:`start_ort`)."""
     names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
     unknown = [n for n in names if n not in SHAPES_BY_NAME]
     if unknown:
         raise ValueError(f"--shapes: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
     torch = _import_torch()
-    ort = _import_ort() if np.dtype(dtype) == np.float32 else None
     old = get_num_threads()
     set_num_threads(threads)
+    ort, ort_note = start_ort(cap_ort and ort_cap_wanted()) if np.dtype(dtype) == np.float32 else (None, "")
     if torch is not None:
         torch.set_num_threads(threads)
     dt = np.dtype(dtype)
@@ -586,6 +620,8 @@ def run_table(
     if ort is None:
         why = "float64 is not benchmarked there" if np.dtype(dtype) != np.float32 else "not installed"
         print(f"ONNX Runtime: {why}, so its column is skipped (pip install onnxruntime onnx)", file=out)
+    else:
+        print(ort_note, file=out)
     print(
         f"sgemm 2048^3, {threads} threads: OpenBLAS ({_core.blas_core_name()} kernels) "
         f"{sgemm_gflops(2048, threads):.1f} GFLOP/s; fastconv's float32 GEMM ({_core.sgemm_kernel_name()}) "

@@ -260,6 +260,7 @@ def _bench(args, parser) -> int:
         memory=not args.no_memory,
         upsampling=not args.no_upsampling,
         rounds=args.rounds,
+        cap_ort=not args.ort_uncapped,
     )
 
 
@@ -374,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-numpy", action="store_true", help="skip the slow NumPy idiom")
     p.add_argument("--no-memory", action="store_true", help="skip the workspace-memory measurement")
     p.add_argument("--no-upsampling", action="store_true", help="skip the interpolate/unpool table")
+    p.add_argument(
+        "--ort-uncapped",
+        action="store_true",
+        help="with FASTCONV_CPU=avx2 on an AVX-512 CPU: let ONNX Runtime run its AVX-512 kernels (default: it is "
+        "started on a CPU reporting no AVX-512, as fastconv and torch are capped)",
+    )
     p.add_argument(
         "--models",
         action="store_true",
