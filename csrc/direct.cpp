@@ -46,6 +46,14 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // rows of half a tile, AVX2 at 8x8 with stride 2, 1.2x im2col's time;
 // AVX-512's 48-column tiles lost 1.3-2.6x on 16- and 8-wide rows).
 constexpr int64_t kImplicitMaxK = 576;
+// Longer reductions made of large kernels over few channels stay in place: the
+// packed GEMM's B panels beyond L1 run in L2 column blocks (packed_gemm.hpp),
+// and im2col's column matrix for a 5x5 or 7x7 kernel is 25-49 copies of the
+// input.  Forward against im2col at avx2, batch 8: 5x5/2 32 -> 64 channels at
+// 56 1.39x, 64 -> 128 1.15x; 7x7/2 64 -> 64 at 112 1.50x, 64 -> 128 at 56
+// 1.15x.  Not for many channels under a small kernel: 3x3/2 128 -> 256 at 28
+// 0.89x, 256 -> 512 at 14 0.77x, 3x3 dilated 128 -> 128 at 28 0.93x.
+constexpr int64_t kImplicitWideKernelChannels = 64, kImplicitMaxWideK = 64 * 7 * 7;
 
 // How the implicit GEMM's vectors of V columns cover the output (over a
 // compact plane): along each output row, the last one partial
@@ -142,7 +150,9 @@ bool use_implicit_gemm(const ConvGeom& g) {
   // forward: 2x im2col's time).
   const LevelKernels<float>& k = kernels_for<float>();
   const bool short_k = g.C * g.kh * g.kw <= kSmallK;
-  return g.kh * g.kw > 1 && (!short_k || (g.Cout <= 16 && g.OW <= 64)) && g.C * g.kh * g.kw <= kImplicitMaxK &&
+  const int64_t K = g.C * g.kh * g.kw;
+  const bool k_fits = K <= kImplicitMaxK || (g.C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK);
+  return g.kh * g.kw > 1 && (!short_k || (g.Cout <= 16 && g.OW <= 64)) && k_fits &&
          implicit_tiling(g, k.lanes).kept > 0.6 && double(g.Cout) / double(implicit_rows(g.Cout, k)) > 0.6;
 }
 

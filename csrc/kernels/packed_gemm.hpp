@@ -91,15 +91,16 @@ inline void packed_tile(int64_t M, int64_t K, const T* ap, Row row, const int64_
 // panel of B (K * 64 bytes at AVX2: 8 KiB at K = 128) stays in L1 while the
 // packed A streams from L2.
 // Past L1, the order flips: when a K x NV vector panel of B no longer fits in
-// L1 beside the stream of A (K above 256 at AVX2: the 512-channel Winograd
-// point GEMMs), B is cut into column blocks of about 256 KiB that stay in L2,
-// and each block runs row panels outside, column tiles inside, so one panel of
-// A (MR x K) stays in L1 while the block's tiles stream from L2 (avx2, 512 ->
-// 512 channels at 7x7, Winograd forward: 1.09x).  Only gemm_packed takes it
-// (`Blocked`); the implicit GEMM's tiles keep the first order.
+// L1 beside the stream of A (K above 256 at AVX2, 85 at AVX-512), B is cut into
+// column blocks of about 256 KiB that stay in L2, and each block runs row
+// panels outside, column tiles inside, so one panel of A (MR x K) stays in L1
+// while the block's tiles stream from L2.  Measured: avx2, 512 -> 512 channels
+// at 7x7, Winograd forward 1.09x; implicit GEMM forward, 5x5/2 64 -> 128
+// channels at 56 1.06x (AVX-512 1.03x), 3x3/2 64 -> 128 at 16 1.04x (AVX-512
+// 1.11x), unchanged elsewhere.
 constexpr int64_t kL1PanelBytes = 16 << 10, kL2BlockBytes = 256 << 10;
 
-template <class T, int64_t MR, int64_t NV, bool Halves, bool Blocked = false, class Row, class Place>
+template <class T, int64_t MR, int64_t NV, bool Halves, class Row, class Place>
 inline void packed_tiles(int64_t M, int64_t Q, int64_t K, const T* ap, Row row, Place place, T* c, int64_t ldc) {
   constexpr int64_t S = Halves ? 2 : 1;
   int64_t boff[NV * S], coff[NV * S], cnt[NV * S];
@@ -121,7 +122,7 @@ inline void packed_tiles(int64_t M, int64_t Q, int64_t K, const T* ap, Row row, 
     }
   };
   const int64_t panel_bytes = K * NV * kLanes<T> * int64_t(sizeof(T));
-  if (!Blocked || panel_bytes <= kL1PanelBytes || M <= MR) {
+  if (panel_bytes <= kL1PanelBytes || M <= MR) {
     for (int64_t t = 0; t < tiles; ++t) sweep(0, M, t, t + 1);
     return;
   }
@@ -154,7 +155,7 @@ inline auto contiguous_vectors(int64_t N) {
 
 template <class T>
 void gemm_packed(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, int64_t ldb, T* c, int64_t ldc) {
-  packed_tiles<T, kPackedRows, kPackedVecs, false, true>(
+  packed_tiles<T, kPackedRows, kPackedVecs, false>(
       M, (N + kLanes<T> - 1) / kLanes<T>, K, ap, [=](int64_t k) { return b + k * ldb; }, contiguous_vectors<T>(N), c,
       ldc);
 }
