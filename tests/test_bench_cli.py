@@ -129,7 +129,8 @@ def test_cpuid_mask_leaves_real_segfaults_to_the_previous_handler():
         "ctypes.string_at(0)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr)
+    # Killed by the signal; under AddressSanitizer, whose handler faulthandler chains to, an exit code of 1.
+    assert r.returncode in (-signal.SIGSEGV, 1), (r.returncode, r.stderr)
     assert "masked" in r.stdout and "Segmentation fault" in r.stderr, r.stderr
 
 
