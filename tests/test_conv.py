@@ -584,7 +584,7 @@ def test_winograd_thread_counts(threads, rng):
 # Wide layers at every level the CPU has (the generic operator serves avx2 and neon): (id, forced, threads, N,
 # C_in, H, W, C_out).  fused_*: the layered schedule with 64 C Cout >= 2 MiB of transformed weights and at most
 # 4 MiB of transformed inputs, so U is made in row blocks by the workers that multiply them (blocks split unevenly
-# over 3 and 8 threads, 170 rows leaving a partial panel); gemm_column_blocks: K = 520 input channels put the point
+# over 3, 8 and 64 threads, 170 rows leaving a partial panel); gemm_column_blocks: K = 520 input channels put the point
 # GEMMs' vector panel past L1 at every level, and 144 tiles make two L2 column blocks; small_map_rule: a 7x7 map the
 # generic level now takes unforced (128 tiles of 256 channels); weight_grad_sums_*: the blocked schedule's per-worker
 # sums of the weight gradient, kept between calls and overwritten by each worker's first block (called twice).
@@ -592,10 +592,12 @@ WIDE_WINOGRAD = [
     ("fused_1_thread", True, 1, 6, 200, 5, 5, 170),
     ("fused_3_threads", True, 3, 6, 200, 5, 5, 170),
     ("fused_8_threads", True, 8, 6, 200, 5, 5, 170),
+    ("fused_64_threads", True, 64, 6, 200, 5, 5, 170),
     ("gemm_column_blocks", False, 2, 4, 520, 12, 12, 520),
     ("small_map_rule", False, 2, 8, 256, 7, 7, 256),
     ("weight_grad_sums_3_threads", True, 3, 3, 24, 13, 12, 20),
     ("weight_grad_sums_8_threads", True, 8, 3, 24, 13, 12, 20),
+    ("weight_grad_sums_64_threads", True, 64, 3, 24, 13, 12, 20),
 ]
 
 
