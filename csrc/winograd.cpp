@@ -416,16 +416,15 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
   const int threads = get_num_threads();
   const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
   // Each worker's first GEMM overwrites its sums (beta 0), so they need no zero fill.
-  int parts = 1;
-  std::vector<std::vector<float>>* sums = nullptr;
+  const int parts = sch.layered ? 1 : workers_for(2.0 * 16 * C * Cout * tiles.total, sch.blocks);
+  std::vector<std::vector<float>>& part = kept_point_sums(parts, sums_n);
+  float* sum = part[0].data();
   if (sch.layered) {
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, C, T_max, "winograd point GEMM");
     float* V = workspace().get(1, point_floats(C, T_max));
     float* Z = workspace().get(2, point_floats(Cout, T_max));
     std::vector<std::vector<float>> runs(threads);
-    sums = &kept_point_sums(1, sums_n);
-    float* sum = (*sums)[0].data();
     for (int64_t n0 = 0; n0 < g.N; n0 += sch.chunk) {
       const int64_t imgs = std::min(sch.chunk, g.N - n0), T = imgs * tiles.per_image;
       const int64_t vstride = point_stride(C * T), zstride = point_stride(Cout * T);
@@ -451,10 +450,7 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
   } else {
     const int64_t nb = sch.nb, blocks = sch.blocks;
     check_blas_dims(Cout, C, nb, "winograd point GEMM");
-    const int workers = workers_for(2.0 * 16 * C * Cout * tiles.total, blocks);
-    parts = workers;
-    sums = &kept_point_sums(workers, sums_n);
-    std::vector<std::vector<float>>& part = *sums;  // worker wk's sums over its blocks
+    const int workers = parts;  // worker wk sums its blocks into part[wk]
     parallel_for(blocks, workers, [&](int64_t blk, int wk) {
       const BlockScratch s =
           block_scratch(point_floats(C, nb) + kSlack, point_floats(Cout, nb) + kSlack, kRunScratch + 16 * tiles.tw);
@@ -471,8 +467,6 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
                     part[wk].data() + p * mat, C);
     });
   }
-  std::vector<std::vector<float>>& part = *sums;
-  float* sum = part[0].data();
   if (parts > 1)
     parallel_for(16 * Cout, workers_for(double(parts) * sums_n, 16 * Cout), [&](int64_t row, int) {
       float* dst = sum + row * C;
