@@ -356,10 +356,11 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   // rotated, transposed weight and padding d (k - 1) - p, on the implicit GEMM
   // where that forward would take it.  A non-finite weight would meet gy's zero
   // padding there (0 * Inf), which torch never multiplies: not then.
-  if (gx && g.N > 0 && g.sh == 1 && g.sw == 1 && G == 1) {
+  // Grouped layers too: group gi's adjoint maps its Cog gradient channels to its Cg input channels.
+  if (gx && g.N > 0 && g.sh == 1 && g.sw == 1) {
     const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
     const ConvGeom ga{g.N,  g.Cout, g.OH,      g.OW,      g.C,       g.kh,      g.kw, 1,   1,
-                      g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, 1,    g.H, g.W};
+                      g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, G,    g.H, g.W};
     const bool winograd =
         std::is_same_v<T, float> && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && !implicit_beats_winograd(ga);
     if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga) &&
@@ -367,9 +368,11 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       const int64_t taps = g.kh * g.kw;
       thread_local std::vector<T> wa;  // kept between calls: no page faults per call
       wa.resize(static_cast<size_t>(g.Cout * K));
-      for (int64_t o = 0; o < g.Cout; ++o)
-        for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t t = 0; t < taps; ++t) wa[(c * g.Cout + o) * taps + (taps - 1 - t)] = w[(o * g.C + c) * taps + t];
+      for (int64_t gi = 0; gi < G; ++gi)
+        for (int64_t o = 0; o < Cog; ++o)
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t t = 0; t < taps; ++t)
+              wa[((gi * Cg + c) * Cog + o) * taps + (taps - 1 - t)] = w[((gi * Cog + o) * Cg + c) * taps + t];
       implicit_gemm_forward(gy, wa.data(), static_cast<const T*>(nullptr), gx, ga);
       release_if_large(wa);
       gx = nullptr;

@@ -169,9 +169,10 @@ constexpr double kImplicitMaxSums = 1 << 18;
 
 bool use_implicit_weight_grad(const ConvGeom& g) {
   const ImplicitMode mode = implicit_mode();
-  if (mode == ImplicitMode::off || g.groups != 1 || g.C < 2 || g.sw > kMaxDirectColumnStride || g.kh * g.kw == 1)
-    return false;
-  return mode == ImplicitMode::forced || double(g.C) * g.kh * g.kw * g.Cout <= kImplicitMaxSums;
+  // Per group, as the forward: C and Cout are a group's.
+  const int64_t C = g.C / g.groups, Cout = g.Cout / g.groups;
+  if (mode == ImplicitMode::off || C < 2 || g.sw > kMaxDirectColumnStride || g.kh * g.kw == 1) return false;
+  return mode == ImplicitMode::forced || double(C) * g.kh * g.kw * Cout <= kImplicitMaxSums;
 }
 
 // Against the Winograd weight gradient (3x3, batch 64, time Winograd /
@@ -475,13 +476,15 @@ template <class T>
 void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g) {
   const LevelKernels<T>& k = kernels_for<T>();
   const Phases<T> ph(g, k.lanes, true);
-  const int64_t taps = g.kh * g.kw, K = checked_mul(g.C, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
+  // Grouped layers: group gi's Cog channels of gy against its Cg channels of x, the groups in turn inside each item.
+  const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G;
+  const int64_t taps = g.kh * g.kw, K = checked_mul(Cg, taps, "implicit GEMM"), P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = ph.row_step(g);
   // Tap rows padded to whole tiles (the padding repeats a real row; its sums are dropped), channels to vectors.
-  const int64_t MR = k.tn_rows, Kp = round_up(K, MR), ldt = round_up(g.Cout, k.lanes);
-  checked_mul(Kp, ldt, "direct workspace");
+  const int64_t MR = k.tn_rows, Kp = round_up(K, MR), ldt = round_up(Cog, k.lanes);
+  const int64_t group_sums = checked_mul(Kp, ldt, "direct workspace"), sums = checked_mul(G, group_sums, "direct workspace");
   checked_mul(P, ldt, "direct workspace");
-  std::vector<int64_t> koff = ph.tap_rows(g.C);
+  std::vector<int64_t> koff = ph.tap_rows(Cg);
   koff.resize(static_cast<size_t>(Kp), koff.back());
   std::vector<int64_t> soff(static_cast<size_t>(g.OH));
   for (int64_t oh = 0; oh < g.OH; ++oh) soff[oh] = oh * row_step;
@@ -502,8 +505,8 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   checked_mul(B, gy_image, "direct workspace");
   const int64_t blocks = (g.N + B - 1) / B;
   const int64_t bands = blocks >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + blocks - 1) / blocks);
-  const int workers = workers_for(direct_flops(g) * g.C, blocks * bands);
-  // The workers' partial sums, kept by the calling thread between calls (by worker id).
+  const int workers = workers_for(direct_flops(g) * Cg, blocks * bands);
+  // The workers' partial sums (G blocks of Kp x ldt), kept by the calling thread between calls (by worker id).
   // (Through a reference: the workers' lambda must see this thread's vectors, not their own.)
   thread_local std::vector<std::vector<T>> kept_parts;
   std::vector<std::vector<T>>& parts = kept_parts;
@@ -517,27 +520,32 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
     auto& part = parts[wk];
     const bool first = !used[wk];
     used[wk] = 1;
-    if (first) part.assign(static_cast<size_t>(Kp * ldt), T(0));
+    if (first) part.assign(static_cast<size_t>(sums), T(0));
     // Padding is never written: zeros once per call; rows outside the band are not read.
     T* const buf = thread_buffer<T>(0, image, first);
     T* const gyt = thread_buffer<T>(1, B * gy_image, false);
-    for (int64_t i = 0; i < m; ++i)
-      k.transpose_lanes(gy + (n0 + i) * g.Cout * P + oh0 * g.OW, g.Cout, (oh1 - oh0) * g.OW, P, gyt + i * gy_image,
-                        ldt);
     const int64_t rho0 = oh0 * g.sh, rho1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      const int64_t k0 = MR * (row_tiles * chunk / chunks), k1 = MR * (row_tiles * (chunk + 1) / chunks);
-      // The chunk's channels only (the padding rows repeat row K - 1, in the last chunk).
-      const int64_t c0 = k0 / taps, c1 = (std::min(k1, K) - 1) / taps + 1;
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t c = c0; c < c1; ++c) ph.fill_rows(x + ((n0 + i) * g.C + c) * HW, g, buf + c * plane, rho0, rho1);
-        for (int64_t oh = oh0; oh < oh1; oh += call_rows)
-          k.gemm_tn_rows(k1 - k0, g.Cout, std::min(call_rows, oh1 - oh), g.OW, buf, koff.data() + k0, soff.data() + oh,
-                         gyt + i * gy_image + (oh - oh0) * g.OW * ldt, ldt, part.data() + k0 * ldt, ldt);
+    for (int64_t gi = 0; gi < G; ++gi) {
+      for (int64_t i = 0; i < m; ++i)
+        k.transpose_lanes(gy + ((n0 + i) * g.Cout + gi * Cog) * P + oh0 * g.OW, Cog, (oh1 - oh0) * g.OW, P,
+                          gyt + i * gy_image, ldt);
+      T* const gbuf = buf + gi * Cg * plane;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t k0 = MR * (row_tiles * chunk / chunks), k1 = MR * (row_tiles * (chunk + 1) / chunks);
+        // The chunk's channels only (the padding rows repeat row K - 1, in the last chunk).
+        const int64_t c0 = k0 / taps, c1 = (std::min(k1, K) - 1) / taps + 1;
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t c = c0; c < c1; ++c)
+            ph.fill_rows(x + ((n0 + i) * g.C + gi * Cg + c) * HW, g, gbuf + c * plane, rho0, rho1);
+          for (int64_t oh = oh0; oh < oh1; oh += call_rows)
+            k.gemm_tn_rows(k1 - k0, Cog, std::min(call_rows, oh1 - oh), g.OW, gbuf, koff.data() + k0,
+                           soff.data() + oh, gyt + i * gy_image + (oh - oh0) * g.OW * ldt, ldt,
+                           part.data() + gi * group_sums + k0 * ldt, ldt);
+        }
       }
     }
   });
-  // The workers' gw^T summed into the first one's, then transposed into gw.
+  // The workers' gw^T summed into the first one's, then transposed into gw group by group.
   T* sum = nullptr;
   for (int wk = 0; wk < workers; ++wk) {
     if (!used[wk]) continue;
@@ -545,17 +553,19 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
     if (!sum)
       sum = parts[wk].data();
     else
-      for (int64_t i = 0; i < Kp * ldt; ++i) sum[i] += part[i];
+      for (int64_t i = 0; i < sums; ++i) sum[i] += part[i];
   }
   const int64_t ldk = round_up(K, k.lanes);
   thread_local std::vector<T> t;
-  t.resize(static_cast<size_t>(checked_mul(g.Cout, ldk, "direct workspace")));
+  t.resize(static_cast<size_t>(checked_mul(Cog, ldk, "direct workspace")));
   if (!sum) {  // no worker ran: gw is zero
     std::fill(gw, gw + g.Cout * K, T(0));
     return;
   }
-  k.transpose_lanes(sum, K, g.Cout, ldt, t.data(), ldk);
-  for (int64_t o = 0; o < g.Cout; ++o) std::memcpy(gw + o * K, t.data() + o * ldk, sizeof(T) * K);
+  for (int64_t gi = 0; gi < G; ++gi) {
+    k.transpose_lanes(sum + gi * group_sums, K, Cog, ldt, t.data(), ldk);
+    for (int64_t o = 0; o < Cog; ++o) std::memcpy(gw + (gi * Cog + o) * K, t.data() + o * ldk, sizeof(T) * K);
+  }
   release_if_large(t);
   size_t held = 0;
   for (const auto& part : parts) held += part.capacity() * sizeof(T);

@@ -220,6 +220,45 @@ def test_implicit_gemm(xs, cout, k, s, pads, d, dtype, level, monkeypatch):
         close(got, ref, dtype)
 
 
+# Grouped layers on the implicit GEMM (forced): the forward and the weight gradient run their groups in turn inside
+# each work item, the stride-1 input gradient is the grouped adjoint forward.  (id, (N, C, H, W), Cout, kernel,
+# stride, pads (t, b, l, r), dilation, groups): odd channels per group (partial vectors and tiles in every group),
+# dilation with asymmetric padding, a strided 5x5 (no adjoint: im2col's input gradient beside the implicit weight
+# gradient), and 360 tap rows per group over 200 output channels, so each group's weight-gradient sums come in
+# several L2 chunks at every level.
+IMPLICIT_GROUPED = [
+    ("g2_odd_channels", (2, 6, 9, 11), 10, 3, 1, (1, 1, 1, 1), 1, 2),
+    ("g4_dilated_asymmetric", (3, 8, 10, 9), 12, 3, 1, (2, 0, 1, 2), 2, 4),
+    ("g3_strided_5x5", (2, 9, 13, 12), 6, 5, 2, (2, 2, 2, 2), 1, 3),
+    ("g2_weight_grad_chunks", (2, 80, 6, 6), 400, 3, 1, (1, 1, 1, 1), 1, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", IMPLICIT_GROUPED, ids=[c[0] for c in IMPLICIT_GROUPED])
+def test_implicit_gemm_grouped(case, dtype, level, monkeypatch):
+    """Each group's weights meet only its own channels, forward and both gradients."""
+    _, xs, cout, k, s, pads, d, groups = case
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(xs[1] * 100 + cout)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1] // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    for got, ref in run(x, w, b, (s, s), pads, (d, d), groups, dtype):
+        close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 64])
+def test_implicit_gemm_grouped_threads(threads, monkeypatch):
+    """Grouped layers split over more workers than images (bands of one image's rows, every group in each band)."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(threads + 5)
+    x = rng.standard_normal((2, 12, 17, 13))
+    w = rng.standard_normal((9, 4, 3, 3))
+    for got, ref in run_at_threads(threads, x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 3, np.float64):
+        close(got, ref, np.float64)
+
+
 # Each layout of the implicit GEMM's output (FASTCONV_IMPLICIT_LAYOUT; the rules pick by the share of columns
 # kept, so a level reaches some layouts only on some widths): row vectors with partial last vectors and uneven
 # tiles, two narrow rows to a vector with an odd row count, runs of rows through compact planes, stride 2.
