@@ -482,7 +482,8 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
   const int64_t plane = ph.size(), image = checked_mul(plane, g.C, "direct workspace"), row_step = ph.row_step(g);
   // Tap rows padded to whole tiles (the padding repeats a real row; its sums are dropped), channels to vectors.
   const int64_t MR = k.tn_rows, Kp = round_up(K, MR), ldt = round_up(Cog, k.lanes);
-  const int64_t group_sums = checked_mul(Kp, ldt, "direct workspace"), sums = checked_mul(G, group_sums, "direct workspace");
+  const int64_t group_sums = checked_mul(Kp, ldt, "direct workspace"),
+                sums = checked_mul(G, group_sums, "direct workspace");
   checked_mul(P, ldt, "direct workspace");
   std::vector<int64_t> koff = ph.tap_rows(Cg);
   koff.resize(static_cast<size_t>(Kp), koff.back());
@@ -538,9 +539,9 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
           for (int64_t c = c0; c < c1; ++c)
             ph.fill_rows(x + ((n0 + i) * g.C + gi * Cg + c) * HW, g, gbuf + c * plane, rho0, rho1);
           for (int64_t oh = oh0; oh < oh1; oh += call_rows)
-            k.gemm_tn_rows(k1 - k0, Cog, std::min(call_rows, oh1 - oh), g.OW, gbuf, koff.data() + k0,
-                           soff.data() + oh, gyt + i * gy_image + (oh - oh0) * g.OW * ldt, ldt,
-                           part.data() + gi * group_sums + k0 * ldt, ldt);
+            k.gemm_tn_rows(k1 - k0, Cog, std::min(call_rows, oh1 - oh), g.OW, gbuf, koff.data() + k0, soff.data() + oh,
+                           gyt + i * gy_image + (oh - oh0) * g.OW * ldt, ldt, part.data() + gi * group_sums + k0 * ldt,
+                           ldt);
         }
       }
     }
