@@ -64,7 +64,7 @@ void bind_typed(py::module_& m, const std::string& suffix) {
           return py::make_tuple(gx_obj, dgamma, dbeta);
         });
   m.def(("relu_forward_" + suffix).c_str(), [](const carray<T>& x) {
-    carray<T> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    auto y = new_array_like<T>(x);
     {
       py::gil_scoped_release release;
       relu_forward<T>(x.data(), y.mutable_data(), x.size());
@@ -73,7 +73,7 @@ void bind_typed(py::module_& m, const std::string& suffix) {
   });
   m.def(("add_relu_" + suffix).c_str(), [](const carray<T>& a, const carray<T>& b, bool relu) {
     check_same(b, a, "add_relu: second operand");
-    carray<T> y(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    auto y = new_array_like<T>(a);
     {
       py::gil_scoped_release release;
       add_relu<T>(a.data(), b.data(), y.mutable_data(), a.size(), relu);
@@ -82,7 +82,7 @@ void bind_typed(py::module_& m, const std::string& suffix) {
   });
   m.def(("relu_backward_" + suffix).c_str(), [](const carray<T>& gy, const carray<T>& y) {
     check_same(gy, y, "grad_output");
-    carray<T> gx(std::vector<py::ssize_t>(y.shape(), y.shape() + y.ndim()));
+    auto gx = new_array_like<T>(y);
     {
       py::gil_scoped_release release;
       relu_backward<T>(gy.data(), y.data(), gx.mutable_data(), y.size());

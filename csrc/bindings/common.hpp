@@ -9,6 +9,10 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "../geometry.hpp"
+#include "../result_cache.hpp"
 
 namespace fastconv::bind {
 
@@ -28,9 +32,41 @@ void require_ndim(const carray<T>& a, py::ssize_t ndim, const char* name) {
                                 "-D array, got ndim=" + std::to_string(a.ndim()));
 }
 
+// Results of kCachedMinBytes or more live in result_cache's blocks (their base
+// is a capsule that hands the block back when the array and its views are gone).
+template <class T>
+carray<T> new_array(const std::vector<py::ssize_t>& dims) {
+  int64_t count = 1;
+  for (py::ssize_t d : dims) count = checked_mul(count, d, "result size");
+  const size_t bytes = static_cast<size_t>(checked_mul(count, sizeof(T), "result size"));
+  if (bytes < kCachedMinBytes) return carray<T>(dims);
+  struct Owned {
+    void* p;
+    size_t bytes;
+  };
+  void* p = result_alloc(bytes);
+  Owned* owned;
+  try {
+    owned = new Owned{p, bytes};
+  } catch (...) {
+    result_free(p, bytes);
+    throw;
+  }
+  py::capsule base(owned, [](void* o) {
+    Owned* own = static_cast<Owned*>(o);
+    result_free(own->p, own->bytes);
+    delete own;
+  });
+  return carray<T>(dims, static_cast<T*>(p), base);
+}
 template <class T>
 carray<T> new_array(std::initializer_list<py::ssize_t> shape) {
-  return carray<T>(std::vector<py::ssize_t>(shape));
+  return new_array<T>(std::vector<py::ssize_t>(shape));
+}
+// A result of a's shape.
+template <class T, class A>
+carray<T> new_array_like(const A& a) {
+  return new_array<T>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
 void bind_geometry(py::module_& m);

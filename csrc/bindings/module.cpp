@@ -6,6 +6,7 @@
 #include "../gemm.hpp"
 #include "../parallel.hpp"
 #include "../peer_cpuid.hpp"
+#include "../result_cache.hpp"
 #include "../winograd.hpp"
 #include "common.hpp"
 
@@ -29,6 +30,8 @@ PYBIND11_MODULE(_core, m) {
   // OpenBLAS picks its kernels on first use; use it now, while fastconv._blas
   // still has OPENBLAS_CORETYPE set for this import.
   fastconv::sgemm_seconds(1, 1, 1);
+  m.def("empty_cache", &fastconv::result_cache_clear);
+  m.def("_cache_bytes", &fastconv::result_cache_bytes);
   m.def("get_num_threads", &fastconv::get_num_threads);
   m.def("set_num_threads", &fastconv::set_num_threads, py::arg("n"));
   m.def(

@@ -11,6 +11,7 @@ _core = load_core()  # before anything else imports the extension
 
 from . import layers, shapes  # noqa: E402
 from ._config import show_config  # noqa: E402
+from ._memory import empty_cache  # noqa: E402
 from ._resample import interpolate, interpolate_backward  # noqa: E402
 from ._summary import DroppedPixelsWarning, GriddingWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
@@ -57,6 +58,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "empty_cache",
     "conv_output_size",
     "pool_output_size",
     "conv_transpose_output_size",

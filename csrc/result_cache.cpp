@@ -1,0 +1,101 @@
+#include "result_cache.hpp"
+
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace fastconv {
+
+namespace {
+
+struct Block {
+  void* p;
+  size_t bytes;
+};
+
+// Kept blocks, oldest first.  Arrays may be freed by any Python thread.
+std::mutex cache_mutex;
+std::vector<Block> kept;
+size_t kept_bytes = 0;
+
+size_t cache_limit() {
+  const char* v = std::getenv("FASTCONV_CACHE_MB");
+  if (!v || !*v) return size_t(256) << 20;
+  char* end = nullptr;
+  const unsigned long long mb = std::strtoull(v, &end, 10);
+  if (*end != '\0' || mb > (1ull << 20)) return size_t(256) << 20;  // unreadable: the default
+  return static_cast<size_t>(mb) << 20;
+}
+
+// Sizes in 64 KiB steps, so results that differ by a few rows share blocks.
+size_t block_size(size_t bytes) { return (bytes + (size_t(64) << 10) - 1) / (size_t(64) << 10) * (size_t(64) << 10); }
+
+}  // namespace
+
+void* result_alloc(size_t bytes) {
+  const size_t size = block_size(bytes);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    size_t best = kept.size();
+    for (size_t i = 0; i < kept.size(); ++i)
+      if (kept[i].bytes >= size && kept[i].bytes - size <= size / 4 &&
+          (best == kept.size() || kept[i].bytes < kept[best].bytes))
+        best = i;
+    if (best < kept.size()) {
+      void* p = kept[best].p;
+      kept_bytes -= kept[best].bytes;
+      kept.erase(kept.begin() + static_cast<std::ptrdiff_t>(best));
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(64, size);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void result_free(void* p, size_t bytes) noexcept {
+  if (!p) return;
+  const size_t size = block_size(bytes), limit = cache_limit();
+  std::vector<void*> drop;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (size > limit) {
+      drop.push_back(p);
+    } else {
+      // The oldest blocks make room (the newest is the likeliest to be asked for again).
+      while (kept_bytes + size > limit && !kept.empty()) {
+        drop.push_back(kept.front().p);
+        kept_bytes -= kept.front().bytes;
+        kept.erase(kept.begin());
+      }
+      try {
+        kept.push_back(Block{p, size});
+        kept_bytes += size;
+      } catch (...) {
+        drop.push_back(p);
+      }
+    }
+  }
+  for (void* q : drop) std::free(q);
+}
+
+size_t result_cache_clear() noexcept {
+  std::vector<Block> blocks;
+  size_t bytes;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    blocks.swap(kept);
+    bytes = kept_bytes;
+    kept_bytes = 0;
+  }
+  for (const Block& b : blocks) std::free(b.p);
+  return bytes;
+}
+
+size_t result_cache_bytes() noexcept {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  return kept_bytes;
+}
+
+}  // namespace fastconv

@@ -1,0 +1,26 @@
+// Memory for large result arrays, kept for reuse after they are freed.
+//
+// glibc maps every allocation of 32 MiB or more afresh (and macOS's allocator
+// far smaller ones), so a result of that size costs the kernel a page fault
+// and a zeroed page per 4 KiB on every call: a third of a 3 -> 32 channel 3x3
+// convolution of one 512x512 image (avx2, 2 threads).  ONNX Runtime hands out
+// its arena's memory for the same reason.  Blocks of kCachedMinBytes or more
+// come from here: freed ones are kept, up to FASTCONV_CACHE_MB megabytes in all
+// (read at every free; default 256, 0 keeps none), and the smallest kept block
+// that fits a request within a quarter of its size is handed out again.
+#pragma once
+
+#include <cstddef>
+
+namespace fastconv {
+
+constexpr size_t kCachedMinBytes = size_t(4) << 20;
+
+// 64-byte aligned; throws std::bad_alloc.  `bytes` must be passed back to result_free.
+void* result_alloc(size_t bytes);
+void result_free(void* p, size_t bytes) noexcept;
+// Frees every kept block; returns how many bytes were kept.
+size_t result_cache_clear() noexcept;
+size_t result_cache_bytes() noexcept;
+
+}  // namespace fastconv
