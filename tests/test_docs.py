@@ -13,6 +13,8 @@ MODULES = [
     "fastconv._summary",
     "fastconv.solver",
     "fastconv.nn",
+    "fastconv._memory",
+    "fastconv._threads",
 ]
 
 
