@@ -618,6 +618,72 @@ def test_winograd_wide_layers_at_every_level(case, rng, monkeypatch):
         fastconv.set_num_threads(old)
 
 
+# Dilated 3x3 stride-1 layers with padding d*q on every side over maps whose sides are multiples of d run as d*d
+# undilated phases on Winograd (conv.cpp, dilated_phases), forward and both gradients: (id, forced, threads, N, C_in,
+# H, W, C_out, dilation, padding).  forced (FASTCONV_WINOGRAD=1) takes the phases wherever eligible; rules_* are
+# what the default rules choose; the last ones are not eligible (odd map, padding not a multiple of d, asymmetric)
+# and must stay correct on the other operators.
+DILATED_PHASES = [
+    ("d2_q1_forced", True, 2, 2, 16, 12, 10, 20, 2, 2),
+    ("d2_q2_forced", True, 2, 3, 16, 8, 12, 24, 2, 4),
+    ("d2_q0_forced", True, 2, 2, 24, 10, 10, 16, 2, 0),
+    ("d3_q1_forced", True, 2, 2, 16, 12, 9, 16, 3, 3),
+    ("d4_q1_forced", True, 2, 1, 16, 16, 8, 16, 4, 4),
+    ("d2_3_threads", True, 3, 3, 16, 14, 14, 16, 2, 2),
+    ("d2_64_threads", True, 64, 3, 16, 14, 14, 16, 2, 2),
+    ("rules_64_channels_28x28", False, 2, 8, 64, 28, 28, 64, 2, 2),
+    ("rules_128_channels_8x8_phases", False, 2, 4, 128, 16, 16, 128, 2, 2),
+    ("odd_map_not_eligible", True, 2, 2, 16, 11, 12, 16, 2, 2),
+    ("padding_3_not_eligible", True, 2, 2, 16, 12, 12, 16, 2, 3),
+    ("asymmetric_not_eligible", True, 2, 2, 16, 12, 12, 16, 2, (2, 2, 0, 2)),
+]
+
+
+@pytest.mark.usefixtures("level")
+@pytest.mark.parametrize("case", DILATED_PHASES, ids=[c[0] for c in DILATED_PHASES])
+def test_dilated_layers_as_phases(case, rng, monkeypatch):
+    _, forced, threads, n, c, h, w_, co, d, p = case
+    if forced:
+        monkeypatch.setenv("FASTCONV_WINOGRAD", "1")
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        for _ in range(2):  # the second call meets the buffers the first one left
+            y = assert_matches_torch(x, w, b, 1, p, d, rng=rng)
+        # The epilogue is applied after the phases are back in place: residual offsets are the output's.
+        r = rng.standard_normal(y.shape).astype(np.float32)
+        fused = fastconv.conv2d(x, w, b, 1, p, d, residual=r, relu=True)
+        torch.testing.assert_close(fused, np.maximum(y + r, 0), **tols(np.float32))
+    finally:
+        fastconv.set_num_threads(old)
+
+
+@pytest.mark.usefixtures("level")
+def test_dilated_phases_in_batch_chunks(rng, monkeypatch):
+    """4.7 MB of phases per image: each image is its own chunk, and the weight gradient sums the chunks' gradients.
+    Its 27,648-term sums are held to the Winograd bound: root-mean-square error against float64 within 3x torch's
+    own float32 error."""
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "1")
+    x = rng.standard_normal((3, 64, 96, 96)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) / np.sqrt(9 * 64)).astype(np.float32)
+    gy = rng.standard_normal((3, 64, 96, 96)).astype(np.float32)
+    y = fastconv.conv2d(x, w, padding=2, dilation=2)
+    gx, gw, _ = fastconv.conv2d_backward(gy, x, w, padding=2, dilation=2)
+    refs = {}
+    for dt in (torch.float64, torch.float32):
+        xt = torch.from_numpy(x).to(dt).requires_grad_(True)
+        wt = torch.from_numpy(w).to(dt).requires_grad_(True)
+        yt = F.conv2d(xt, wt, padding=2, dilation=2)
+        yt.backward(torch.from_numpy(gy).to(dt))
+        refs[dt] = [v.detach().double().numpy() for v in (yt, xt.grad, wt.grad)]
+    for got, ref, ref32 in zip((y, gx, gw), refs[torch.float64], refs[torch.float32]):
+        rms = np.sqrt(np.mean((got - ref) ** 2))
+        assert rms <= 3 * np.sqrt(np.mean((ref32 - ref) ** 2)), rms
+
+
 def test_winograd_can_be_switched_off(rng, monkeypatch):
     """FASTCONV_WINOGRAD=0 takes the im2col GEMM path: a different summation, same answer."""
     x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
