@@ -1,5 +1,7 @@
 #include "result_cache.hpp"
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -14,10 +16,25 @@ struct Block {
   size_t bytes;
 };
 
-// Kept blocks, oldest first.  Arrays may be freed by any Python thread.
-std::mutex cache_mutex;
-std::vector<Block> kept;
-size_t kept_bytes = 0;
+// Kept blocks, oldest first.  Arrays may be freed by any Python thread, and
+// some only at interpreter exit: the cache is never destroyed, so a block
+// freed after static destructors have run still finds it.
+struct Cache {
+  std::mutex mutex;
+  std::vector<Block> kept;
+  size_t kept_bytes = 0;
+};
+
+Cache& cache() {
+  static Cache* c = [] {
+    Cache* made = new Cache;
+    // A fork while another thread holds the lock would leave the child's copy
+    // locked forever: held across the fork, released on both sides.
+    pthread_atfork([] { cache().mutex.lock(); }, [] { cache().mutex.unlock(); }, [] { cache().mutex.unlock(); });
+    return made;
+  }();
+  return *c;
+}
 
 size_t cache_limit() {
   const char* v = std::getenv("FASTCONV_CACHE_MB");
@@ -36,7 +53,9 @@ size_t block_size(size_t bytes) { return (bytes + (size_t(64) << 10) - 1) / (siz
 void* result_alloc(size_t bytes) {
   const size_t size = block_size(bytes);
   {
-    std::lock_guard<std::mutex> lock(cache_mutex);
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    std::vector<Block>& kept = c.kept;
     size_t best = kept.size();
     for (size_t i = 0; i < kept.size(); ++i)
       if (kept[i].bytes >= size && kept[i].bytes - size <= size / 4 &&
@@ -44,7 +63,7 @@ void* result_alloc(size_t bytes) {
         best = i;
     if (best < kept.size()) {
       void* p = kept[best].p;
-      kept_bytes -= kept[best].bytes;
+      c.kept_bytes -= kept[best].bytes;
       kept.erase(kept.begin() + static_cast<std::ptrdiff_t>(best));
       return p;
     }
@@ -59,19 +78,21 @@ void result_free(void* p, size_t bytes) noexcept {
   const size_t size = block_size(bytes), limit = cache_limit();
   std::vector<void*> drop;
   {
-    std::lock_guard<std::mutex> lock(cache_mutex);
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    std::vector<Block>& kept = c.kept;
     if (size > limit) {
       drop.push_back(p);
     } else {
       // The oldest blocks make room (the newest is the likeliest to be asked for again).
-      while (kept_bytes + size > limit && !kept.empty()) {
+      while (c.kept_bytes + size > limit && !kept.empty()) {
         drop.push_back(kept.front().p);
-        kept_bytes -= kept.front().bytes;
+        c.kept_bytes -= kept.front().bytes;
         kept.erase(kept.begin());
       }
       try {
         kept.push_back(Block{p, size});
-        kept_bytes += size;
+        c.kept_bytes += size;
       } catch (...) {
         drop.push_back(p);
       }
@@ -84,18 +105,20 @@ size_t result_cache_clear() noexcept {
   std::vector<Block> blocks;
   size_t bytes;
   {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    blocks.swap(kept);
-    bytes = kept_bytes;
-    kept_bytes = 0;
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    blocks.swap(c.kept);
+    bytes = c.kept_bytes;
+    c.kept_bytes = 0;
   }
   for (const Block& b : blocks) std::free(b.p);
   return bytes;
 }
 
 size_t result_cache_bytes() noexcept {
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  return kept_bytes;
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return c.kept_bytes;
 }
 
 }  // namespace fastconv

@@ -276,3 +276,33 @@ def test_python_threads_share_the_cache():
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(work, range(4)))
+
+
+def test_fork_while_other_threads_use_the_cache():
+    """Children forked while Python threads hand blocks out and back get a cache of their own (never a lock left
+    held by a thread that does not exist in the child)."""
+    import multiprocessing
+    import threading
+
+    rng = np.random.default_rng(9)
+    x, w = rand(rng, 1, 3, 256, 256), rand(rng, 16, 3, 3, 3)
+    expected = fastconv.conv2d(x, w, padding=1).copy()
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            fastconv.conv2d(x, w, padding=1)
+
+    threads = [threading.Thread(target=churn) for _ in range(3)]
+    for th in threads:
+        th.start()
+    try:
+        ctx = multiprocessing.get_context("fork")
+        for _ in range(8):
+            with ctx.Pool(1) as pool:
+                got = pool.apply_async(fastconv.conv2d, (x, w), {"padding": 1}).get(timeout=60)
+            np.testing.assert_array_equal(got, expected)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()

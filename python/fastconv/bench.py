@@ -239,6 +239,7 @@ base = reset_peak()
 y = fastconv.conv2d(x, w, **s.geometry())
 fwd = status("VmHWM:") - base - y.nbytes
 del y
+fastconv.empty_cache()  # else gx would reuse y's kept block and hide its own size
 base = reset_peak()
 gx, gw, gb = fastconv.conv2d_backward(gy, x, w, **s.geometry())
 bwd = status("VmHWM:") - base - gx.nbytes - gw.nbytes - gb.nbytes
