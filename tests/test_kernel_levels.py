@@ -259,6 +259,22 @@ def test_implicit_gemm_grouped_threads(threads, monkeypatch):
         close(got, ref, np.float64)
 
 
+# Dilated 3x3 layers as d*d undilated phases on Winograd (FASTCONV_WINOGRAD=1: wherever eligible), so the generic
+# Winograd's phase path runs at neon too: (x shape, Cout, dilation, padding on every side).
+DILATED_PHASES = [((2, 16, 12, 10), 20, 2, 2), ((1, 16, 9, 12), 16, 3, 6), ((3, 16, 8, 8), 16, 2, 0)]
+
+
+@pytest.mark.parametrize("xs, cout, d, p", DILATED_PHASES, ids=[f"d{c[2]}p{c[3]}" for c in DILATED_PHASES])
+def test_dilated_phases(xs, cout, d, p, level, monkeypatch):
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "1")
+    rng = np.random.default_rng(d * 10 + p)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal((cout, xs[1], 3, 3)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    for got, ref in run(x, w, b, (1, 1), (p, p, p, p), (d, d), 1, np.float32):
+        close(got, ref, np.float32)
+
+
 # Each layout of the implicit GEMM's output (FASTCONV_IMPLICIT_LAYOUT; the rules pick by the share of columns
 # kept, so a level reaches some layouts only on some widths): row vectors with partial last vectors and uneven
 # tiles, two narrow rows to a vector with an odd row count, runs of rows through compact planes, stride 2.

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as TF
 
 import fastconv
 import fastconv.functional as F
-from conftest import tols
+
+try:  # the reuse, limit and view tests need no torch (they run in the aarch64 job too)
+    import torch
+    import torch.nn.functional as TF
+except ImportError:
+    torch = TF = None
 
 BIG = 4 << 20  # kCachedMinBytes
 
@@ -171,9 +174,10 @@ def case_batch_norm_and_relu(rng):
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
+@pytest.mark.skipif(torch is None, reason="the references are torch's")
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_results_in_reused_blocks_are_fully_written(name, rng):
-    ours, ref = CASES[name](rng)
+def test_results_in_reused_blocks_are_fully_written(name):
+    ours, ref = CASES[name](np.random.default_rng(sorted(CASES).index(name)))
     first = arrays(ours())
     assert any(a.nbytes >= BIG for a in first), "the case must make a result the cache holds"
     addresses = set()
@@ -190,12 +194,17 @@ def test_results_in_reused_blocks_are_fully_written(name, rng):
         if got.dtype.kind == "i":
             np.testing.assert_array_equal(got, want)
         else:
-            torch.testing.assert_close(got, want.astype(got.dtype), **tols(np.float32))
+            # float32 sums of up to 65,536 terms: the tolerance scales with the result (garbage or NaN fails anyway)
+            scale = max(1.0, float(np.abs(want).max()))
+            torch.testing.assert_close(got, want.astype(got.dtype), rtol=1e-4, atol=1e-4 * scale)
+
+
+MIB = 1 << 20
 
 
 def big_conv(seed=0):
     rng = np.random.default_rng(seed)
-    return fastconv.conv2d(rand(rng, 1, 3, 512, 512), rand(rng, 32, 3, 3, 3), padding=1)  # 32 MiB
+    return fastconv.conv2d(rand(rng, 1, 3, 256, 256), rand(rng, 32, 3, 3, 3), padding=1)  # 8 MiB
 
 
 def test_a_freed_result_is_reused_and_empty_cache_frees_it():
@@ -232,7 +241,7 @@ def test_a_view_keeps_its_block():
     assert other.ctypes.data != address
     np.testing.assert_array_equal(view, saved)
     del view
-    assert fastconv._core._cache_bytes() >= 32 << 20
+    assert fastconv._core._cache_bytes() >= 8 * MIB
 
 
 def test_cache_limit_from_the_environment(monkeypatch):
@@ -240,11 +249,11 @@ def test_cache_limit_from_the_environment(monkeypatch):
     y = big_conv()
     del y
     assert fastconv._core._cache_bytes() == 0
-    monkeypatch.setenv("FASTCONV_CACHE_MB", "40")  # room for one 32 MiB block, not two
+    monkeypatch.setenv("FASTCONV_CACHE_MB", "12")  # room for one 8 MiB block, not two
     a, b = big_conv(), big_conv(1)
     address_b = b.ctypes.data
     del a, b  # a goes in first, then b pushes it out
-    assert 32 << 20 <= fastconv._core._cache_bytes() <= 40 << 20
+    assert 8 * MIB <= fastconv._core._cache_bytes() <= 12 * MIB
     assert big_conv(3).ctypes.data == address_b
 
 
@@ -253,9 +262,9 @@ def test_a_much_smaller_result_does_not_take_a_large_block():
     address = y.ctypes.data
     del y
     rng = np.random.default_rng(0)
-    small = fastconv.conv2d(rand(rng, 1, 3, 512, 512), rand(rng, 16, 3, 3, 3), padding=1)  # 16 MiB: half the block
+    small = fastconv.conv2d(rand(rng, 1, 3, 256, 256), rand(rng, 16, 3, 3, 3), padding=1)  # 4 MiB: half the block
     assert small.ctypes.data != address
-    assert fastconv._core._cache_bytes() >= 32 << 20
+    assert fastconv._core._cache_bytes() >= 8 * MIB
 
 
 def test_python_threads_share_the_cache():
