@@ -1,5 +1,6 @@
 """conv2d, conv2d_backward, conv_transpose2d, unfold and fold against torch."""
 
+import os
 import threading
 
 import numpy as np
@@ -723,6 +724,36 @@ def test_winograd_random_geometries(n, c, co, h, w, pads, seed):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
     assert_matches_torch(x, wt, None, 1, pads, rng=rng)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(16, 40),
+    co=st.integers(8, 40),
+    d=st.integers(2, 4),
+    q=st.integers(0, 2),
+    hw=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+    seed=st.integers(0, 999),
+)
+def test_dilated_phases_random_geometries(n, c, co, d, q, hw, seed):
+    """Dilated layers that split into phases (padding d*q, sides multiples of d), forced onto Winograd."""
+    h, w = hw[0] * d, hw[1] * d
+    if min(h, w) + 2 * d * q < 2 * d + 1:
+        return  # no output
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    old = os.environ.get("FASTCONV_WINOGRAD")
+    os.environ["FASTCONV_WINOGRAD"] = "1"
+    try:
+        assert_matches_torch(x, wt, b, 1, d * q, d, rng=rng)
+    finally:
+        if old is None:
+            del os.environ["FASTCONV_WINOGRAD"]
+        else:
+            os.environ["FASTCONV_WINOGRAD"] = old
 
 
 # One input channel per group runs on the direct kernels: blocks of 1-8 vectors
