@@ -242,26 +242,32 @@ bool dilated_phases(const ConvGeom& g, ConvGeom& pg) {
   return winograd_eligible(pg);
 }
 
-// Images [n0, n0 + m) of x (C planes of H x W) to their phases: phase (a, b) of
-// image n is image ((n - n0) d + a) d + b of xs, C planes of (H/d) x (W/d).
-// `back` runs the other way (xs to x).
-void phase_copy(float* x, int64_t n0, int64_t m, int64_t C, int64_t H, int64_t W, int64_t d, float* xs, bool back) {
+// Images [n0, n0 + m) of x (C planes of H x W) and their phases: phase (a, b)
+// of image n is image ((n - n0) d + a) d + b of xs, C planes of (H/d) x (W/d).
+// phase_gather copies x into xs, phase_scatter xs back into x.
+template <class Src, class Dst, class Move>
+void phase_move(Src* x, int64_t n0, int64_t m, int64_t C, int64_t H, int64_t W, int64_t d, Dst* xs, Move move) {
   const int64_t h = H / d, w = W / d;
   parallel_for(m * C, workers_for(double(m * C * H * W), m * C), [&](int64_t item, int) {
     const int64_t i = item / C, c = item % C;
-    float* plane = x + ((n0 + i) * C + c) * H * W;
+    Src* plane = x + ((n0 + i) * C + c) * H * W;
     for (int64_t a = 0; a < d; ++a)
       for (int64_t b = 0; b < d; ++b) {
-        float* sub = xs + (((i * d + a) * d + b) * C + c) * h * w;
-        for (int64_t r = 0; r < h; ++r) {
-          float* row = plane + (r * d + a) * W + b;
-          float* srow = sub + r * w;
-          if (back)
-            for (int64_t j = 0; j < w; ++j) row[j * d] = srow[j];
-          else
-            for (int64_t j = 0; j < w; ++j) srow[j] = row[j * d];
-        }
+        Dst* sub = xs + (((i * d + a) * d + b) * C + c) * h * w;
+        for (int64_t r = 0; r < h; ++r) move(plane + (r * d + a) * W + b, sub + r * w, w, d);
       }
+  });
+}
+
+void phase_gather(const float* x, int64_t n0, int64_t m, int64_t C, int64_t H, int64_t W, int64_t d, float* xs) {
+  phase_move(x, n0, m, C, H, W, d, xs, [](const float* row, float* srow, int64_t w, int64_t step) {
+    for (int64_t j = 0; j < w; ++j) srow[j] = row[j * step];
+  });
+}
+
+void phase_scatter(const float* xs, int64_t n0, int64_t m, int64_t C, int64_t H, int64_t W, int64_t d, float* x) {
+  phase_move(x, n0, m, C, H, W, d, xs, [](float* row, const float* srow, int64_t w, int64_t step) {
+    for (int64_t j = 0; j < w; ++j) row[j * step] = srow[j];
   });
 }
 
@@ -281,10 +287,10 @@ void dilated_forward(const float* x, const float* w, const float* b, float* y, c
   ys.resize(static_cast<size_t>(chunk * g.Cout * P));
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t m = std::min(chunk, g.N - n0);
-    phase_copy(const_cast<float*>(x), n0, m, g.C, g.H, g.W, d, xs.data(), false);  // reads x only
+    phase_gather(x, n0, m, g.C, g.H, g.W, d, xs.data());
     winograd_f2x3(xs.data(), w, false, b, ys.data(),
                   WinogradGeom{m * d * d, g.C, pg.H, pg.W, g.Cout, pg.pt, pg.pl, pg.OH, pg.OW});
-    phase_copy(y, n0, m, g.Cout, g.OH, g.OW, d, ys.data(), true);
+    phase_scatter(ys.data(), n0, m, g.Cout, g.OH, g.OW, d, y);
     if (ep.active())  // residual offsets are the output's: after the phases are back in place
       parallel_for(m * g.Cout, workers_for(double(m * g.Cout * P), m * g.Cout),
                    [&](int64_t plane, int) { ep.apply(y, (n0 * g.Cout + plane) * P, P); });
@@ -303,9 +309,9 @@ void dilated_backward(const float* gy, const float* x, const float* w, float* gx
   if (gw && chunk < g.N) part.resize(static_cast<size_t>(g.Cout * K));
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t m = std::min(chunk, g.N - n0);
-    phase_copy(const_cast<float*>(gy), n0, m, g.Cout, g.OH, g.OW, d, ys.data(), false);  // reads gy only
+    phase_gather(gy, n0, m, g.Cout, g.OH, g.OW, d, ys.data());
     if (gw) {
-      phase_copy(const_cast<float*>(x), n0, m, g.C, g.H, g.W, d, xs.data(), false);  // reads x only
+      phase_gather(x, n0, m, g.C, g.H, g.W, d, xs.data());
       float* dst = n0 == 0 ? gw : part.data();
       winograd_f2x3_grad_weight(xs.data(), ys.data(), dst,
                                 WinogradGeom{m * d * d, g.C, pg.H, pg.W, g.Cout, q, q, pg.OH, pg.OW});
@@ -315,7 +321,7 @@ void dilated_backward(const float* gy, const float* x, const float* w, float* gx
     if (gx) {
       winograd_f2x3(ys.data(), w, true, nullptr, xs.data(),
                     WinogradGeom{m * d * d, g.Cout, pg.OH, pg.OW, g.C, 2 - q, 2 - q, pg.H, pg.W});
-      phase_copy(gx, n0, m, g.C, g.H, g.W, d, xs.data(), true);
+      phase_scatter(xs.data(), n0, m, g.C, g.H, g.W, d, gx);
     }
   }
   release_if_large(xs);
