@@ -199,6 +199,15 @@ bool implicit_beats_winograd(const ConvGeom& g) {
          use_implicit_gemm(g);
 }
 
+// The stride-1 layer whose forward is g's input gradient: gy convolved with
+// the rotated, per-group transposed weight, padding d (k - 1) - p on each side
+// (negative where p exceeds the kernel's reach).
+ConvGeom adjoint_geom(const ConvGeom& g) {
+  const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
+  return ConvGeom{g.N,  g.Cout, g.OH,      g.OW,      g.C,       g.kh,      g.kw,     1,   1,
+                  g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, g.groups, g.H, g.W};
+}
+
 // A 3x3 stride-1 layer dilated by d >= 2 (both ways) with padding d*q on every
 // side, q <= 2, over maps whose sides are multiples of d, is d*d undilated
 // layers with padding q, one per phase (a, b) of input and output alike:
@@ -220,24 +229,11 @@ bool dilated_phases(const ConvGeom& g, ConvGeom& pg) {
   if (g.pb != p || g.pl != p || g.pr != p || p % d != 0 || p / d > 2 || g.H % d != 0 || g.W % d != 0 || g.N == 0)
     return false;
   const int64_t q = p / d;
-  pg = ConvGeom{checked_mul(g.N, d * d, "dilated phases"),
-                g.C,
-                g.H / d,
-                g.W / d,
-                g.Cout,
-                3,
-                3,
-                1,
-                1,
-                1,
-                1,
-                q,
-                q,
-                q,
-                q,
-                1,
-                g.OH / d,
-                g.OW / d};
+  pg = g;  // 3x3, stride 1, one group
+  pg.N = checked_mul(g.N, d * d, "dilated phases");
+  pg.H = g.H / d, pg.W = g.W / d, pg.OH = g.OH / d, pg.OW = g.OW / d;
+  pg.dh = pg.dw = 1;
+  pg.pt = pg.pb = pg.pl = pg.pr = q;
   if (!sgemm_avx512_enabled() && !winograd_forced() && pg.OH * pg.OW <= 64 && g.C * g.Cout > 128 * 128) return false;
   return winograd_eligible(pg);
 }
@@ -492,9 +488,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     ConvGeom pg;
     if ((gx || gw) && dilated_phases(g, pg)) {
       // Each gradient on the phases where Winograd takes the undilated layer (the rules as below).
-      const ConvGeom pa{pg.N, g.Cout, pg.OH,     pg.OW,     g.C,       3,         3, 1,    1,
-                        1,    1,      2 - pg.pt, 2 - pg.pt, 2 - pg.pt, 2 - pg.pt, 1, pg.H, pg.W};
-      const bool on_gx = gx && use_winograd(pg) && !implicit_beats_winograd(pa);
+      const bool on_gx = gx && use_winograd(pg) && !implicit_beats_winograd(adjoint_geom(pg));
       const bool on_gw = gw && use_winograd_weight_grad(pg) &&
                          !(use_implicit_weight_grad(pg) && implicit_weight_grad_beats_winograd(pg));
       const bool finite_gy = (on_gx || on_gw) && all_finite(gy, g.N * g.Cout * P);
@@ -511,9 +505,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   // padding there (0 * Inf), which torch never multiplies: not then.
   // Grouped layers too: group gi's adjoint maps its Cog gradient channels to its Cg input channels.
   if (gx && g.N > 0 && g.sh == 1 && g.sw == 1) {
-    const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
-    const ConvGeom ga{g.N,  g.Cout, g.OH,      g.OW,      g.C,       g.kh,      g.kw, 1,   1,
-                      g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, G,    g.H, g.W};
+    const ConvGeom ga = adjoint_geom(g);
     const bool winograd =
         std::is_same_v<T, float> && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && !implicit_beats_winograd(ga);
     if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga) &&

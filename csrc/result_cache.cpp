@@ -11,17 +11,12 @@ namespace fastconv {
 
 namespace {
 
-struct Block {
-  void* p;
-  size_t bytes;
-};
-
 // Kept blocks, oldest first.  Arrays may be freed by any Python thread, and
 // some only at interpreter exit: the cache is never destroyed, so a block
 // freed after static destructors have run still finds it.
 struct Cache {
   std::mutex mutex;
-  std::vector<Block> kept;
+  std::vector<ResultBlock> kept;
   size_t kept_bytes = 0;
 };
 
@@ -50,39 +45,39 @@ size_t block_size(size_t bytes) { return (bytes + (size_t(64) << 10) - 1) / (siz
 
 }  // namespace
 
-void* result_alloc(size_t bytes) {
+ResultBlock result_alloc(size_t bytes) {
   const size_t size = block_size(bytes);
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    std::vector<Block>& kept = c.kept;
+    std::vector<ResultBlock>& kept = c.kept;
     size_t best = kept.size();
     for (size_t i = 0; i < kept.size(); ++i)
       if (kept[i].bytes >= size && kept[i].bytes - size <= size / 4 &&
           (best == kept.size() || kept[i].bytes < kept[best].bytes))
         best = i;
     if (best < kept.size()) {
-      void* p = kept[best].p;
-      c.kept_bytes -= kept[best].bytes;
+      const ResultBlock block = kept[best];
+      c.kept_bytes -= block.bytes;
       kept.erase(kept.begin() + static_cast<std::ptrdiff_t>(best));
-      return p;
+      return block;
     }
   }
   void* p = std::aligned_alloc(64, size);
   if (!p) throw std::bad_alloc();
-  return p;
+  return ResultBlock{p, size};
 }
 
-void result_free(void* p, size_t bytes) noexcept {
-  if (!p) return;
-  const size_t size = block_size(bytes), limit = cache_limit();
+void result_free(ResultBlock block) noexcept {
+  if (!block.p) return;
+  const size_t size = block.bytes, limit = cache_limit();
   std::vector<void*> drop;
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    std::vector<Block>& kept = c.kept;
+    std::vector<ResultBlock>& kept = c.kept;
     if (size > limit) {
-      drop.push_back(p);
+      drop.push_back(block.p);
     } else {
       // The oldest blocks make room (the newest is the likeliest to be asked for again).
       while (c.kept_bytes + size > limit && !kept.empty()) {
@@ -91,10 +86,10 @@ void result_free(void* p, size_t bytes) noexcept {
         kept.erase(kept.begin());
       }
       try {
-        kept.push_back(Block{p, size});
+        kept.push_back(block);
         c.kept_bytes += size;
       } catch (...) {
-        drop.push_back(p);
+        drop.push_back(block.p);
       }
     }
   }
@@ -102,7 +97,7 @@ void result_free(void* p, size_t bytes) noexcept {
 }
 
 size_t result_cache_clear() noexcept {
-  std::vector<Block> blocks;
+  std::vector<ResultBlock> blocks;
   size_t bytes;
   {
     Cache& c = cache();
@@ -111,7 +106,7 @@ size_t result_cache_clear() noexcept {
     bytes = c.kept_bytes;
     c.kept_bytes = 0;
   }
-  for (const Block& b : blocks) std::free(b.p);
+  for (const ResultBlock& b : blocks) std::free(b.p);
   return bytes;
 }
 

@@ -16,9 +16,15 @@ namespace fastconv {
 
 constexpr size_t kCachedMinBytes = size_t(4) << 20;
 
-// 64-byte aligned; throws std::bad_alloc.  `bytes` must be passed back to result_free.
-void* result_alloc(size_t bytes);
-void result_free(void* p, size_t bytes) noexcept;
+// A block of `bytes` >= what was asked (a kept block may be up to a quarter larger).
+struct ResultBlock {
+  void* p;
+  size_t bytes;
+};
+
+// 64-byte aligned; throws std::bad_alloc.  The block goes back whole to result_free.
+ResultBlock result_alloc(size_t bytes);
+void result_free(ResultBlock block) noexcept;
 // Frees every kept block; returns how many bytes were kept.
 size_t result_cache_clear() noexcept;
 size_t result_cache_bytes() noexcept;

@@ -315,3 +315,17 @@ def test_fork_while_other_threads_use_the_cache():
         stop.set()
         for th in threads:
             th.join()
+
+
+def test_a_reused_block_goes_back_whole():
+    """A 7 MiB result in a kept 8 MiB block returns all 8 MiB, so the next 8 MiB result finds the block again."""
+    y = big_conv()  # 8 MiB
+    address = y.ctypes.data
+    del y
+    rng = np.random.default_rng(0)
+    smaller = fastconv.conv2d(rand(rng, 1, 3, 256, 256), rand(rng, 28, 3, 3, 3), padding=1)  # 7 MiB: within a quarter
+    assert smaller.ctypes.data == address
+    del smaller
+    assert fastconv._core._cache_bytes() == 8 * MIB
+    again = big_conv(1)
+    assert again.ctypes.data == address

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,23 +41,21 @@ carray<T> new_array(const std::vector<py::ssize_t>& dims) {
   for (py::ssize_t d : dims) count = checked_mul(count, d, "result size");
   const size_t bytes = static_cast<size_t>(checked_mul(count, sizeof(T), "result size"));
   if (bytes < kCachedMinBytes) return carray<T>(dims);
-  struct Owned {
-    void* p;
-    size_t bytes;
-  };
-  void* p = result_alloc(bytes);
-  Owned* owned;
+  auto owned = std::make_unique<ResultBlock>();  // first: nothing to hand back if this throws
+  *owned = result_alloc(bytes);
+  void* const p = owned->p;
+  py::capsule base;
   try {
-    owned = new Owned{p, bytes};
+    base = py::capsule(owned.get(), [](void* o) {
+      ResultBlock* own = static_cast<ResultBlock*>(o);
+      result_free(*own);
+      delete own;
+    });
   } catch (...) {
-    result_free(p, bytes);
+    result_free(*owned);
     throw;
   }
-  py::capsule base(owned, [](void* o) {
-    Owned* own = static_cast<Owned*>(o);
-    result_free(own->p, own->bytes);
-    delete own;
-  });
+  owned.release();  // the capsule's now
   return carray<T>(dims, static_cast<T*>(p), base);
 }
 template <class T>
