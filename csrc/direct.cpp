@@ -135,6 +135,52 @@ int64_t implicit_rows(int64_t Cout, const LevelKernels<T>& k) {
   return round_up(Cout, implicit_panel(Cout, k));
 }
 
+// The channel tile for Cog output channels per group: the second where it
+// computes at least 6% fewer channels than the first.
+// FASTCONV_IMPLICIT_PANEL forces either, as for implicit_panel.
+template <class T>
+int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_PANEL")) {
+    if (std::strcmp(v, "1") == 0) return k.chan_width;
+    if (std::strcmp(v, "2") == 0) return k.chan_width2;
+  }
+  return 1.06 * double(round_up(Cog, k.chan_width2)) < double(round_up(Cog, k.chan_width)) ? k.chan_width2
+                                                                                           : k.chan_width;
+}
+
+// Channel vectors against position vectors, forward, batch 8 (avx2 / avx512):
+// 5x5/2 64 -> 128 channels at 56 1.12 / 1.12x, 32 -> 64 1.16 / 1.10x; 7x7/2 64
+// -> 64 at 112 1.05 / 1.08x; 3x3/2 64 -> 128 at 28 1.80 / 1.02x (14-wide rows);
+// 3x3 128 -> 128 in 4 groups at 28 1.05x at avx2 (32 channels a group; 0.77x at
+// avx512, whose 48- and 64-channel tiles waste a third of that); 64 -> 64 in 2
+// groups at 56 1.13x.  Short reductions lose to the transposed store: 3 -> 16
+// channels (K = 27) 0.77 / 0.34x, 3x3/2 16 -> 32 (K = 144) 0.76 / 0.65x; the
+// 7x7/2 stem (K = 147) 0.89-1.06 / 1.04x.  Hence K >= 256 and channel tiles at
+// least 90% full; and only where the level broadcasts a value in one load and
+// fuses the multiply-add (SSE2: 0.64-0.74x; NEON unmeasured).  Every channel
+// tile reads all of an image's planes again, so only while they stay in L2: the
+// float64 7x7/2 64 -> 64 layer at 112 (7 MiB of planes) ran 0.82x.
+constexpr int64_t kChanMinK = 256;
+constexpr double kChanMaxInputBytes = 1 << 20;
+
+// Whether the implicit GEMM's forward puts output channels in the vectors
+// (gemm_packed_channels) rather than output positions.  FASTCONV_IMPLICIT_VECTORS
+// (read on every call): channels or positions forces one, for tests and
+// comparisons; unset, the rule below.
+template <class T>
+bool implicit_channel_vectors(const ConvGeom& g, const LevelKernels<T>& k) {
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_VECTORS")) {
+    if (std::strcmp(v, "channels") == 0) return true;
+    if (std::strcmp(v, "positions") == 0) return false;
+  }
+  const int64_t Cg = g.C / g.groups, Cog = g.Cout / g.groups, K = Cg * g.kh * g.kw;
+  // The padded input planes the tiles read (one group's), against the budget below.
+  const double rows = double(g.OH - 1) * g.sh + double(g.kh - 1) * g.dh + 1;
+  const double cols = double(g.OW - 1) * g.sw + double(g.kw - 1) * g.dw + 1;
+  return k.chan_vectors_pay && K >= kChanMinK && double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
+         double(Cg) * rows * cols * sizeof(T) <= kChanMaxInputBytes;
+}
+
 }  // namespace
 
 bool use_implicit_gemm(const ConvGeom& g) {
@@ -401,7 +447,9 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // (Through a reference: the workers' lambda must see this thread's vector, not their own.)
   thread_local std::vector<T> kept_ap;
   std::vector<T>& ap = kept_ap;
-  const int64_t mr = implicit_panel(Cog, k), group_ap = checked_mul(round_up(Cog, mr), K, "implicit GEMM");
+  const bool chans = implicit_channel_vectors(g, k);
+  const int64_t mr = chans ? chan_panel(Cog, k) : implicit_panel(Cog, k);
+  const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "implicit GEMM");
   ap.resize(static_cast<size_t>(checked_mul(G, group_ap, "implicit GEMM")));
   for (int64_t gi = 0; gi < G; ++gi) pack_rows(w + gi * Cog * K, K, Cog, K, mr, ap.data() + gi * group_ap);
   // Runs go through a Cout x cols buffer of at most 64 Ki values.
@@ -438,11 +486,25 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
     // Padding rows are never written, so rows a band does not fill stay zero
     // or hold input rows it does not read.
     const int64_t rho0 = oh0 * g.sh, rho1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    // Channel vectors: the band's positions, each one's offset in the planes.
+    thread_local std::vector<int64_t> qoff;
+    if (chans) {
+      qoff.clear();
+      for (int64_t oh = oh0; oh < oh1; ++oh)
+        for (int64_t ow = 0; ow < g.OW; ++ow) qoff.push_back(oh * row_step + ow);
+    }
     for (int64_t gi = 0; gi < G; ++gi) {
       for (int64_t c = 0; c < Cg; ++c) ph.fill_rows(x + (n * g.C + gi * Cg + c) * HW, g, buf + c * plane, rho0, rho1);
       const int64_t o0 = gi * Cog;  // the group's first output channel
       T* yn = y + (n * g.Cout + o0) * P;
       const T* apg = ap.data() + gi * group_ap;
+      if (chans) {
+        k.gemm_packed_channels(mr, Cog, (oh1 - oh0) * g.OW, K, apg, buf, koff.data(), qoff.data(), yn + oh0 * g.OW, P);
+        if (b || ep.active())
+          for (int64_t o = o0; o < o0 + Cog; ++o)
+            ep.apply(y, (n * g.Cout + o) * P + oh0 * g.OW, (oh1 - oh0) * g.OW, b ? b[o] : T(0));
+        continue;
+      }
       for (int64_t oh = oh0; oh < oh1; oh += run_rows) {
         const int64_t r = std::min(run_rows, oh1 - oh);
         if (!run) {

@@ -324,6 +324,51 @@ def test_implicit_weight_gradient_ignores_inf_outside_its_windows(s, dtype, leve
     close(gw, gw_ref, dtype)
 
 
+# The implicit GEMM with output channels in the vectors (FASTCONV_IMPLICIT_VECTORS=channels; the rules take it for
+# long reductions at AVX2 and AVX-512): (id, (N, C, H, W), Cout, kernel, stride, pads (t, b, l, r), dilation,
+# groups).  Channel counts leave partial channel tiles of every level's widths (8/12 at SSE2 and NEON, 16/24 at
+# AVX2, 48/64 at AVX-512) and several tiles; position counts leave partial tiles of 4, 6 and 8 positions, across
+# output rows; strides, dilation, asymmetric padding and groups move the positions' reads.
+CHANNEL_VECTORS = [
+    ("odd_channels", (2, 5, 9, 11), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    ("strided_5x5_two_tiles", (1, 6, 13, 17), 37, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 1),
+    ("strides_2_3_dilated", (2, 4, 14, 26), 20, (3, 5), (2, 3), (1, 2, 2, 1), (1, 2), 1),
+    ("groups_3_dilated", (2, 9, 10, 9), 21, (3, 3), (1, 1), (2, 0, 1, 2), (2, 2), 3),
+    ("many_tiles_few_positions", (1, 3, 6, 5), 70, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("panel", ["1", "2"], ids=["tile1", "tile2"])
+@pytest.mark.parametrize("case", CHANNEL_VECTORS, ids=[c[0] for c in CHANNEL_VECTORS])
+def test_implicit_gemm_channel_vectors(case, panel, dtype, level, monkeypatch):
+    """Forward with bias and the stride-1 input gradient (the adjoint forward) on each channel tile; the weight
+    gradient beside them."""
+    _, xs, cout, k, s, pads, d, groups = case
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    monkeypatch.setenv("FASTCONV_IMPLICIT_VECTORS", "channels")
+    monkeypatch.setenv("FASTCONV_IMPLICIT_PANEL", panel)
+    rng = np.random.default_rng(cout)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1] // groups, *k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    for got, ref in run(x, w, b, s, pads, d, groups, dtype):
+        close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 64])
+def test_implicit_gemm_channel_vectors_in_bands(threads, monkeypatch):
+    """One image in bands of output rows (more threads than images), each band's positions its own tiles."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    monkeypatch.setenv("FASTCONV_IMPLICIT_VECTORS", "channels")
+    rng = np.random.default_rng(threads + 3)
+    x = rng.standard_normal((1, 5, 23, 19))
+    w = rng.standard_normal((30, 5, 3, 3))
+    (y, y_ref), (gx, gx_ref), _ = run_at_threads(threads, x, w, None, (2, 1), (1, 1, 1, 1), (1, 1), 1, np.float64)
+    close(y, y_ref, np.float64)
+    close(gx, gx_ref, np.float64)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     n=st.integers(1, 3),
@@ -334,25 +379,29 @@ def test_implicit_weight_gradient_ignores_inf_outside_its_windows(s, dtype, leve
     s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
     pads=st.tuples(*[st.integers(0, 2)] * 4),
+    vectors=st.sampled_from(["positions", "channels"]),
     seed=st.integers(0, 2**16),
 )
-def test_implicit_gemm_random_geometries(n, c, cout, hw, k, s, d, pads, seed, level):
-    """Random single-group geometries on the implicit GEMM at every level, float32: forward, input gradient and
-    the weight gradient's channel tiles, tap-row padding and compact planes against the float64 reference."""
+def test_implicit_gemm_random_geometries(n, c, cout, hw, k, s, d, pads, vectors, seed, level):
+    """Random single-group geometries on the implicit GEMM at every level, float32, with output positions or
+    output channels in the vectors: forward, input gradient and the weight gradient's channel tiles, tap-row
+    padding and compact planes against the float64 reference."""
     if hw[0] + pads[0] + pads[1] < d[0] * (k[0] - 1) + 1 or hw[1] + pads[2] + pads[3] < d[1] * (k[1] - 1) + 1:
         return  # no output: the shape check's case, tested in test_conv
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, *hw)).astype(np.float32)
     w = rng.standard_normal((cout, c, *k)).astype(np.float32)
-    old = os.environ.get("FASTCONV_IMPLICIT_GEMM")
-    os.environ["FASTCONV_IMPLICIT_GEMM"] = "1"
+    settings_ = {"FASTCONV_IMPLICIT_GEMM": "1", "FASTCONV_IMPLICIT_VECTORS": vectors}
+    old = {name: os.environ.get(name) for name in settings_}
+    os.environ.update(settings_)
     try:
         got = run(x, w, None, s, pads, d, 1, np.float32)
     finally:
-        if old is None:
-            del os.environ["FASTCONV_IMPLICIT_GEMM"]
-        else:
-            os.environ["FASTCONV_IMPLICIT_GEMM"] = old
+        for name, value in old.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     for y, ref in got:
         close(y, ref, np.float32)
 

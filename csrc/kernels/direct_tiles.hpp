@@ -107,8 +107,10 @@ void direct_forward_channels(const T* buf, DirectPlane ph, const ConvGeom& g, co
   const int64_t taps = g.kh * g.kw, P = g.OH * g.OW;
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     const T* row = buf + oh * ph.row_step;
-    for (int64_t ow0 = 0; ow0 < g.OW; ow0 += block) {
-      const int64_t valid = imin(block, g.OW - ow0);
+    for (int64_t ow = 0; ow < g.OW; ow += block) {
+      // A row at least one block wide ends in a whole block that overlaps the one before: the
+      // overlapped columns are computed twice, in the same order, so both stores write the same values.
+      const int64_t ow0 = g.OW >= block ? imin(ow, g.OW - block) : ow, valid = imin(block, g.OW - ow0);
       for (int64_t oc = c0; oc < c1; oc += RO)
         direct_forward_block<T, RO, RC>(row + ow0, ph.offs, taps, w + oc * taps, b ? b + oc : nullptr,
                                         y + oc * P + oh * g.OW + ow0, P, valid);

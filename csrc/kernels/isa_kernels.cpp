@@ -59,6 +59,10 @@ LevelKernels<T> level_kernels() {
   k.gemm_packed = gemm_packed<T>;
   k.gemm_packed_rows = gemm_packed_rows<T>;
   k.gemm_packed_vecs = gemm_packed_vecs<T>;
+  k.chan_width = kPackedVecs * kLanes<T>;
+  k.chan_width2 = kPackedVecs2 * kLanes<T>;
+  k.chan_vectors_pay = kVecBytes >= 32;  // AVX2 and AVX-512: vbroadcastss and FMA
+  k.gemm_packed_channels = gemm_packed_channels<T>;
   k.tn_rows = kTnRows;
   k.gemm_tn_rows = gemm_tn_rows<T>;
   k.transpose_lanes = transpose_lanes<T>;

@@ -202,6 +202,79 @@ void gemm_packed_vecs(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, 
     packed_tiles_for<T, false>(mr, M, Q, K, ap, row, given(1), c, ldc);
 }
 
+// C = A B with A's rows (the output channels) in the vectors instead of B's
+// columns: the implicit GEMM transposed, for layers whose positions fill
+// vectors badly (strided, dilated and grouped layers on maps whose rows are not
+// a multiple of the lanes wide) while their channels fill them.  Each position
+// of a tile broadcasts its value in B's row k against NV vectors of A's rows,
+// so positions may lie anywhere (any stride, across output rows); the tile is
+// stored transposed, each channel's run of positions at once.  MLAS's NCHWc
+// kernels put the channels in the vectors so too.
+//
+// Contract:
+//   A  M x K, packed by pack_rows in panels of W = NV * V rows (the tile's
+//      channels: kPackedVecs or kPackedVecs2 vectors, passed as `width` in
+//      values); rows of the last panel past M are zero.
+//   B  position j's value in row k at b[qoff[j] + koff[k]]: scalar reads,
+//      nothing read past them.
+//   C  M x N, element (i, j) at c[i * ldc + j]; overwritten, never read.
+//   M, N >= 0, K >= 1.  A tile's positions past N repeat position N - 1 and
+//   are never stored.
+// Tile: MR positions x NV vectors of channels, as the packed tiles above (6 x 2
+// with 16 vector registers, 8 x 3 with 32; the second 4 x 3 / 6 x 4).  Loops:
+// channel panels outside, so a K x W panel of A (100 KiB at K = 1600 and
+// AVX2's 16 channels) is reused from L2 by every tile of positions.  The
+// transposed store goes through a buffer, lane by lane: MR * W values after
+// K * MR * NV multiply-adds.
+template <class T, int64_t MR, int64_t NV>
+void chan_tiles(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, const int64_t* qoff,
+                T* c, int64_t ldc) {
+  constexpr int64_t V = kLanes<T>, W = NV * V;
+  for (int64_t i0 = 0; i0 < M; i0 += W) {
+    const T* const a = ap + (i0 / W) * K * W;
+    const int64_t rows = imin(W, M - i0);
+    for (int64_t j0 = 0; j0 < N; j0 += MR) {
+      const int64_t cols = imin(MR, N - j0);
+      const T* bp[MR];
+      for (int64_t j = 0; j < MR; ++j) bp[j] = b + qoff[j0 + imin(j, cols - 1)];
+      Vec<T> acc[MR][NV] = {};
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t o = koff[k];
+        Vec<T> av[NV];
+        for (int64_t v = 0; v < NV; ++v) av[v] = load(a + k * W + v * V);
+        for (int64_t j = 0; j < MR; ++j) {
+          const T bv = bp[j][o];  // scalar times vector: one broadcast load
+          for (int64_t v = 0; v < NV; ++v) acc[j][v] += bv * av[v];
+        }
+      }
+      T t[MR][W];
+#pragma GCC unroll 8
+      for (int64_t j = 0; j < MR; ++j)
+#pragma GCC unroll 4
+        for (int64_t v = 0; v < NV; ++v) store(t[j] + v * V, acc[j][v]);
+      T* const ci = c + i0 * ldc + j0;
+      if (cols == MR) {  // constant bounds: moves without a branch per value
+        for (int64_t r = 0; r < rows; ++r)
+#pragma GCC unroll 8
+          for (int64_t j = 0; j < MR; ++j) ci[r * ldc + j] = t[j][r];
+      } else {
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j) ci[r * ldc + j] = t[j][r];
+      }
+    }
+  }
+}
+
+// width: the first tile's channels (kPackedVecs vectors) or the second's (kPackedVecs2).
+template <class T>
+void gemm_packed_channels(int64_t width, int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff,
+                          const int64_t* qoff, T* c, int64_t ldc) {
+  if (width == kPackedVecs2 * kLanes<T>)
+    chan_tiles<T, kPackedRows2, kPackedVecs2>(M, N, K, ap, b, koff, qoff, c, ldc);
+  else
+    chan_tiles<T, kPackedRows, kPackedVecs>(M, N, K, ap, b, koff, qoff, c, ldc);
+}
+
 // C (K x M, ldc) += B A^T, a reduction over output positions: the implicit
 // GEMM's weight gradient, transposed (gw^T, tap rows by output channels).
 // Output channels are the vector dimension, positions the scalar one, so no
