@@ -523,6 +523,11 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       gx = nullptr;
     }
   }
+  // A strided one as sh x sw stride-1 phases, each summing only the taps that meet it.
+  if (gx && g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, sizeof(T)) && all_finite(w, g.Cout * K)) {
+    strided_input_grad(gy, w, gx, g);
+    gx = nullptr;
+  }
   if (gw && g.N > 0 && use_implicit_weight_grad(g) &&
       !(std::is_same_v<T, float> && use_winograd_weight_grad(g) && !implicit_weight_grad_beats_winograd(g))) {
     implicit_gemm_weight_grad(x, gy, gw, g);

@@ -39,6 +39,17 @@ bool implicit_weight_grad_beats_winograd(const ConvGeom& g);
 template <class T>
 void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g);
 
+// True when a strided layer's input gradient runs as sub-pixel phases on the
+// implicit GEMM with input channels in the vectors (strided_input_grad; the
+// FASTCONV_IMPLICIT_GEMM switch as above); elem_bytes: sizeof the dtype.
+bool use_strided_input_grad(const ConvGeom& g, int64_t elem_bytes);
+
+// gx (overwritten) for use_strided_input_grad geometries.  gy's zero padding
+// meets the weights (0 * Inf), so the caller keeps non-finite weights off it,
+// as off the adjoint forward.
+template <class T>
+void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g);
+
 // Which vector width this build's direct kernels use (for show_config).
 std::string direct_kernel_name();
 

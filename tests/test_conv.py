@@ -619,6 +619,28 @@ def test_winograd_wide_layers_at_every_level(case, rng, monkeypatch):
         fastconv.set_num_threads(old)
 
 
+# Layers the rules put on the implicit GEMM with channels in the vectors (no switch forced), at every level: the
+# AVX2 and AVX-512 rules take the forward of long reductions and the strided input gradient of 5x5/2-class layers
+# (sub-pixel phases); elsewhere the same layers take the other paths.  (id, N, C_in, H, C_out, kernel, stride,
+# padding, groups, dtype).
+RULE_CHANNEL_VECTORS = [
+    ("strided_5x5", 2, 64, 24, 128, 5, 2, 2, 1, np.float32),
+    ("strided_5x5_f64", 1, 32, 17, 64, 5, 2, 2, 1, np.float64),
+    ("strided_7x7", 1, 16, 30, 64, 7, 2, 3, 1, np.float32),
+    ("grouped_3x3", 2, 128, 14, 128, 3, 1, 1, 4, np.float32),
+]
+
+
+@pytest.mark.usefixtures("level")
+@pytest.mark.parametrize("case", RULE_CHANNEL_VECTORS, ids=[c[0] for c in RULE_CHANNEL_VECTORS])
+def test_channel_vector_rules_match_torch(case, rng):
+    _, n, c, h, co, k, s, p, groups, dtype = case
+    x = rng.standard_normal((n, c, h, h + 1)).astype(dtype)
+    w = (rng.standard_normal((co, c // groups, k, k)) / np.sqrt(k * k * c / groups)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    assert_matches_torch(x, w, b, s, p, groups=groups, rng=rng)
+
+
 # Dilated 3x3 stride-1 layers with padding d*q on every side over maps whose sides are multiples of d run as d*d
 # undilated phases on Winograd (conv.cpp, dilated_phases), forward and both gradients: (id, forced, threads, N, C_in,
 # H, W, C_out, dilation, padding).  forced (FASTCONV_WINOGRAD=1) takes the phases wherever eligible; rules_* are

@@ -369,6 +369,43 @@ def test_implicit_gemm_channel_vectors_in_bands(threads, monkeypatch):
     close(gx, gx_ref, np.float64)
 
 
+# A strided layer's input gradient as sh x sw sub-pixel phases on the channel-vector GEMM (forced by
+# FASTCONV_IMPLICIT_GEMM=1; the rules take 5x5/2- and 7x7/2-class layers at AVX2 and AVX-512): (id, (N, C, H, W),
+# Cout, kernel, stride, pads (t, b, l, r), dilation, groups).  Phases with different tap counts, phases no tap meets
+# (kernel or dilation smaller than the stride: zeros), strides 2 and 3 with dilation, padding that shifts the phases,
+# groups, input sizes that leave phases of unequal size, channel counts that leave partial channel tiles.
+STRIDED_INPUT_GRAD = [
+    ("5x5_s2", (2, 6, 13, 12), 20, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 1),
+    ("1x1_s2_empty_phases", (1, 5, 9, 8), 7, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    ("3x2_s3x2_dilated", (2, 4, 17, 11), 9, (3, 2), (3, 2), (1, 0, 2, 1), (2, 3), 1),
+    ("4x4_s2_grouped", (2, 8, 10, 9), 12, (4, 4), (2, 2), (1, 2, 0, 3), (1, 1), 2),
+    ("7x7_s2_three_groups", (1, 9, 15, 14), 30, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 3),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", STRIDED_INPUT_GRAD, ids=[c[0] for c in STRIDED_INPUT_GRAD])
+def test_strided_input_gradient_phases(case, dtype, level, monkeypatch):
+    _, xs, cout, k, s, pads, d, groups = case
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(cout + 7)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((cout, xs[1] // groups, *k)).astype(dtype)
+    _, (gx, gx_ref), _ = run(x, w, None, s, pads, d, groups, dtype)
+    close(gx, gx_ref, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 64])
+def test_strided_input_gradient_phases_threads(threads, monkeypatch):
+    """Items are (image, group, phase): one image in two groups, 4 phases, at more threads than items."""
+    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
+    rng = np.random.default_rng(threads + 17)
+    x = rng.standard_normal((1, 6, 19, 16))
+    w = rng.standard_normal((10, 3, 5, 5))
+    _, (gx, gx_ref), _ = run_at_threads(threads, x, w, None, (2, 2), (2, 2, 2, 2), (1, 1), 2, np.float64)
+    close(gx, gx_ref, np.float64)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     n=st.integers(1, 3),

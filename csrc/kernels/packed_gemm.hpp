@@ -217,7 +217,9 @@ void gemm_packed_vecs(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, 
 //      values); rows of the last panel past M are zero.
 //   B  position j's value in row k at b[qoff[j] + koff[k]]: scalar reads,
 //      nothing read past them.
-//   C  M x N, element (i, j) at c[i * ldc + j]; overwritten, never read.
+//   C  M x N, element (i, j) at c[i * ldc + coff[j]] (positions may land
+//      anywhere: the strided input gradient's phases, direct.cpp);
+//      overwritten, never read.
 //   M, N >= 0, K >= 1.  A tile's positions past N repeat position N - 1 and
 //   are never stored.
 // Tile: MR positions x NV vectors of channels, as the packed tiles above (6 x 2
@@ -228,7 +230,7 @@ void gemm_packed_vecs(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, 
 // K * MR * NV multiply-adds.
 template <class T, int64_t MR, int64_t NV>
 void chan_tiles(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, const int64_t* qoff,
-                T* c, int64_t ldc) {
+                const int64_t* coff, T* c, int64_t ldc) {
   constexpr int64_t V = kLanes<T>, W = NV * V;
   for (int64_t i0 = 0; i0 < M; i0 += W) {
     const T* const a = ap + (i0 / W) * K * W;
@@ -252,14 +254,15 @@ void chan_tiles(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const 
       for (int64_t j = 0; j < MR; ++j)
 #pragma GCC unroll 4
         for (int64_t v = 0; v < NV; ++v) store(t[j] + v * V, acc[j][v]);
-      T* const ci = c + i0 * ldc + j0;
+      T* const ci = c + i0 * ldc;
+      const int64_t* const cj = coff + j0;
       if (cols == MR) {  // constant bounds: moves without a branch per value
         for (int64_t r = 0; r < rows; ++r)
 #pragma GCC unroll 8
-          for (int64_t j = 0; j < MR; ++j) ci[r * ldc + j] = t[j][r];
+          for (int64_t j = 0; j < MR; ++j) ci[r * ldc + cj[j]] = t[j][r];
       } else {
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j) ci[r * ldc + j] = t[j][r];
+          for (int64_t j = 0; j < cols; ++j) ci[r * ldc + cj[j]] = t[j][r];
       }
     }
   }
@@ -268,11 +271,11 @@ void chan_tiles(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const 
 // width: the first tile's channels (kPackedVecs vectors) or the second's (kPackedVecs2).
 template <class T>
 void gemm_packed_channels(int64_t width, int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff,
-                          const int64_t* qoff, T* c, int64_t ldc) {
+                          const int64_t* qoff, const int64_t* coff, T* c, int64_t ldc) {
   if (width == kPackedVecs2 * kLanes<T>)
-    chan_tiles<T, kPackedRows2, kPackedVecs2>(M, N, K, ap, b, koff, qoff, c, ldc);
+    chan_tiles<T, kPackedRows2, kPackedVecs2>(M, N, K, ap, b, koff, qoff, coff, c, ldc);
   else
-    chan_tiles<T, kPackedRows, kPackedVecs>(M, N, K, ap, b, koff, qoff, c, ldc);
+    chan_tiles<T, kPackedRows, kPackedVecs>(M, N, K, ap, b, koff, qoff, coff, c, ldc);
 }
 
 // C (K x M, ldc) += B A^T, a reduction over output positions: the implicit

@@ -77,14 +77,14 @@ struct LevelKernels {
   void (*gemm_packed_vecs)(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, const T* b, const int64_t* koff,
                            const int64_t* boff, const int64_t* coff, const int64_t* cnt, bool halves, T* c,
                            int64_t ldc);
-  // C (M x N, ldc) = A B with A's rows in the vectors: A packed by pack_rows in panels of chan_width or
-  // chan_width2 rows (which one as the first argument), position j's value in B's row k at
-  // b[qoff[j] + koff[k]] (contract in packed_gemm.hpp).
+  // C = A B with A's rows in the vectors: A packed by pack_rows in panels of chan_width or chan_width2 rows
+  // (which one as the first argument), position j's value in B's row k at b[qoff[j] + koff[k]], C's element
+  // (i, j) at c[i * ldc + coff[j]] (contract in packed_gemm.hpp).
   // chan_vectors_pay: the level broadcasts in one load and has fused multiply-adds (direct.cpp's rule).
   int64_t chan_width, chan_width2;
   bool chan_vectors_pay;
   void (*gemm_packed_channels)(int64_t width, int64_t M, int64_t N, int64_t K, const T* ap, const T* b,
-                               const int64_t* koff, const int64_t* qoff, T* c, int64_t ldc);
+                               const int64_t* koff, const int64_t* qoff, const int64_t* coff, T* c, int64_t ldc);
   // C (K x M, ldc) += B A^T over `segs` runs of `len` positions, B's row k, run s at b + koff[k] + soff[s],
   // A^T's rows lda apart (the implicit weight gradient, transposed; contract in packed_gemm.hpp); K a
   // multiple of tn_rows.
