@@ -418,7 +418,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
     direct_forward(x, w, b, y, g, ep);
     return;
   }
-  if (use_implicit_gemm(g)) {
+  if (use_implicit_gemm(g, sizeof(T))) {
     implicit_gemm_forward(x, w, b, y, g, ep);
     return;
   }
@@ -508,7 +508,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     const ConvGeom ga = adjoint_geom(g);
     const bool winograd =
         std::is_same_v<T, float> && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && !implicit_beats_winograd(ga);
-    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga) &&
+    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga, sizeof(T)) &&
         all_finite(w, g.Cout * K)) {
       const int64_t taps = g.kh * g.kw;
       thread_local std::vector<T> wa;  // kept between calls: no page faults per call

@@ -159,32 +159,41 @@ int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
 // 7x7/2 stem (K = 147) 0.89-1.06 / 1.04x.  Hence K >= 256 and channel tiles at
 // least 90% full; and only where the level broadcasts a value in one load and
 // fuses the multiply-add (SSE2: 0.64-0.74x; NEON unmeasured).  Every channel
-// tile reads all of an image's planes again, so only while they stay in L2: the
-// float64 7x7/2 64 -> 64 layer at 112 (7 MiB of planes) ran 0.82x.
-constexpr int64_t kChanMinK = 256;
-constexpr double kChanMaxInputBytes = 1 << 20;
+// tile reads all of an image's planes again: 7x7/2 64 -> 64 at 112 gained with
+// 3.5 MiB of them (float32), lost with 7 MiB (float64: 0.82x).  Kernels of 25
+// taps and more take it past the implicit GEMM's limits on K (the column matrix
+// is 25 copies of the input or more): 5x5 128 -> 128 channels at 56 1.19x
+// im2col's speed, 5x5/2 96 -> 128 at 28 1.24x; not 3x3/2 layers with many
+// channels (128 -> 256 at 28 0.95x, 256 -> 512 at 14 0.93x).
+constexpr int64_t kChanMinK = 256, kChanWideTaps = 25;
+constexpr double kChanMaxInputBytes = 4 << 20;
+
+// Where the channel vectors pay (the rules above), for values of elem_bytes.
+bool channel_vectors_suit(const ConvGeom& g, const LevelKernels<float>& k, int64_t elem_bytes) {
+  const int64_t Cg = g.C / g.groups, Cog = g.Cout / g.groups, K = Cg * g.kh * g.kw;
+  // The padded input planes the tiles read (one group's), against the budget above.
+  const double rows = double(g.OH - 1) * g.sh + double(g.kh - 1) * g.dh + 1;
+  const double cols = double(g.OW - 1) * g.sw + double(g.kw - 1) * g.dw + 1;
+  return k.chan_vectors_pay && K >= kChanMinK && double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
+         double(Cg) * rows * cols * double(elem_bytes) <= kChanMaxInputBytes;
+}
 
 // Whether the implicit GEMM's forward puts output channels in the vectors
 // (gemm_packed_channels) rather than output positions.  FASTCONV_IMPLICIT_VECTORS
 // (read on every call): channels or positions forces one, for tests and
-// comparisons; unset, the rule below.
+// comparisons; unset, the rules above.
 template <class T>
-bool implicit_channel_vectors(const ConvGeom& g, const LevelKernels<T>& k) {
+bool implicit_channel_vectors(const ConvGeom& g) {
   if (const char* v = std::getenv("FASTCONV_IMPLICIT_VECTORS")) {
     if (std::strcmp(v, "channels") == 0) return true;
     if (std::strcmp(v, "positions") == 0) return false;
   }
-  const int64_t Cg = g.C / g.groups, Cog = g.Cout / g.groups, K = Cg * g.kh * g.kw;
-  // The padded input planes the tiles read (one group's), against the budget below.
-  const double rows = double(g.OH - 1) * g.sh + double(g.kh - 1) * g.dh + 1;
-  const double cols = double(g.OW - 1) * g.sw + double(g.kw - 1) * g.dw + 1;
-  return k.chan_vectors_pay && K >= kChanMinK && double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
-         double(Cg) * rows * cols * sizeof(T) <= kChanMaxInputBytes;
+  return channel_vectors_suit(g, kernels_for<float>(), sizeof(T));
 }
 
 }  // namespace
 
-bool use_implicit_gemm(const ConvGeom& g) {
+bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes) {
   const ImplicitMode mode = implicit_mode();
   // Per group: C and Cout below are a group's (grouped layers run their groups in turn).
   const int64_t C = g.C / g.groups, Cout = g.Cout / g.groups;
@@ -200,7 +209,8 @@ bool use_implicit_gemm(const ConvGeom& g) {
   const LevelKernels<float>& k = kernels_for<float>();
   const int64_t K = C * g.kh * g.kw;
   const bool short_k = K <= kSmallK;
-  const bool k_fits = K <= kImplicitMaxK || (C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK);
+  const bool k_fits = K <= kImplicitMaxK || (C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK) ||
+                      (g.kh * g.kw >= kChanWideTaps && channel_vectors_suit(g, k, elem_bytes));
   return g.kh * g.kw > 1 && (!short_k || (Cout <= 16 && g.OW <= 64)) && k_fits &&
          implicit_tiling(g, k.lanes).kept > 0.6 && double(Cout) / double(implicit_rows(Cout, k)) > 0.6;
 }
@@ -448,7 +458,7 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // (Through a reference: the workers' lambda must see this thread's vector, not their own.)
   thread_local std::vector<T> kept_ap;
   std::vector<T>& ap = kept_ap;
-  const bool chans = implicit_channel_vectors(g, k);
+  const bool chans = implicit_channel_vectors<T>(g);
   const int64_t mr = chans ? chan_panel(Cog, k) : implicit_panel(Cog, k);
   const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "implicit GEMM");
   ap.resize(static_cast<size_t>(checked_mul(G, group_ap, "implicit GEMM")));
@@ -697,6 +707,8 @@ struct GradPhases {
 
 }  // namespace
 
+constexpr double kChanMaxPhaseWeightBytes = 1 << 20;
+
 bool use_strided_input_grad(const ConvGeom& g, int64_t elem_bytes) {
   const ImplicitMode mode = implicit_mode();
   const int64_t Cg = g.C / g.groups, Cog = g.Cout / g.groups;
@@ -718,7 +730,7 @@ bool use_strided_input_grad(const ConvGeom& g, int64_t elem_bytes) {
   // 1.20x; but 3x3/2 (phases of one tap each way) 64 -> 128 at 56 0.92x, 128 -> 256 at 28 0.97x, and 256 -> 512 at
   // 14 0.64x (2 MiB of weights a phase for 49 positions an image).
   return k.chan_vectors_pay && rlo >= 2 && clo >= 2 && Cog * rlo * clo >= kChanMinK &&
-         double(Cg) * double(Cog * rhi * chi) * double(elem_bytes) <= kChanMaxInputBytes &&
+         double(Cg) * double(Cog * rhi * chi) * double(elem_bytes) <= kChanMaxPhaseWeightBytes &&
          double(Cg) >= 0.9 * double(round_up(Cg, chan_panel(Cg, k))) &&
          double(Cog) * double(ph.plane()) * double(elem_bytes) <= kChanMaxInputBytes;
 }

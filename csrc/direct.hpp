@@ -19,7 +19,8 @@ bool use_direct(const ConvGeom& g);
 // several input channels, a short reduction C*kh*kw, rows at least half a tile
 // wide.  FASTCONV_IMPLICIT_GEMM=0 turns it off, =1 takes every layer of one
 // group (tests reach the edge cases so).
-bool use_implicit_gemm(const ConvGeom& g);
+// elem_bytes: sizeof the dtype (the rules budget the planes the tiles read).
+bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes = 4);
 
 // y = conv(x, w) + b on the packed GEMM kernel, B read in place from padded
 // input planes (no column matrix); b may be null.
