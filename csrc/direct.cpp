@@ -156,8 +156,12 @@ int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
 // avx512, whose 48- and 64-channel tiles waste a third of that); 64 -> 64 in 2
 // groups at 56 1.13x.  Short reductions lose to the transposed store: 3 -> 16
 // channels (K = 27) 0.77 / 0.34x, 3x3/2 16 -> 32 (K = 144) 0.76 / 0.65x; the
-// 7x7/2 stem (K = 147) 0.89-1.06 / 1.04x.  Hence K >= 256 and channel tiles at
-// least 90% full; and only where the level broadcasts a value in one load and
+// 7x7/2 stem (K = 147) 0.89-1.06 / 1.04x.  Where the position vectors waste
+// nothing, a reduction of 288 does not pay for the transposed store either:
+// batch 64, 3x3 32 -> 32 channels at 16x16 0.94x, 3x3/2 32 -> 64 onto 8x8
+// 0.94x, 32 -> 32 at 32x32 1.00x.  Hence K >= 256, and >= 512 unless the
+// position vectors would leave 5% or more of their columns empty (the layouts
+// of implicit_tiling), and channel tiles at least 90% full; and only where the level broadcasts a value in one load and
 // fuses the multiply-add (SSE2: 0.64-0.74x; NEON unmeasured).  Every channel
 // tile reads all of an image's planes again: 7x7/2 64 -> 64 at 112 gained with
 // 3.5 MiB of them (float32), lost with 7 MiB (float64: 0.82x).  Kernels of 25
@@ -165,7 +169,7 @@ int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
 // is 25 copies of the input or more): 5x5 128 -> 128 channels at 56 1.19x
 // im2col's speed, 5x5/2 96 -> 128 at 28 1.24x; not 3x3/2 layers with many
 // channels (128 -> 256 at 28 0.95x, 256 -> 512 at 14 0.93x).
-constexpr int64_t kChanMinK = 256, kChanWideTaps = 25;
+constexpr int64_t kChanMinK = 256, kChanLongK = 512, kChanWideTaps = 25;
 constexpr double kChanMaxInputBytes = 4 << 20;
 
 // Where the channel vectors pay (the rules above), for values of elem_bytes.
@@ -174,7 +178,8 @@ bool channel_vectors_suit(const ConvGeom& g, const LevelKernels<float>& k, int64
   // The padded input planes the tiles read (one group's), against the budget above.
   const double rows = double(g.OH - 1) * g.sh + double(g.kh - 1) * g.dh + 1;
   const double cols = double(g.OW - 1) * g.sw + double(g.kw - 1) * g.dw + 1;
-  return k.chan_vectors_pay && K >= kChanMinK && double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
+  return k.chan_vectors_pay && K >= kChanMinK && (K >= kChanLongK || implicit_tiling(g, k.lanes).kept < 0.95) &&
+         double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
          double(Cg) * rows * cols * double(elem_bytes) <= kChanMaxInputBytes;
 }
 
