@@ -161,8 +161,9 @@ int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
 // batch 64, 3x3 32 -> 32 channels at 16x16 0.94x, 3x3/2 32 -> 64 onto 8x8
 // 0.94x, 32 -> 32 at 32x32 1.00x.  Hence K >= 256, and >= 512 unless the
 // position vectors would leave 5% or more of their columns empty (the layouts
-// of implicit_tiling), and channel tiles at least 90% full; and only where the level broadcasts a value in one load and
-// fuses the multiply-add (SSE2: 0.64-0.74x; NEON unmeasured).  Every channel
+// of implicit_tiling), and channel tiles at least 90% full; and only where the
+// level broadcasts a value in one load and fuses the multiply-add (SSE2:
+// 0.64-0.74x; NEON unmeasured).  Every channel
 // tile reads all of an image's planes again: 7x7/2 64 -> 64 at 112 gained with
 // 3.5 MiB of them (float32), lost with 7 MiB (float64: 0.82x).  Kernels of 25
 // taps and more take it past the implicit GEMM's limits on K (the column matrix
@@ -750,7 +751,16 @@ void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
   // Per phase: B's rows (o, i, j) and the positions' offsets in the planes and in a gx plane; per (group, phase)
   // the packed weights, A[c][(o, i, j)] = w[o][c][i][j].
   std::vector<std::vector<int64_t>> koff(phases), qoff(phases), coff(phases);
-  std::vector<std::vector<T>> ap(G * phases);
+  std::vector<int64_t> ap_at(G * phases + 1, 0);  // (group, phase) gi * phases + p's weights at ap[ap_at[.]]
+  for (int64_t p = 0; p < phases; ++p) {
+    const int64_t K = Cog * int64_t(ph.rows[p / g.sw].tap.size() * ph.cols[p % g.sw].tap.size());
+    for (int64_t gi = 0; gi < G; ++gi) ap_at[gi * phases + p + 1] = packed_size(Cg, K, width);
+  }
+  for (int64_t i = 0; i < G * phases; ++i) ap_at[i + 1] = checked_add(ap_at[i], ap_at[i + 1], "input gradient weights");
+  // Kept by the calling thread between calls, as the forward's are (no fresh pages per call).
+  thread_local std::vector<T> kept_ap;
+  std::vector<T>& ap = kept_ap;
+  ap.resize(static_cast<size_t>(ap_at.back()));
   std::vector<T> a;
   for (int64_t p = 0; p < phases; ++p) {
     const GradAxis &ra = ph.rows[p / g.sw], &ca = ph.cols[p % g.sw];
@@ -773,9 +783,7 @@ void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
           for (int64_t i : ra.tap)
             for (int64_t j : ca.tap) *row++ = w[((gi * Cog + o) * Cg + c) * taps + i * g.kw + j];
       }
-      std::vector<T>& packed = ap[gi * phases + p];
-      packed.resize(static_cast<size_t>(packed_size(Cg, K, width)));
-      pack_rows(a.data(), K, Cg, K, width, packed.data());
+      pack_rows(a.data(), K, Cg, K, width, ap.data() + ap_at[gi * phases + p]);
     }
   }
   // Items: (image, group, phase); each fills its image's gy planes for the group (only their interior: the
@@ -799,9 +807,10 @@ void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
       for (int64_t oh = 0; oh < g.OH; ++oh)
         std::copy(gyg + o * P + oh * g.OW, gyg + o * P + (oh + 1) * g.OW,
                   buf + o * plane + (ph.top + oh) * ph.ld + ph.left);
-    k.gemm_packed_channels(width, Cg, npos, K, ap[gi * phases + p].data(), buf, koff[p].data(), qoff[p].data(),
+    k.gemm_packed_channels(width, Cg, npos, K, ap.data() + ap_at[gi * phases + p], buf, koff[p].data(), qoff[p].data(),
                            coff[p].data(), gxg, HW);
   });
+  release_if_large(ap);
 }
 
 template <class T>
