@@ -114,39 +114,36 @@ ImplicitMode implicit_mode() {
 
 namespace {
 
-// The row panel for Cout output channels: the second tile where it computes
-// at least 6% fewer rows than the first, whose shape is the faster one (AVX2,
-// batch 64, forward / input gradient, 4 x 3 against 6 x 2: 16 channels at 32x32
-// 1.13 / 1.12x, 32 at 16x16 1.10 / 1.07x, where 6-row panels compute 18 and 36
-// rows; but 64 channels at 8x8 0.97 / 1.04x, 66 rows against 64, and 24 at
-// 16x16, both exact, 0.93 / 0.94x).
+// Of a kernel's two tiles, `first` and `second` channels (or rows) tall, the one
+// for n of them: the second where it computes at least 6% fewer than the first,
+// whose shape is the faster one (AVX2, batch 64, forward / input gradient, 4 x 3
+// against 6 x 2: 16 channels at 32x32 1.13 / 1.12x, 32 at 16x16 1.10 / 1.07x,
+// where 6-row panels compute 18 and 36 rows; but 64 channels at 8x8 0.97 /
+// 1.04x, 66 rows against 64, and 24 at 16x16, both exact, 0.93 / 0.94x).
 // FASTCONV_IMPLICIT_PANEL (read on every call): 1 or 2 forces the first or the
 // second tile, for tests and comparisons.
+int64_t pick_tile(int64_t n, int64_t first, int64_t second) {
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_PANEL")) {
+    if (std::strcmp(v, "1") == 0) return first;
+    if (std::strcmp(v, "2") == 0) return second;
+  }
+  return 1.06 * double(round_up(n, second)) < double(round_up(n, first)) ? second : first;
+}
+
+// The packed GEMM's row panel for Cout output channels (position vectors).
 template <class T>
 int64_t implicit_panel(int64_t Cout, const LevelKernels<T>& k) {
-  if (const char* v = std::getenv("FASTCONV_IMPLICIT_PANEL")) {
-    if (std::strcmp(v, "1") == 0) return k.packed_rows;
-    if (std::strcmp(v, "2") == 0) return k.packed_rows2;
-  }
-  return 1.06 * double(round_up(Cout, k.packed_rows2)) < double(round_up(Cout, k.packed_rows)) ? k.packed_rows2
-                                                                                               : k.packed_rows;
+  return pick_tile(Cout, k.packed_rows, k.packed_rows2);
 }
 template <class T>
 int64_t implicit_rows(int64_t Cout, const LevelKernels<T>& k) {
   return round_up(Cout, implicit_panel(Cout, k));
 }
 
-// The channel tile for Cog output channels per group: the second where it
-// computes at least 6% fewer channels than the first.
-// FASTCONV_IMPLICIT_PANEL forces either, as for implicit_panel.
+// The channel tile for Cog output channels per group (channel vectors).
 template <class T>
 int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
-  if (const char* v = std::getenv("FASTCONV_IMPLICIT_PANEL")) {
-    if (std::strcmp(v, "1") == 0) return k.chan_width;
-    if (std::strcmp(v, "2") == 0) return k.chan_width2;
-  }
-  return 1.06 * double(round_up(Cog, k.chan_width2)) < double(round_up(Cog, k.chan_width)) ? k.chan_width2
-                                                                                           : k.chan_width;
+  return pick_tile(Cog, k.chan_width, k.chan_width2);
 }
 
 // Channel vectors against position vectors, forward, batch 8 (avx2 / avx512):
