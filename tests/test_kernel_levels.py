@@ -248,17 +248,6 @@ def test_implicit_gemm_grouped(case, dtype, level, monkeypatch):
         close(got, ref, dtype)
 
 
-@pytest.mark.parametrize("threads", [1, 3, 8, 64])
-def test_implicit_gemm_grouped_threads(threads, monkeypatch):
-    """Grouped layers split over more workers than images (bands of one image's rows, every group in each band)."""
-    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
-    rng = np.random.default_rng(threads + 5)
-    x = rng.standard_normal((2, 12, 17, 13))
-    w = rng.standard_normal((9, 4, 3, 3))
-    for got, ref in run_at_threads(threads, x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 3, np.float64):
-        close(got, ref, np.float64)
-
-
 # Dilated 3x3 layers as d*d undilated phases on Winograd (FASTCONV_WINOGRAD=1: wherever eligible), so the generic
 # Winograd's phase path runs at neon too: (x shape, Cout, dilation, padding on every side).
 DILATED_PHASES = [((2, 16, 12, 10), 20, 2, 2), ((1, 16, 9, 12), 16, 3, 6), ((3, 16, 8, 8), 16, 2, 0)]
@@ -325,16 +314,24 @@ def test_implicit_weight_gradient_ignores_inf_outside_its_windows(s, dtype, leve
 
 
 # The implicit GEMM with output channels in the vectors (FASTCONV_IMPLICIT_VECTORS=channels; the rules take it for
-# long reductions at AVX2 and AVX-512): (id, (N, C, H, W), Cout, kernel, stride, pads (t, b, l, r), dilation,
-# groups).  Channel counts leave partial channel tiles of every level's widths (8/12 at SSE2 and NEON, 16/24 at
-# AVX2, 48/64 at AVX-512) and several tiles; position counts leave partial tiles of 4, 6 and 8 positions, across
-# output rows; strides, dilation, asymmetric padding and groups move the positions' reads.
+# long reductions at AVX2 and AVX-512), and strided layers' input gradients as sh x sw sub-pixel phases on the same
+# kernel (FASTCONV_IMPLICIT_GEMM=1 takes every strided one): (id, (N, C, H, W), Cout, kernel, stride, pads (t, b, l,
+# r), dilation, groups).  Channel counts leave partial channel tiles of every level's widths (8/12 at SSE2 and NEON,
+# 16/24 at AVX2, 48/64 at AVX-512) and several tiles; position counts leave partial tiles of 4, 6 and 8 positions,
+# across output rows; strides, dilation, asymmetric padding and groups move the positions' reads.  The strided ones
+# give phases different tap counts, phases no tap meets (kernel or dilation smaller than the stride: zeros), padding
+# that shifts the phases and input sizes that leave phases of unequal size.
 CHANNEL_VECTORS = [
     ("odd_channels", (2, 5, 9, 11), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
     ("strided_5x5_two_tiles", (1, 6, 13, 17), 37, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 1),
     ("strides_2_3_dilated", (2, 4, 14, 26), 20, (3, 5), (2, 3), (1, 2, 2, 1), (1, 2), 1),
     ("groups_3_dilated", (2, 9, 10, 9), 21, (3, 3), (1, 1), (2, 0, 1, 2), (2, 2), 3),
     ("many_tiles_few_positions", (1, 3, 6, 5), 70, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    ("5x5_s2", (2, 6, 13, 12), 20, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 1),
+    ("1x1_s2_empty_phases", (1, 5, 9, 8), 7, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    ("3x2_s3x2_dilated", (2, 4, 17, 11), 9, (3, 2), (3, 2), (1, 0, 2, 1), (2, 3), 1),
+    ("4x4_s2_grouped", (2, 8, 10, 9), 12, (4, 4), (2, 2), (1, 2, 0, 3), (1, 1), 2),
+    ("7x7_s2_three_groups", (1, 9, 15, 14), 30, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 3),
 ]
 
 
@@ -342,8 +339,8 @@ CHANNEL_VECTORS = [
 @pytest.mark.parametrize("panel", ["1", "2"], ids=["tile1", "tile2"])
 @pytest.mark.parametrize("case", CHANNEL_VECTORS, ids=[c[0] for c in CHANNEL_VECTORS])
 def test_implicit_gemm_channel_vectors(case, panel, dtype, level, monkeypatch):
-    """Forward with bias and the stride-1 input gradient (the adjoint forward) on each channel tile; the weight
-    gradient beside them."""
+    """Forward with bias and the input gradient (the stride-1 adjoint forward, or the strided phases) on each
+    channel tile; the weight gradient beside them."""
     _, xs, cout, k, s, pads, d, groups = case
     monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
     monkeypatch.setenv("FASTCONV_IMPLICIT_VECTORS", "channels")
@@ -356,54 +353,37 @@ def test_implicit_gemm_channel_vectors(case, panel, dtype, level, monkeypatch):
         close(got, ref, dtype)
 
 
-@pytest.mark.parametrize("threads", [1, 3, 8, 64])
-def test_implicit_gemm_channel_vectors_in_bands(threads, monkeypatch):
-    """One image in bands of output rows (more threads than images), each band's positions its own tiles."""
-    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
-    monkeypatch.setenv("FASTCONV_IMPLICIT_VECTORS", "channels")
-    rng = np.random.default_rng(threads + 3)
-    x = rng.standard_normal((1, 5, 23, 19))
-    w = rng.standard_normal((30, 5, 3, 3))
-    (y, y_ref), (gx, gx_ref), _ = run_at_threads(threads, x, w, None, (2, 1), (1, 1, 1, 1), (1, 1), 1, np.float64)
-    close(y, y_ref, np.float64)
-    close(gx, gx_ref, np.float64)
-
-
-# A strided layer's input gradient as sh x sw sub-pixel phases on the channel-vector GEMM (forced by
-# FASTCONV_IMPLICIT_GEMM=1; the rules take 5x5/2- and 7x7/2-class layers at AVX2 and AVX-512): (id, (N, C, H, W),
-# Cout, kernel, stride, pads (t, b, l, r), dilation, groups).  Phases with different tap counts, phases no tap meets
-# (kernel or dilation smaller than the stride: zeros), strides 2 and 3 with dilation, padding that shifts the phases,
-# groups, input sizes that leave phases of unequal size, channel counts that leave partial channel tiles.
-STRIDED_INPUT_GRAD = [
-    ("5x5_s2", (2, 6, 13, 12), 20, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 1),
-    ("1x1_s2_empty_phases", (1, 5, 9, 8), 7, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
-    ("3x2_s3x2_dilated", (2, 4, 17, 11), 9, (3, 2), (3, 2), (1, 0, 2, 1), (2, 3), 1),
-    ("4x4_s2_grouped", (2, 8, 10, 9), 12, (4, 4), (2, 2), (1, 2, 0, 3), (1, 1), 2),
-    ("7x7_s2_three_groups", (1, 9, 15, 14), 30, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 3),
+# The implicit GEMM's work split over more workers than images, float64 so the order of sums shows only at rounding
+# level: (id, extra settings, x shape, w shape, stride, pads (t, b, l, r), groups).  Grouped layers in bands of one
+# image's rows (every group in each band); channel vectors in bands, each band's positions its own tiles; the
+# strided input gradient's items (image, group, phase), one image in two groups.
+THREAD_CASES = [
+    ("grouped_bands", {}, (2, 12, 17, 13), (9, 4, 3, 3), (1, 1), (1, 1, 1, 1), 3),
+    (
+        "channel_vector_bands",
+        {"FASTCONV_IMPLICIT_VECTORS": "channels"},
+        (1, 5, 23, 19),
+        (30, 5, 3, 3),
+        (2, 1),
+        (1, 1, 1, 1),
+        1,
+    ),
+    ("strided_input_grad_items", {}, (1, 6, 19, 16), (10, 3, 5, 5), (2, 2), (2, 2, 2, 2), 2),
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("case", STRIDED_INPUT_GRAD, ids=[c[0] for c in STRIDED_INPUT_GRAD])
-def test_strided_input_gradient_phases(case, dtype, level, monkeypatch):
-    _, xs, cout, k, s, pads, d, groups = case
-    monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
-    rng = np.random.default_rng(cout + 7)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal((cout, xs[1] // groups, *k)).astype(dtype)
-    _, (gx, gx_ref), _ = run(x, w, None, s, pads, d, groups, dtype)
-    close(gx, gx_ref, dtype)
-
-
 @pytest.mark.parametrize("threads", [1, 3, 8, 64])
-def test_strided_input_gradient_phases_threads(threads, monkeypatch):
-    """Items are (image, group, phase): one image in two groups, 4 phases, at more threads than items."""
+@pytest.mark.parametrize("case", THREAD_CASES, ids=[c[0] for c in THREAD_CASES])
+def test_implicit_gemm_threads(case, threads, monkeypatch):
+    _, extra, xs, ws, s, pads, groups = case
     monkeypatch.setenv("FASTCONV_IMPLICIT_GEMM", "1")
-    rng = np.random.default_rng(threads + 17)
-    x = rng.standard_normal((1, 6, 19, 16))
-    w = rng.standard_normal((10, 3, 5, 5))
-    _, (gx, gx_ref), _ = run_at_threads(threads, x, w, None, (2, 2), (2, 2, 2, 2), (1, 1), 2, np.float64)
-    close(gx, gx_ref, np.float64)
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+    rng = np.random.default_rng(threads + len(extra))
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    for got, ref in run_at_threads(threads, x, w, None, s, pads, (1, 1), groups, np.float64):
+        close(got, ref, np.float64)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
