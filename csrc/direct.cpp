@@ -490,6 +490,15 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   const int threads = get_num_threads();
   const int64_t bands = g.N >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + g.N - 1) / g.N);
   const int workers = workers_for(direct_flops(g) * g.C, g.N * bands);
+  // Channel vectors: every output position's offset in the planes (a band reads from its first position on), and
+  // in the output from a band's first position (the same for every band).
+  std::vector<int64_t> qoff, coff;
+  if (chans)
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        qoff.push_back(oh * row_step + ow);
+        coff.push_back(oh * g.OW + ow);
+      }
   std::vector<char> zeroed(workers, 0);  // the worker's planes hold zeros wherever no band writes
   parallel_for(g.N * bands, workers, [&](int64_t item, int wk) {
     const int64_t n = item / bands, band = item % bands;
@@ -500,25 +509,14 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
     // Padding rows are never written, so rows a band does not fill stay zero
     // or hold input rows it does not read.
     const int64_t rho0 = oh0 * g.sh, rho1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    // Channel vectors: the band's positions, each one's offset in the planes and in the output (from the band's
-    // first position).
-    thread_local std::vector<int64_t> qoff, coff;
-    if (chans) {
-      qoff.clear(), coff.clear();
-      for (int64_t oh = oh0; oh < oh1; ++oh)
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          qoff.push_back(oh * row_step + ow);
-          coff.push_back((oh - oh0) * g.OW + ow);
-        }
-    }
     for (int64_t gi = 0; gi < G; ++gi) {
       for (int64_t c = 0; c < Cg; ++c) ph.fill_rows(x + (n * g.C + gi * Cg + c) * HW, g, buf + c * plane, rho0, rho1);
       const int64_t o0 = gi * Cog;  // the group's first output channel
       T* yn = y + (n * g.Cout + o0) * P;
       const T* apg = ap.data() + gi * group_ap;
       if (chans) {
-        k.gemm_packed_channels(mr, Cog, (oh1 - oh0) * g.OW, K, apg, buf, koff.data(), qoff.data(), coff.data(),
-                               yn + oh0 * g.OW, P);
+        k.gemm_packed_channels(mr, Cog, (oh1 - oh0) * g.OW, K, apg, buf, koff.data(), qoff.data() + oh0 * g.OW,
+                               coff.data(), yn + oh0 * g.OW, P);
         if (b || ep.active())
           for (int64_t o = o0; o < o0 + Cog; ++o)
             ep.apply(y, (n * g.Cout + o) * P + oh0 * g.OW, (oh1 - oh0) * g.OW, b ? b[o] : T(0));
