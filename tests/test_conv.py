@@ -702,6 +702,13 @@ def test_dilated_phases_in_batch_chunks(rng, monkeypatch):
         yt = F.conv2d(xt, wt, padding=2, dilation=2)
         yt.backward(torch.from_numpy(gy).to(dt))
         refs[dt] = [v.detach().double().numpy() for v in (yt, xt.grad, wt.grad)]
+    if "off" in fastconv.show_config(file=False)["kernels"]["winograd float32"]:
+        # No Winograd at this level (portable): the layer is not on the phases, and its long sums are held to the
+        # suite's float32 tolerance instead (torch's own float32 error differs between CPUs: on a Zen 3 it was 6x
+        # smaller than the implicit weight gradient's 27,648-term per-lane sums, on a Zen 4 larger).
+        for got, ref32 in zip((y, gx, gw), refs[torch.float32]):
+            torch.testing.assert_close(got.astype(np.float64), ref32, **tols(np.float32))
+        return
     for got, ref, ref32 in zip((y, gx, gw), refs[torch.float64], refs[torch.float32]):
         rms = np.sqrt(np.mean((got - ref) ** 2))
         assert rms <= 3 * np.sqrt(np.mean((ref32 - ref) ** 2)), rms
