@@ -199,6 +199,25 @@ bool implicit_beats_winograd(const ConvGeom& g) {
          use_implicit_gemm(g);
 }
 
+// A prepared layer keeps Winograd's U and the implicit GEMM's packed panels, so neither pays a transform per call,
+// and the implicit GEMM wins while there are few tiles.  Plan against plan at avx2, Winograd time / implicit GEMM
+// time, forward: 512 -> 512 channels at 7x7, batch 1 (16 tiles) 1.21, batch 8 (128) 0.80; at 4x4, batch 1 (4)
+// 1.93, batch 8 (32) 1.00; 256 -> 512 at 4x4, batch 1 1.60, batch 8 0.84; 256 -> 256 at 14x14, batch 1 (49) 0.68;
+// 64 -> 64 at 56x56, batch 1 0.60.  So from 32 tiles on Winograd takes maps of any size, below it the implicit GEMM
+// where it can; the few-channel rule of implicit_beats_winograd holds for both.
+constexpr double kPreparedWinogradMinTiles = 32;
+
+double tile_count(const ConvGeom& g) { return double(g.N) * double((g.OH + 1) / 2) * double((g.OW + 1) / 2); }
+
+// Whether Winograd serves g's forward (against = g) or its input gradient (against = the adjoint geometry, whose
+// implicit GEMM it competes with).
+bool on_winograd(const ConvGeom& g, const ConvGeom& against, bool prepared) {
+  if (!prepared || winograd_forced()) return use_winograd(g) && !implicit_beats_winograd(against);
+  const bool many_tiles = tile_count(g) >= kPreparedWinogradMinTiles;
+  if (!many_tiles && use_implicit_gemm(against, sizeof(float), true)) return false;
+  return winograd_eligible(g) && (many_tiles || use_winograd(g)) && !implicit_beats_winograd(against);
+}
+
 // The stride-1 layer whose forward is g's input gradient: gy convolved with
 // the rotated, per-group transposed weight, padding d (k - 1) - p on each side
 // (negative where p exceeds the kernel's reach).
@@ -276,7 +295,7 @@ int64_t phase_chunk(const ConvGeom& g) {
 
 // The forward of a layer dilated_phases() split into pg, chunk by chunk of images.
 void dilated_forward(const float* x, const float* w, const float* b, float* y, const ConvGeom& g, const ConvGeom& pg,
-                     const Epilogue<float>& ep) {
+                     const Epilogue<float>& ep, PrepRef prep) {
   const int64_t d = g.dh, chunk = std::min(phase_chunk(g), g.N), P = g.OH * g.OW;
   thread_local std::vector<float> xs, ys;  // kept between calls: no page faults per call
   xs.resize(static_cast<size_t>(chunk * g.C * g.H * g.W));
@@ -285,7 +304,7 @@ void dilated_forward(const float* x, const float* w, const float* b, float* y, c
     const int64_t m = std::min(chunk, g.N - n0);
     phase_gather(x, n0, m, g.C, g.H, g.W, d, xs.data());
     winograd_f2x3(xs.data(), w, false, b, ys.data(),
-                  WinogradGeom{m * d * d, g.C, pg.H, pg.W, g.Cout, pg.pt, pg.pl, pg.OH, pg.OW});
+                  WinogradGeom{m * d * d, g.C, pg.H, pg.W, g.Cout, pg.pt, pg.pl, pg.OH, pg.OW}, {}, prep);
     phase_scatter(ys.data(), n0, m, g.Cout, g.OH, g.OW, d, y);
     if (ep.active())  // residual offsets are the output's: after the phases are back in place
       parallel_for(m * g.Cout, workers_for(double(m * g.Cout * P), m * g.Cout),
@@ -297,7 +316,7 @@ void dilated_forward(const float* x, const float* w, const float* b, float* y, c
 
 // The input and weight gradients (either may be null) of a layer dilated_phases() split into pg.
 void dilated_backward(const float* gy, const float* x, const float* w, float* gx, float* gw, const ConvGeom& g,
-                      const ConvGeom& pg) {
+                      const ConvGeom& pg, PrepRef prep) {
   const int64_t d = g.dh, chunk = std::min(phase_chunk(g), g.N), q = pg.pt, K = g.C * 9;
   thread_local std::vector<float> xs, ys, part;
   ys.resize(static_cast<size_t>(chunk * g.Cout * g.OH * g.OW));
@@ -316,7 +335,7 @@ void dilated_backward(const float* gy, const float* x, const float* w, float* gx
     }
     if (gx) {
       winograd_f2x3(ys.data(), w, true, nullptr, xs.data(),
-                    WinogradGeom{m * d * d, g.Cout, pg.OH, pg.OW, g.C, 2 - q, 2 - q, pg.H, pg.W});
+                    WinogradGeom{m * d * d, g.Cout, pg.OH, pg.OW, g.C, 2 - q, 2 - q, pg.H, pg.W}, {}, prep);
       phase_scatter(xs.data(), n0, m, g.C, g.H, g.W, d, gx);
     }
   }
@@ -397,20 +416,21 @@ void trim_worker_buffers(std::vector<WorkerBuffers<T>>& bufs) {
 }
 
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
+void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep,
+                    PrepRef prep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   if (g.N == 0) return;
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
   if constexpr (std::is_same_v<T, float>) {
     ConvGeom pg;
-    if (dilated_phases(g, pg) && use_winograd(pg) && !implicit_beats_winograd(pg) && all_finite(x, g.N * g.C * HW) &&
-        all_finite(w, g.Cout * K)) {
-      dilated_forward(x, w, b, y, g, pg, ep);
+    if (dilated_phases(g, pg) && on_winograd(pg, pg, bool(prep)) && all_finite(x, g.N * g.C * HW) &&
+        weights_finite(prep, w, g.Cout * K)) {
+      dilated_forward(x, w, b, y, g, pg, ep, prep);
       return;
     }
-    if (use_winograd(g) && !implicit_beats_winograd(g) && all_finite(x, g.N * g.C * HW) && all_finite(w, g.Cout * K)) {
-      winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW}, ep);
+    if (on_winograd(g, g, bool(prep)) && all_finite(x, g.N * g.C * HW) && weights_finite(prep, w, g.Cout * K)) {
+      winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW}, ep, prep);
       return;
     }
   }
@@ -418,8 +438,8 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
     direct_forward(x, w, b, y, g, ep);
     return;
   }
-  if (use_implicit_gemm(g, sizeof(T))) {
-    implicit_gemm_forward(x, w, b, y, g, ep);
+  if (use_implicit_gemm(g, sizeof(T), bool(prep))) {
+    implicit_gemm_forward(x, w, b, y, g, ep, prep);
     return;
   }
   // Columns of all images of a group form one N*P column space, cut into tiles
@@ -481,20 +501,20 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
 }
 
 template <class T>
-void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g) {
+void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g, PrepRef prep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t K = Cg * g.kh * g.kw;
   if constexpr (std::is_same_v<T, float>) {
     ConvGeom pg;
     if ((gx || gw) && dilated_phases(g, pg)) {
       // Each gradient on the phases where Winograd takes the undilated layer (the rules as below).
-      const bool on_gx = gx && use_winograd(pg) && !implicit_beats_winograd(adjoint_geom(pg));
+      const bool on_gx = gx && on_winograd(pg, adjoint_geom(pg), bool(prep));
       const bool on_gw = gw && use_winograd_weight_grad(pg) &&
                          !(use_implicit_weight_grad(pg) && implicit_weight_grad_beats_winograd(pg));
       const bool finite_gy = (on_gx || on_gw) && all_finite(gy, g.N * g.Cout * P);
-      float* const pgx = on_gx && finite_gy && all_finite(w, g.Cout * K) ? gx : nullptr;
+      float* const pgx = on_gx && finite_gy && weights_finite(prep, w, g.Cout * K) ? gx : nullptr;
       float* const pgw = on_gw && finite_gy && all_finite(x, g.N * g.C * HW) ? gw : nullptr;
-      if (pgx || pgw) dilated_backward(gy, x, w, pgx, pgw, g, pg);
+      if (pgx || pgw) dilated_backward(gy, x, w, pgx, pgw, g, pg, prep);
       if (pgx) gx = nullptr;
       if (pgw) gw = nullptr;
     }
@@ -507,25 +527,26 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   if (gx && g.N > 0 && g.sh == 1 && g.sw == 1) {
     const ConvGeom ga = adjoint_geom(g);
     const bool winograd =
-        std::is_same_v<T, float> && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && !implicit_beats_winograd(ga);
-    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga, sizeof(T)) &&
-        all_finite(w, g.Cout * K)) {
+        std::is_same_v<T, float> && g.pt <= 2 && g.pl <= 2 && on_winograd(g, ga, bool(prep));
+    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga, sizeof(T), bool(prep)) &&
+        weights_finite(prep, w, g.Cout * K)) {
       const int64_t taps = g.kh * g.kw;
-      thread_local std::vector<T> wa;  // kept between calls: no page faults per call
-      wa.resize(static_cast<size_t>(g.Cout * K));
-      for (int64_t gi = 0; gi < G; ++gi)
-        for (int64_t o = 0; o < Cog; ++o)
-          for (int64_t c = 0; c < Cg; ++c)
-            for (int64_t t = 0; t < taps; ++t)
-              wa[((gi * Cg + c) * Cog + o) * taps + (taps - 1 - t)] = w[((gi * Cog + o) * Cg + c) * taps + t];
-      implicit_gemm_forward(gy, wa.data(), static_cast<const T*>(nullptr), gx, ga);
-      release_if_large(wa);
+      thread_local std::vector<T> kept_wa;  // kept between calls: no page faults per call
+      const T* wa = prepared(prep, Prep::adjoint_weights, 0, 0, g.Cout * K, kept_wa, [&](T* out) {
+        for (int64_t gi = 0; gi < G; ++gi)
+          for (int64_t o = 0; o < Cog; ++o)
+            for (int64_t c = 0; c < Cg; ++c)
+              for (int64_t t = 0; t < taps; ++t)
+                out[((gi * Cg + c) * Cog + o) * taps + (taps - 1 - t)] = w[((gi * Cog + o) * Cg + c) * taps + t];
+      });
+      implicit_gemm_forward(gy, wa, static_cast<const T*>(nullptr), gx, ga, {}, prep.derived());
+      release_if_large(kept_wa);
       gx = nullptr;
     }
   }
   // A strided one as sh x sw stride-1 phases, each summing only the taps that meet it.
-  if (gx && g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, sizeof(T)) && all_finite(w, g.Cout * K)) {
-    strided_input_grad(gy, w, gx, g);
+  if (gx && g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, sizeof(T)) && weights_finite(prep, w, g.Cout * K)) {
+    strided_input_grad(gy, w, gx, g, prep);
     gx = nullptr;
   }
   if (gw && g.N > 0 && use_implicit_weight_grad(g) &&
@@ -534,12 +555,15 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     gw = nullptr;
   }
   if constexpr (std::is_same_v<T, float>) {
-    const bool finite_gy =
-        ((gx && use_winograd(g)) || (gw && use_winograd_weight_grad(g))) && all_finite(gy, g.N * g.Cout * P);
+    // What the implicit GEMM left of the input gradient, where Winograd takes the layer (a prepared one by its own
+    // rule, the one the implicit GEMM's declined above).
+    const bool winograd_gx = gx && (use_winograd(g) || (prep && on_winograd(g, adjoint_geom(g), true)));
+    const bool finite_gy = (winograd_gx || (gw && use_winograd_weight_grad(g))) && all_finite(gy, g.N * g.Cout * P);
     // The input gradient is a 3x3 convolution of gy with the rotated, transposed
     // weight and padding 2 - p: Winograd too, when that padding is not negative.
-    if (gx && g.N > 0 && use_winograd(g) && g.pt <= 2 && g.pl <= 2 && finite_gy && all_finite(w, g.Cout * K)) {
-      winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W});
+    if (winograd_gx && g.N > 0 && g.pt <= 2 && g.pl <= 2 && finite_gy && weights_finite(prep, w, g.Cout * K)) {
+      winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W},
+                    {}, prep);
       gx = nullptr;
     }
     if (gw && g.N > 0 && use_winograd_weight_grad(g) && finite_gy && all_finite(x, g.N * g.C * HW)) {
@@ -551,7 +575,7 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   if (use_direct(g)) {
     // The direct input gradient gathers over zero margins of gy, so a
     // non-finite weight would reach inputs torch keeps finite: im2col for it.
-    T* direct_gx = gx && all_finite(w, g.Cout * K) ? gx : nullptr;
+    T* direct_gx = gx && weights_finite(prep, w, g.Cout * K) ? gx : nullptr;
     direct_backward(gy, x, w, direct_gx, gw, g);
     if (direct_gx || !gx) return;
     gw = nullptr;
@@ -710,9 +734,9 @@ void conv_transpose2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw
   if (gb) channel_sums(gy, g.N, g.C, g.H * g.W, gb);
 }
 
-#define FASTCONV_INSTANTIATE(T)                                                                           \
-  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&); \
-  template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);            \
+#define FASTCONV_INSTANTIATE(T)                                                                                    \
+  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&, PrepRef); \
+  template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&, PrepRef);            \
   template void unfold<T>(const T*, T*, const ConvGeom&);                                                 \
   template void fold<T>(const T*, T*, const ConvGeom&);                                                   \
   template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);           \

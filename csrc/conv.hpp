@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "epilogue.hpp"
+#include "prepared.hpp"
 
 namespace fastconv {
 
@@ -29,13 +30,15 @@ ConvGeom conv_geom_with_output(int64_t N, int64_t C, int64_t H, int64_t W, int64
                                int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
                                int64_t groups, int64_t OH, int64_t OW);
 
-// y[N, Cout, OH, OW] = conv(x[N, C, H, W], w[Cout, C/groups, kh, kw]) + b, finished by `ep`.
+// y[N, Cout, OH, OW] = conv(x[N, C, H, W], w[Cout, C/groups, kh, kw]) + b, finished by `ep`.  With `prep` (a
+// prepared layer's store, prepared.hpp) the algorithms take their transformed weights from it, made on first use.
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {});
+void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {},
+                    PrepRef prep = {});
 
-// Any of gx, gw, gb may be null to skip that gradient.
+// Any of gx, gw, gb may be null to skip that gradient; `prep` as for the forward.
 template <class T>
-void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g);
+void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g, PrepRef prep = {});
 
 // unfold / fold: x[N, C, H, W] <-> cols[N, C*kh*kw, OH*OW].  fold accumulates
 // overlapping windows into a zero-filled output.

@@ -196,7 +196,7 @@ bool implicit_channel_vectors(const ConvGeom& g) {
 
 }  // namespace
 
-bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes) {
+bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes, bool prepared) {
   const ImplicitMode mode = implicit_mode();
   // Per group: C and Cout below are a group's (grouped layers run their groups in turn).
   const int64_t C = g.C / g.groups, Cout = g.Cout / g.groups;
@@ -212,8 +212,13 @@ bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes) {
   const LevelKernels<float>& k = kernels_for<float>();
   const int64_t K = C * g.kh * g.kw;
   const bool short_k = K <= kSmallK;
+  // With the weights packed once (a plan), any long stride-1 reduction the channel vectors suit: their packing per
+  // call was what lost to im2col's GEMM on many channels (plan against im2col + OpenBLAS, avx2, forward: 3x3 512 ->
+  // 512 channels at 7x7 batch 1 1.33-1.42x, batch 8 1.14x; at 4x4 1.70-1.88x / 1.10-1.22x).  Strided layers read
+  // their planes in gathers that stay slower than im2col's copies (3x3/2 256 -> 512 at 14, batch 8: 0.79-0.91x).
+  const bool stride1 = g.sh == 1 && g.sw == 1;
   const bool k_fits = K <= kImplicitMaxK || (C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK) ||
-                      (g.kh * g.kw >= kChanWideTaps && channel_vectors_suit(g, k, elem_bytes));
+                      (((prepared && stride1) || g.kh * g.kw >= kChanWideTaps) && channel_vectors_suit(g, k, elem_bytes));
   return g.kh * g.kw > 1 && (!short_k || (Cout <= 16 && g.OW <= 64)) && k_fits &&
          implicit_tiling(g, k.lanes).kept > 0.6 && double(Cout) / double(implicit_rows(Cout, k)) > 0.6;
 }
@@ -435,12 +440,68 @@ T* thread_buffer(int slot, int64_t n, bool zero) {
   return b.data();
 }
 
+namespace {
+
+// How the implicit GEMM's forward cuts a call into items for the threads: blocks of images, each image cut into
+// bands of output rows, and blocks of output-channel panels, at least 2 items per thread where the layer allows.
+// Every item reads its images' input rows and its block's weights, so the cut that reads least is taken: a large
+// map with few weights (a stem) in one image per item and bands if there are fewer images than threads; a small
+// map with many weights (512 -> 512 channels at 7x7: 9.4 MB of weights for 100 KB of input an image) in channel
+// blocks over all the images at once, where an item per image would read all the weights once per image.  Blocks
+// of several images need positions that may lie anywhere (channel vectors) and their planes within the channel
+// vectors' budget.
+constexpr double kItemPlanesBytes = 256 << 10;
+
+struct ItemSplit {
+  int64_t images, bands, cblocks;  // images per block
+  int64_t blocks(int64_t N) const { return (N + images - 1) / images; }
+};
+
+ItemSplit split_items(const ConvGeom& g, int64_t panels, int64_t elem_bytes, bool chans, int64_t image_values) {
+  const int64_t want = 2 * int64_t(get_num_threads());
+  const double input = double(g.C) * double(g.H) * double(g.W) * double(elem_bytes);
+  const double weights = double(g.Cout) * double(g.C / g.groups) * double(g.kh * g.kw) * double(elem_bytes);
+  // Several images per block only while their planes stay in L2 (the gathers of every channel panel read them
+  // again): 3x3/2 256 -> 512 channels at 14x14, batch 8, lost 1.25x with 2 MiB of planes a block.
+  const double image_bytes = double(image_values) * double(elem_bytes);
+  const int64_t max_images = chans ? std::max<int64_t>(1, int64_t(kItemPlanesBytes / image_bytes)) : 1;
+  ItemSplit best{1, 1, 1};
+  double best_bytes = -1;
+  auto consider = [&](int64_t m, int64_t bands, int64_t c) {
+    const ItemSplit s{m, bands, c};
+    const double items = double(s.blocks(g.N)) * double(bands) * double(c);
+    // Too few items idle threads: count their share as bytes never saved (a cut short of `want` only wins by
+    // reading far less).
+    const double idle = items < double(want) ? double(want) / items : 1.0;
+    // An item whose planes (its band of an image) exceed L2 reads them from memory again for every panel: counted
+    // once more per item.
+    const double planes = image_bytes / double(bands), spill = planes > kItemPlanesBytes ? items * planes : 0.0;
+    const double bytes =
+        (double(s.blocks(g.N)) * double(bands) * weights + double(c) * double(g.N) * input + spill) * idle;
+    if (best_bytes < 0 || bytes < best_bytes) best = s, best_bytes = bytes;
+  };
+  for (int64_t c = 1; c <= std::min(want, panels); ++c) {
+    // One image per block, bands to make up the items the images and channel blocks do not.
+    const int64_t per_image = g.N >= want ? 1 : (want + g.N * c - 1) / (g.N * c);
+    consider(1, std::min<int64_t>(g.OH, per_image), c);
+    // All or part of the batch per block, no bands.
+    for (int64_t nb = 1; nb < g.N && nb <= want; ++nb) {
+      const int64_t m = (g.N + nb - 1) / nb;
+      if (m <= max_images) consider(m, 1, c);
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 // y = conv(x, w) + b as a GEMM of the packed weights (Cout x C*taps) with B's
 // row (c, tap) read in place from channel c's phase plane at tap's offset:
 // the direct kernels' padded input layout, so strided and dilated layers read
 // unit-stride rows too, and no column matrix is written.
 template <class T>
-void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
+void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep,
+                           PrepRef prep) {
   const LevelKernels<T>& k = kernels_for<T>();
   const int64_t V = k.lanes, NR = k.packed_cols;
   const ImplicitLayout layout = implicit_tiling(g, V).layout;
@@ -460,12 +521,14 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // mmap, page faults and munmap every time (150 KiB at 64 -> 64 channels).
   // (Through a reference: the workers' lambda must see this thread's vector, not their own.)
   thread_local std::vector<T> kept_ap;
-  std::vector<T>& ap = kept_ap;
   const bool chans = implicit_channel_vectors<T>(g);
   const int64_t mr = chans ? chan_panel(Cog, k) : implicit_panel(Cog, k);
   const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "implicit GEMM");
-  ap.resize(static_cast<size_t>(checked_mul(G, group_ap, "implicit GEMM")));
-  for (int64_t gi = 0; gi < G; ++gi) pack_rows(w + gi * Cog * K, K, Cog, K, mr, ap.data() + gi * group_ap);
+  const T* const ap = prepared(prep, Prep::implicit_panels, mr, chans, checked_mul(G, group_ap, "implicit GEMM"),
+                               kept_ap, [&](T* out) {
+                                 for (int64_t gi = 0; gi < G; ++gi)
+                                   pack_rows(w + gi * Cog * K, K, Cog, K, mr, out + gi * group_ap);
+                               });
   // Runs go through a Cout x cols buffer of at most 64 Ki values.
   const int64_t run_rows =
       run ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(Cog, 1)) - g.OW) / row_step + 1) : g.OH;
@@ -484,42 +547,51 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
         cnt.push_back(real ? std::min(width, g.OW - i * width) : 0);
       }
   };
-  // Items are bands of output rows of one image; each copies its band's input
-  // rows into the worker's planes, so one band per image unless there are
-  // fewer images than threads (a single large image is split inside).
-  const int threads = get_num_threads();
-  const int64_t bands = g.N >= threads ? 1 : std::min<int64_t>(g.OH, (2 * threads + g.N - 1) / g.N);
-  const int workers = workers_for(direct_flops(g) * g.C, g.N * bands);
-  // Channel vectors: every output position's offset in the planes (a band reads from its first position on), and
-  // in the output from a band's first position (the same for every band).
+  // Items are (block of images, band of output rows, block of channel panels); each copies its input rows into
+  // the worker's planes and multiplies them by its block's weights.
+  const int64_t panels = (Cog + mr - 1) / mr;
+  const ItemSplit split = split_items(g, panels, sizeof(T), chans, image);
+  const int64_t m = split.images, blocks = split.blocks(g.N), bands = split.bands, cblocks = split.cblocks;
+  const int workers = workers_for(direct_flops(g) * g.C, blocks * bands * cblocks);
+  // Channel vectors: every output position's offset in the planes of a block's images (a band reads from its first
+  // position on), and in the output from the block's first position.
   std::vector<int64_t> qoff, coff;
   if (chans)
-    for (int64_t oh = 0; oh < g.OH; ++oh)
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        qoff.push_back(oh * row_step + ow);
-        coff.push_back(oh * g.OW + ow);
-      }
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t oh = 0; oh < g.OH; ++oh)
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+          qoff.push_back(i * image + oh * row_step + ow);
+          coff.push_back(i * g.Cout * P + oh * g.OW + ow);
+        }
   std::vector<char> zeroed(workers, 0);  // the worker's planes hold zeros wherever no band writes
-  parallel_for(g.N * bands, workers, [&](int64_t item, int wk) {
-    const int64_t n = item / bands, band = item % bands;
+  parallel_for(blocks * bands * cblocks, workers, [&](int64_t item, int wk) {
+    const int64_t n = item / (bands * cblocks) * m, band = item / cblocks % bands, cb = item % cblocks;
+    const int64_t mi = std::min(m, g.N - n);  // the block's images [n, n + mi)
     const int64_t oh0 = g.OH * band / bands, oh1 = g.OH * (band + 1) / bands;
-    if (oh0 == oh1) return;
-    T* const buf = thread_buffer<T>(0, image, !zeroed[wk]);
+    // The block's panels [p0, p1): output channels [p0 mr, min(p1 mr, Cog)) of each group.
+    const int64_t p0 = panels * cb / cblocks, p1 = panels * (cb + 1) / cblocks;
+    if (oh0 == oh1 || p0 == p1) return;
+    T* const buf = thread_buffer<T>(0, m * image, !zeroed[wk]);
     zeroed[wk] = 1;
     // Padding rows are never written, so rows a band does not fill stay zero
     // or hold input rows it does not read.
     const int64_t rho0 = oh0 * g.sh, rho1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     for (int64_t gi = 0; gi < G; ++gi) {
-      for (int64_t c = 0; c < Cg; ++c) ph.fill_rows(x + (n * g.C + gi * Cg + c) * HW, g, buf + c * plane, rho0, rho1);
-      const int64_t o0 = gi * Cog;  // the group's first output channel
+      for (int64_t i = 0; i < mi; ++i)
+        for (int64_t c = 0; c < Cg; ++c)
+          ph.fill_rows(x + ((n + i) * g.C + gi * Cg + c) * HW, g, buf + i * image + c * plane, rho0, rho1);
+      const int64_t o0 = gi * Cog + p0 * mr, Cob = std::min(Cog, p1 * mr) - p0 * mr;  // the block's channels
       T* yn = y + (n * g.Cout + o0) * P;
-      const T* apg = ap.data() + gi * group_ap;
+      const T* apg = ap + gi * group_ap + p0 * mr * K;
       if (chans) {
-        k.gemm_packed_channels(mr, Cog, (oh1 - oh0) * g.OW, K, apg, buf, koff.data(), qoff.data() + oh0 * g.OW,
-                               coff.data(), yn + oh0 * g.OW, P);
+        // One image: the band's positions; several (no bands then): all of theirs.
+        const int64_t npos = mi > 1 ? mi * P : (oh1 - oh0) * g.OW;
+        k.gemm_packed_channels(mr, Cob, npos, K, apg, buf, koff.data(), qoff.data() + oh0 * g.OW, coff.data(),
+                               yn + oh0 * g.OW, P);
         if (b || ep.active())
-          for (int64_t o = o0; o < o0 + Cog; ++o)
-            ep.apply(y, (n * g.Cout + o) * P + oh0 * g.OW, (oh1 - oh0) * g.OW, b ? b[o] : T(0));
+          for (int64_t i = 0; i < mi; ++i)
+            for (int64_t o = o0; o < o0 + Cob; ++o)
+              ep.apply(y, ((n + i) * g.Cout + o) * P + oh0 * g.OW, (oh1 - oh0) * g.OW, b ? b[o] : T(0));
         continue;
       }
       for (int64_t oh = oh0; oh < oh1; oh += run_rows) {
@@ -528,22 +600,22 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
           thread_local std::vector<int64_t> boff, coff, cnt;
           place(oh, oh + r, boff, coff, cnt);
           const int64_t Q = static_cast<int64_t>(cnt.size()) / (halves ? 2 : 1);
-          k.gemm_packed_vecs(mr, Cog, Q, K, apg, buf, koff.data(), boff.data(), coff.data(), cnt.data(), halves, yn, P);
+          k.gemm_packed_vecs(mr, Cob, Q, K, apg, buf, koff.data(), boff.data(), coff.data(), cnt.data(), halves, yn, P);
         } else {
           const int64_t cols = (r - 1) * row_step + g.OW;
-          T* const out = thread_buffer<T>(1, Cog * cols, false);
-          k.gemm_packed_rows(mr, Cog, cols, K, apg, buf + oh * row_step, koff.data(), out, cols);
-          for (int64_t o = 0; o < Cog; ++o)
+          T* const out = thread_buffer<T>(1, Cob * cols, false);
+          k.gemm_packed_rows(mr, Cob, cols, K, apg, buf + oh * row_step, koff.data(), out, cols);
+          for (int64_t o = 0; o < Cob; ++o)
             for (int64_t i = 0; i < r; ++i)
               std::memcpy(yn + o * P + (oh + i) * g.OW, out + o * cols + i * row_step, sizeof(T) * g.OW);
         }
         if (b || ep.active())  // the bias and the epilogue in one pass over the run's rows
-          for (int64_t o = o0; o < o0 + Cog; ++o)
+          for (int64_t o = o0; o < o0 + Cob; ++o)
             ep.apply(y, (n * g.Cout + o) * P + oh * g.OW, r * g.OW, b ? b[o] : T(0));
       }
     }
   });
-  release_if_large(ap);
+  release_if_large(kept_ap);
 }
 
 // gw = sum over images of gy_n (Cout x P) times x_n's tap rows (C*taps x P),
@@ -737,7 +809,7 @@ bool use_strided_input_grad(const ConvGeom& g, int64_t elem_bytes) {
 }
 
 template <class T>
-void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
+void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g, PrepRef prep) {
   const LevelKernels<T>& k = kernels_for<T>();
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, taps = g.kh * g.kw, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t phases = g.sh * g.sw, width = chan_panel(Cg, k);
@@ -753,13 +825,9 @@ void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
   }
   for (int64_t i = 0; i < G * phases; ++i) ap_at[i + 1] = checked_add(ap_at[i], ap_at[i + 1], "input gradient weights");
   // Kept by the calling thread between calls, as the forward's are (no fresh pages per call).
-  thread_local std::vector<T> kept_ap;
-  std::vector<T>& ap = kept_ap;
-  ap.resize(static_cast<size_t>(ap_at.back()));
-  std::vector<T> a;
   for (int64_t p = 0; p < phases; ++p) {
     const GradAxis &ra = ph.rows[p / g.sw], &ca = ph.cols[p % g.sw];
-    const int64_t rh = p / g.sw, rw = p % g.sw, K = Cog * int64_t(ra.tap.size() * ca.tap.size());
+    const int64_t rh = p / g.sw, rw = p % g.sw;
     for (int64_t o = 0; o < Cog; ++o)
       for (size_t i = 0; i < ra.tap.size(); ++i)
         for (size_t j = 0; j < ca.tap.size(); ++j)
@@ -769,18 +837,26 @@ void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
         qoff[p].push_back(u * ph.ld + v);  // koff holds the planes' padding
         coff[p].push_back((rh + g.sh * u - g.pt) * g.W + rw + g.sw * v - g.pl);
       }
-    if (K == 0) continue;
-    a.resize(static_cast<size_t>(Cg * K));
-    for (int64_t gi = 0; gi < G; ++gi) {
-      for (int64_t c = 0; c < Cg; ++c) {
-        T* row = a.data() + c * K;
-        for (int64_t o = 0; o < Cog; ++o)
-          for (int64_t i : ra.tap)
-            for (int64_t j : ca.tap) *row++ = w[((gi * Cog + o) * Cg + c) * taps + i * g.kw + j];
-      }
-      pack_rows(a.data(), K, Cg, K, width, ap.data() + ap_at[gi * phases + p]);
-    }
   }
+  thread_local std::vector<T> kept_ap;
+  const T* const ap = prepared(prep, Prep::strided_phases, width, 0, ap_at.back(), kept_ap, [&](T* out) {
+    std::vector<T> a;
+    for (int64_t p = 0; p < phases; ++p) {
+      const GradAxis &ra = ph.rows[p / g.sw], &ca = ph.cols[p % g.sw];
+      const int64_t K = Cog * int64_t(ra.tap.size() * ca.tap.size());
+      if (K == 0) continue;
+      a.resize(static_cast<size_t>(Cg * K));
+      for (int64_t gi = 0; gi < G; ++gi) {
+        for (int64_t c = 0; c < Cg; ++c) {
+          T* row = a.data() + c * K;
+          for (int64_t o = 0; o < Cog; ++o)
+            for (int64_t i : ra.tap)
+              for (int64_t j : ca.tap) *row++ = w[((gi * Cog + o) * Cg + c) * taps + i * g.kw + j];
+        }
+        pack_rows(a.data(), K, Cg, K, width, out + ap_at[gi * phases + p]);
+      }
+    }
+  });
   // Items: (image, group, phase); each fills its image's gy planes for the group (only their interior: the
   // worker's buffer is zeroed once per call, so the padding stays zero).
   const int64_t items = g.N * G * phases;
@@ -802,10 +878,10 @@ void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g) {
       for (int64_t oh = 0; oh < g.OH; ++oh)
         std::copy(gyg + o * P + oh * g.OW, gyg + o * P + (oh + 1) * g.OW,
                   buf + o * plane + (ph.top + oh) * ph.ld + ph.left);
-    k.gemm_packed_channels(width, Cg, npos, K, ap.data() + ap_at[gi * phases + p], buf, koff[p].data(), qoff[p].data(),
+    k.gemm_packed_channels(width, Cg, npos, K, ap + ap_at[gi * phases + p], buf, koff[p].data(), qoff[p].data(),
                            coff[p].data(), gxg, HW);
   });
-  release_if_large(ap);
+  release_if_large(kept_ap);
 }
 
 template <class T>
@@ -853,9 +929,10 @@ void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const Co
 
 #define FASTCONV_INSTANTIATE(T)                                                                                  \
   template void direct_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&);        \
-  template void implicit_gemm_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&); \
+  template void implicit_gemm_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&,   \
+                                         PrepRef);                                                               \
   template void implicit_gemm_weight_grad<T>(const T*, const T*, T*, const ConvGeom&);                           \
-  template void strided_input_grad<T>(const T*, const T*, T*, const ConvGeom&);                                  \
+  template void strided_input_grad<T>(const T*, const T*, T*, const ConvGeom&, PrepRef);                         \
   template void direct_backward<T>(const T*, const T*, const T*, T*, T*, const ConvGeom&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

@@ -20,12 +20,14 @@ bool use_direct(const ConvGeom& g);
 // wide.  FASTCONV_IMPLICIT_GEMM=0 turns it off, =1 takes every layer of one
 // group (tests reach the edge cases so).
 // elem_bytes: sizeof the dtype (the rules budget the planes the tiles read).
-bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes = 4);
+// prepared: the weights are packed once for many calls (a plan), so long reductions pay no packing per call.
+bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes = 4, bool prepared = false);
 
 // y = conv(x, w) + b on the packed GEMM kernel, B read in place from padded
 // input planes (no column matrix); b may be null.
 template <class T>
-void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {});
+void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {},
+                           PrepRef prep = {});
 
 // True when the implicit GEMM serves this convolution's weight gradient (one
 // group, column stride 1, compact planes keep most columns); the same
@@ -49,7 +51,7 @@ bool use_strided_input_grad(const ConvGeom& g, int64_t elem_bytes);
 // meets the weights (0 * Inf), so the caller keeps non-finite weights off it,
 // as off the adjoint forward.
 template <class T>
-void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g);
+void strided_input_grad(const T* gy, const T* w, T* gx, const ConvGeom& g, PrepRef prep = {});
 
 // Which vector width this build's direct kernels use (for show_config).
 std::string direct_kernel_name();

@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "parallel.hpp"
+#include "prepared.hpp"
 
 namespace fastconv {
 
@@ -43,6 +45,14 @@ bool all_finite(const T* p, int64_t n) {
     if (!all_finite_range(p + begin, std::min(kChunk, n - begin))) ok.store(false, std::memory_order_relaxed);
   });
   return ok.load();
+}
+
+// Whether a layer's weights are all finite: checked once per prepared layer, on every call without one.
+template <class T>
+bool weights_finite(PrepRef prep, const T* w, int64_t n) {
+  if (!prep) return all_finite(w, n);
+  std::vector<unsigned char> unused;
+  return *prepared<unsigned char>(prep, Prep::finite, 0, 0, 1, unused, [&](unsigned char* out) { *out = all_finite(w, n); });
 }
 
 }  // namespace fastconv

@@ -189,17 +189,25 @@ void transform_panels(const WinogradTiles& k, const float* w, bool adjoint, int6
 
 int64_t weight_rows() { return packed_point_gemms() ? kernels().f32.packed_rows : 1; }
 
-PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout) {
+// U for every point, into the calling thread's workspace, or made once into a prepared layer's store.
+PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout,
+                               PrepRef prep) {
   const int64_t mat = checked_mul(Cout, C, "winograd weights");
   const bool packed = packed_point_gemms();
   const int64_t rows = weight_rows(), panels = (Cout + rows - 1) / rows;
   const int64_t stride = point_stride(checked_mul(panels * rows, C, "winograd weights"));
-  float* U = workspace().get(packed ? 3 : 0, checked_mul(16, stride, "winograd weights"));
-  const int workers = workers_for(150.0 * mat, panels);
-  std::vector<std::vector<float>> taps(workers);
-  parallel_for(panels, workers, [&](int64_t pi, int wk) {
-    transform_panels(k, w, adjoint, C, Cout, rows, pi, pi + 1, U + pi * rows * C, stride, taps[wk]);
-  });
+  const int64_t count = checked_mul(16, stride, "winograd weights");
+  auto make = [&](float* U) {
+    const int workers = workers_for(150.0 * mat, panels);
+    std::vector<std::vector<float>> taps(workers);
+    parallel_for(panels, workers, [&](int64_t pi, int wk) {
+      transform_panels(k, w, adjoint, C, Cout, rows, pi, pi + 1, U + pi * rows * C, stride, taps[wk]);
+    });
+  };
+  if (prep) return PointWeights{prep.store->get<float>(PrepKey{Prep::winograd_points, prep.ns, rows, adjoint}, count, make),
+                                stride, packed};
+  float* U = workspace().get(packed ? 3 : 0, count);
+  make(U);
   return PointWeights{U, stride, packed};
 }
 
@@ -302,9 +310,10 @@ bool fuse_weights(int64_t C, int64_t Cout, int64_t T) {
 }
 
 // M[p] (Cout x T, rows T apart, p * mstride) = U[p] V[p] (V[p] C x T at p * vstride), U made here a row
-// block at a time by the worker that multiplies it.
+// block at a time by the worker that multiplies it; or, with `whole` (a prepared layer's U, made once), read from
+// there a row block at a time, in the same order.
 void fused_point_gemms(const WinogradTiles& k, const float* w, bool adjoint, int64_t C, int64_t Cout, int64_t T,
-                       const float* V, int64_t vstride, float* M, int64_t mstride) {
+                       const float* V, int64_t vstride, float* M, int64_t mstride, const PointWeights* whole) {
   const bool packed = packed_point_gemms();
   const int64_t rows = weight_rows(), panels = (Cout + rows - 1) / rows;
   const double per_panel = 64.0 * rows * C;  // bytes of one panel's 16 points
@@ -316,10 +325,15 @@ void fused_point_gemms(const WinogradTiles& k, const float* w, bool adjoint, int
     thread_local std::vector<float> taps;
     const int64_t p0 = panels * b / blocks, p1 = panels * (b + 1) / blocks;
     const int64_t row0 = p0 * rows, nrows = std::min(p1 * rows, Cout) - row0;
-    const int64_t stride = point_stride((p1 - p0) * rows * C);
-    float* ub = ws.get(0, checked_mul(16, stride, "winograd weights"));
-    transform_panels(k, w, adjoint, C, Cout, rows, p0, p1, ub, stride, taps);
-    const PointWeights pw{ub, stride, packed};
+    PointWeights pw;
+    if (whole) {
+      pw = PointWeights{whole->u + row0 * C, whole->stride, whole->packed};  // panel p0 of every point
+    } else {
+      const int64_t stride = point_stride((p1 - p0) * rows * C);
+      float* ub = ws.get(0, checked_mul(16, stride, "winograd weights"));
+      transform_panels(k, w, adjoint, C, Cout, rows, p0, p1, ub, stride, taps);
+      pw = PointWeights{ub, stride, packed};
+    }
     for (int p = 0; p < 16; ++p) point_gemm(pw, p, nrows, T, C, V + p * vstride, T, M + p * mstride + row0 * T, T);
   });
 }
@@ -327,16 +341,17 @@ void fused_point_gemms(const WinogradTiles& k, const float* w, bool adjoint, int
 }  // namespace
 
 void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g,
-                   const Epilogue<float>& ep) {
-  if (sgemm_avx512_enabled()) return winograd_f2x3_avx512(x, w, adjoint, bias, y, g, ep);
+                   const Epilogue<float>& ep, PrepRef prep) {
+  if (sgemm_avx512_enabled()) return winograd_f2x3_avx512(x, w, adjoint, bias, y, g, ep, prep);
   const WinogradTiles& k = kernels().winograd;
   const int64_t C = g.C, Cout = g.Cout, HWi = g.H * g.W, HWo = g.OH * g.OW;
   const Tiles tiles(g, g.N);
   if (tiles.total == 0) return;
   const int threads = get_num_threads();
   const Schedule sch = schedule_for(tiles, g.N, C, Cout, threads);
+  // A prepared layer keeps the whole U; the fused order then reads it a row block at a time.
   const bool fused = sch.layered && fuse_weights(C, Cout, sch.chunk * tiles.per_image);
-  const PointWeights U = fused ? PointWeights{} : transform_weights(k, w, adjoint, C, Cout);
+  const PointWeights U = fused && !prep ? PointWeights{} : transform_weights(k, w, adjoint, C, Cout, prep);
   if (sch.layered) {
     const int64_t T_max = sch.chunk * tiles.per_image;
     check_blas_dims(Cout, T_max, C, "winograd point GEMM");
@@ -355,7 +370,7 @@ void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bi
                       V + c * T + n * tiles.per_image + ty * tiles.tw, T, vstride, runs[wk].data());
       });
       if (fused)
-        fused_point_gemms(k, w, adjoint, C, Cout, T, V, vstride, M, mstride);
+        fused_point_gemms(k, w, adjoint, C, Cout, T, V, vstride, M, mstride, prep ? &U : nullptr);
       else
         for_point_columns(T, threads, 2.0 * 16 * C * Cout * T, [&](int p, int64_t j0, int64_t cols) {
           point_gemm(U, p, Cout, cols, C, V + p * vstride + j0, T, M + p * mstride + j0, T);

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "epilogue.hpp"
+#include "prepared.hpp"
 
 namespace fastconv {
 
@@ -58,8 +59,9 @@ const char* winograd_kernel_name();
 // w is [Cout][C][3][3]; with `adjoint` it is a [C][Cout][3][3] weight of the
 // opposite convolution, used transposed and rotated by 180 degrees: then y is
 // that convolution's input gradient when x is its output gradient.
+// With `prep`, U (the transformed weights) is made once and kept there.
 void winograd_f2x3(const float* x, const float* w, bool adjoint, const float* bias, float* y, const WinogradGeom& g,
-                   const Epilogue<float>& ep = {});
+                   const Epilogue<float>& ep = {}, PrepRef prep = {});
 
 // gw ([Cout][C][3][3], overwritten) of that convolution from its input x and
 // output gradient gy (N x Cout x OH x OW).
@@ -67,7 +69,7 @@ void winograd_f2x3_grad_weight(const float* x, const float* gy, float* gw, const
 
 // The AVX-512 implementation (x86 only; the dispatchers above call it).
 void winograd_f2x3_avx512(const float* x, const float* w, bool adjoint, const float* bias, float* y,
-                          const WinogradGeom& g, const Epilogue<float>& ep);
+                          const WinogradGeom& g, const Epilogue<float>& ep, PrepRef prep);
 void winograd_f2x3_grad_weight_avx512(const float* x, const float* gy, float* gw, const WinogradGeom& g);
 
 }  // namespace fastconv

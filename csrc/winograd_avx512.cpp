@@ -7,7 +7,7 @@
 namespace fastconv {
 
 void winograd_f2x3_avx512(const float*, const float*, bool, const float*, float*, const WinogradGeom&,
-                          const Epilogue<float>&) {
+                          const Epilogue<float>&, PrepRef) {
   throw std::logic_error("fastconv internal error: no Winograd kernel for this CPU");
 }
 
@@ -218,17 +218,29 @@ __attribute__((target("avx512f"))) void transform_weights(const float* w, bool a
 
 // U = G g G^T for every kernel, in panels of kMR output channels (PackedU);
 // `streaming` when U is read once (the layered schedule), not once per block.
+// A prepared layer's U is made once into its store (and read many times: not streamed).
 __attribute__((target("avx512f"))) PackedU pack_u(const float* w, bool adjoint, int64_t C, int64_t Cout, bool streaming,
-                                                  Scratch& store) {
+                                                  Scratch& store, PrepRef prep) {
   PackedU u{C, Cout, Cout / kMR, Cout % kMR, (Cout % kMR + 3) / 4 * 4, 0, nullptr};
   u.per_point = (u.full * kMR + u.edge_mr) * C + kStagger;
-  u.data = store.get(16 * u.per_point);
   const int64_t panels = u.full + (u.edge_rows > 0), chunks = (C + 15) / 16;
-  // Items are (panel, chunk of 16 input channels), panel-major: each thread
-  // writes whole panels front to back.
-  const int workers = workers_for(40.0 * Cout * C, panels * chunks);
-  parallel_for(panels * chunks, workers,
-               [&](int64_t item, int) { transform_weights(w, adjoint, u, item / chunks, item % chunks, streaming); });
+  auto make = [&](float* data, bool stream) {
+    PackedU target = u;
+    target.data = data;
+    // Items are (panel, chunk of 16 input channels), panel-major: each thread
+    // writes whole panels front to back.
+    const int workers = workers_for(40.0 * Cout * C, panels * chunks);
+    parallel_for(panels * chunks, workers, [&](int64_t item, int) {
+      transform_weights(w, adjoint, target, item / chunks, item % chunks, stream);
+    });
+  };
+  if (prep) {
+    const PrepKey key{Prep::winograd_avx512, prep.ns, 0, adjoint};
+    u.data = const_cast<float*>(prep.store->get<float>(key, 16 * u.per_point, [&](float* d) { make(d, false); }));
+    return u;
+  }
+  u.data = store.get(16 * u.per_point);
+  make(u.data, streaming);
   return u;
 }
 
@@ -724,11 +736,11 @@ __attribute__((target("avx512f"))) void weight_output_transform(const float* gwt
 // choice compares the bytes each would move.
 __attribute__((target("avx512f"))) void winograd_f2x3_avx512(const float* x, const float* w, bool adjoint,
                                                              const float* bias, float* y, const WinogradGeom& g,
-                                                             const Epilogue<float>& ep) {
+                                                             const Epilogue<float>& ep, PrepRef prep) {
   if (g.N == 0) return;
   thread_local Scratch su, sv_all, sm_all;
   const Plan plan = plan_for(g);
-  const PackedU U = pack_u(w, adjoint, g.C, g.Cout, plan.layered, su);
+  const PackedU U = pack_u(w, adjoint, g.C, g.Cout, plan.layered, su, prep);
   const int64_t th = plan.th, tw = plan.tw, tiles = plan.tiles, nb = plan.nb, blocks = plan.blocks;
   const int64_t HWi = g.H * g.W, HWo = g.OH * g.OW;
   const int workers = workers_for(32.0 * g.C * g.Cout * tiles, blocks);

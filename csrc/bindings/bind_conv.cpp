@@ -21,16 +21,6 @@ void check_bias(const std::optional<carray<T>>& b, int64_t n) {
                                 std::to_string(b->ndim()) + " with " + std::to_string(b->size()) + " elements");
 }
 
-// An array that must have the convolution output's shape (a gradient, a residual).
-template <class T>
-void check_output_shape(const carray<T>& a, const char* name, int64_t N, int64_t C, int64_t H, int64_t W) {
-  if (a.ndim() != 4 || a.shape(0) != N || a.shape(1) != C || a.shape(2) != H || a.shape(3) != W)
-    throw std::invalid_argument(
-        std::string(name) + ": expected shape (" + std::to_string(N) + ", " + std::to_string(C) + ", " +
-        std::to_string(H) + ", " + std::to_string(W) + "), got " +
-        std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))))));
-}
-
 // Transposed convolution seen as the input-gradient of a convolution: its
 // output (N, Cout, Hout, Wout) is that convolution's input.
 ConvGeom transpose_geom(const py::array& x, const py::array& w, pair_t stride, pair_t pad, pair_t out_pad, pair_t dil,

@@ -68,6 +68,16 @@ carray<T> new_array_like(const A& a) {
   return new_array<T>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
+// An array that must have the convolution output's shape (a gradient, a residual).
+template <class T>
+void check_output_shape(const carray<T>& a, const char* name, int64_t N, int64_t C, int64_t H, int64_t W) {
+  if (a.ndim() != 4 || a.shape(0) != N || a.shape(1) != C || a.shape(2) != H || a.shape(3) != W)
+    throw std::invalid_argument(
+        std::string(name) + ": expected shape (" + std::to_string(N) + ", " + std::to_string(C) + ", " +
+        std::to_string(H) + ", " + std::to_string(W) + "), got " +
+        std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))))));
+}
+
 void bind_geometry(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
@@ -75,5 +85,6 @@ void bind_solver(py::module_& m);
 void bind_interpolate(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_linear(py::module_& m);
+void bind_plan(py::module_& m);
 
 }  // namespace fastconv::bind

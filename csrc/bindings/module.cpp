@@ -77,4 +77,5 @@ PYBIND11_MODULE(_core, m) {
   fastconv::bind::bind_interpolate(m);
   fastconv::bind::bind_norm(m);
   fastconv::bind::bind_linear(m);
+  fastconv::bind::bind_plan(m);
 }

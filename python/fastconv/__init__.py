@@ -15,6 +15,7 @@ from ._memory import empty_cache  # noqa: E402
 from ._resample import interpolate, interpolate_backward  # noqa: E402
 from ._summary import DroppedPixelsWarning, GriddingWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from .plan import Conv2dPlan  # noqa: E402
 from .functional import (  # noqa: E402
     avg_pool2d,
     avg_pool2d_backward,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "Conv2dPlan",
     "conv_transpose2d",
     "conv_transpose2d_backward",
     "unfold",
