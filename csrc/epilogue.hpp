@@ -14,10 +14,19 @@ inline T rectify(T v) {
   return v <= T(0) ? T(0) : v;
 }
 
+// min(max(v, 0), cap) with NaN kept: ReLU6 (cap 6) and its kin.
+template <class T>
+inline T rectify_capped(T v, T cap) {
+  const T r = rectify(v);
+  return r > cap ? cap : r;
+}
+
 template <class T>
 struct Epilogue {
   const T* residual = nullptr;  // null: none; else the output's shape and layout
   bool relu = false;
+  bool capped = false;  // with relu: also min(., cap) (a frozen model's ReLU6)
+  T cap = T(0);
 
   bool active() const { return residual != nullptr || relu; }
 
@@ -27,7 +36,10 @@ struct Epilogue {
   // output's, so every operator passes its own run of y.
   void apply(T* y, int64_t offset, int64_t len, T bias = T(0)) const {
     T* out = y + offset;
-    if (residual) {
+    if (relu && capped) {
+      const T* r = residual ? residual + offset : nullptr;
+      for (int64_t i = 0; i < len; ++i) out[i] = rectify_capped(out[i] + bias + (r ? r[i] : T(0)), cap);
+    } else if (residual) {
       const T* r = residual + offset;
       if (relu)
         for (int64_t i = 0; i < len; ++i) out[i] = rectify(out[i] + bias + r[i]);

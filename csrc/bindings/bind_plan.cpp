@@ -23,7 +23,8 @@ void bind_typed(py::module_& m, const std::string& suffix) {
            }),
            py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("dilation"), py::arg("groups"))
       .def("forward",
-           [](Plan& p, const carray<T>& x, quad_t pad, const std::optional<carray<T>>& residual, bool relu) {
+           [](Plan& p, const carray<T>& x, quad_t pad, const std::optional<carray<T>>& residual, bool relu,
+              std::optional<double> cap) {
              require_ndim(x, 4, "input");
              const ConvGeom g = p.geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), pad[0], pad[1], pad[2], pad[3]);
              if (residual) check_output_shape(*residual, "residual", g.N, g.Cout, g.OH, g.OW);
@@ -31,6 +32,7 @@ void bind_typed(py::module_& m, const std::string& suffix) {
              Epilogue<T> ep;
              ep.residual = residual ? residual->data() : nullptr;
              ep.relu = relu;
+             if (cap) ep.capped = true, ep.cap = static_cast<T>(*cap);
              {
                py::gil_scoped_release release;
                p.forward(x.data(), y.mutable_data(), g, ep);

@@ -339,6 +339,267 @@ def ort_conv(ort, shape: ConvShape, x, w, threads: int):
     return lambda: sess.run(None, {"x": x})
 
 
+# -- every distinct convolution of a network ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """One distinct convolution of a network (``fastconv bench --network``): its geometry at a batch size."""
+
+    name: str  # the first such layer's path in the model
+    count: int  # layers of the network with this geometry and input size
+    n: int
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple  # (top, bottom, left, right)
+    dilation: tuple
+    groups: int
+    bias: bool
+    transposed: bool = False
+    output_padding: tuple = (0, 0)
+
+    @property
+    def label(self) -> str:
+        kh, kw = self.kernel
+        kind = "convT" if self.transposed else ("dw" if self.groups == self.c_in == self.c_out > 1 else "conv")
+        s = f"/{self.stride[0]}" if self.stride != (1, 1) else ""
+        g = f" g{self.groups}" if self.groups > 1 and kind != "dw" else ""
+        return f"{kind} {kh}x{kw}{s} {self.c_in}->{self.c_out}{g} @{self.h}"
+
+    def out_hw(self):
+        from . import shapes
+
+        if self.transposed:
+            return shapes.conv_transpose_output_size((self.h, self.w), self.kernel, self.stride, self.padding[::2],
+                                                     self.output_padding, self.dilation)  # fmt: skip
+        return shapes.conv_output_size((self.h, self.w), self.kernel, self.stride,
+                                       (self.padding[2], self.padding[3], self.padding[0], self.padding[1]),
+                                       self.dilation)  # fmt: skip
+
+    @property
+    def flops(self) -> float:
+        oh, ow = self.out_hw()
+        kh, kw = self.kernel
+        if self.transposed:
+            return 2.0 * self.n * self.h * self.w * self.c_in * (self.c_out // self.groups) * kh * kw
+        return 2.0 * self.n * oh * ow * self.c_out * (self.c_in // self.groups) * kh * kw
+
+    def arrays(self, dtype=np.float32, seed=0):
+        rng = np.random.default_rng(seed)
+        kh, kw = self.kernel
+        x = rng.standard_normal((self.n, self.c_in, self.h, self.w)).astype(dtype)
+        if self.transposed:
+            wshape = (self.c_in, self.c_out // self.groups, kh, kw)
+        else:
+            wshape = (self.c_out, self.c_in // self.groups, kh, kw)
+        w = (rng.standard_normal(wshape) / math.sqrt(np.prod(wshape[1:]))).astype(dtype)
+        b = rng.standard_normal(self.c_out).astype(dtype) if self.bias else None
+        gy = rng.standard_normal((self.n, self.c_out, *self.out_hw())).astype(dtype)
+        return x, w, b, gy
+
+
+def network_layers(name: str, batch: int) -> list:
+    """Every distinct convolution of network `name` (:data:`fastconv.models.NETWORKS`) at `batch` images, generated
+    from the architecture by :func:`fastconv.models.conv_layers`."""
+    from . import layers as L
+    from . import models
+
+    if name not in models.NETWORKS:
+        raise ValueError(f"--network: unknown network {name!r}; known: {', '.join(models.NETWORKS)}")
+    builder, shape = models.NETWORKS[name]
+    cases = []
+    for path, layer, (c, h, w), count in models.conv_layers(builder(), shape):
+        transposed = isinstance(layer, L.ConvTranspose2d)
+        if transposed:
+            ph, pw = layer.padding
+            pads, opad = (ph, ph, pw, pw), layer.output_padding
+        else:
+            (pt, pb), (pl, pr) = layer.pads((h, w))
+            pads, opad = (pt, pb, pl, pr), (0, 0)
+        cases.append(LayerCase(path, count, batch, c, h, w, layer.out_channels, layer.kernel_size, layer.stride, pads,
+                               layer.dilation, layer.groups, layer.bias, transposed, opad))  # fmt: skip
+    return cases
+
+
+def ort_layer(ort, case: LayerCase, x, w, b, threads: int):
+    """A one-node ONNX Conv or ConvTranspose model of `case` run by ONNX Runtime (as :func:`ort_conv`)."""
+    onnxruntime, onnx = ort
+    from onnx import helper, numpy_helper
+
+    elem = helper.np_dtype_to_tensor_dtype(x.dtype)
+    pt, pb, pl, pr = case.padding
+    attrs = dict(kernel_shape=list(case.kernel), strides=list(case.stride), pads=[pt, pl, pb, pr],
+                 dilations=list(case.dilation), group=case.groups)  # fmt: skip
+    if case.transposed:
+        attrs["output_padding"] = list(case.output_padding)
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
+    node = helper.make_node("ConvTranspose" if case.transposed else "Conv", ["x", "w"] + (["b"] if b is not None else []),
+                            ["y"], **attrs)  # fmt: skip
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", elem, list(x.shape))],
+                              [helper.make_tensor_value_info("y", elem, None)], initializer=inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort_session(onnxruntime, model.SerializeToString(), threads, {"x": x})
+
+
+def ort_session(onnxruntime, model_bytes: bytes, threads: int, feeds: dict):
+    """An ONNX Runtime CPU session of a serialised model (`threads` intra-op threads, one inter-op thread, every graph
+    optimisation); returns the call that runs it on `feeds`."""
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = onnxruntime.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, feeds)
+
+
+def measure_layer(case: LayerCase, repeats=5, rounds=3, torch_mod=None, ort=None, backward=True) -> dict:
+    """Seconds per call of one network layer: fastconv (a :class:`fastconv.Conv2dPlan`, as a frozen model runs it;
+    :func:`fastconv.conv_transpose2d` for transposed layers) forward and forward+backward, torch forward and
+    forward+backward, ONNX Runtime forward; the libraries take turns (`take_turns`)."""
+    from .plan import Conv2dPlan
+
+    x, w, b, gy = case.arrays()
+    pt, pb, pl, pr = case.padding
+    if case.transposed:
+        opts = dict(stride=case.stride, padding=(pt, pl), output_padding=case.output_padding, groups=case.groups,
+                    dilation=case.dilation)  # fmt: skip
+        fwd = lambda: F.conv_transpose2d(x, w, b, **opts)  # noqa: E731
+        fb = lambda: (fwd(), F.conv_transpose2d_backward(gy, x, w, **opts, output_mask=(True, True, b is not None)))  # noqa: E731
+        ours = fwd()
+    else:
+        plan = Conv2dPlan(w, b, case.stride, (pl, pr, pt, pb), case.dilation, case.groups)
+        fwd = lambda: plan(x)  # noqa: E731
+        fb = lambda: (plan(x), plan.backward(gy, x))  # noqa: E731
+        ours = fwd()
+    timed = [("fastconv_fwd", fwd)]
+    if backward:
+        timed.append(("fastconv_fwdbwd", fb))
+    if torch_mod is not None:
+        tf = torch_mod.nn.functional
+        xt, wt, gyt = (torch_mod.from_numpy(a) for a in (x, w, gy))
+        bt = None if b is None else torch_mod.from_numpy(b)
+        if pt != pb or pl != pr:
+            raise ValueError(f"{case.label}: torch takes symmetric padding only, got {case.padding}")
+        if case.transposed:
+            topts = dict(stride=case.stride, padding=(pt, pl), output_padding=case.output_padding, groups=case.groups,
+                         dilation=case.dilation)  # fmt: skip
+            op = tf.conv_transpose2d
+        else:
+            topts = dict(stride=case.stride, padding=(pt, pl), dilation=case.dilation, groups=case.groups)
+            op = tf.conv2d
+
+        def torch_fwd():
+            with torch_mod.no_grad():
+                return op(xt, wt, bt, **topts)
+
+        xg, wg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
+        bg = None if bt is None else bt.clone().requires_grad_(True)
+
+        def torch_fb():
+            op(xg, wg, bg, **topts).backward(gyt)
+            xg.grad = wg.grad = None
+            if bg is not None:
+                bg.grad = None
+
+        ref = torch_fwd().numpy()
+        tol = 1e-3 * max(1.0, float(np.abs(ref).max()))
+        if not np.allclose(ours, ref, rtol=1e-3, atol=tol):
+            raise RuntimeError(f"{case.label}: fastconv's result differs from torch's")
+        timed.append(("torch_fwd", torch_fwd))
+        if backward:
+            timed.append(("torch_fwdbwd", torch_fb))
+    if ort is not None:
+        run = ort_layer(ort, case, x, w, b, get_num_threads())
+        got = run()[0]
+        tol = 1e-3 * max(1.0, float(np.abs(got).max()))
+        if not np.allclose(got, ours, rtol=1e-3, atol=tol):
+            raise RuntimeError(f"{case.label}: ONNX Runtime's result differs from fastconv's: the ONNX model is wrong")
+        timed.append(("ort_fwd", run))
+    res = {}
+    take_turns(res, timed, repeats, rounds)
+    return res
+
+
+def geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def network_table(name: str, batch: int, repeats=5, rounds=3, torch_mod=None, ort=None, backward=True,
+                  out=sys.stdout) -> dict:  # fmt: skip
+    """Print the per-layer table of one network at one batch size; returns its figures (for ``--json``)."""
+    cases = network_layers(name, batch)
+    head = (f"{'layer':<28}{'n':>3}{'fwd ms':>9}{'GF/s':>7}{'torch':>7}{'ort':>7}  |{'f+b ms':>9}{'torch':>7}"
+            f"  {name}, batch {batch}")  # fmt: skip
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    rows = []
+    for case in cases:
+        r = measure_layer(case, repeats, rounds, torch_mod, ort, backward)
+        row = {"layer": case.label, "path": case.name, "count": case.count, "flops": case.flops, **r}
+        rows.append(row)
+        cols = [f"{case.label:<28}", f"{case.count:3d}", f"{1e3 * r['fastconv_fwd']:9.3f}",
+                f"{case.flops / r['fastconv_fwd'] / 1e9:7.1f}"]  # fmt: skip
+        for peer in ("torch_fwd", "ort_fwd"):
+            cols.append(f"{r[peer] / r['fastconv_fwd']:7.2f}" if peer in r else f"{'-':>7}")
+        cols.append("  |")
+        if backward:
+            cols.append(f"{1e3 * r['fastconv_fwdbwd']:9.3f}")
+            cols.append(f"{r['torch_fwdbwd'] / r['fastconv_fwdbwd']:7.2f}" if "torch_fwdbwd" in r else f"{'-':>7}")
+        print("".join(cols), file=out, flush=True)
+    summary = {"network": name, "batch": batch, "layers": rows}
+    for key, peer, ours in (("torch_fwd", "torch_fwd", "fastconv_fwd"), ("ort_fwd", "ort_fwd", "fastconv_fwd"),
+                            ("torch_fwdbwd", "torch_fwdbwd", "fastconv_fwdbwd")):  # fmt: skip
+        ratios = [r[peer] / r[ours] for r in rows if peer in r and ours in r]
+        if ratios:
+            summary[key] = {"geomean": geomean(ratios), "min": min(ratios)}
+    totals = {k: sum(r[k] * r["count"] for r in rows) for k in ("fastconv_fwd", "torch_fwd", "ort_fwd",
+                                                                  "fastconv_fwdbwd", "torch_fwdbwd") if k in rows[0]}  # fmt: skip
+    summary["totals"] = totals
+    line = f"{name} batch {batch}: every conv layer once each, geometric mean ratio (peer time / fastconv time):"
+    parts = [f"{label} {summary[key]['geomean']:.2f} (lowest {summary[key]['min']:.2f})"
+             for key, label in (("torch_fwd", "forward vs torch"), ("ort_fwd", "vs ONNX Runtime"),
+                                ("torch_fwdbwd", "forward+backward vs torch")) if key in summary]  # fmt: skip
+    print(line + " " + "; ".join(parts), file=out)
+    tot = [f"fastconv {1e3 * totals['fastconv_fwd']:.1f} ms"]
+    tot += [f"{lbl} {1e3 * totals[k]:.1f} ms" for k, lbl in (("torch_fwd", "torch"), ("ort_fwd", "ONNX Runtime"))
+            if k in totals]  # fmt: skip
+    print(f"{name} batch {batch}: the network's total conv forward time (each layer times its count): " + ", ".join(tot),
+          file=out, flush=True)  # fmt: skip
+    return summary
+
+
+def run_network(names, batches, repeats=5, threads=2, rounds=3, backward=True, cap_ort=True, out=sys.stdout) -> list:
+    """`fastconv bench --network`: the configuration, then one table per network and batch size."""
+    torch = _import_torch()
+    old = get_num_threads()
+    set_num_threads(threads)
+    ort, ort_note = start_ort(cap_ort and ort_cap_wanted())
+    if torch is not None:
+        torch.set_num_threads(threads)
+    show_config(file=out)
+    print(f"fastconv bench --network: float32, {threads} threads, best of {repeats} runs in each of {rounds} rounds "
+          "(the libraries take turns); fastconv forward is a Conv2dPlan (weights packed once, as a frozen model and an "
+          "ONNX Runtime session run it); ratio = peer time / fastconv time", file=out)  # fmt: skip
+    if torch is None:
+        print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
+    print(ort_note if ort is not None else "ONNX Runtime: not installed, so its column is skipped", file=out)
+    results = []
+    try:
+        for name in names:
+            for batch in batches:
+                results.append(network_table(name, batch, repeats, rounds, torch, ort, backward, out))
+    finally:
+        set_num_threads(old)
+    return results
+
+
 def torch_blocks(torch):
     """torch modules of the model benchmark: torchvision's ``BasicBlock`` written out (torchvision is
     not a dependency) and a ``Concat`` (DenseNet layer: ``cat([x, body(x)], 1)``), both of the forms

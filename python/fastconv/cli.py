@@ -246,10 +246,32 @@ def _bench(args, parser) -> int:
     unknown = [n.strip() for n in (args.shapes or "").split(",") if n.strip() and n.strip() not in SHAPES_BY_NAME]
     if unknown:
         parser.error(f"--shapes: unknown shape(s) {unknown}; known: {', '.join(SHAPES_BY_NAME)}")
+    batches = None
+    if args.batch is not None:
+        try:
+            batches = [int(b) for b in args.batch.split(",")]
+        except ValueError:
+            parser.error(f"--batch must be a comma-separated list of ints, got {args.batch!r}")
+        if any(not 1 <= b <= 4096 for b in batches):
+            parser.error(f"--batch values must be in [1, 4096], got {args.batch!r}")
+    if args.network:
+        from .bench import run_network
+        from .models import NETWORKS
+
+        names = [n.strip() for n in args.network.split(",") if n.strip()]
+        unknown = [n for n in names if n not in NETWORKS]
+        if unknown or not names:
+            parser.error(f"--network: unknown network(s) {unknown or [args.network]}; known: {', '.join(NETWORKS)}")
+        run_network(names, batches or [1, 8], repeats=args.repeats, threads=args.threads, rounds=args.rounds,
+                    backward=not args.forward_only, cap_ort=not args.ort_uncapped)  # fmt: skip
+        return 0
     if args.models:
         from .bench import run_models
 
-        return run_models(repeats=args.repeats, threads=args.threads, batch=args.batch, rounds=args.rounds)
+        if batches is not None and len(batches) != 1:
+            parser.error(f"--models takes one --batch, got {args.batch!r}")
+        return run_models(repeats=args.repeats, threads=args.threads, batch=batches[0] if batches else 64,
+                          rounds=args.rounds)  # fmt: skip
     return run_table(
         shapes=args.shapes,
         repeats=args.repeats,
@@ -386,7 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: training steps and inference of VGG-, ResNet-8- and DenseNet-style models vs torch",
     )
-    p.add_argument("--batch", type=int, default=64, help="--models: images per step (3x32x32)")
+    p.add_argument(
+        "--network",
+        default=None,
+        help="instead: every distinct conv layer of these networks (comma-separated: resnet18, resnet50, mobilenet_v2, "
+        "vgg_cifar, unet) vs torch and ONNX Runtime",
+    )
+    p.add_argument(
+        "--batch",
+        default=None,
+        help="--network: comma-separated batch sizes (default 1,8); --models: images per step (default 64)",
+    )
     p.set_defaults(func=_bench, parser=p)
 
     p = sub.add_parser("keras2torch", help="PyTorch source for a Keras model.json (model.to_json())")

@@ -121,14 +121,23 @@ class Conv2dPlan:
         pads = _conv_pads(self.padding, x.shape[2:], self._kernel, self.stride, self.dilation)
         return x, unbatched, pads
 
-    def __call__(self, input, *, residual=None, relu=False) -> np.ndarray:
+    def __call__(self, input, *, residual=None, relu=False, relu_cap=None) -> np.ndarray:
         """The convolution of ``input`` (``(N, C_in, H, W)`` or ``(C_in, H, W)``).
 
         ``residual`` (an array of the output's shape) is added and ``relu`` applied as the output is
-        written, as in :func:`fastconv.conv2d`.
+        written, as in :func:`fastconv.conv2d`; ``relu_cap`` (with ``relu``) also caps the output from
+        above, ``min(max(y, 0), relu_cap)`` (ReLU6: ``relu_cap=6``), NaN kept.
         """
         x, unbatched, pads = self._input(input)
         relu = as_bool(relu, "relu")
+        if relu_cap is not None:
+            if not relu:
+                raise ValueError("relu_cap needs relu=True")
+            if isinstance(relu_cap, (bool, np.bool_)) or not isinstance(relu_cap, (int, float, np.floating, np.integer)):
+                raise TypeError(f"relu_cap must be a number, got {type(relu_cap).__name__} {relu_cap!r}")
+            if not relu_cap > 0:
+                raise ValueError(f"relu_cap must be positive, got {relu_cap!r}")
+            relu_cap = float(relu_cap)
         r = None
         if residual is not None:
             r = as_array(residual, "residual")
@@ -136,7 +145,7 @@ class Conv2dPlan:
                 raise TypeError(f"residual must be {self.dtype.name} like the plan's weights, got dtype {r.dtype}")
             require_ndim(r, "residual", (3,) if unbatched else (4,))
             r = contiguous(r[None] if unbatched else r, self.dtype)
-        y = self._plan.forward(x, pads, r, relu)
+        y = self._plan.forward(x, pads, r, relu, relu_cap)
         return y[0] if unbatched else y
 
     def backward(self, grad_output, input, output_mask=(True, True, True)):
