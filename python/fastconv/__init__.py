@@ -15,7 +15,6 @@ from ._memory import empty_cache  # noqa: E402
 from ._resample import interpolate, interpolate_backward  # noqa: E402
 from ._summary import DroppedPixelsWarning, GriddingWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
-from .plan import Conv2dPlan  # noqa: E402
 from .functional import (  # noqa: E402
     avg_pool2d,
     avg_pool2d_backward,
@@ -30,6 +29,7 @@ from .functional import (  # noqa: E402
     max_unpool2d_backward,
     unfold,
 )
+from .plan import Conv2dPlan  # noqa: E402
 from .shapes import (  # noqa: E402
     conv_output_size,
     conv_transpose_output_size,

@@ -374,11 +374,16 @@ class LayerCase:
         from . import shapes
 
         if self.transposed:
-            return shapes.conv_transpose_output_size((self.h, self.w), self.kernel, self.stride, self.padding[::2],
-                                                     self.output_padding, self.dilation)  # fmt: skip
-        return shapes.conv_output_size((self.h, self.w), self.kernel, self.stride,
-                                       (self.padding[2], self.padding[3], self.padding[0], self.padding[1]),
-                                       self.dilation)  # fmt: skip
+            return shapes.conv_transpose_output_size(
+                (self.h, self.w), self.kernel, self.stride, self.padding[::2], self.output_padding, self.dilation
+            )
+        return shapes.conv_output_size(
+            (self.h, self.w),
+            self.kernel,
+            self.stride,
+            (self.padding[2], self.padding[3], self.padding[0], self.padding[1]),
+            self.dilation,
+        )
 
     @property
     def flops(self) -> float:
@@ -420,8 +425,25 @@ def network_layers(name: str, batch: int) -> list:
         else:
             (pt, pb), (pl, pr) = layer.pads((h, w))
             pads, opad = (pt, pb, pl, pr), (0, 0)
-        cases.append(LayerCase(path, count, batch, c, h, w, layer.out_channels, layer.kernel_size, layer.stride, pads,
-                               layer.dilation, layer.groups, layer.bias, transposed, opad))  # fmt: skip
+        cases.append(
+            LayerCase(
+                path,
+                count,
+                batch,
+                c,
+                h,
+                w,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
+                pads,
+                layer.dilation,
+                layer.groups,
+                layer.bias,
+                transposed,
+                opad,
+            )
+        )
     return cases
 
 
@@ -432,15 +454,26 @@ def ort_layer(ort, case: LayerCase, x, w, b, threads: int):
 
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     pt, pb, pl, pr = case.padding
-    attrs = dict(kernel_shape=list(case.kernel), strides=list(case.stride), pads=[pt, pl, pb, pr],
-                 dilations=list(case.dilation), group=case.groups)  # fmt: skip
+    attrs = dict(
+        kernel_shape=list(case.kernel),
+        strides=list(case.stride),
+        pads=[pt, pl, pb, pr],
+        dilations=list(case.dilation),
+        group=case.groups,
+    )
     if case.transposed:
         attrs["output_padding"] = list(case.output_padding)
     inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
-    node = helper.make_node("ConvTranspose" if case.transposed else "Conv", ["x", "w"] + (["b"] if b is not None else []),
-                            ["y"], **attrs)  # fmt: skip
-    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", elem, list(x.shape))],
-                              [helper.make_tensor_value_info("y", elem, None)], initializer=inits)  # fmt: skip
+    node = helper.make_node(
+        "ConvTranspose" if case.transposed else "Conv", ["x", "w"] + (["b"] if b is not None else []), ["y"], **attrs
+    )
+    graph = helper.make_graph(
+        [node],
+        "layer",
+        [helper.make_tensor_value_info("x", elem, list(x.shape))],
+        [helper.make_tensor_value_info("y", elem, None)],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return ort_session(onnxruntime, model.SerializeToString(), threads, {"x": x})
@@ -467,8 +500,13 @@ def measure_layer(case: LayerCase, repeats=5, rounds=3, torch_mod=None, ort=None
     x, w, b, gy = case.arrays()
     pt, pb, pl, pr = case.padding
     if case.transposed:
-        opts = dict(stride=case.stride, padding=(pt, pl), output_padding=case.output_padding, groups=case.groups,
-                    dilation=case.dilation)  # fmt: skip
+        opts = dict(
+            stride=case.stride,
+            padding=(pt, pl),
+            output_padding=case.output_padding,
+            groups=case.groups,
+            dilation=case.dilation,
+        )
         fwd = lambda: F.conv_transpose2d(x, w, b, **opts)  # noqa: E731
         fb = lambda: (fwd(), F.conv_transpose2d_backward(gy, x, w, **opts, output_mask=(True, True, b is not None)))  # noqa: E731
         ours = fwd()
@@ -487,8 +525,13 @@ def measure_layer(case: LayerCase, repeats=5, rounds=3, torch_mod=None, ort=None
         if pt != pb or pl != pr:
             raise ValueError(f"{case.label}: torch takes symmetric padding only, got {case.padding}")
         if case.transposed:
-            topts = dict(stride=case.stride, padding=(pt, pl), output_padding=case.output_padding, groups=case.groups,
-                         dilation=case.dilation)  # fmt: skip
+            topts = dict(
+                stride=case.stride,
+                padding=(pt, pl),
+                output_padding=case.output_padding,
+                groups=case.groups,
+                dilation=case.dilation,
+            )
             op = tf.conv_transpose2d
         else:
             topts = dict(stride=case.stride, padding=(pt, pl), dilation=case.dilation, groups=case.groups)
@@ -531,12 +574,15 @@ def geomean(values) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
 
-def network_table(name: str, batch: int, repeats=5, rounds=3, torch_mod=None, ort=None, backward=True,
-                  out=sys.stdout) -> dict:  # fmt: skip
+def network_table(
+    name: str, batch: int, repeats=5, rounds=3, torch_mod=None, ort=None, backward=True, out=sys.stdout
+) -> dict:
     """Print the per-layer table of one network at one batch size; returns its figures (for ``--json``)."""
     cases = network_layers(name, batch)
-    head = (f"{'layer':<28}{'n':>3}{'fwd ms':>9}{'GF/s':>7}{'torch':>7}{'ort':>7}  |{'f+b ms':>9}{'torch':>7}"
-            f"  {name}, batch {batch}")  # fmt: skip
+    head = (
+        f"{'layer':<28}{'n':>3}{'fwd ms':>9}{'GF/s':>7}{'torch':>7}{'ort':>7}  |{'f+b ms':>9}{'torch':>7}"
+        f"  {name}, batch {batch}"
+    )
     print(head, file=out)
     print("-" * len(head), file=out)
     rows = []
@@ -544,8 +590,12 @@ def network_table(name: str, batch: int, repeats=5, rounds=3, torch_mod=None, or
         r = measure_layer(case, repeats, rounds, torch_mod, ort, backward)
         row = {"layer": case.label, "path": case.name, "count": case.count, "flops": case.flops, **r}
         rows.append(row)
-        cols = [f"{case.label:<28}", f"{case.count:3d}", f"{1e3 * r['fastconv_fwd']:9.3f}",
-                f"{case.flops / r['fastconv_fwd'] / 1e9:7.1f}"]  # fmt: skip
+        cols = [
+            f"{case.label:<28}",
+            f"{case.count:3d}",
+            f"{1e3 * r['fastconv_fwd']:9.3f}",
+            f"{case.flops / r['fastconv_fwd'] / 1e9:7.1f}",
+        ]
         for peer in ("torch_fwd", "ort_fwd"):
             cols.append(f"{r[peer] / r['fastconv_fwd']:7.2f}" if peer in r else f"{'-':>7}")
         cols.append("  |")
@@ -554,24 +604,42 @@ def network_table(name: str, batch: int, repeats=5, rounds=3, torch_mod=None, or
             cols.append(f"{r['torch_fwdbwd'] / r['fastconv_fwdbwd']:7.2f}" if "torch_fwdbwd" in r else f"{'-':>7}")
         print("".join(cols), file=out, flush=True)
     summary = {"network": name, "batch": batch, "layers": rows}
-    for key, peer, ours in (("torch_fwd", "torch_fwd", "fastconv_fwd"), ("ort_fwd", "ort_fwd", "fastconv_fwd"),
-                            ("torch_fwdbwd", "torch_fwdbwd", "fastconv_fwdbwd")):  # fmt: skip
+    for key, peer, ours in (
+        ("torch_fwd", "torch_fwd", "fastconv_fwd"),
+        ("ort_fwd", "ort_fwd", "fastconv_fwd"),
+        ("torch_fwdbwd", "torch_fwdbwd", "fastconv_fwdbwd"),
+    ):
         ratios = [r[peer] / r[ours] for r in rows if peer in r and ours in r]
         if ratios:
             summary[key] = {"geomean": geomean(ratios), "min": min(ratios)}
-    totals = {k: sum(r[k] * r["count"] for r in rows) for k in ("fastconv_fwd", "torch_fwd", "ort_fwd",
-                                                                  "fastconv_fwdbwd", "torch_fwdbwd") if k in rows[0]}  # fmt: skip
+    totals = {
+        k: sum(r[k] * r["count"] for r in rows)
+        for k in ("fastconv_fwd", "torch_fwd", "ort_fwd", "fastconv_fwdbwd", "torch_fwdbwd")
+        if k in rows[0]
+    }
     summary["totals"] = totals
     line = f"{name} batch {batch}: every conv layer once each, geometric mean ratio (peer time / fastconv time):"
-    parts = [f"{label} {summary[key]['geomean']:.2f} (lowest {summary[key]['min']:.2f})"
-             for key, label in (("torch_fwd", "forward vs torch"), ("ort_fwd", "vs ONNX Runtime"),
-                                ("torch_fwdbwd", "forward+backward vs torch")) if key in summary]  # fmt: skip
+    parts = [
+        f"{label} {summary[key]['geomean']:.2f} (lowest {summary[key]['min']:.2f})"
+        for key, label in (
+            ("torch_fwd", "forward vs torch"),
+            ("ort_fwd", "vs ONNX Runtime"),
+            ("torch_fwdbwd", "forward+backward vs torch"),
+        )
+        if key in summary
+    ]
     print(line + " " + "; ".join(parts), file=out)
     tot = [f"fastconv {1e3 * totals['fastconv_fwd']:.1f} ms"]
-    tot += [f"{lbl} {1e3 * totals[k]:.1f} ms" for k, lbl in (("torch_fwd", "torch"), ("ort_fwd", "ONNX Runtime"))
-            if k in totals]  # fmt: skip
-    print(f"{name} batch {batch}: the network's total conv forward time (each layer times its count): " + ", ".join(tot),
-          file=out, flush=True)  # fmt: skip
+    tot += [
+        f"{lbl} {1e3 * totals[k]:.1f} ms"
+        for k, lbl in (("torch_fwd", "torch"), ("ort_fwd", "ONNX Runtime"))
+        if k in totals
+    ]
+    print(
+        f"{name} batch {batch}: the network's total conv forward time (each layer times its count): " + ", ".join(tot),
+        file=out,
+        flush=True,
+    )
     return summary
 
 
@@ -584,9 +652,12 @@ def run_network(names, batches, repeats=5, threads=2, rounds=3, backward=True, c
     if torch is not None:
         torch.set_num_threads(threads)
     show_config(file=out)
-    print(f"fastconv bench --network: float32, {threads} threads, best of {repeats} runs in each of {rounds} rounds "
-          "(the libraries take turns); fastconv forward is a Conv2dPlan (weights packed once, as a frozen model and an "
-          "ONNX Runtime session run it); ratio = peer time / fastconv time", file=out)  # fmt: skip
+    print(
+        f"fastconv bench --network: float32, {threads} threads, best of {repeats} runs in each of {rounds} rounds "
+        "(the libraries take turns); fastconv forward is a Conv2dPlan (weights packed once, as a frozen model and an "
+        "ONNX Runtime session run it); ratio = peer time / fastconv time",
+        file=out,
+    )
     if torch is None:
         print("torch is not installed: torch columns are skipped (pip install torch==2.13.0)", file=out)
     print(ort_note if ort is not None else "ONNX Runtime: not installed, so its column is skipped", file=out)
@@ -649,17 +720,29 @@ def torch_models(torch, width: int = 1):
     def resnet8(size=32):
         c = 16 * width
         return tnn.Sequential(
-            tnn.Conv2d(3, c, 3, padding=1, bias=False), tnn.BatchNorm2d(c), tnn.ReLU(),
-            BasicBlock(c, c), BasicBlock(c, 2 * c, 2), BasicBlock(2 * c, 4 * c, 2),
-            tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(4 * c, 10),
-        )  # fmt: skip
+            tnn.Conv2d(3, c, 3, padding=1, bias=False),
+            tnn.BatchNorm2d(c),
+            tnn.ReLU(),
+            BasicBlock(c, c),
+            BasicBlock(c, 2 * c, 2),
+            BasicBlock(2 * c, 4 * c, 2),
+            tnn.AdaptiveAvgPool2d(1),
+            tnn.Flatten(),
+            tnn.Linear(4 * c, 10),
+        )
 
     def densenet(size=32, growth=12):
         def dense_layer(cin):  # BN-ReLU-1x1 (4 growth), BN-ReLU-3x3 (growth), concatenated
-            return Concat(tnn.Sequential(
-                tnn.BatchNorm2d(cin), tnn.ReLU(), tnn.Conv2d(cin, 4 * growth, 1, bias=False),
-                tnn.BatchNorm2d(4 * growth), tnn.ReLU(), tnn.Conv2d(4 * growth, growth, 3, padding=1, bias=False),
-            ))  # fmt: skip
+            return Concat(
+                tnn.Sequential(
+                    tnn.BatchNorm2d(cin),
+                    tnn.ReLU(),
+                    tnn.Conv2d(cin, 4 * growth, 1, bias=False),
+                    tnn.BatchNorm2d(4 * growth),
+                    tnn.ReLU(),
+                    tnn.Conv2d(4 * growth, growth, 3, padding=1, bias=False),
+                )
+            )
 
         c0 = 2 * growth
         layers, c = [tnn.Conv2d(3, c0, 3, padding=1, bias=False)], c0

@@ -20,13 +20,14 @@ Examples
 from __future__ import annotations
 
 from . import nn
+from .nn.module import _rng
 
 __all__ = ["NETWORKS", "resnet18", "resnet50", "mobilenet_v2", "vgg_cifar", "unet", "conv_layers"]
 
 
 def _rngs(rng):
     """A generator of per-layer seeds, so that layers differ and a model is reproducible from one seed."""
-    r = nn._rng(rng)
+    r = _rng(rng)
     while True:
         yield int(r.integers(2**31))
 

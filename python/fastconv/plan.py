@@ -133,7 +133,9 @@ class Conv2dPlan:
         if relu_cap is not None:
             if not relu:
                 raise ValueError("relu_cap needs relu=True")
-            if isinstance(relu_cap, (bool, np.bool_)) or not isinstance(relu_cap, (int, float, np.floating, np.integer)):
+            if isinstance(relu_cap, (bool, np.bool_)) or not isinstance(
+                relu_cap, (int, float, np.floating, np.integer)
+            ):
                 raise TypeError(f"relu_cap must be a number, got {type(relu_cap).__name__} {relu_cap!r}")
             if not relu_cap > 0:
                 raise ValueError(f"relu_cap must be positive, got {relu_cap!r}")
