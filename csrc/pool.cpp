@@ -188,7 +188,7 @@ inline AvgWindow avg_window(const PoolGeom& g, int64_t oh, int64_t ow, bool coun
   w0 = std::max<int64_t>(w0, 0);
   h1 = std::min(h1, g.H);
   w1 = std::min(w1, g.W);
-  const double d = divisor > 0 ? double(divisor) : (count_include_pad ? padded_count : double(h1 - h0) * (w1 - w0));
+  const double d = divisor != 0 ? double(divisor) : (count_include_pad ? padded_count : double(h1 - h0) * (w1 - w0));
   return {h0, h1, w0, w1, d};
 }
 }  // namespace

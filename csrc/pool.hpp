@@ -25,7 +25,7 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const PoolGeom& g);
 template <class T>
 void max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const PoolGeom& g);
 
-// divisor <= 0 means no override.
+// divisor 0 means no override; any other value (negative ones too, as torch) divides every window.
 template <class T>
 void avg_pool2d_forward(const T* x, T* y, const PoolGeom& g, bool count_include_pad, int64_t divisor);
 template <class T>

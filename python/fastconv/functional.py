@@ -557,8 +557,8 @@ def _divisor(divisor_override) -> int:
     if divisor_override is None:
         return 0
     d = as_int(divisor_override, "divisor_override")
-    if d <= 0:
-        raise ValueError(f"divisor_override must be positive, got {divisor_override!r}")
+    if d == 0:  # torch takes any other int, negative ones included
+        raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
     return d
 
 

@@ -24,7 +24,9 @@ from .activation import ELU, GELU, Hardswish, Identity, LeakyReLU, LogSoftmax, R
 from .containers import Concat, Residual, Sequential
 from .conv import Conv2d, ConvTranspose2d
 from .convert import from_torch
-from .freeze import FrozenConv2d, FrozenModel, fold_batch_norm, freeze
+from .freeze import FrozenConv2d, FrozenGraph, FrozenModel, fold_batch_norm, freeze
+from .graph import GraphModule
+from .io import load, save
 from .linear import Dropout, Dropout2d, Flatten, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
@@ -77,4 +79,8 @@ __all__ = [
     "freeze",
     "FrozenConv2d",
     "FrozenModel",
+    "GraphModule",
+    "FrozenGraph",
+    "save",
+    "load",
 ]

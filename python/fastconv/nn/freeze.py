@@ -8,11 +8,12 @@ from .. import layers as L
 from .activation import Identity, ReLU, ReLU6
 from .containers import Concat, Residual, Sequential
 from .conv import Conv2d
+from .graph import GraphModule
 from .linear import Dropout, Dropout2d
 from .module import Module, Parameter
 from .normalization import BatchNorm2d
 
-__all__ = ["fold_batch_norm", "freeze", "FrozenConv2d", "FrozenModel"]
+__all__ = ["fold_batch_norm", "freeze", "FrozenConv2d", "FrozenModel", "FrozenGraph"]
 
 
 def _folded(conv, bn):
@@ -261,5 +262,138 @@ def freeze(model) -> FrozenModel:
         out.eval()
         return out
 
+    if isinstance(model, GraphModule):
+        return _freeze_graph(model, conv)
     layers = model.layers if isinstance(model, Sequential) else [model]
     return FrozenModel(*walk_layers(list(layers)))
+
+
+def _freeze_graph(gm, conv):
+    """freeze() of a GraphModule: the same folds and fusions, found along the graph's edges (a convolution whose
+    output only a batch norm reads, a ReLU that only reads that, a sum whose only reader is a ReLU)."""
+    import copy
+    from dataclasses import replace
+
+    from .graph import Ref, _leaves
+
+    def users_of(nodes):
+        users = {n.name: [] for n in nodes}
+        for n in nodes:
+            for leaf in _leaves((n.args, n.kwargs)):
+                if isinstance(leaf, Ref):
+                    users[leaf.name].append(n.name)
+        return users
+
+    def module_of(n):
+        return gm.get_submodule(n.target) if n.op == "module" else None
+
+    def relu_kind(n):
+        """'relu' or 'relu6' for a node that is one, else None."""
+        m = module_of(n)
+        if type(m) is ReLU or (n.op == "call" and n.target == "relu"):
+            return "relu"
+        if type(m) is ReLU6 or (n.op == "call" and n.target == "relu6"):
+            return "relu6"
+        return None
+
+    def first_ref(n):
+        return next(leaf for leaf in _leaves((n.args, n.kwargs)) if isinstance(leaf, Ref))
+
+    rename: dict[str, str] = {}  # a removed node -> the node whose value it was
+
+    def fix(obj):
+        if isinstance(obj, Ref):
+            name = obj.name
+            while name in rename:
+                name = rename[name]
+            return Ref(name)
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(fix(v) for v in obj)
+        if isinstance(obj, dict):
+            return {k: fix(v) for k, v in obj.items()}
+        return obj
+
+    nodes = list(gm.nodes)
+    by_name = {n.name: n for n in nodes}
+    users = users_of(nodes)
+    calls: dict[str, int] = {}
+    for n in nodes:
+        if n.op == "module":
+            calls[n.target] = calls.get(n.target, 0) + 1
+
+    def sole_user(n):
+        return by_name[users[n.name][0]] if len(users[n.name]) == 1 else None
+
+    # Identities in eval mode go; a convolution (called at one node) takes the batch norm only it feeds, and the ReLU
+    # only that feeds.
+    modules: dict[str, object] = {}
+    for n in nodes:
+        m = module_of(n)
+        if type(m) in (Dropout, Dropout2d, Identity) or (n.op == "call" and n.target in ("dropout", "dropout2d")):
+            rename[n.name] = first_ref(n).name
+            continue
+        if type(m) is not Conv2d or calls[n.target] != 1:
+            continue
+        last, bn, act = n, None, None
+        u = sole_user(last)
+        if u is not None and type(module_of(u)) is BatchNorm2d and calls[u.target] == 1:
+            if module_of(u).track_running_stats:
+                bn, last = module_of(u), u
+                rename[u.name] = n.name
+        u = sole_user(last)
+        if u is not None and relu_kind(u):
+            act = relu_kind(u)
+            rename[u.name] = n.name
+        modules[n.target] = conv(m, bn, act)
+    nodes = [replace(n, args=fix(n.args), kwargs=fix(n.kwargs)) for n in nodes if n.name not in rename]
+    by_name = {n.name: n for n in nodes}
+    users = users_of(nodes)
+    # A sum of a frozen convolution without an activation (read only by the sum) and a shortcut, with the ReLU only
+    # the sum feeds: the convolution adds the shortcut (and rectifies) as it writes, moved to where the sum was.
+    order = [n.name for n in nodes]
+    for n in nodes:
+        if n.op != "call" or n.target != "add" or len(n.args) != 2 or n.kwargs:
+            continue
+        refs = [a for a in n.args if isinstance(a, Ref)]
+        if len(refs) != 2 or refs[0].name == refs[1].name:
+            continue
+        for ci in (0, 1):
+            c = by_name[refs[ci].name]
+            fc = modules.get(c.target) if c.op == "module" else None
+            if not isinstance(fc, FrozenConv2d) or fc.activation is not None or users[c.name] != [n.name]:
+                continue
+            r = sole_user(n)
+            relu = r is not None and relu_kind(r) == "relu"
+            by_name[c.name] = replace(c, kwargs={**c.kwargs, "residual": refs[1 - ci], "relu": relu})
+            order.remove(c.name)
+            order[order.index(n.name)] = c.name
+            rename[n.name] = c.name
+            if relu:
+                order.remove(r.name)
+                rename[r.name] = c.name
+            break
+    nodes = [replace(by_name[name], args=fix(by_name[name].args), kwargs=fix(by_name[name].kwargs)) for name in order]
+    for n in nodes:
+        if n.op == "module" and n.target not in modules:
+            mod = copy.deepcopy(gm.get_submodule(n.target))
+            mod.eval()
+            modules[n.target] = mod
+    attrs = {path: (kind, holder._parameters[name].data if kind == "parameter" else holder._buffers[name])
+             for path, (kind, holder, name) in gm.attrs.items()}  # fmt: skip
+    return FrozenGraph(nodes, modules, attrs)
+
+
+class FrozenGraph(GraphModule):
+    """An inference-only graph made by :func:`freeze` from a :class:`GraphModule`: always in eval mode."""
+
+    def __init__(self, nodes, modules=None, attrs=None):
+        super().__init__(nodes, modules, attrs)
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise _inference_only(self)
+        return super().train(False)
+
+    def backward(self, grad_output, input_grad=True):
+        raise _inference_only(self)

@@ -108,8 +108,8 @@ class Module:
         with np.load(path) as data:
             self.load_state_dict({k: data[k] for k in data.files})
 
-    def __call__(self, *args):
-        return self.forward(*args)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     def forward(self, x):  # pragma: no cover - overridden
         raise NotImplementedError
