@@ -160,6 +160,8 @@ def summary(model, input_shape) -> Summary:
     >>> s.rows[-1].output_shape, s.total_params
     ((8, 13, 13), 80)
     """
+    if type(model).__name__ in ("GraphModule", "FrozenGraph"):
+        return _graph_summary(model, parse_shape(input_shape))
     if not isinstance(model, L.Layer) and not isinstance(model, (list, tuple)):
         model = from_torch(model)
     if isinstance(model, (list, tuple)):
@@ -212,6 +214,28 @@ def summary(model, input_shape) -> Summary:
             stacklevel=2,
         )
     return Summary(model, shape, rows, grid)
+
+
+def _graph_summary(gm, shape) -> Summary:
+    """summary() of a fastconv.nn.GraphModule: one row per layer and per operation on arrays, receptive fields
+    along the graph's edges (a merge sees what the widest of its inputs sees)."""
+    rows = []
+    fields = {n.name: RFState() for n in gm.nodes if n.op == "input"}
+    for label, layer, in_shape, out_shape, ins, node in gm.trace_shapes(shape):
+        known = [fields[i] for i in ins if i in fields]
+        field = max(known, key=lambda f: f.size) if known else (RFState() if not ins else None)
+        if isinstance(layer, (L.Flatten, L.Linear)) or (ins and not known):
+            field = None
+        elif field is not None and len(in_shape) == 3:
+            field = field.after(layer, in_shape)
+        if field is not None:
+            fields[node] = field
+        dropped = tuple(layer.dropped(in_shape)) if len(in_shape) == 3 else (0, 0)
+        name = getattr(layer, "op", None)
+        rows.append(SummaryRow(label, name if name else type(layer).__name__, tuple(out_shape), layer.param_count(),
+                               layer.macs(in_shape) if len(in_shape) else 0, None if field is None else field.size,
+                               dropped))  # fmt: skip
+    return Summary(gm, shape, rows, None)
 
 
 _TORCH_LEAVES = {

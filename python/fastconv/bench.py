@@ -796,7 +796,7 @@ def measure_model(torch, name: str, batch=64, size=32, repeats=5, rounds=3):
     res["loss_gap"] = abs(losses["torch"] - losses["fastconv"])
     take_turns(res, [("torch_train", torch_step), ("fastconv_train", fastconv_step)], repeats, rounds)
     tmodel.eval()
-    fmodel = nn.fold_batch_norm(nn.from_torch(tmodel))  # inference: norms folded into their convolutions
+    fmodel = nn.freeze(nn.from_torch(tmodel))  # inference: norms folded, activations fused, plans
 
     def torch_infer():
         with torch.no_grad():
@@ -891,8 +891,109 @@ def upsampling_table(repeats, dtype, torch_mod, out):
     return ratios
 
 
-def run_models(repeats=5, threads=2, batch=64, out=sys.stdout, rounds=3):
-    """`fastconv bench --models`: the configuration, then the model table; returns 0 (1 without torch)."""
+# name -> (zoo builder name or None for bench's own, builder kwargs, input shape (C, H, W)) of the inference table
+INFERENCE_MODELS = {
+    "vgg": (None, {}, (3, 32, 32)),
+    "resnet8": (None, {}, (3, 32, 32)),
+    "densenet": (None, {}, (3, 32, 32)),
+    "resnet18": ("resnet18", {}, (3, 224, 224)),
+    "mobilenet_v2": ("mobilenet_v2", {}, (3, 224, 224)),
+    "unet": ("unet", {"width": 32, "depth": 4}, (3, 128, 128)),
+    "fastconv_resnet18": ("fastconv", {}, (3, 224, 224)),
+}
+
+
+def inference_models(torch, name):
+    """(torch model, fastconv model) of an inference-table entry, same weights, eval mode, the batch norms'
+    statistics randomised (fresh ones are the identity): the torch model converted by :func:`fastconv.nn.from_torch`
+    and frozen by :func:`fastconv.nn.freeze`; for ``fastconv_resnet18`` the other way round, a ResNet-18 built from
+    fastconv.nn layers (:func:`fastconv.models.resnet18`) whose weights the torch one is given."""
+    from . import models, nn
+    from ._torch_zoo import randomize_batch_norms, zoo
+
+    zoo_name, kwargs, _ = INFERENCE_MODELS[name]
+    torch.manual_seed(0)
+    if zoo_name is None:
+        tmodel = torch_models(torch)[name](32)
+    elif zoo_name == "fastconv":
+        fmodel = models.resnet18(rng=0).eval()
+        rng = np.random.default_rng(0)
+        for _, m in fmodel.named_modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m._buffers["running_mean"][:] = rng.standard_normal(m.num_features) * 0.1
+                m._buffers["running_var"][:] = rng.uniform(0.5, 1.5, m.num_features)
+        tmodel = zoo(torch)["resnet18"]().eval()
+        tstate = tmodel.state_dict()
+        with torch.no_grad():  # the same layers in the same order: weights matched by position
+            for t, v in zip(tstate.values(), fmodel.state_dict().values()):
+                t.copy_(torch.from_numpy(np.asarray(v)).reshape(t.shape))
+        return tmodel, nn.freeze(fmodel)
+    else:
+        tmodel = zoo(torch)[zoo_name](**kwargs)
+    randomize_batch_norms(torch, tmodel)
+    tmodel.eval()
+    return tmodel, nn.freeze(nn.from_torch(tmodel))
+
+
+def ort_model(ort, torch, tmodel, x, threads):
+    """ONNX Runtime running `tmodel` exported by ``torch.onnx.export`` (TorchScript exporter, opset 17)."""
+    import io
+
+    onnxruntime, _ = ort
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(tmodel, torch.from_numpy(x), buf, dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"])  # fmt: skip
+    return ort_session(onnxruntime, buf.getvalue(), threads, {"x": x})
+
+
+def measure_inference(torch, ort, name, batch, repeats=5, rounds=3) -> dict:
+    """Seconds per inference of one model at one batch size: fastconv (frozen), torch (eval, no_grad), ONNX Runtime
+    (the torch model exported); libraries take turns.  ``gap_torch`` / ``gap_ort``: the largest difference of their
+    outputs from fastconv's, relative to the largest output."""
+    tmodel, fmodel = inference_models(torch, name)
+    shape = INFERENCE_MODELS[name][2]
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    xt = torch.from_numpy(x)
+
+    def torch_infer():
+        with torch.no_grad():
+            return tmodel(xt)
+
+    ours = fmodel(x)
+    scale = max(1e-6, float(np.abs(ours).max()))
+    res = {"gap_torch": float(np.abs(torch_infer().numpy() - ours).max()) / scale}
+    timed = [("fastconv", lambda: fmodel(x)), ("torch", torch_infer)]
+    if ort is not None:
+        run = ort_model(ort, torch, tmodel, x, get_num_threads())
+        res["gap_ort"] = float(np.abs(run()[0] - ours).max()) / scale
+        timed.append(("ort", run))
+    take_turns(res, timed, repeats, rounds)
+    return res
+
+
+def inference_table(torch, ort, names, batches, repeats=5, rounds=3, out=sys.stdout) -> list:
+    """Whole-model inference: fastconv (frozen) against torch and ONNX Runtime, per model and batch size."""
+    head = f"{'model':<20}{'batch':>6}{'fastconv ms':>13}{'torch':>9}{'ratio':>7}{'ort':>9}{'ratio':>7}  |  agreement"
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    results = []
+    for name in names:
+        for batch in batches:
+            r = measure_inference(torch, ort, name, batch, repeats, rounds)
+            results.append({"model": name, "batch": batch, **r})
+            cols = [f"{name:<20}{batch:6d}{1e3 * r['fastconv']:13.2f}{1e3 * r['torch']:9.2f}",
+                    f"{r['torch'] / r['fastconv']:7.2f}"]  # fmt: skip
+            cols += [f"{1e3 * r['ort']:9.2f}", f"{r['ort'] / r['fastconv']:7.2f}"] if "ort" in r else [f"{'-':>16}"]
+            gaps = f"torch {r['gap_torch']:.1e}" + (f", ONNX Runtime {r['gap_ort']:.1e}" if "gap_ort" in r else "")
+            print("".join(cols) + "  |  " + gaps, file=out, flush=True)
+    return results
+
+
+def run_models(repeats=5, threads=2, batch=64, out=sys.stdout, rounds=3, batches=(1, 8), train=True, names=None,
+               cap_ort=True):  # fmt: skip
+    """`fastconv bench --models`: the configuration, the training-step table (batch `batch` of 3x32x32), then
+    whole-model inference at each of `batches` against torch and ONNX Runtime; returns 0 (1 without torch)."""
     torch = _import_torch()
     show_config(file=out)
     if torch is None:
@@ -903,15 +1004,26 @@ def run_models(repeats=5, threads=2, batch=64, out=sys.stdout, rounds=3):
     old = get_num_threads()
     set_num_threads(threads)
     torch.set_num_threads(threads)
-    print(
-        f"fastconv bench --models: float32, {threads} threads, batch {batch} of 3x32x32, best of {repeats} in each of "
-        f"{rounds} rounds (torch and fastconv take turns); train = "
-        "forward + cross-entropy + backward + SGD-momentum step; infer = eval mode (torch under no_grad); "
-        "ratio = torch time / fastconv time",
-        file=out,
-    )
+    ort, ort_note = start_ort(cap_ort and ort_cap_wanted())
     try:
-        models_table(repeats, torch, out, batch, rounds)
+        if train:
+            print(
+                f"fastconv bench --models: float32, {threads} threads, batch {batch} of 3x32x32, best of {repeats} in "
+                f"each of {rounds} rounds (torch and fastconv take turns); train = forward + cross-entropy + backward "
+                "+ SGD-momentum step; infer = eval mode, fastconv frozen (nn.freeze), torch under no_grad; "
+                "ratio = torch time / fastconv time",
+                file=out,
+            )
+            models_table(repeats, torch, out, batch, rounds)
+        print(
+            f"whole-model inference, float32, {threads} threads: fastconv = nn.freeze(nn.from_torch(model)) (for "
+            "fastconv_resnet18, nn.freeze of fastconv.models.resnet18 and torch given its weights); torch = eval "
+            "under no_grad; ONNX Runtime = the torch model exported by torch.onnx.export; ratio = peer time / fastconv "
+            "time; agreement = largest difference from fastconv's output, relative to its largest value",
+            file=out,
+        )
+        print(ort_note if ort is not None else "ONNX Runtime: not installed, so its column is skipped", file=out)
+        inference_table(torch, ort, names or list(INFERENCE_MODELS), batches, repeats, rounds, out)
     finally:
         set_num_threads(old)
     return 0

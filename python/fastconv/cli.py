@@ -262,16 +262,28 @@ def _bench(args, parser) -> int:
         unknown = [n for n in names if n not in NETWORKS]
         if unknown or not names:
             parser.error(f"--network: unknown network(s) {unknown or [args.network]}; known: {', '.join(NETWORKS)}")
-        run_network(names, batches or [1, 8], repeats=args.repeats, threads=args.threads, rounds=args.rounds,
-                    backward=not args.forward_only, cap_ort=not args.ort_uncapped)  # fmt: skip
+        run_network(
+            names,
+            batches or [1, 8],
+            repeats=args.repeats,
+            threads=args.threads,
+            rounds=args.rounds,
+            backward=not args.forward_only,
+            cap_ort=not args.ort_uncapped,
+        )
         return 0
     if args.models:
         from .bench import run_models
 
         if batches is not None and len(batches) != 1:
-            parser.error(f"--models takes one --batch, got {args.batch!r}")
-        return run_models(repeats=args.repeats, threads=args.threads, batch=batches[0] if batches else 64,
-                          rounds=args.rounds)  # fmt: skip
+            parser.error(f"--models takes one --batch (the training step's), got {args.batch!r}")
+        return run_models(
+            repeats=args.repeats,
+            threads=args.threads,
+            batch=batches[0] if batches else 64,
+            rounds=args.rounds,
+            cap_ort=not args.ort_uncapped,
+        )
     return run_table(
         shapes=args.shapes,
         repeats=args.repeats,

@@ -810,12 +810,23 @@ class GraphModule(L.Layer, Module):
         :meth:`fastconv.layers.Sequential.walk` gives them (shapes without the batch axis).  Operations on
         arrays appear as ``Window``-less steps named by their node."""
         for row in self.trace_shapes(shape):
-            if row[1] is not None:
-                yield (prefix + row[0], row[1], row[2], row[3])
+            yield (prefix + row[0], row[1], row[2], row[3])
+
+    def output_shape(self, shape):
+        """The output's shape for an input of ``shape`` (no batch axis), by the layers' size rules."""
+        rows = self.trace_shapes(shape)
+        return rows[-1][3] if rows else tuple(shape)
+
+    def param_count(self) -> int:
+        return sum(p.data.size for p in self.parameters())
+
+    def macs(self, shape) -> int:
+        return sum(row[1].macs(row[2]) for row in self.trace_shapes(shape))
 
     def trace_shapes(self, shape):
-        """Shapes of every node for an input of ``shape`` (no batch axis): ``(name, layer or None, input shape,
-        output shape, inputs)`` for each node that makes an array, ``inputs`` the names of the nodes it reads."""
+        """Shapes of every node for an input of ``shape`` (no batch axis): ``(label, layer, input shape, output
+        shape, inputs, node)`` for each node that makes an array (a layer's label is its path, an operation's its
+        node's name), ``inputs`` the names of the array nodes it reads."""
         env = {}
         rows = []
         shape = tuple(shape)
@@ -838,12 +849,13 @@ class GraphModule(L.Layer, Module):
                     layer = self.get_submodule(node.target)
                     x = args[0]
                     out = _Shape((x[0], *layer.output_shape(tuple(x[1:]))))
-                    rows.append((node.target, layer, tuple(x[1:]), tuple(out[1:]), ins))
+                    rows.append((node.target, layer, tuple(x[1:]), tuple(out[1:]), ins, node.name))
                 else:
                     out = self._ops[node.name].output_shape(*args, **kwargs)
                     if isinstance(out, _Shape):
-                        rows.append((node.name, _Merge(node.target, len(ins)) if len(ins) > 1 else _Step(node.target),
-                                     tuple(args[0][1:]) if ins else (), tuple(out[1:]), ins))  # fmt: skip
+                        step = _Merge(node.target) if len(ins) > 1 else _Step(node.target)
+                        first = env[ins[0]] if ins else _Shape((1,))
+                        rows.append((node.name, step, tuple(first[1:]), tuple(out[1:]), ins, node.name))  # fmt: skip
             except (TypeError, ValueError) as exc:
                 where = f" (from {node.line})" if node.line else ""
                 raise ValueError(f"{self._describe(node)}{where}: {exc}") from None
@@ -854,11 +866,11 @@ class GraphModule(L.Layer, Module):
 class _Step(L.Layer):
     """An operation of a graph in a summary: no parameters, no geometry."""
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, op):
+        self.op = op
 
     def _args(self):
-        return repr(self.name)
+        return repr(self.op)
 
 
 class _Merge(_Step):
