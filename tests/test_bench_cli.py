@@ -194,3 +194,43 @@ def test_onnx_runtime_started_under_the_mask_picks_avx2_blocks(tmp_path):
     if out["1"][0] == "False":
         pytest.skip("this CPU or kernel has no CPUID faulting (arch_prctl ARCH_SET_CPUID)")
     assert out["1"] == ["True", "24", "24", "3", "3"], out
+
+
+def test_bench_network_runs_every_layer_against_both_peers():
+    r = subprocess.run(
+        [sys.executable, "-m", "fastconv", "bench", "--network", "vgg_cifar", "--batch", "1", "--repeats", "1",
+         "--rounds", "1", "--forward-only"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "conv 3x3 512->512 @2" in r.stdout
+    assert "vgg_cifar batch 1: every conv layer once each, geometric mean ratio" in r.stdout
+    assert "vs ONNX Runtime" in r.stdout and "total conv forward time" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--network", "nope"], "--network: unknown network(s) ['nope']"),
+     (["--network", "vgg_cifar", "--batch", "1,x"], "--batch must be a comma-separated list of ints, got '1,x'"),
+     (["--network", "vgg_cifar", "--batch", "0"], "--batch values must be in [1, 4096], got '0'"),
+     (["--models", "--batch", "1,8"], "--models takes one --batch")],
+    ids=["unknown_network", "bad_batch", "zero_batch", "models_two_batches"],
+)  # fmt: skip
+def test_bench_refuses_bad_network_arguments(args, message):
+    r = subprocess.run([sys.executable, "-m", "fastconv", "bench", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_whole_model_inference_agrees_with_both_peers():
+    """One entry of `fastconv bench --models`' inference table: the frozen model's output against torch's and
+    ONNX Runtime's on the same image (the gaps the table prints), and all three timed."""
+    import torch
+
+    from fastconv import bench
+
+    ort = bench._import_ort()
+    if ort is None:
+        pytest.skip("onnxruntime is not installed")
+    result = bench.measure_inference(torch, ort, "resnet8", 1, repeats=1, rounds=1)
+    assert result["gap_torch"] < 1e-4 and result["gap_ort"] < 1e-4, result
+    assert all(result[k] > 0 for k in ("fastconv", "torch", "ort")), result

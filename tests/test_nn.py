@@ -104,6 +104,20 @@ def test_pool_unbatched_and_errors():
         fastconv.avg_pool2d(x, 2, divisor_override=0)
 
 
+@pytest.mark.parametrize("divisor", [3, -2, 7], ids=["positive", "negative", "larger_than_window"])
+def test_avg_pool_divisor_override_matches_torch(divisor):
+    """torch takes any non-zero divisor (a negative one flips the sign), forward and backward."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 6))
+    xt = torch.tensor(x, requires_grad=True)
+    ref = TF.avg_pool2d(xt, 3, 2, 1, divisor_override=divisor)
+    g = np.random.default_rng(4).standard_normal(ref.shape)
+    ref.backward(torch.tensor(g))
+    torch.testing.assert_close(fastconv.avg_pool2d(x, 3, 2, 1, divisor_override=divisor), ref.detach().numpy())
+    pool = fastconv.nn.AvgPool2d(3, 2, 1, divisor_override=divisor)
+    torch.testing.assert_close(pool(x), ref.detach().numpy())
+    torch.testing.assert_close(pool.backward(g), xt.grad.numpy())
+
+
 def copy_into_torch(ours, theirs):
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
 

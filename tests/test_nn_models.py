@@ -3,6 +3,8 @@ AdamW, and from_torch on VGG-, ResNet- and DenseNet-style models (forward, backw
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -250,12 +252,34 @@ def test_adamw_matches_torch():
 
 
 def test_from_torch_refuses_unsupported_modules():
-    class Mystery(torch.nn.Module):
-        def forward(self, x):
-            return x
+    """What fastconv.nn cannot run is refused with a TypeError naming the operation or module and the user's
+    line that called it; forwards torch.fx cannot capture are refused naming the reason."""
 
-    with pytest.raises(TypeError, match=r"from_torch: 1 is a Mystery"):
-        nn.from_torch(torch.nn.Sequential(torch.nn.ReLU(), Mystery()))
+    class Sorts(torch.nn.Module):
+        def forward(self, x):
+            return torch.sort(x, dim=1).values  # the unsupported call
+
+    class Branches(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return x
+            return -x
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 3)
+
+        def forward(self, x):
+            return self.rnn(x)
+
+    here = re.escape(__file__)
+    with pytest.raises(TypeError, match=rf"{here}.*the unsupported call.*calls sort, which fastconv.nn cannot run"):
+        nn.from_torch(torch.nn.Sequential(torch.nn.ReLU(), Sorts()))
+    with pytest.raises(TypeError, match=rf"Branches.forward cannot be captured by torch.fx.*control flow.*{here}"):
+        nn.from_torch(Branches())
+    with pytest.raises(TypeError, match=rf"rnn is a LSTM, which fastconv.nn cannot run.*{here}.*self.rnn\(x\)"):
+        nn.from_torch(Recurrent())
     with pytest.raises(TypeError, match="padding_mode='reflect'"):
         nn.from_torch(torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
 

@@ -111,3 +111,14 @@ def test_layer_spec_and_module_as_torch(k, s, p, hw, rng):
     assert rows[-1].output_shape == tuple(ref.shape[1:])
     rows = fastconv.summary(torch.nn.Sequential(tpool, tunpool), (3, *hw)).rows
     assert rows[-1].output_shape == tuple(ref.shape[1:]) and rows[-1].type == "MaxUnpool2d"
+
+
+def test_module_takes_torch_keyword_arguments(rng):
+    """Called as torch code calls it: ``unpool(y, indices=i, output_size=...)`` (what from_torch's graphs pass on)."""
+    x = rng.standard_normal((1, 2, 9, 9))
+    pool, unpool = fastconv.nn.MaxPool2d(2, return_indices=True), fastconv.nn.MaxUnpool2d(2)
+    y, idx = pool(x)
+    yt, it = torch.nn.MaxPool2d(2, return_indices=True)(T(x))
+    ref = torch.nn.MaxUnpool2d(2)(yt, indices=it, output_size=(9, 9))
+    torch.testing.assert_close(unpool(y, indices=idx, output_size=(9, 9)), ref.numpy())
+    torch.testing.assert_close(unpool(y, idx, output_size=[1, 2, 9, 9]), ref.numpy())

@@ -24,7 +24,7 @@ from .activation import ELU, GELU, Hardswish, Identity, LeakyReLU, LogSoftmax, R
 from .containers import Concat, Residual, Sequential
 from .conv import Conv2d, ConvTranspose2d
 from .convert import from_torch
-from .freeze import FrozenConv2d, FrozenGraph, FrozenModel, fold_batch_norm, freeze
+from .frozen import FrozenConv2d, FrozenGraph, FrozenModel, fold_batch_norm, freeze
 from .graph import GraphModule
 from .io import load, save
 from .linear import Dropout, Dropout2d, Flatten, Linear

@@ -145,15 +145,17 @@ def _user_frame(frames):
     if not user:
         return ""
     filename, lineno, name, line = user[-1]
-    return f"File {filename!r}, line {lineno}, in {name}: {(line or '').strip()}"
+    line = (line or "").strip()
+    return f"File {filename!r}, line {lineno}, in {name}" + (f": {line}" if line else "")
 
 
 def _node_line(node) -> str:
     import re
 
     trace = node.stack_trace or ""
-    frames = [(m.group(1), int(m.group(2)), m.group(3), m.group(4))
-              for m in re.finditer(r'File "([^"]+)", line (\d+), in (\S+)\n(?:\s+(.*))?', trace)]  # fmt: skip
+    # A frame's source line is the indented line after it, absent where the source is not a file (stdin).
+    frame = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n(?:[ \t]+(?!File ")(.*))?')
+    frames = [(m.group(1), int(m.group(2)), m.group(3), m.group(4)) for m in frame.finditer(trace)]
     return _user_frame(frames)
 
 

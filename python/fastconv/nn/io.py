@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from . import activation, containers, conv, graph, linear, normalization, pooling
-from .freeze import FrozenConv2d, FrozenGraph, FrozenModel
+from .frozen import FrozenConv2d, FrozenGraph, FrozenModel
 from .module import Module
 
 __all__ = ["save", "load", "FORMAT", "VERSION"]

@@ -43,12 +43,19 @@ class Module:
 
     # -- structure
     def named_modules(self, prefix=""):
+        """``(name, module)`` for this module (named ``prefix``) and every one inside it, named as torch names
+        them (``"3.conv1"``; the model itself ``""``)."""
+        for dotted, module in self._dotted_modules(prefix + "." if prefix else ""):
+            yield dotted[:-1], module
+
+    def _dotted_modules(self, prefix):
+        """named_modules with each name ending in ``"."`` (``""`` for the root): prefixes of state_dict keys."""
         yield prefix, self
         for name, child in self.children():
-            yield from child.named_modules(f"{prefix}{name}.")
+            yield from child._dotted_modules(f"{prefix}{name}.")
 
     def named_parameters(self):
-        for prefix, module in self.named_modules():
+        for prefix, module in self._dotted_modules(""):
             for name, p in getattr(module, "_parameters", {}).items():
                 yield prefix + name, p
 
@@ -72,7 +79,7 @@ class Module:
     def state_dict(self) -> OrderedDict:
         """Parameters and buffers as NumPy arrays, keyed as torch keys them."""
         out = OrderedDict()
-        for prefix, module in self.named_modules():
+        for prefix, module in self._dotted_modules(""):
             for name, p in getattr(module, "_parameters", {}).items():
                 out[prefix + name] = p.data.copy()
             for name, b in getattr(module, "_buffers", {}).items():
@@ -86,7 +93,7 @@ class Module:
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
             raise ValueError(f"state_dict mismatch: missing keys {missing}, unexpected keys {unexpected}")
-        for prefix, module in self.named_modules():
+        for prefix, module in self._dotted_modules(""):
             for name, p in getattr(module, "_parameters", {}).items():
                 if prefix + name in state:
                     value = np.asarray(state[prefix + name])

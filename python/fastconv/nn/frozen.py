@@ -41,7 +41,9 @@ def fold_batch_norm(model: Module) -> Module:
     Parameters
     ----------
     model : Module
-        Any fastconv.nn model; Sequential, Residual and Concat containers are searched.  Norms without
+        Any fastconv.nn model; Sequential, Residual and Concat containers are searched, and a
+        :class:`GraphModule` (from ``from_torch``) along its edges (a norm that alone reads a convolution's
+        output, the convolution called once).  Norms without
         running statistics (``track_running_stats=False``) normalise with batch statistics even in eval
         mode and are kept.
 
@@ -94,6 +96,8 @@ def fold_batch_norm(model: Module) -> Module:
             return Concat(walk(m.body))
         return copy.deepcopy(m)
 
+    if isinstance(model, GraphModule):
+        return _freeze_graph(model, lambda c, bn, act: copy.deepcopy(c) if bn is None else fold(c, bn), fuse=False)
     return walk(model).eval()
 
 
@@ -268,9 +272,10 @@ def freeze(model) -> FrozenModel:
     return FrozenModel(*walk_layers(list(layers)))
 
 
-def _freeze_graph(gm, conv):
+def _freeze_graph(gm, conv, fuse=True):
     """freeze() of a GraphModule: the same folds and fusions, found along the graph's edges (a convolution whose
-    output only a batch norm reads, a ReLU that only reads that, a sum whose only reader is a ReLU)."""
+    output only a batch norm reads, a ReLU that only reads that, a sum whose only reader is a ReLU).  With
+    ``fuse=False`` only batch norms are folded (fold_batch_norm) and a trainable GraphModule is returned."""
     import copy
     from dataclasses import replace
 
@@ -341,7 +346,7 @@ def _freeze_graph(gm, conv):
                 bn, last = module_of(u), u
                 rename[u.name] = n.name
         u = sole_user(last)
-        if u is not None and relu_kind(u):
+        if fuse and u is not None and relu_kind(u):
             act = relu_kind(u)
             rename[u.name] = n.name
         modules[n.target] = conv(m, bn, act)
@@ -351,7 +356,7 @@ def _freeze_graph(gm, conv):
     # A sum of a frozen convolution without an activation (read only by the sum) and a shortcut, with the ReLU only
     # the sum feeds: the convolution adds the shortcut (and rectifies) as it writes, moved to where the sum was.
     order = [n.name for n in nodes]
-    for n in nodes:
+    for n in nodes if fuse else ():
         if n.op != "call" or n.target != "add" or len(n.args) != 2 or n.kwargs:
             continue
         refs = [a for a in n.args if isinstance(a, Ref)]
@@ -380,7 +385,7 @@ def _freeze_graph(gm, conv):
             modules[n.target] = mod
     attrs = {path: (kind, holder._parameters[name].data if kind == "parameter" else holder._buffers[name])
              for path, (kind, holder, name) in gm.attrs.items()}  # fmt: skip
-    return FrozenGraph(nodes, modules, attrs)
+    return FrozenGraph(nodes, modules, attrs) if fuse else GraphModule(nodes, modules, attrs).eval()
 
 
 class FrozenGraph(GraphModule):
