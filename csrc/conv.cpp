@@ -416,8 +416,7 @@ void trim_worker_buffers(std::vector<WorkerBuffers<T>>& bufs) {
 }
 
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep,
-                    PrepRef prep) {
+void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep, PrepRef prep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   if (g.N == 0) return;
   const PlaneGeom pg = plane_of(g, Cg);
@@ -526,10 +525,9 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   // Grouped layers too: group gi's adjoint maps its Cog gradient channels to its Cg input channels.
   if (gx && g.N > 0 && g.sh == 1 && g.sw == 1) {
     const ConvGeom ga = adjoint_geom(g);
-    const bool winograd =
-        std::is_same_v<T, float> && g.pt <= 2 && g.pl <= 2 && on_winograd(g, ga, bool(prep));
-    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd && use_implicit_gemm(ga, sizeof(T), bool(prep)) &&
-        weights_finite(prep, w, g.Cout * K)) {
+    const bool winograd = std::is_same_v<T, float> && g.pt <= 2 && g.pl <= 2 && on_winograd(g, ga, bool(prep));
+    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd &&
+        use_implicit_gemm(ga, sizeof(T), bool(prep)) && weights_finite(prep, w, g.Cout * K)) {
       const int64_t taps = g.kh * g.kw;
       thread_local std::vector<T> kept_wa;  // kept between calls: no page faults per call
       const T* wa = prepared(prep, Prep::adjoint_weights, 0, 0, g.Cout * K, kept_wa, [&](T* out) {
@@ -545,7 +543,8 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
     }
   }
   // A strided one as sh x sw stride-1 phases, each summing only the taps that meet it.
-  if (gx && g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, sizeof(T)) && weights_finite(prep, w, g.Cout * K)) {
+  if (gx && g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, sizeof(T)) &&
+      weights_finite(prep, w, g.Cout * K)) {
     strided_input_grad(gy, w, gx, g, prep);
     gx = nullptr;
   }
@@ -737,9 +736,9 @@ void conv_transpose2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw
 #define FASTCONV_INSTANTIATE(T)                                                                                    \
   template void conv2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&, PrepRef); \
   template void conv2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&, PrepRef);            \
-  template void unfold<T>(const T*, T*, const ConvGeom&);                                                 \
-  template void fold<T>(const T*, T*, const ConvGeom&);                                                   \
-  template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);           \
+  template void unfold<T>(const T*, T*, const ConvGeom&);                                                          \
+  template void fold<T>(const T*, T*, const ConvGeom&);                                                            \
+  template void conv_transpose2d_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&);                    \
   template void conv_transpose2d_backward<T>(const T*, const T*, const T*, T*, T*, T*, const ConvGeom&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

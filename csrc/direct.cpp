@@ -217,13 +217,15 @@ bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes, bool prepared) {
   // 512 channels at 7x7 batch 1 1.33-1.42x, batch 8 1.14x; at 4x4 1.70-1.88x / 1.10-1.22x).  Strided layers read
   // their planes in gathers that stay slower than im2col's copies (3x3/2 256 -> 512 at 14, batch 8: 0.79-0.91x).
   const bool stride1 = g.sh == 1 && g.sw == 1;
-  const bool k_fits = K <= kImplicitMaxK || (C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK) ||
-                      (((prepared && stride1) || g.kh * g.kw >= kChanWideTaps) && channel_vectors_suit(g, k, elem_bytes));
+  const bool k_fits =
+      K <= kImplicitMaxK || (C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK) ||
+      (((prepared && stride1) || g.kh * g.kw >= kChanWideTaps) && channel_vectors_suit(g, k, elem_bytes));
   // Position vectors must keep most of their columns and row panels most of their rows; channel vectors have rules
   // of their own (channel_vectors_suit), and a prepared layer on them needs nothing more (3x3 512 -> 512 channels at
   // 2x2, batch 1: 13 GF/s on im2col, where 4 positions fill a quarter of a position vector).
-  const bool layout_ok = (prepared && channel_vectors_suit(g, k, elem_bytes)) ||
-                         (implicit_tiling(g, k.lanes).kept > 0.6 && double(Cout) / double(implicit_rows(Cout, k)) > 0.6);
+  const bool layout_ok =
+      (prepared && channel_vectors_suit(g, k, elem_bytes)) ||
+      (implicit_tiling(g, k.lanes).kept > 0.6 && double(Cout) / double(implicit_rows(Cout, k)) > 0.6);
   return g.kh * g.kw > 1 && (!short_k || (Cout <= 16 && g.OW <= 64)) && k_fits && layout_ok;
 }
 
@@ -528,11 +530,10 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   const bool chans = implicit_channel_vectors<T>(g);
   const int64_t mr = chans ? chan_panel(Cog, k) : implicit_panel(Cog, k);
   const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "implicit GEMM");
-  const T* const ap = prepared(prep, Prep::implicit_panels, mr, chans, checked_mul(G, group_ap, "implicit GEMM"),
-                               kept_ap, [&](T* out) {
-                                 for (int64_t gi = 0; gi < G; ++gi)
-                                   pack_rows(w + gi * Cog * K, K, Cog, K, mr, out + gi * group_ap);
-                               });
+  const T* const ap =
+      prepared(prep, Prep::implicit_panels, mr, chans, checked_mul(G, group_ap, "implicit GEMM"), kept_ap, [&](T* out) {
+        for (int64_t gi = 0; gi < G; ++gi) pack_rows(w + gi * Cog * K, K, Cog, K, mr, out + gi * group_ap);
+      });
   // Runs go through a Cout x cols buffer of at most 64 Ki values.
   const int64_t run_rows =
       run ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(Cog, 1)) - g.OW) / row_step + 1) : g.OH;
@@ -931,12 +932,12 @@ void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const Co
   if (gw) reduce_into(gw, gw_part, g.Cout * taps);
 }
 
-#define FASTCONV_INSTANTIATE(T)                                                                                  \
-  template void direct_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&);        \
-  template void implicit_gemm_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&,   \
-                                         PrepRef);                                                               \
-  template void implicit_gemm_weight_grad<T>(const T*, const T*, T*, const ConvGeom&);                           \
-  template void strided_input_grad<T>(const T*, const T*, T*, const ConvGeom&, PrepRef);                         \
+#define FASTCONV_INSTANTIATE(T)                                                                                 \
+  template void direct_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&);       \
+  template void implicit_gemm_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&, \
+                                         PrepRef);                                                              \
+  template void implicit_gemm_weight_grad<T>(const T*, const T*, T*, const ConvGeom&);                          \
+  template void strided_input_grad<T>(const T*, const T*, T*, const ConvGeom&, PrepRef);                        \
   template void direct_backward<T>(const T*, const T*, const T*, T*, T*, const ConvGeom&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)

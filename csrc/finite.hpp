@@ -52,7 +52,8 @@ template <class T>
 bool weights_finite(PrepRef prep, const T* w, int64_t n) {
   if (!prep) return all_finite(w, n);
   std::vector<unsigned char> unused;
-  return *prepared<unsigned char>(prep, Prep::finite, 0, 0, 1, unused, [&](unsigned char* out) { *out = all_finite(w, n); });
+  return *prepared<unsigned char>(prep, Prep::finite, 0, 0, 1, unused,
+                                  [&](unsigned char* out) { *out = all_finite(w, n); });
 }
 
 }  // namespace fastconv

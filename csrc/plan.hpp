@@ -21,8 +21,8 @@ class ConvPlan {
       : Cout_(Cout), Cin_g_(Cin_g), kh_(kh), kw_(kw), sh_(sh), sw_(sw), dh_(dh), dw_(dw), groups_(groups) {
     // The shape check on a 1x1-extent stand-in input: the weight's and the options' own errors, at construction.
     const int64_t C = checked_mul(Cin_g, groups, "input channels");
-    conv_geom(0, C, effective_kernel(kh, dh), effective_kernel(kw, dw), Cout, Cin_g, kh, kw, sh, sw, 0, 0, 0, 0, dh,
-              dw, groups);
+    conv_geom(0, C, effective_kernel(kh, dh), effective_kernel(kw, dw), Cout, Cin_g, kh, kw, sh, sw, 0, 0, 0, 0, dh, dw,
+              groups);
     w_.assign(w, w + checked_mul(checked_mul(checked_mul(Cout, Cin_g, "weight"), kh, "weight"), kw, "weight"));
     if (b) b_.assign(b, b + Cout);
   }

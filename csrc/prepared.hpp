@@ -23,12 +23,12 @@ namespace fastconv {
 // Which transform a prepared form holds.  The level is part of every key (panel sizes differ between levels, and
 // tests switch levels within a process).
 enum class Prep : int {
-  implicit_panels,   // a: panel rows, b: 1 if channel tiles; forward weights, or the adjoint's (ns)
-  adjoint_weights,   // the stride-1 input gradient's rotated, per-group transposed weights
-  strided_phases,    // the strided input gradient's packed phase weights
-  winograd_points,   // the generic Winograd's U; a: panel rows, b: adjoint
-  winograd_avx512,   // the AVX-512 Winograd's U; b: adjoint
-  finite,            // one value: 1 if every weight is finite
+  implicit_panels,  // a: panel rows, b: 1 if channel tiles; forward weights, or the adjoint's (ns)
+  adjoint_weights,  // the stride-1 input gradient's rotated, per-group transposed weights
+  strided_phases,   // the strided input gradient's packed phase weights
+  winograd_points,  // the generic Winograd's U; a: panel rows, b: adjoint
+  winograd_avx512,  // the AVX-512 Winograd's U; b: adjoint
+  finite,           // one value: 1 if every weight is finite
 };
 
 struct PrepKey {

@@ -204,8 +204,9 @@ PointWeights transform_weights(const WinogradTiles& k, const float* w, bool adjo
       transform_panels(k, w, adjoint, C, Cout, rows, pi, pi + 1, U + pi * rows * C, stride, taps[wk]);
     });
   };
-  if (prep) return PointWeights{prep.store->get<float>(PrepKey{Prep::winograd_points, prep.ns, rows, adjoint}, count, make),
-                                stride, packed};
+  if (prep)
+    return PointWeights{prep.store->get<float>(PrepKey{Prep::winograd_points, prep.ns, rows, adjoint}, count, make),
+                        stride, packed};
   float* U = workspace().get(packed ? 3 : 0, count);
   make(U);
   return PointWeights{U, stride, packed};

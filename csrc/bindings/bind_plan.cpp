@@ -12,15 +12,15 @@ template <class T>
 void bind_typed(py::module_& m, const std::string& suffix) {
   using Plan = ConvPlan<T>;
   py::class_<Plan>(m, ("ConvPlan_" + suffix).c_str())
-      .def(py::init([](const carray<T>& w, const std::optional<carray<T>>& b, pair_t stride, pair_t dil,
-                       int64_t groups) {
-             require_ndim(w, 4, "weight");
-             if (b && (b->ndim() != 1 || b->shape(0) != w.shape(0)))
-               fail("bias: expected shape (" + std::to_string(w.shape(0)) + ",), got " + std::to_string(b->ndim()) +
-                    "-D with " + std::to_string(b->size()) + " elements");
-             return new Plan(w.data(), w.shape(0), w.shape(1), w.shape(2), w.shape(3), b ? b->data() : nullptr,
-                             stride[0], stride[1], dil[0], dil[1], groups);
-           }),
+      .def(py::init(
+               [](const carray<T>& w, const std::optional<carray<T>>& b, pair_t stride, pair_t dil, int64_t groups) {
+                 require_ndim(w, 4, "weight");
+                 if (b && (b->ndim() != 1 || b->shape(0) != w.shape(0)))
+                   fail("bias: expected shape (" + std::to_string(w.shape(0)) + ",), got " + std::to_string(b->ndim()) +
+                        "-D with " + std::to_string(b->size()) + " elements");
+                 return new Plan(w.data(), w.shape(0), w.shape(1), w.shape(2), w.shape(3), b ? b->data() : nullptr,
+                                 stride[0], stride[1], dil[0], dil[1], groups);
+               }),
            py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("dilation"), py::arg("groups"))
       .def("forward",
            [](Plan& p, const carray<T>& x, quad_t pad, const std::optional<carray<T>>& residual, bool relu,
