@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -31,12 +32,15 @@ Cache& cache() {
   return *c;
 }
 
+std::atomic<size_t> g_default_limit{size_t(256) << 20};
+
 size_t cache_limit() {
+  const size_t fallback = g_default_limit.load(std::memory_order_relaxed);
   const char* v = std::getenv("FASTCONV_CACHE_MB");
-  if (!v || !*v) return size_t(256) << 20;
+  if (!v || !*v) return fallback;
   char* end = nullptr;
   const unsigned long long mb = std::strtoull(v, &end, 10);
-  if (*end != '\0' || mb > (1ull << 20)) return size_t(256) << 20;  // unreadable: the default
+  if (*end != '\0' || mb > (1ull << 20)) return fallback;  // unreadable: the default
   return static_cast<size_t>(mb) << 20;
 }
 
@@ -44,6 +48,9 @@ size_t cache_limit() {
 size_t block_size(size_t bytes) { return (bytes + (size_t(64) << 10) - 1) / (size_t(64) << 10) * (size_t(64) << 10); }
 
 }  // namespace
+
+void result_cache_set_default_limit(size_t bytes) noexcept { g_default_limit.store(bytes, std::memory_order_relaxed); }
+size_t result_cache_limit() noexcept { return cache_limit(); }
 
 ResultBlock result_alloc(size_t bytes) {
   const size_t size = block_size(bytes);

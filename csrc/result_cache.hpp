@@ -6,7 +6,8 @@
 // convolution of one 512x512 image (avx2, 2 threads).  ONNX Runtime hands out
 // its arena's memory for the same reason.  Blocks of kCachedMinBytes or more
 // come from here: freed ones are kept, up to FASTCONV_CACHE_MB megabytes in all
-// (read at every free; default 256, 0 keeps none), and the smallest kept block
+// (read at every free; default: the budget the package sets at import, the
+// smaller of 256 MiB and an eighth of a cgroup memory limit; 0 keeps none), and the smallest kept block
 // that fits a request within a quarter of its size is handed out again.
 #pragma once
 
@@ -28,5 +29,8 @@ void result_free(ResultBlock block) noexcept;
 // Frees every kept block; returns how many bytes were kept.
 size_t result_cache_clear() noexcept;
 size_t result_cache_bytes() noexcept;
+// The budget when FASTCONV_CACHE_MB is unset, and the one in force now.
+void result_cache_set_default_limit(size_t bytes) noexcept;
+size_t result_cache_limit() noexcept;
 
 }  // namespace fastconv

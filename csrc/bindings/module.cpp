@@ -12,6 +12,15 @@
 
 namespace py = pybind11;
 
+// fastconv's pool for threadpoolctl (fastconv._threadpoolctl): plain C symbols it
+// finds in this library to tell it from other extensions named _core.
+extern "C" __attribute__((visibility("default"))) int fastconv_get_num_threads() {
+  return fastconv::get_num_threads();
+}
+extern "C" __attribute__((visibility("default"))) void fastconv_set_num_threads(int n) {
+  if (n >= 1 && n <= fastconv::kMaxThreads) fastconv::set_num_threads(n);
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastconv's C++ kernels (private; use the fastconv package)";
   // Sizes that fit int64 can still exceed memory (padding 2**31 makes a valid,
@@ -32,6 +41,8 @@ PYBIND11_MODULE(_core, m) {
   fastconv::sgemm_seconds(1, 1, 1);
   m.def("empty_cache", &fastconv::result_cache_clear);
   m.def("_cache_bytes", &fastconv::result_cache_bytes);
+  m.def("_cache_limit", &fastconv::result_cache_limit);
+  m.def("_set_cache_default_limit", &fastconv::result_cache_set_default_limit, py::arg("bytes"));
   m.def("get_num_threads", &fastconv::get_num_threads);
   m.def("set_num_threads", &fastconv::set_num_threads, py::arg("n"));
   m.def(

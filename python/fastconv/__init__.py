@@ -9,6 +9,10 @@ from ._blas import load_core
 
 _core = load_core()  # before anything else imports the extension
 
+from . import _resources  # noqa: E402
+
+_resources.apply(_core)  # the thread count and memory budget that fit this process's CPUs and cgroup
+
 from . import layers, shapes  # noqa: E402
 from ._config import show_config  # noqa: E402
 from ._memory import empty_cache  # noqa: E402
@@ -40,6 +44,10 @@ from .shapes import (  # noqa: E402
 from .solver import SolveResult, solve  # noqa: E402
 
 __version__ = "0.1.0"
+
+from . import _threadpoolctl  # noqa: E402
+
+_threadpoolctl.register()
 
 __all__ = [
     "conv2d",

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from . import _core
+from ._resources import SOURCES
 
 __all__ = ["show_config"]
 
@@ -21,6 +22,9 @@ _KNOBS = (
     "FASTCONV_IMPLICIT_PANEL",
     "FASTCONV_OPENBLAS_CORETYPE",
     "OPENBLAS_CORETYPE",
+    "FASTCONV_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "FASTCONV_CACHE_MB",
 )
 
 
@@ -38,8 +42,11 @@ def show_config(file=None) -> dict[str, Any]:
         ``machine``, ``cpu_features`` (what the CPU reports), ``build_target`` (what the
         compiler could use outside the run-time chosen kernels), ``level`` (the widest
         instruction set whose fastconv kernels run), ``kernels`` (family -> kernel),
-        ``openblas_core``, ``threads`` and ``environment`` (the variables that change the
-        choice, when set).
+        ``openblas_core``, ``threads``, ``threads_from`` (``'affinity'``, ``'cgroup quota'``,
+        ``'FASTCONV_NUM_THREADS'``, ``'OMP_NUM_THREADS'``, ``'set_num_threads'``, ``'threadpoolctl'``),
+        ``cache_mb`` and ``cache_from`` (the kept-result-blocks budget: ``'default'``, ``'cgroup memory
+        limit'``, ``'FASTCONV_CACHE_MB'``) and ``environment`` (the variables that change the choice, when
+        set).
 
     Notes
     -----
@@ -80,12 +87,19 @@ def show_config(file=None) -> dict[str, Any]:
         },
         "openblas_core": core,
         "threads": _core.get_num_threads(),
+        "threads_from": SOURCES.get("threads", "affinity"),
+        "cache_mb": _core._cache_limit() / (1 << 20),
+        "cache_from": "FASTCONV_CACHE_MB" if os.environ.get("FASTCONV_CACHE_MB") else SOURCES.get("cache", "default"),
         "environment": {k: os.environ[k] for k in _KNOBS if k in os.environ},
     }
     if file is not False:
         out = sys.stdout if file is None else file
         cap = "" if config["level"] == config["cpu_level"] else f" (capped; the CPU runs {config['cpu_level']})"
-        print(f"fastconv on {config['machine']}, level {config['level']}{cap}, {config['threads']} threads", file=out)
+        print(
+            f"fastconv on {config['machine']}, level {config['level']}{cap}, {config['threads']} thread{'s' if config['threads'] != 1 else ''} (from "
+            f"{config['threads_from']}), {config['cache_mb']:g} MiB kept result blocks (from {config['cache_from']})",
+            file=out,
+        )
         print(f"  cpu features: {' '.join(features) or '(none detected)'}", file=out)
         print(f"  build target: {target}", file=out)
         for family, kernel in config["kernels"].items():

@@ -11,7 +11,11 @@ MAX_THREADS = 1024
 
 
 def get_num_threads() -> int:
-    """The number of threads fastconv's kernels use (default: the CPU count).
+    """The number of threads fastconv's kernels use.
+
+    The default, set at import: ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs the process may
+    run on (its CPU affinity, as ``taskset`` sets it), capped by a cgroup CPU quota (a container's ``--cpus``).
+    :func:`show_config` says which one it came from.
 
     Examples
     --------
@@ -58,3 +62,6 @@ def set_num_threads(n: int) -> None:
     if not 1 <= value <= MAX_THREADS:
         raise ValueError(f"n must be a number of threads in [1, {MAX_THREADS}], got {n!r}")
     _core.set_num_threads(value)
+    from ._resources import SOURCES
+
+    SOURCES["threads"] = "set_num_threads"
