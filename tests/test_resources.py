@@ -54,7 +54,9 @@ def test_environment_sets_the_default(env, expected):
     assert run(SHOW, env=env)[0] == expected
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "lots", "2.5", "99999"], ids=["zero", "negative", "word", "float", "huge"])
+@pytest.mark.parametrize(
+    "value", ["0", "-2", "lots", "2.5", "99999"], ids=["zero", "negative", "word", "float", "huge"]
+)
 def test_invalid_environment_values_warn_and_fall_back(value):
     out, err = run(SHOW, env={"FASTCONV_NUM_THREADS": value})
     name = "FASTCONV_NUM_THREADS"
@@ -184,7 +186,9 @@ def test_cache_budget_in_force():
     out, _ = run("import fastconv; c = fastconv.show_config(file=False); print(c['cache_mb'], c['cache_from'])",
                  env={"FASTCONV_CACHE_MB": "32"})  # fmt: skip
     assert out == "32.0 FASTCONV_CACHE_MB"
-    out, _ = run("import fastconv; fastconv._core._set_cache_default_limit(8 << 20); print(fastconv._core._cache_limit())")
+    out, _ = run(
+        "import fastconv; fastconv._core._set_cache_default_limit(8 << 20); print(fastconv._core._cache_limit())"
+    )
     assert out == str(8 << 20)
 
 

@@ -95,8 +95,9 @@ def show_config(file=None) -> dict[str, Any]:
     if file is not False:
         out = sys.stdout if file is None else file
         cap = "" if config["level"] == config["cpu_level"] else f" (capped; the CPU runs {config['cpu_level']})"
+        plural = "s" if config["threads"] != 1 else ""
         print(
-            f"fastconv on {config['machine']}, level {config['level']}{cap}, {config['threads']} thread{'s' if config['threads'] != 1 else ''} (from "
+            f"fastconv on {config['machine']}, level {config['level']}{cap}, {config['threads']} thread{plural} (from "
             f"{config['threads_from']}), {config['cache_mb']:g} MiB kept result blocks (from {config['cache_from']})",
             file=out,
         )

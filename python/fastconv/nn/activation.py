@@ -9,7 +9,7 @@ import numpy as np
 from .. import functional as F
 from .. import layers as L
 from .._args import as_int
-from .module import Module
+from .module import Module, check_input
 
 __all__ = [
     "ReLU",
@@ -42,7 +42,7 @@ class ReLU(L.ReLU, Module):
 
     def forward(self, x):
         self._fused = False
-        x = np.asarray(x)
+        x = check_input(self, x, floats=False)
         if x.dtype in (np.float32, np.float64):
             self._y = F._kernel(x.dtype, "relu_forward")(x)
         else:
@@ -73,10 +73,16 @@ def _relu_grad(grad_output, y):
 
 
 class _Elementwise(Module):
-    """An activation: ``forward`` keeps what ``_grad`` needs; both keep the input's dtype."""
+    """An activation: ``forward`` keeps what ``_grad`` needs; both keep the input's dtype.  ``_ints``: what an
+    integer input does, as torch: ``"keep"`` (ReLU6 clamps integers), ``"float"`` (sigmoid and tanh of integers
+    are float32) or ``"refuse"`` (torch has no integer kernel)."""
+
+    _ints = "refuse"
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x, floats=self._ints == "refuse")
+        if x.dtype.kind in "biu" and self._ints == "float":
+            x = x.astype(np.float32)
         y = self._f(x).astype(x.dtype, copy=False)
         self._x, self._y = x, y
         return y
@@ -88,6 +94,8 @@ class _Elementwise(Module):
 
 class ReLU6(L.ReLU6, _Elementwise):
     """min(max(x, 0), 6); gradient 1 strictly inside (0, 6), as torch."""
+
+    _ints = "keep"
 
     def __init__(self, inplace=False):
         L.ReLU6.__init__(self, inplace)
@@ -178,6 +186,8 @@ def _sigmoid(x):
 class Sigmoid(L.Sigmoid, _Elementwise):
     """1 / (1 + exp(-x)), computed without overflow."""
 
+    _ints = "float"
+
     def __init__(self):
         self._init_module()
 
@@ -202,6 +212,8 @@ class SiLU(L.SiLU, _Elementwise):
 
 class Tanh(L.Tanh, _Elementwise):
     """tanh(x)."""
+
+    _ints = "float"
 
     def __init__(self):
         self._init_module()
@@ -234,6 +246,14 @@ class Identity(L.Identity, Module):
         return grad_output
 
 
+def _softmax_input(layer, x):
+    x = check_input(layer, x)
+    if not -max(x.ndim, 1) <= layer.dim < max(x.ndim, 1):
+        raise ValueError(f"{type(layer).__name__}: dim={layer.dim} is out of range for a {x.ndim}-D input of shape "
+                         f"{x.shape}")  # fmt: skip
+    return x
+
+
 class Softmax(L.Softmax, Module):
     """softmax along ``dim`` (required: torch's implicit choice is deprecated)."""
 
@@ -244,7 +264,7 @@ class Softmax(L.Softmax, Module):
         self._init_module()
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _softmax_input(self, x)
         z = x - x.max(axis=self.dim, keepdims=True)
         e = np.exp(z)
         self._y = (e / e.sum(axis=self.dim, keepdims=True)).astype(x.dtype)
@@ -266,7 +286,7 @@ class LogSoftmax(L.LogSoftmax, Module):
         self._init_module()
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _softmax_input(self, x)
         z = x - x.max(axis=self.dim, keepdims=True)
         self._y = (z - np.log(np.exp(z).sum(axis=self.dim, keepdims=True))).astype(x.dtype)
         return self._y

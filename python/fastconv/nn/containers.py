@@ -8,7 +8,7 @@ from .. import functional as F
 from .. import layers as L
 from .activation import ReLU, _add, _relu_grad
 from .conv import Conv2d, _ConvLayer
-from .module import Module
+from .module import Module, check_input
 from .normalization import BatchNorm2d
 
 __all__ = ["Sequential", "Residual", "Concat"]
@@ -86,7 +86,9 @@ class Concat(L.Concat, Module):
             raise TypeError(f"Concat body ({type(self.body).__name__}) has no forward/backward; use fastconv.nn")
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x, floats=False)
+        if x.ndim < 2:
+            raise ValueError(f"Concat: input must have a channel axis (N, C, ...), got shape {x.shape}")
         self._channels = x.shape[1]
         return np.concatenate([x, self.body.forward(x)], axis=1)
 

@@ -179,7 +179,7 @@ def save(model: Module, path) -> None:
         zf.writestr("model.json", json.dumps(header, indent=1))
         for i, value in enumerate(state.values()):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(value), allow_pickle=False)
+            np.lib.format.write_array(buf, np.array(value, order="C", copy=False), allow_pickle=False)
             zf.writestr(f"arrays/{i}.npy", buf.getvalue())
 
 

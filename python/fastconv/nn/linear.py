@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import layers as L
-from .module import Module, Parameter, _rng, _uniform
+from .module import Module, Parameter, _rng, _uniform, check_input
 
 __all__ = ["Dropout", "Dropout2d", "Flatten", "Linear"]
 
@@ -25,7 +25,7 @@ class Dropout(L.Dropout, Module):
         return x.shape
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x, floats=self.training and self.p > 0)
         if not self.training or self.p == 0:
             self._mask = None
             return x
@@ -56,7 +56,9 @@ class Flatten(L.Flatten, Module):
         self._init_module()
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x, floats=False)
+        if x.ndim < 1:
+            raise ValueError("Flatten: input must have a batch axis, got a 0-D array")
         self._shape = x.shape
         return x.reshape(x.shape[0], *self.output_shape(x.shape[1:]))
 
@@ -88,7 +90,12 @@ class Linear(L.Linear, Module):
         return (a.T if ta else a) @ (b.T if tb else b)
 
     def forward(self, x):
-        self._input = np.asarray(x)
+        x = check_input(self, x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear: input's last axis must have in_features={self.in_features} values, got shape {x.shape}"
+            )
+        self._input = x
         x2 = self._input.reshape(-1, self.in_features)
         y = self._mm(x2, self.weight.data, tb=True).reshape(*self._input.shape[:-1], self.out_features)
         return y + self.bias_param.data if self.bias_param is not None else y

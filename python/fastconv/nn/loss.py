@@ -7,36 +7,83 @@ import numpy as np
 __all__ = ["CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
 
 
+def _loss_input(loss, value, name, floats=True):
+    """A loss's argument as an array, refused with a message naming the loss (None, non-numeric, integers where
+    torch needs floats)."""
+    owner = type(loss).__name__
+    if value is None:
+        raise TypeError(f"{owner}: {name} must be an array, got None")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}: {name} must be a real numeric array, got dtype {arr.dtype}")
+    if floats and arr.dtype.kind != "f":
+        raise TypeError(f"{owner}: {name} must be floating point (as torch requires), got dtype {arr.dtype}")
+    return arr
+
+
 class CrossEntropyLoss:
-    """Softmax cross-entropy over class logits ``(N, C)`` and integer targets ``(N,)``."""
+    """Softmax cross-entropy, as ``torch.nn.CrossEntropyLoss``: logits ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)``
+    (per pixel, for segmentation), with integer class targets ``(N,)``, ``()`` or ``(N, d1, ...)``, or float class
+    probabilities of the logits' shape."""
 
     def __init__(self, reduction="mean"):
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+            raise ValueError(f"CrossEntropyLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
 
     def __call__(self, logits, target):
         return self.forward(logits, target)
 
     def forward(self, logits, target) -> float:
-        z = np.asarray(logits)
-        t = np.asarray(target)
-        if z.ndim != 2 or t.shape != (z.shape[0],):
-            raise ValueError(f"CrossEntropyLoss expects logits (N, C) and target (N,), got {z.shape}, {t.shape}")
-        if t.size and (t.min() < 0 or t.max() >= z.shape[1]):
-            raise ValueError(f"target values must be in [0, {z.shape[1]}), got range {t.min()}..{t.max()}")
-        shifted = z - z.max(axis=1, keepdims=True)
+        z = _loss_input(self, logits, "input")
+        t = _loss_input(self, target, "target", floats=False)
+        if z.ndim == 0:
+            raise ValueError(f"CrossEntropyLoss: input must be (N, C), (C,) or (N, C, d1, ...), got shape {z.shape}")
+        unbatched = z.ndim == 1
+        if unbatched:
+            z, t = z[None], t[None]
+        c = z.shape[1]
+        z2 = np.moveaxis(z, 1, -1).reshape(-1, c)  # one row of class logits per sample (and pixel)
+        if t.dtype.kind == "f":  # class probabilities
+            if t.shape != z.shape:
+                raise ValueError(f"CrossEntropyLoss: probability targets must have the input's shape {z.shape}, "
+                                 f"got {t.shape}")  # fmt: skip
+            t2 = np.moveaxis(t, 1, -1).reshape(-1, c).astype(np.float64)
+        else:
+            want = (z.shape[0], *z.shape[2:])
+            if t.shape != want:
+                raise ValueError(f"CrossEntropyLoss: class targets must have shape {want[1:] if unbatched else want} "
+                                 f"for input of shape {z.shape[1:] if unbatched else z.shape}, got "
+                                 f"{t.shape[1:] if unbatched else t.shape}")  # fmt: skip
+            t2 = t.reshape(-1)
+            if t2.size and (t2.min() < 0 or t2.max() >= c):
+                raise ValueError(f"CrossEntropyLoss: target classes must be in [0, {c}), got range "
+                                 f"{t2.min()}..{t2.max()}")  # fmt: skip
+        shifted = z2 - z2.max(axis=1, keepdims=True) if z2.size else z2
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        self._cache = (np.exp(log_probs), t)
-        loss = -log_probs[np.arange(len(t)), t].sum()
-        return float(loss / len(t) if self.reduction == "mean" else loss)
+        rows = z2.shape[0]
+        if t2.ndim == 2:
+            loss = -(t2 * log_probs).sum()
+        else:
+            loss = -log_probs[np.arange(rows), t2].sum()
+        self._cache = (np.exp(log_probs), t2, z.shape, z.dtype, unbatched)
+        if self.reduction == "sum":
+            return float(loss)
+        return float(loss) / rows if rows else float("nan")
 
     def backward(self) -> np.ndarray:
         """Gradient of the last loss with respect to the logits."""
-        probs, t = self._cache
+        probs, t, shape, dtype, unbatched = self._cache
         grad = probs.copy()
-        grad[np.arange(len(t)), t] -= 1
-        return grad / len(t) if self.reduction == "mean" else grad
+        if t.ndim == 2:
+            grad -= t
+        else:
+            grad[np.arange(len(t)), t] -= 1
+        if self.reduction == "mean" and len(grad):
+            grad /= len(grad)
+        moved = (shape[0], *shape[2:], shape[1])
+        grad = np.moveaxis(grad.reshape(moved), -1, 1).astype(dtype)
+        return grad[0] if unbatched else grad
 
 
 def _reduction(reduction):
@@ -55,7 +102,7 @@ class MSELoss:
         return self.forward(input, target)
 
     def forward(self, input, target) -> float:
-        x, t = np.asarray(input), np.asarray(target)
+        x, t = _loss_input(self, input, "input"), _loss_input(self, target, "target", floats=False)
         if x.shape != t.shape:
             raise ValueError(f"MSELoss: input {x.shape} and target {t.shape} must have one shape")
         d = x.astype(np.float64) - t
@@ -81,7 +128,8 @@ class BCEWithLogitsLoss:
         return self.forward(input, target)
 
     def forward(self, input, target) -> float:
-        z, t = np.asarray(input), np.asarray(target, np.float64)
+        z = _loss_input(self, input, "input")
+        t = _loss_input(self, target, "target").astype(np.float64)
         if z.shape != t.shape:
             raise ValueError(f"BCEWithLogitsLoss: input {z.shape} and target {t.shape} must have one shape")
         z64 = z.astype(np.float64)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import layers as L
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input
 
 __all__ = ["BatchNorm2d", "GroupNorm", "LayerNorm"]
 
@@ -35,11 +35,9 @@ class BatchNorm2d(L.BatchNorm2d, Module):
 
     def forward(self, x, relu=False):
         """Normalise (and, with ``relu``, apply a following ReLU in the same pass)."""
-        x = np.asarray(x)
+        x = check_input(self, x)
         if x.ndim != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm2d: expected input (N, {self.num_features}, H, W), got {x.shape}")
-        if x.dtype not in (np.float32, np.float64):
-            x = x.astype(np.float32)
+            raise ValueError(f"BatchNorm2d: expected input (N, {self.num_features}, H, W), got shape {x.shape}")
         x = np.ascontiguousarray(x)
         use_batch = self.training or not self.track_running_stats
         if use_batch:
@@ -98,13 +96,16 @@ class GroupNorm(L.GroupNorm, Module):
             self._parameters["bias"] = self.bias_param
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x)
         if x.ndim < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(f"GroupNorm: expected input (N, {self.num_channels}, ...), got {x.shape}")
+            raise ValueError(f"GroupNorm: expected input (N, {self.num_channels}, ...), got shape {x.shape}")
         n = x.shape[0]
-        xg = x.astype(np.float64).reshape(n, self.num_groups, -1)
-        mean = xg.mean(axis=2, keepdims=True)
-        inv_std = 1.0 / np.sqrt(xg.var(axis=2, keepdims=True) + self.eps)
+        xg = x.astype(np.float64).reshape(n, self.num_groups, int(np.prod(x.shape[1:])) // self.num_groups)
+        if xg.size:
+            mean = xg.mean(axis=2, keepdims=True)
+            inv_std = 1.0 / np.sqrt(xg.var(axis=2, keepdims=True) + self.eps)
+        else:  # an empty batch or empty planes: an empty result, as torch (no statistics of nothing)
+            mean = inv_std = np.zeros(xg.shape[:2] + (1,))
         xhat = (xg - mean) * inv_std
         self._cache = (xhat, inv_std, x.shape, x.dtype)
         y = xhat.reshape(x.shape)
@@ -139,7 +140,7 @@ class LayerNorm(L.LayerNorm, Module):
             self._parameters["bias"] = self.bias_param
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x)
         k = len(self.normalized_shape)
         if tuple(x.shape[-k:]) != self.normalized_shape:
             raise ValueError(f"LayerNorm: input's trailing shape must be {self.normalized_shape}, got {x.shape}")

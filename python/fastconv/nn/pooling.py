@@ -7,7 +7,7 @@ import numpy as np
 from .. import functional as F
 from .. import layers as L
 from .._resample import interpolate, interpolate_backward
-from .module import Module
+from .module import Module, check_input
 
 __all__ = ["MaxPool2d", "MaxUnpool2d", "Upsample", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "ZeroPad2d"]
 
@@ -112,7 +112,26 @@ class AvgPool2d(L.AvgPool2d, Module):
         return F.avg_pool2d_backward(grad_output, self._input, *self._geom())
 
 
-class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
+class _Adaptive(Module):
+    """(N, C, H, W) or unbatched (C, H, W) input, as torch's adaptive pools; empty batches give empty results,
+    empty planes are refused (torch: "non-zero size for non-batch dimensions")."""
+
+    def forward(self, x):
+        x = check_input(self, x, ranks=(3, 4))
+        if 0 in x.shape[1:] or (x.ndim == 3 and 0 in x.shape):
+            raise ValueError(f"{type(self).__name__}: input must have non-empty channel and spatial axes, got shape "
+                             f"{x.shape}")  # fmt: skip
+        self._unbatched = x.ndim == 3
+        y = self._forward4(x[None] if self._unbatched else x)
+        return y[0] if self._unbatched else y
+
+    def backward(self, grad_output):
+        g = np.asarray(grad_output)
+        gx = self._backward4(g[None] if self._unbatched else g)
+        return gx[0] if self._unbatched else gx
+
+
+class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, _Adaptive):
     """torch's adaptive average pool: output bin i covers input [floor(i*H/oh), ceil((i+1)*H/oh))."""
 
     def __init__(self, output_size):
@@ -123,10 +142,7 @@ class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
     def _bins(n, m):
         return [((i * n) // m, -((-(i + 1) * n) // m)) for i in range(m)]
 
-    def forward(self, x):
-        x = np.asarray(x)
-        if x.ndim != 4:
-            raise ValueError(f"AdaptiveAvgPool2d: expected (N, C, H, W) input, got shape {x.shape}")
+    def _forward4(self, x):
         oh, ow = self.output_shape(x.shape[1:])[1:]
         self._shape = x.shape
         if (oh, ow) == (1, 1):  # global pooling, the common case: one reduction
@@ -134,7 +150,7 @@ class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
             # ~log2(H*W) roundings, as torch's float32 sum), where a float64 mean over two axes went through a
             # buffered cast at 2 ns a value (0.5 ms of a 20 ms ResNet-8 inference).
             n, c = x.shape[:2]
-            flat = np.ascontiguousarray(x).reshape(n, c, -1)
+            flat = np.ascontiguousarray(x).reshape(n, c, x.shape[2] * x.shape[3])
             if flat.dtype not in (np.float32, np.float64):
                 flat = flat.astype(np.float64)
             return (flat.sum(axis=-1) / flat.shape[-1]).astype(x.dtype).reshape(n, c, 1, 1)
@@ -144,8 +160,7 @@ class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
                 y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3), dtype=np.float64)
         return y
 
-    def backward(self, grad_output):
-        g = np.asarray(grad_output)
+    def _backward4(self, g):
         n, c, h, w = self._shape
         oh, ow = g.shape[2:]
         if (oh, ow) == (1, 1):
@@ -157,17 +172,14 @@ class AdaptiveAvgPool2d(L.AdaptiveAvgPool2d, Module):
         return gx
 
 
-class AdaptiveMaxPool2d(L.AdaptiveMaxPool2d, Module):
+class AdaptiveMaxPool2d(L.AdaptiveMaxPool2d, _Adaptive):
     """torch's adaptive max pool (bins as :class:`AdaptiveAvgPool2d`); the gradient goes to each bin's first maximum."""
 
     def __init__(self, output_size):
         L.AdaptiveMaxPool2d.__init__(self, output_size)
         self._init_module()
 
-    def forward(self, x):
-        x = np.asarray(x)
-        if x.ndim != 4:
-            raise ValueError(f"AdaptiveMaxPool2d: expected (N, C, H, W) input, got shape {x.shape}")
+    def _forward4(self, x):
         oh, ow = self.output_shape(x.shape[1:])[1:]
         n, c, h, w = x.shape
         self._shape = x.shape
@@ -175,19 +187,19 @@ class AdaptiveMaxPool2d(L.AdaptiveMaxPool2d, Module):
         self._arg = np.empty((n, c, oh, ow), np.int64)  # flat position h * W + w in the plane
         for i, (h0, h1) in enumerate(AdaptiveAvgPool2d._bins(h, oh)):
             for j, (w0, w1) in enumerate(AdaptiveAvgPool2d._bins(w, ow)):
-                win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+                win = x[:, :, h0:h1, w0:w1].reshape(n, c, (h1 - h0) * (w1 - w0))
                 # torch: NaN is the maximum; the first maximum in scan order otherwise
                 k = np.where(np.isnan(win).any(axis=2), np.isnan(win).argmax(axis=2), win.argmax(axis=2))
                 y[:, :, i, j] = np.take_along_axis(win, k[..., None], axis=2)[..., 0]
                 self._arg[:, :, i, j] = (h0 + k // (w1 - w0)) * w + w0 + k % (w1 - w0)
         return y
 
-    def backward(self, grad_output):
-        g = np.asarray(grad_output)
+    def _backward4(self, g):
         n, c, h, w = self._shape
         gx = np.zeros((n, c, h * w), g.dtype)
-        np.add.at(gx, (np.arange(n)[:, None, None], np.arange(c)[None, :, None], self._arg.reshape(n, c, -1)),
-                  g.reshape(n, c, -1))  # fmt: skip
+        oh, ow = self._arg.shape[2:]
+        np.add.at(gx, (np.arange(n)[:, None, None], np.arange(c)[None, :, None], self._arg.reshape(n, c, oh * ow)),
+                  g.reshape(n, c, oh * ow))  # fmt: skip
         return gx.reshape(self._shape)
 
 
@@ -199,7 +211,9 @@ class ZeroPad2d(L.ZeroPad2d, Module):
         self._init_module()
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = check_input(self, x, floats=False)
+        if x.ndim < 2:
+            raise ValueError(f"ZeroPad2d: input must have at least 2 axes (H, W), got shape {x.shape}")
         left, right, top, bottom = self.padding
         self._shape = x.shape
         pad = [(0, 0)] * (x.ndim - 2) + [(max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0))]
