@@ -234,3 +234,48 @@ def test_whole_model_inference_agrees_with_both_peers():
     result = bench.measure_inference(torch, ort, "resnet8", 1, repeats=1, rounds=1)
     assert result["gap_torch"] < 1e-4 and result["gap_ort"] < 1e-4, result
     assert all(result[k] > 0 for k in ("fastconv", "torch", "ort")), result
+
+
+def test_bench_json_and_plot(tmp_path):
+    """--json records every figure with the CPU, level and versions; --plot draws it; --from-json redraws it."""
+    import json
+
+    js, png, png2 = tmp_path / "run.json", tmp_path / "run.png", tmp_path / "again.png"
+    r = subprocess.run(
+        [sys.executable, "-m", "fastconv", "bench", "--shapes", "tiny", "--repeats", "1", "--rounds", "1",
+         "--no-memory", "--no-numpy", "--no-upsampling", "--json", str(js), "--plot", str(png)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(js.read_text())
+    assert rec["format"] == "fastconv.bench" and rec["machine"]["level"] and rec["versions"]["numpy"]
+    assert rec["versions"]["torch"] == torch.__version__
+    (row,) = rec["shapes"]
+    assert row["name"] == "tiny" and row["seconds"]["fastconv_fwd"] > 0 and row["seconds"]["torch_fwd"] > 0
+    ratio = row["seconds"]["torch_fwd"] / row["seconds"]["fastconv_fwd"]
+    assert abs(rec["geometric_mean"]["torch_forward"] - ratio) < 1e-9  # one shape: its own ratio
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--from-json", str(js), "--plot", str(png2)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--json", "/nonexistent/dir/x.json"], "--json: folder '/nonexistent/dir' does not exist"),
+     (["--from-json", "x.json"], "--from-json only goes with --plot FILE"),
+     (["--network", "vgg_cifar", "--json", "x.json"], "not with --network or --models"),
+     (["--from-json", "/nonexistent.json", "--plot", "x.png"], "--from-json: cannot read '/nonexistent.json'")],
+    ids=["missing_folder", "from_json_alone", "network_json", "unreadable_json"],
+)  # fmt: skip
+def test_bench_refuses_bad_outputs(args, message, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fastconv", "bench", *args], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bench_plot_without_matplotlib(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; from fastconv.cli import main; "
+            f"sys.exit(main(['bench', '--plot', {str(tmp_path / 'x.png')!r}]))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--plot needs matplotlib: pip install matplotlib" in r.stderr, r.stderr

@@ -55,7 +55,7 @@ def parse_shape(shape: Any) -> tuple:
 
 
 class Summary:
-    """Result of :func:`summary`; ``str()`` gives the table."""
+    """Result of :func:`fastconv.summary`; ``str()`` gives the table."""
 
     def __init__(self, model: L.Layer, input_shape: tuple, rows: list[SummaryRow], gridding=None):
         self.model = model

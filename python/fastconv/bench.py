@@ -7,7 +7,9 @@ so when it is absent).  The NumPy reference is the common idiom
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -1051,9 +1053,11 @@ def run_table(
     out=sys.stdout,
     rounds=3,
     cap_ort=True,
+    record=None,
 ):
     """Print the benchmark table; returns 0.  With `cap_ort`, ONNX Runtime runs AVX2 kernels where fastconv is capped
-    to avx2 on an AVX-512 CPU (:func:`start_ort`)."""
+    to avx2 on an AVX-512 CPU (:func:`start_ort`).  `record` (a dict) receives every figure of the run
+    (:func:`run_record`'s structure: ``fastconv bench --json``)."""
     names = [s.strip() for s in shapes.split(",")] if shapes else [s.name for s in SHAPES]
     unknown = [n for n in names if n not in SHAPES_BY_NAME]
     if unknown:
@@ -1092,10 +1096,17 @@ def run_table(
     print(head, file=out)
     print("-" * len(head), file=out)
     ratios_f, ratios_b, ratios_o = [], [], []
+    rows = []
+    if record is not None:
+        record.update(run_record(torch, ort, threads=threads, dtype=dt.name, repeats=repeats, rounds=rounds))
+        record["ort_note"] = ort_note
+        record["shapes"] = rows
     try:
         for name in names:
             s = SHAPES_BY_NAME[name]
             r = measure(s, repeats, dt, backward, numpy, torch, ort, rounds)
+            rows.append({"name": name, "geometry": dataclasses.asdict(s), "flops_forward": s.flops,
+                         "seconds": {k: float(v) for k, v in r.items() if isinstance(v, (int, float))}})  # fmt: skip
             gf = s.flops / r["fastconv_fwd"] / 1e9
             cols = [f"{name:<15}", f"{gf:9.1f}"]
             cols += peer_columns(r, "torch_fwd", "fastconv_fwd", s.flops, ratios_f)
@@ -1128,4 +1139,92 @@ def run_table(
         print(line, file=out)
     if ratios_o:
         print(f"geometric mean ratio (ONNX Runtime time / fastconv time): forward {gm(ratios_o):.2f}", file=out)
+    if record is not None:
+        record["geometric_mean"] = {"torch_forward": gm(ratios_f) if ratios_f else None,
+                                    "torch_forward_backward": gm(ratios_b) if ratios_b else None,
+                                    "ort_forward": gm(ratios_o) if ratios_o else None}  # fmt: skip
     return 0
+
+
+def run_record(torch, ort, **settings) -> dict:
+    """The header of a ``fastconv bench --json`` file: when, where (CPU, kernel level, threads) and with which
+    versions of each library, and the run's settings."""
+    import datetime
+    import importlib.metadata
+    import platform
+
+    from . import __version__
+
+    def version(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    config = show_config(file=False)
+    return {
+        "format": "fastconv.bench",
+        "version": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": cpu,
+            "arch": platform.machine(),
+            "cores": os.cpu_count(),
+            "level": config["level"],
+            "cpu_level": config["cpu_level"],
+            "kernels": config["kernels"],
+        },  # fmt: skip
+        "versions": {
+            "fastconv": __version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "torch": version("torch") if torch is not None else None,
+            "onnxruntime": version("onnxruntime") if ort is not None else None,
+        },  # fmt: skip
+        "settings": settings,
+    }
+
+
+def plot_record(record: dict, path) -> None:
+    """Per-shape ratio bars (peer time / fastconv time, forward; forward+backward against torch) of a
+    ``fastconv bench --json`` record, saved to `path` (any format matplotlib writes).  Needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install matplotlib") from None
+    rows = record.get("shapes") or []
+    if not rows:
+        raise ValueError("the record has no shapes to plot")
+    series = [("torch_fwd", "vs torch, forward"), ("ort_fwd", "vs ONNX Runtime, forward"),
+              ("torch_fwdbwd", "vs torch, forward+backward")]  # fmt: skip
+    names = [r["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4))
+    width = 0.8 / len(series)
+    for i, (key, label) in enumerate(series):
+        mine = "fastconv_fwdbwd" if key.endswith("fwdbwd") else "fastconv_fwd"
+        vals = [r["seconds"][key] / r["seconds"][mine] if key in r["seconds"] and mine in r["seconds"] else 0.0
+                for r in rows]  # fmt: skip
+        if any(vals):
+            ax.bar([j + (i - 1) * width for j in range(len(names))], vals, width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("peer time / fastconv time")
+    m = record.get("machine", {})
+    ax.set_title(f"fastconv bench, {m.get('cpu', '?')}, level {m.get('level', '?')}, "
+                 f"{record.get('settings', {}).get('threads', '?')} threads ({record.get('date', '')[:10]})",
+                 fontsize=9)  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -232,9 +232,44 @@ def model_from_json(obj):
     return cls(**kwargs)
 
 
+def _bench_outputs(args, parser):
+    """--json / --plot / --from-json checked before anything runs: writable folders, matplotlib present."""
+    import os
+
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                parser.error(f"{option}: folder {folder!r} does not exist")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install matplotlib")
+    if args.from_json is not None and args.plot is None:
+        parser.error("--from-json only goes with --plot FILE")
+    if (args.json or args.plot) and (args.network or args.models):
+        parser.error("--json and --plot record the shape table; not with --network or --models")
+
+
 def _bench(args, parser) -> int:
+    import json
+
     from ._threads import MAX_THREADS
-    from .bench import SHAPES_BY_NAME, run_table
+    from .bench import SHAPES_BY_NAME, plot_record, run_table
+
+    _bench_outputs(args, parser)
+    if args.from_json is not None:
+        try:
+            with open(args.from_json, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--from-json: cannot read {args.from_json!r}: {exc}")
+        if not isinstance(record, dict) or record.get("format") != "fastconv.bench":
+            parser.error(f"--from-json: {args.from_json!r} is not a fastconv bench --json file")
+        plot_record(record, args.plot)
+        print(f"wrote {args.plot}")
+        return 0
 
     if not 1 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be in [1, {MAX_THREADS}], got {args.threads}")
@@ -284,7 +319,8 @@ def _bench(args, parser) -> int:
             rounds=args.rounds,
             cap_ort=not args.ort_uncapped,
         )
-    return run_table(
+    record = {} if (args.json or args.plot) else None
+    status = run_table(
         shapes=args.shapes,
         repeats=args.repeats,
         threads=args.threads,
@@ -295,7 +331,16 @@ def _bench(args, parser) -> int:
         upsampling=not args.no_upsampling,
         rounds=args.rounds,
         cap_ort=not args.ort_uncapped,
+        record=record,
     )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_record(record, args.plot)
+        print(f"wrote {args.plot}")
+    return status
 
 
 def _keras2torch(args, parser) -> int:
@@ -431,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="--network: comma-separated batch sizes (default 1,8); --models: images per step (default 64)",
     )
+    p.add_argument("--json", default=None, metavar="FILE", help="write every figure of the run (and the CPU, level, "
+                   "library versions) to FILE as JSON")  # fmt: skip
+    p.add_argument("--plot", default=None, metavar="FILE", help="draw per-shape ratio bars against torch and ONNX "
+                   "Runtime to FILE (png, svg, pdf; needs matplotlib)")  # fmt: skip
+    p.add_argument("--from-json", default=None, metavar="FILE", help="with --plot: draw a recorded run's FILE "
+                   "instead of running the benchmark")  # fmt: skip
     p.set_defaults(func=_bench, parser=p)
 
     p = sub.add_parser("keras2torch", help="PyTorch source for a Keras model.json (model.to_json())")
