@@ -96,6 +96,10 @@ class Conv2dPlan:
             self.bias = np.array(b, copy=True)
             self.bias.flags.writeable = False
 
+    def __reduce__(self):
+        # Pickled (and deep-copied) as the arguments it was made from: the prepared forms are made again on use.
+        return (type(self), (self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+
     @property
     def prepared_bytes(self) -> int:
         return int(self._plan.prepared_bytes)

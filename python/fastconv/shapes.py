@@ -15,6 +15,7 @@ from . import _core
 from ._args import as_bool, as_pair, explicit_padding, is_pair_like, pool_stride
 
 __all__ = [
+    "halo",
     "conv_output_size",
     "pool_output_size",
     "conv_transpose_output_size",
@@ -339,3 +340,33 @@ def gridding_walk(steps) -> Gridding:
         fraction = now
     per_axis = (float(reach[0].mean()), float(reach[1].mean()))
     return Gridding(per_axis[0] * per_axis[1], per_axis, (len(reach[0]), len(reach[1])), tuple(culprits))
+
+
+def halo(model, size=4096):
+    """The context a local model needs on each side of a tile, and the stride tiles must start at.
+
+    Parameters
+    ----------
+    model : fastconv.nn.Module or fastconv.layers spec
+        Any model :func:`fastconv.summary` accepts whose layers are local (see :func:`fastconv.dask.apply`);
+        otherwise ``ValueError`` naming the first layer that is not and why.
+    size : int
+        The image's size along each axis (only layers padded ``'same'`` depend on it).
+
+    Returns
+    -------
+    Halo
+        ``before`` and ``after`` (rows, columns): input positions an output position reads beyond the ones it
+        covers; ``stride``: the multiple of input positions a tile must start at for the tiled result to equal
+        the whole-image one; ``scale``: output positions per input position.
+
+    Examples
+    --------
+    >>> from fastconv import layers as L, shapes
+    >>> h = shapes.halo(L.Sequential(L.Conv2d(3, 8, 3, stride=2, padding=1), L.Conv2d(8, 8, 3, padding=1)))
+    >>> h.before, h.after, h.stride
+    ((3, 3), (2, 2), (2, 2))
+    """
+    from ._tiling import halo as _halo
+
+    return _halo(model, size)
