@@ -109,6 +109,8 @@ def _shape(args, parser) -> int:
 
     if args.what == "gridding":
         return _gridding(args, parser)
+    if args.what == "valid-inputs":
+        return _valid_inputs(args, parser)
     if args.input is None or args.kernel is None:
         parser.error(f"{args.what} needs --input and --kernel")
     try:
@@ -170,40 +172,72 @@ def _gridding(args, parser) -> int:
 
 
 def _summary(args, parser) -> int:
-    import importlib.util
-    import os
 
     from ._summary import summary
 
     spec = args.model
     try:
-        if ":" in spec and not spec.endswith(".json"):
-            path, attr = spec.rsplit(":", 1)
-            mod_spec = importlib.util.spec_from_file_location("fastconv_user_model", os.path.abspath(path))
-            if mod_spec is None:
-                parser.error(f"MODEL: cannot import {path}")
-            module = importlib.util.module_from_spec(mod_spec)
-            try:
-                mod_spec.loader.exec_module(module)
-            except OSError:
-                raise
-            except Exception as exc:  # the user's file is broken: a message, not its traceback
-                raise ValueError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
-            model = getattr(module, attr)
-            model = (
-                model()
-                if callable(model) and not hasattr(model, "output_shape") and not hasattr(model, "named_children")
-                else model
-            )
-        else:
-            with open(spec) as fh:
-                model = model_from_json(json.load(fh))
+        model = _load_model(spec, parser)
         result = summary(model, args.input)
     except RecursionError:
         parser.error(f"MODEL {spec}: nested too deeply (more than {sys.getrecursionlimit()} levels)")
     except (ValueError, TypeError, OSError, AttributeError) as exc:
         parser.error(f"MODEL {spec}: {exc}")
     print(json.dumps(result.to_dict()) if args.json else result)
+    return 0
+
+
+def _load_model(spec, parser):
+    """A model from ``model.json`` (a layer list) or ``module.py:attribute`` (called if it is a factory)."""
+    import importlib.util
+    import os
+
+    if ":" in spec and not spec.endswith(".json"):
+        path, attr = spec.rsplit(":", 1)
+        mod_spec = importlib.util.spec_from_file_location("fastconv_user_model", os.path.abspath(path))
+        if mod_spec is None:
+            parser.error(f"MODEL: cannot import {path}")
+        module = importlib.util.module_from_spec(mod_spec)
+        try:
+            mod_spec.loader.exec_module(module)
+        except OSError:
+            raise
+        except Exception as exc:  # the user's file is broken: a message, not its traceback
+            raise ValueError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
+        model = getattr(module, attr)
+        return (
+            model()
+            if callable(model) and not hasattr(model, "output_shape") and not hasattr(model, "named_children")
+            else model
+        )
+    with open(spec) as fh:
+        return model_from_json(json.load(fh))
+
+
+def _valid_inputs(args, parser) -> int:
+    from .shapes import valid_inputs
+
+    if args.model is None or args.size_range is None:
+        parser.error("valid-inputs needs --model and --range LO:HI")
+    try:
+        lo_text, hi_text = args.size_range.split(":")
+        lo, hi = (tuple(int(v) for v in t.lower().split("x")) for t in (lo_text, hi_text))
+        lo, hi = (v[0] if len(v) == 1 else v for v in (lo, hi))
+    except ValueError:
+        parser.error(f"--range must be LO:HI or HxW:HxW, got {args.size_range!r}")
+    try:
+        model = _load_model(args.model, parser)
+        result = valid_inputs(model, lo, hi, channels=args.channels)
+    except RecursionError:
+        parser.error(f"MODEL {args.model}: nested too deeply")
+    except (ValueError, TypeError, OSError, AttributeError) as exc:
+        parser.error(f"MODEL {args.model}: {exc}")
+    print(result)
+    for size, shape in list(result.valid.items())[:50]:
+        print(f"  {size[0]}x{size[1]} -> {'x'.join(map(str, shape))}")
+    if not result.valid and result.invalid:
+        first = next(iter(result.invalid.items()))
+        print(f"  e.g. {first[0][0]}x{first[0][1]}: {first[1]}")
     return 0
 
 
@@ -425,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "shape", help="output size of one conv, pool or transposed conv; TF same padding; gridding of a stack"
     )
-    p.add_argument("what", choices=["conv", "pool", "transpose", "same", "gridding"])
+    p.add_argument("what", choices=["conv", "pool", "transpose", "same", "gridding", "valid-inputs"])
+    p.add_argument("--model", help="valid-inputs: model.json or module.py:attribute (as fastconv summary takes)")
+    p.add_argument("--range", dest="size_range", default=None,
+                   help="valid-inputs: sizes LO:HI (square) or LOxLO:HIxHI, e.g. 1:4096 or 32x32:64x96")  # fmt: skip
+    p.add_argument("--channels", type=int, default=None, help="valid-inputs: input channels (default: the model's)")
     p.add_argument("--input", help="input size, e.g. 224 or 224x160")
     p.add_argument("--kernel")
     p.add_argument("--layers", help="gridding: k:s:p:d per layer, comma-separated, e.g. 3:1:2:2,3:1:2:2")

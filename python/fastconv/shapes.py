@@ -16,6 +16,7 @@ from ._args import as_bool, as_pair, explicit_padding, is_pair_like, pool_stride
 
 __all__ = [
     "halo",
+    "valid_inputs",
     "conv_output_size",
     "pool_output_size",
     "conv_transpose_output_size",
@@ -370,3 +371,20 @@ def halo(model, size=4096):
     from ._tiling import halo as _halo
 
     return _halo(model, size)
+
+
+def valid_inputs(model, lo, hi, channels=None):
+    """Every input size in ``[lo, hi]`` a model accepts, and why each other one fails.
+
+    See :func:`fastconv._valid.valid_inputs` (this is it): every layer valid and every merge (a U-Net's skip
+    concatenation, a residual sum) meeting equal sizes, each accepted size with its output shape.
+
+    Examples
+    --------
+    >>> from fastconv import layers as L, shapes
+    >>> shapes.valid_inputs(L.Sequential(L.Conv2d(1, 1, 3, stride=2)), 1, 6).sizes
+    [3, 4, 5, 6]
+    """
+    from ._valid import valid_inputs as _valid_inputs
+
+    return _valid_inputs(model, lo, hi, channels)
