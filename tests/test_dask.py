@@ -238,3 +238,27 @@ def test_process_scheduler_pickles_the_model():
     with dask.config.set(scheduler="processes", num_workers=2):
         got = fd.apply(model, x, tile=8).compute()
     np.testing.assert_allclose(got, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_local_cluster_of_worker_processes():
+    """A distributed LocalCluster of two worker processes on 127.0.0.1: the active Client runs the same call, the
+    model shipped once in the graph."""
+    distributed = pytest.importorskip("distributed")
+    model = nn.freeze(MODELS["residual"].eval())
+    x = np.random.default_rng(7).standard_normal((1, 3, 40, 36)).astype(np.float32)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):  # fmt: skip
+        y = fd.apply(model, x, tile=10)
+        graph = dict(y.__dask_graph__())
+        shipped = [k for k, v in graph.items() if v is model or getattr(v, "value", None) is model]
+        assert len(shipped) <= 1
+        got = fd.progress(y)
+    np.testing.assert_allclose(got, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_progress_under_the_local_scheduler(capsys):
+    model = MODELS["pools"].eval()
+    x = np.random.default_rng(8).standard_normal((1, 3, 30, 30)).astype(np.float32)
+    got = fd.progress(fd.apply(model, x, tile=5))
+    np.testing.assert_allclose(got, model(x), rtol=1e-5, atol=1e-5)
+    assert "100%" in capsys.readouterr().out

@@ -274,3 +274,14 @@ def _npy(arr):
     buf = io.BytesIO()
     np.lib.format.write_array(buf, arr, allow_pickle=True)
     return buf.getvalue()
+
+
+def test_summary_of_a_converted_graph():
+    """summary() walks a graph: its parameter count is torch's, its output shape torch's."""
+    import fastconv
+
+    tmodel, x = build("resnet18")
+    s = fastconv.summary(nn.from_torch(tmodel.eval()), x.shape[1:])
+    assert s.total_params == sum(p.numel() for p in tmodel.parameters())
+    with torch.no_grad():
+        assert tuple(s.rows[-1].output_shape) == tuple(tmodel(torch.from_numpy(x)).shape[1:])

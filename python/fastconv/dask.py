@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _tiling
 
-__all__ = ["apply"]
+__all__ = ["apply", "progress"]
 
 
 def _import_dask():
@@ -23,7 +23,7 @@ def _import_dask():
         import dask
         import dask.array as da
     except ImportError:
-        raise ImportError("fastconv.dask needs dask: pip install dask (and zarr for zarr arrays)") from None
+        raise ImportError('fastconv.dask needs dask: pip install "fastconv[dask]" (dask, zarr, distributed)') from None
     return dask, da
 
 
@@ -52,6 +52,28 @@ def _run_block(model, token, crop, rows, cols):
     if out.shape[2] < r1 or out.shape[3] < c1:  # the plan guarantees it; a violation is a bug, never a wrong answer
         raise RuntimeError(f"fastconv.dask: a tile's output {out.shape[2:]} is short of rows {rows}, columns {cols}")
     return out[:, :, r0:r1, c0:c1]
+
+
+def progress(result, **kwargs):
+    """``result.compute()`` with a progress display: Dask's ``ProgressBar`` under the local schedulers, or
+    ``distributed.progress`` when a ``distributed.Client`` is active (then the computation is persisted on the
+    cluster and gathered).  Keyword arguments go to ``compute``."""
+    _import_dask()
+    try:
+        from distributed import get_client
+        from distributed import progress as dist_progress
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        future = client.compute(result, **kwargs)
+        dist_progress(future)
+        return future.result()
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar():
+        return result.compute(**kwargs)
 
 
 def _max_channels(model):
