@@ -54,11 +54,14 @@ struct Choice {
 };
 
 // (s, m) classes of choices: every choice in a class maps a size to the same size.
+// With a receptive-field bound the class is (s, m, span) instead: span = d (k - 1)
+// decides how far the field grows.
 struct Group {
   int64_t s, m;
   uint64_t mult;         // how many choices fall in the class
   int64_t kmin;          // the smallest kernel among them: the cheapest under every objective
   int64_t p = 0, d = 1;  // lossless mode, where every class is one choice: its padding and dilation
+  int64_t span = 0;      // d (k - 1) of the class (when the receptive field is tracked)
 };
 
 void check_range(const Range& r, int64_t min_value, const char* name) {
@@ -97,23 +100,28 @@ std::vector<Choice> enumerate_choices(LayerKind kind, const SolveSpec& sp) {
 
 // Classes in (s, m) order.  A sorted vector rather than a map: tens of millions
 // of choices group in a second instead of a quarter of a minute.
-std::vector<Group> group_choices(const std::vector<Choice>& choices) {
-  std::vector<std::array<int64_t, 3>> keys;  // (s, m, k)
+std::vector<Group> group_choices(const std::vector<Choice>& choices, bool by_span) {
+  std::vector<std::array<int64_t, 4>> keys;  // (s, m, span, k)
   keys.reserve(choices.size());
-  for (const Choice& c : choices) keys.push_back({c.s, c.m, c.k});
+  for (const Choice& c : choices) keys.push_back({c.s, c.m, by_span ? c.d * (c.k - 1) : 0, c.k});
   std::sort(keys.begin(), keys.end());
   std::vector<Group> out;
-  for (const auto& [s, m, k] : keys) {
-    if (out.empty() || out.back().s != s || out.back().m != m) out.push_back(Group{s, m, 0, k});  // k ascending
+  for (const auto& [s, m, span, k] : keys) {
+    if (out.empty() || out.back().s != s || out.back().m != m || out.back().span != span) {
+      Group g{s, m, 0, k};  // k ascending: the first is the cheapest
+      g.span = span;
+      out.push_back(g);
+    }
     out.back().mult += 1;
   }
   return out;
 }
 
-// A reachable state of one layer: its feature-map size and, in lossless mode,
-// the input pixels between two of its positions (S, the product of the strides
-// so far) and the width of one position's receptive field (W), which decide
-// whether the next layer leaves holes in it; both 0 otherwise.
+// A reachable state of one layer: its feature-map size and, in lossless mode or
+// under a receptive-field bound, the input pixels between two of its positions
+// (S, the product of the strides so far) and the width of one position's
+// receptive field (W), which decide whether the next layer leaves holes in it
+// and whether the bound holds; both 0 otherwise.
 struct StateKey {
   int64_t h, w, S, W;
 };
@@ -131,7 +139,7 @@ struct KeyHash {
 std::vector<Group> single_choices(const std::vector<Choice>& choices) {
   std::vector<Group> out;
   out.reserve(choices.size());
-  for (const Choice& c : choices) out.push_back(Group{c.s, c.m, 1, c.k, c.p, c.d});
+  for (const Choice& c : choices) out.push_back(Group{c.s, c.m, 1, c.k, c.p, c.d, c.d * (c.k - 1)});
   return out;
 }
 
@@ -229,21 +237,30 @@ bool reads_every_row(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
   return true;
 }
 
+// What advance() checks beyond the sizes.
+struct Track {
+  bool lossless;   // every row read, no holes
+  bool field;      // S and W kept (lossless mode or a receptive-field bound)
+  int64_t max_rf;  // 0: none
+};
+
 // One layer choice applied to a state; false when the layer is not allowed
 // there.  Lossless mode also requires every input row and column to be read
 // and the receptive field to stay hole-free: the shifted copies j * d * S of a
-// W-wide field touch or overlap only when d * S <= W.
-inline bool advance(const StateKey& a, int64_t k, int64_t s, int64_t p, int64_t d, int64_t m, bool exact, bool lossless,
-                    StateKey& b) {
+// W-wide field touch or overlap only when d * S <= W.  A receptive-field bound
+// prunes a state once W exceeds it (W never shrinks).  `span` is d (k - 1).
+inline bool advance(const StateKey& a, int64_t k, int64_t s, int64_t p, int64_t d, int64_t span, int64_t m, bool exact,
+                    const Track& t, StateKey& b) {
   if (!step(a.h, a.w, s, m, exact, b.h, b.w)) return false;
   b.S = b.W = 0;
-  if (!lossless) return true;
-  if (!reads_every_row(a.h, k, s, p, d) || (a.w != a.h && !reads_every_row(a.w, k, s, p, d))) return false;
-  if (k > 1 && double(d) * double(a.S) > double(a.W)) return false;
-  b.S = checked_mul(a.S, s, "lossless receptive field");
-  b.W =
-      checked_add(a.W, checked_mul(checked_mul(k - 1, d, "lossless receptive field"), a.S, "lossless receptive field"),
-                  "lossless receptive field");
+  if (!t.field) return true;
+  if (t.lossless) {
+    if (!reads_every_row(a.h, k, s, p, d) || (a.w != a.h && !reads_every_row(a.w, k, s, p, d))) return false;
+    if (k > 1 && double(d) * double(a.S) > double(a.W)) return false;
+  }
+  b.W = checked_add(a.W, checked_mul(span, a.S, "receptive field"), "receptive field");
+  if (t.max_rf > 0 && b.W > t.max_rf) return false;
+  b.S = checked_mul(a.S, s, "receptive field");
   return true;
 }
 
@@ -318,6 +335,9 @@ void validate(const SolveSpec& sp) {
   check_range(sp.pool_stride, 1, "pool_stride");
   check_range(sp.pool_padding, 0, "pool_padding");
   if (sp.top < 0 || sp.top > 100000) fail("top must be between 0 and 100000, got " + std::to_string(sp.top));
+  if (sp.min_rf < 0 || sp.max_rf < 0 || (sp.max_rf > 0 && sp.min_rf > sp.max_rf))
+    fail("min_rf and max_rf: need 0 <= min_rf <= max_rf, got min_rf=" + std::to_string(sp.min_rf) +
+         ", max_rf=" + std::to_string(sp.max_rf));
 }
 
 }  // namespace
@@ -333,8 +353,9 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
   const std::vector<Choice> choices[2] = {enumerate_choices(LayerKind::conv, sp),
                                           enumerate_choices(LayerKind::pool, sp)};
   const bool lossless = sp.lossless;
-  const std::vector<Group> groups[2] = {lossless ? single_choices(choices[0]) : group_choices(choices[0]),
-                                        lossless ? single_choices(choices[1]) : group_choices(choices[1])};
+  const Track track{lossless, lossless || sp.min_rf > 0 || sp.max_rf > 0, sp.max_rf};
+  const std::vector<Group> groups[2] = {lossless ? single_choices(choices[0]) : group_choices(choices[0], track.field),
+                                        lossless ? single_choices(choices[1]) : group_choices(choices[1], track.field)};
   auto kind_index = [](LayerKind k) { return k == LayerKind::conv ? 0 : 1; };
 
   std::vector<LayerCost> costs;
@@ -343,8 +364,8 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
 
   // Forward: every size each layer can see.
   const bool square = sp.in_h == sp.in_w && sp.out_h == sp.out_w;
-  std::vector<States> states(L + 1, States(square, lossless));
-  states[0].insert(StateKey{sp.in_h, sp.in_w, lossless ? 1 : 0, lossless ? 1 : 0});
+  std::vector<States> states(L + 1, States(square, track.field));
+  states[0].insert(StateKey{sp.in_h, sp.in_w, track.field ? 1 : 0, track.field ? 1 : 0});
   int64_t total_states = 1;
   double work = 0;
   if (progress) progress->done.store(1);
@@ -357,7 +378,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
       for (const Group& g : gs) {
         const StateKey a = states[l].list[i];
         StateKey b;
-        if (!advance(a, g.kmin, g.s, g.p, g.d, g.m, sp.exact, lossless, b)) continue;
+        if (!advance(a, g.kmin, g.s, g.p, g.d, g.span, g.m, sp.exact, track, b)) continue;
         if (b.h > kMaxSize || b.w > kMaxSize) fail("padding: sizes grow past 2^31 in this search space");
         states[l + 1].insert(b);
       }
@@ -387,10 +408,11 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     cnt[l].assign(states[l].list.size() * limbs, 0);
     best[l].assign(states[l].list.size(), kInf);
   }
-  // The final states of the target size (one; in lossless mode one per receptive field).
+  // The final states of the target size (one; with the field tracked, one per
+  // receptive field, those below min_rf left out).
   int32_t target = -1;
   for (size_t i = 0; i < states[L].list.size(); ++i)
-    if (states[L].list[i].h == sp.out_h && states[L].list[i].w == sp.out_w) {
+    if (states[L].list[i].h == sp.out_h && states[L].list[i].w == sp.out_w && states[L].list[i].W >= sp.min_rf) {
       cnt[L][i * limbs] = 1;
       best[L][i] = 0;
       target = int32_t(i);
@@ -422,7 +444,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
         for (size_t gi = 0; gi < gs.size(); ++gi) {
           const Group& g = gs[gi];
           StateKey to;
-          if (!advance(a, g.kmin, g.s, g.p, g.d, g.m, sp.exact, lossless, to)) continue;
+          if (!advance(a, g.kmin, g.s, g.p, g.d, g.span, g.m, sp.exact, track, to)) continue;
           const int64_t oh = to.h, ow = to.w;
           const int32_t j = next.find(to);
           const i128 rest = best[l + 1][j];
@@ -493,7 +515,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     for (int32_t ci = 0; ci < int32_t(cs.size()); ++ci) {
       const Choice& c = cs[ci];
       StateKey to;
-      if (!advance(a, c.k, c.s, c.p, c.d, c.m, sp.exact, lossless, to)) continue;
+      if (!advance(a, c.k, c.s, c.p, c.d, c.d * (c.k - 1), c.m, sp.exact, track, to)) continue;
       const int64_t oh = to.h, ow = to.w;
       const int32_t j = next.find(to);
       if (j < 0 || next_best[j] == kInf) continue;

@@ -40,6 +40,10 @@ struct SolveSpec {
   // field at any depth has holes (a layer's dilation times the stride so far
   // never exceeds the receptive field so far).
   bool lossless = false;
+  // Receptive field of one output in input pixels, 1 + sum(d_i (k_i - 1) *
+  // prod(s_j, j < i)) over every layer (pools included), kept in [min_rf,
+  // max_rf]; 0: no bound.
+  int64_t min_rf = 0, max_rf = 0;
   Objective objective = Objective::params;
   int64_t top = 1;
 };

@@ -35,7 +35,7 @@ void bind_solver(py::module_& m) {
          std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> padding, std::pair<int64_t, int64_t> dilation,
          std::pair<int64_t, int64_t> pool_kernel, std::pair<int64_t, int64_t> pool_stride,
          std::pair<int64_t, int64_t> pool_padding, bool exact, bool lossless, const std::string& objective, int64_t top,
-         SolveProgress* progress) {
+         SolveProgress* progress, int64_t min_rf, int64_t max_rf) {
         SolveSpec sp;
         sp.in_h = input.first;
         sp.in_w = input.second;
@@ -54,6 +54,8 @@ void bind_solver(py::module_& m) {
         sp.pool_padding = range_of(pool_padding);
         sp.exact = exact;
         sp.lossless = lossless;
+        sp.min_rf = min_rf;
+        sp.max_rf = max_rf;
         if (objective == "params")
           sp.objective = Objective::params;
         else if (objective == "macs")
@@ -81,7 +83,8 @@ void bind_solver(py::module_& m) {
       },
       py::arg("input"), py::arg("output"), py::arg("layers"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
       py::arg("dilation"), py::arg("pool_kernel"), py::arg("pool_stride"), py::arg("pool_padding"), py::arg("exact"),
-      py::arg("lossless"), py::arg("objective"), py::arg("top"), py::arg("progress") = nullptr);
+      py::arg("lossless"), py::arg("objective"), py::arg("top"), py::arg("progress") = nullptr, py::arg("min_rf") = 0,
+      py::arg("max_rf") = 0);
 }
 
 }  // namespace fastconv::bind

@@ -14,9 +14,7 @@ namespace py = pybind11;
 
 // fastconv's pool for threadpoolctl (fastconv._threadpoolctl): plain C symbols it
 // finds in this library to tell it from other extensions named _core.
-extern "C" __attribute__((visibility("default"))) int fastconv_get_num_threads() {
-  return fastconv::get_num_threads();
-}
+extern "C" __attribute__((visibility("default"))) int fastconv_get_num_threads() { return fastconv::get_num_threads(); }
 extern "C" __attribute__((visibility("default"))) void fastconv_set_num_threads(int n) {
   if (n >= 1 && n <= fastconv::kMaxThreads) fastconv::set_num_threads(n);
 }

@@ -49,9 +49,11 @@ def _solve(args, parser) -> int:
             lossless=args.lossless,
             objective=args.objective,
             top=args.top,
+            min_rf=args.min_rf,
+            max_rf=args.max_rf,
             **ranges,
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -68,10 +70,11 @@ def _solve(args, parser) -> int:
     print(
         f"{result.count:,} designs map {args.input} to {args.output}; "
         f"best {len(result.solutions)} by {args.objective}"
-        f"{' (exact mode)' if args.exact else ''}{' (lossless mode)' if args.lossless else ''}:"
+        f"{' (exact mode)' if args.exact else ''}{' (lossless mode)' if args.lossless else ''}"
+        f"{_rf_bounds(args)}:"
     )
     for rank, sol in enumerate(result.solutions, 1):
-        print(f"\n#{rank}  cost {sol.cost:,}   {sol.chain()}")
+        print(f"\n#{rank}  cost {sol.cost:,}   {sol.chain()}   receptive field {sol.receptive_field}")
         head = ("layer", "kind", "k", "s", "p", "d", "in", "out", "channels")
         rows = [
             (
@@ -91,6 +94,12 @@ def _solve(args, parser) -> int:
         for r in [head, *rows]:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
     return 0
+
+
+def _rf_bounds(args) -> str:
+    if args.min_rf is None and args.max_rf is None:
+        return ""
+    return f" with a receptive field in [{args.min_rf or 1}, {args.max_rf if args.max_rf else 'inf'}]"
 
 
 def _fmt(size) -> str:
@@ -450,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="every input pixel reaches the output: no row or column unread by any layer, no receptive-field holes",
     )
     p.add_argument("--objective", default="params", choices=["params", "macs", "kernel"])
+    p.add_argument("--min-rf", type=int, default=None, help="smallest receptive field of one output, in input pixels")
+    p.add_argument("--max-rf", type=int, default=None, help="largest receptive field of one output, in input pixels")
     p.add_argument("--top", type=int, default=1, help="how many designs to show")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON")

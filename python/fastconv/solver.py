@@ -45,6 +45,15 @@ class Solution:
     cost: int
     layers: tuple[DesignLayer, ...]
 
+    @property
+    def receptive_field(self) -> int:
+        """Input pixels one output sees: ``1 + sum(d_i (k_i - 1) prod(s_j, j < i))`` over the layers."""
+        rf, jump = 1, 1
+        for layer in self.layers:
+            rf += layer.dilation * (layer.kernel - 1) * jump
+            jump *= layer.stride
+        return rf
+
     def chain(self) -> str:
         """The size chain, e.g. ``'28 -> 27 -> 26 -> 13 -> 1'``."""
         fmt = lambda s: str(s) if isinstance(s, int) else f"{s[0]}x{s[1]}"  # noqa: E731
@@ -53,6 +62,7 @@ class Solution:
     def to_dict(self) -> dict:
         return {
             "cost": self.cost,
+            "receptive_field": self.receptive_field,
             "layers": [
                 {k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.__dict__.items()}
                 for layer in self.layers
@@ -190,6 +200,8 @@ def solve(
     top=1,
     progress=None,
     lossless=False,
+    min_rf=None,
+    max_rf=None,
 ) -> SolveResult:
     """Find every conv/pool design that maps ``input`` to ``output``; count and rank them.
 
@@ -221,6 +233,13 @@ def solve(
         layer's dilation times the product of the strides before it never exceeds
         the receptive field so far).  Counted exactly and ranked like the other
         modes.
+    min_rf, max_rf : int, optional
+        Bounds on the receptive field of one output, in input pixels:
+        ``1 + sum(d_i (k_i - 1) prod(s_j, j < i))`` over every layer, pools
+        included (the same on both axes: kernels are square).  Counts stay
+        exact: ``count`` is the number of designs within the bounds, and the top
+        designs are the cheapest of those.  Works with ``exact`` and
+        ``lossless``.
     objective : {'params', 'macs', 'kernel'}
         Parameters of the convs, MACs per sample of the convs, or the sum of all
         kernel sizes.  Ties go to the lexicographically smallest (k, s, p, d) sequence.
@@ -259,6 +278,15 @@ def solve(
     top = as_int(top, "top")
     if top < 0:
         raise ValueError(f"top must be non-negative, got {top}")
+    bounds = {}
+    for name, value in (("min_rf", min_rf), ("max_rf", max_rf)):
+        if value is not None:
+            v = as_int(value, name)
+            if v < 1:
+                raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
+            bounds[name] = v
+    if "min_rf" in bounds and "max_rf" in bounds and bounds["min_rf"] > bounds["max_rf"]:
+        raise ValueError(f"min_rf must be at most max_rf, got min_rf={min_rf!r} and max_rf={max_rf!r}")
     args = (
         in_hw,
         out_hw,
@@ -273,9 +301,9 @@ def solve(
     if progress is None:
         progress = sys.stderr.isatty()
     if progress:
-        count, designs = _solve_with_progress(args)
+        count, designs = _solve_with_progress(args, bounds)
     else:
-        count, designs = _core.solve(*args)
+        count, designs = _core.solve(*args, **bounds)
 
     square = in_hw[0] == in_hw[1] and out_hw[0] == out_hw[1]
     size = (lambda hw: hw[0]) if square else (lambda hw: tuple(hw))
@@ -289,13 +317,13 @@ def solve(
     return SolveResult(count, solutions, tuple(plan))
 
 
-def _solve_with_progress(args):
+def _solve_with_progress(args, bounds):
     state = _core.SolveProgress()
     box: dict = {}
 
     def run():
         try:
-            box["result"] = _core.solve(*args, state)
+            box["result"] = _core.solve(*args, state, **bounds)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
