@@ -91,7 +91,7 @@ def _splits(total, size):
     return [(s, min(s + size, total)) for s in range(0, total, size)] or [(0, 0)]
 
 
-def apply(model, image, *, tile=None, batch=None, memory=256 << 20):
+def apply(model, image, *, tile=None, batch=None, memory=64 << 20):
     """Run a local fastconv.nn model over a large image, tile by tile, as a lazy Dask array equal to
     ``model(image)``.
 
@@ -111,7 +111,8 @@ def apply(model, image, *, tile=None, batch=None, memory=256 << 20):
     batch : int, optional
         Images per block (default: all of them).
     memory : int
-        Bytes a block may use for one of its widest activations (the default tile's budget), 256 MiB by default.
+        Bytes a block may use for one of its widest activations (the default tile's budget), 64 MiB by default
+        (a block holds a few such activations at once: its layers keep their outputs during the forward).
 
     Returns
     -------
@@ -148,7 +149,12 @@ def apply(model, image, *, tile=None, batch=None, memory=256 << 20):
         raise TypeError(f"fastconv.dask.apply: model must be a fastconv.nn Module, got {type(model).__name__}")
     if image is None or not hasattr(image, "shape") or not hasattr(image, "dtype"):
         raise TypeError(f"fastconv.dask.apply: image must be a NumPy, Dask or zarr array, got {type(image).__name__}")
-    arr = image if isinstance(image, da.Array) else da.from_array(image, chunks=image.shape)
+    if isinstance(image, da.Array):
+        arr = image
+    else:  # a zarr array read in its own chunks (one whole-image chunk would load it all for every tile)
+        chunks = getattr(image, "chunks", None)
+        arr = da.from_array(image, chunks=chunks if isinstance(chunks, tuple) and len(chunks) == image.ndim
+                            else image.shape)  # fmt: skip
     if arr.ndim not in (3, 4):
         raise ValueError(f"fastconv.dask.apply: image must be (N, C, H, W) or (C, H, W), got shape {arr.shape}")
     if np.dtype(arr.dtype) not in (np.float32, np.float64):

@@ -376,8 +376,21 @@ def halo(model, size=4096):
 def valid_inputs(model, lo, hi, channels=None):
     """Every input size in ``[lo, hi]`` a model accepts, and why each other one fails.
 
-    See :func:`fastconv._valid.valid_inputs` (this is it): every layer valid and every merge (a U-Net's skip
-    concatenation, a residual sum) meeting equal sizes, each accepted size with its output shape.
+    Every layer must be valid and every merge (a U-Net's skip concatenation, a residual sum) meet equal sizes.
+
+    Parameters
+    ----------
+    model : fastconv.layers spec, list of specs, fastconv.nn model or torch.nn.Module
+        Anything :func:`fastconv.summary` accepts (torch modules go through :func:`fastconv.nn.from_torch`).
+    lo, hi : int or (int, int)
+        Square sizes ``lo..hi``, or ``(H, W)`` ranges.
+    channels : int, optional
+        Input channels (default: the first layer's).
+
+    Returns
+    -------
+    fastconv._valid.ValidInputs
+        ``valid`` (size -> output shape), ``invalid`` (size -> the failing layer or merge and why), ``sizes``.
 
     Examples
     --------

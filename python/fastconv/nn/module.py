@@ -138,6 +138,14 @@ class Module:
 
     training = True
 
+    # What a forward keeps for its backward (inputs, outputs, masks, a graph's values): left out when a model is
+    # copied or pickled, so a copy of a model that has just run on a large image does not carry its activations.
+    _TRANSIENT = frozenset({"_input", "_x", "_y", "_mask", "_cache", "_indices", "_arg", "_relu_out", "_values",
+                            "_a", "_b", "_passes"})  # fmt: skip
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for kind in ("forward", "backward"):
