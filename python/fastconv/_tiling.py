@@ -194,23 +194,11 @@ class Halo:
         return f"Halo(before={self.before}, after={self.after}, stride={self.stride}, scale={self.scale})"
 
 
-def _channels(model):
-    """The input channels a model expects (its first layer's, searched through containers), else 1."""
-    for attr in ("in_channels", "num_features", "num_channels"):
-        if isinstance(getattr(model, attr, None), int):
-            return getattr(model, attr)
-    for _, child in model.children() if hasattr(model, "children") else []:
-        found = _channels(child)
-        if found is not None:
-            return found
-    return None
-
-
 def halo(model, size=4096) -> Halo:
     """The context and alignment of a local model (see :class:`Halo`), measured for an image `size` positions
     along each axis (only 'same'-padded layers depend on it)."""
     before, after, stride, scale = [], [], [], []
-    shape = (_channels(model) or 1, size, size)
+    shape = (L.input_channels(model) or 1, size, size)
     for axis in (0, 1):
         back, r, align = local_plan(model, axis, shape)
         # Interior output positions, far from both borders, over a whole period of the model's phases (after a

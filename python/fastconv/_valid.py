@@ -82,17 +82,6 @@ def _as_model(model):
                     f"{type(model).__name__}")  # fmt: skip
 
 
-def _first_channels(model):
-    for attr in ("in_channels", "num_features", "num_channels"):
-        if isinstance(getattr(model, attr, None), int):
-            return getattr(model, attr)
-    for _, child in model.children() if hasattr(model, "children") else []:
-        found = _first_channels(child)
-        if found:
-            return found
-    return None
-
-
 def _pairs(lo, hi):
     def pair(v, name):
         if isinstance(v, bool):
@@ -150,7 +139,7 @@ def valid_inputs(model, lo, hi, channels=None) -> ValidInputs:
     "1: concatenation of the input (5, 5) and the body's output (4, 4) (sizes differ)"
     """
     model = _as_model(model)
-    c = channels if channels is not None else _first_channels(model)
+    c = channels if channels is not None else L.input_channels(model)
     if c is None:
         raise ValueError(f"valid_inputs: {type(model).__name__} has no spatial layer to take its input channels "
                          "from; give channels=")  # fmt: skip

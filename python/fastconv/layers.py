@@ -75,6 +75,19 @@ def _spatial(shape: Shape, layer: Layer) -> tuple[int, int, int]:
     return shape
 
 
+def input_channels(model) -> int | None:
+    """The input channels a model expects: its first layer's (``in_channels``, ``num_features`` or
+    ``num_channels``), searched through containers; None when no layer says."""
+    for attr in ("in_channels", "num_features", "num_channels"):
+        if isinstance(getattr(model, attr, None), int):
+            return getattr(model, attr)
+    for _, child in model.children() if hasattr(model, "children") else []:
+        found = input_channels(child)
+        if found is not None:
+            return found
+    return None
+
+
 def _check_channels(shape: Shape, expected: int, layer: Layer, arg: str) -> None:
     if shape[0] != expected:
         raise ValueError(f"{layer!r}: {arg}={expected} but the input has {shape[0]} channels (shape {shape})")

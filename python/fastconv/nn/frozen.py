@@ -163,13 +163,9 @@ class FrozenConv2d(L.Conv2d, Module):
         return super()._args() + f", activation={self.activation!r}"
 
 
-class FrozenModel(Sequential):
-    """An inference-only model made by :func:`freeze`: a :class:`Sequential` of frozen layers, always in eval mode."""
-
-    def __init__(self, *layers):
-        super().__init__(*layers)
-        for _, module in self.named_modules():
-            module.training = False
+class _InferenceOnly:
+    """What FrozenModel and FrozenGraph share: eval mode only, no backward.  Not a Module: its backward is no layer's
+    pass (a Module's would be wrapped, and asked for a forward first)."""
 
     def train(self, mode: bool = True):
         if mode:
@@ -178,6 +174,14 @@ class FrozenModel(Sequential):
 
     def backward(self, grad_output, input_grad=True):
         raise _inference_only(self)
+
+
+class FrozenModel(_InferenceOnly, Sequential):
+    """An inference-only model made by :func:`freeze`: a :class:`Sequential` of frozen layers, always in eval mode."""
+
+    def __init__(self, *layers):
+        super().__init__(*layers)
+        self.train(False)
 
 
 def freeze(model) -> FrozenModel:
@@ -388,17 +392,9 @@ def _freeze_graph(gm, conv, fuse=True):
     return FrozenGraph(nodes, modules, attrs) if fuse else GraphModule(nodes, modules, attrs).eval()
 
 
-class FrozenGraph(GraphModule):
+class FrozenGraph(_InferenceOnly, GraphModule):
     """An inference-only graph made by :func:`freeze` from a :class:`GraphModule`: always in eval mode."""
 
     def __init__(self, nodes, modules=None, attrs=None):
         super().__init__(nodes, modules, attrs)
-        super().train(False)
-
-    def train(self, mode: bool = True):
-        if mode:
-            raise _inference_only(self)
-        return super().train(False)
-
-    def backward(self, grad_output, input_grad=True):
-        raise _inference_only(self)
+        self.train(False)

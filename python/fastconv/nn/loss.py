@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .module import check_input
+
 __all__ = ["CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
-
-
-def _loss_input(loss, value, name, floats=True):
-    """A loss's argument as an array, refused with a message naming the loss (None, non-numeric, integers where
-    torch needs floats)."""
-    owner = type(loss).__name__
-    if value is None:
-        raise TypeError(f"{owner}: {name} must be an array, got None")
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{owner}: {name} must be a real numeric array, got dtype {arr.dtype}")
-    if floats and arr.dtype.kind != "f":
-        raise TypeError(f"{owner}: {name} must be floating point (as torch requires), got dtype {arr.dtype}")
-    return arr
 
 
 class CrossEntropyLoss:
@@ -35,8 +23,8 @@ class CrossEntropyLoss:
         return self.forward(logits, target)
 
     def forward(self, logits, target) -> float:
-        z = _loss_input(self, logits, "input")
-        t = _loss_input(self, target, "target", floats=False)
+        z = check_input(self, logits, "input")
+        t = check_input(self, target, "target", floats=False)
         if z.ndim == 0:
             raise ValueError(f"CrossEntropyLoss: input must be (N, C), (C,) or (N, C, d1, ...), got shape {z.shape}")
         unbatched = z.ndim == 1
@@ -102,7 +90,7 @@ class MSELoss:
         return self.forward(input, target)
 
     def forward(self, input, target) -> float:
-        x, t = _loss_input(self, input, "input"), _loss_input(self, target, "target", floats=False)
+        x, t = check_input(self, input, "input"), check_input(self, target, "target", floats=False)
         if x.shape != t.shape:
             raise ValueError(f"MSELoss: input {x.shape} and target {t.shape} must have one shape")
         d = x.astype(np.float64) - t
@@ -128,8 +116,8 @@ class BCEWithLogitsLoss:
         return self.forward(input, target)
 
     def forward(self, input, target) -> float:
-        z = _loss_input(self, input, "input")
-        t = _loss_input(self, target, "target").astype(np.float64)
+        z = check_input(self, input, "input")
+        t = check_input(self, target, "target").astype(np.float64)
         if z.shape != t.shape:
             raise ValueError(f"BCEWithLogitsLoss: input {z.shape} and target {t.shape} must have one shape")
         z64 = z.astype(np.float64)

@@ -75,18 +75,12 @@ def _guard(fn, kind):
     return guarded
 
 
-_DTYPE_HELP = {
-    "f": "float16 is refused on purpose (fastconv computes in float32 and float64; cast with .astype(np.float32))",
-}
-
-
-def check_input(layer, x, name="input", *, ranks=None, floats=True, channels=None, channel_axis=None):
-    """``x`` as a NumPy array, refused as torch refuses it, with messages that name ``layer``.
+def check_input(layer, x, name="input", *, ranks=None, floats=True):
+    """``x`` as a NumPy array, refused as torch refuses it, with messages that name ``layer`` (a layer or a loss).
 
     ``None`` and objects NumPy cannot make a numeric array of raise TypeError; so do integer and bool arrays
     when ``floats`` (torch has no integer kernel for the layer), and float16 always (a deliberate difference).
-    ``ranks``: the accepted numbers of axes; ``channels``: the size expected on ``channel_axis`` (counted from
-    the end, so batched and unbatched inputs share it).
+    ``ranks``: the accepted numbers of axes.
     """
     if x is None:
         raise TypeError(f"{type(layer).__name__}: {name} must be an array, got None")
@@ -94,7 +88,10 @@ def check_input(layer, x, name="input", *, ranks=None, floats=True, channels=Non
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{type(layer).__name__}: {name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.dtype == np.float16:
-        raise TypeError(f"{type(layer).__name__}: {name} has dtype float16; {_DTYPE_HELP['f']}")
+        raise TypeError(
+            f"{type(layer).__name__}: {name} has dtype float16; float16 is refused on purpose (fastconv computes in "
+            "float32 and float64; cast with .astype(np.float32))"
+        )
     if floats and arr.dtype.kind != "f":
         raise TypeError(
             f"{type(layer).__name__}: {name} must be float32 or float64 (torch's layer has no {arr.dtype} kernel "
@@ -103,11 +100,6 @@ def check_input(layer, x, name="input", *, ranks=None, floats=True, channels=Non
     if ranks is not None and arr.ndim not in ranks:
         want = " or ".join(f"{r}-D" for r in ranks)
         raise ValueError(f"{type(layer).__name__}: {name} must be {want}, got shape {arr.shape} ({arr.ndim}-D)")
-    if channels is not None and arr.ndim >= -channel_axis and arr.shape[channel_axis] != channels:
-        raise ValueError(
-            f"{type(layer).__name__}: {name} must have {channels} channels (axis {arr.ndim + channel_axis}), got shape "
-            f"{arr.shape}"
-        )
     return arr
 
 

@@ -40,6 +40,9 @@ class BatchNorm2d(L.BatchNorm2d, Module):
             raise ValueError(f"BatchNorm2d: expected input (N, {self.num_features}, H, W), got shape {x.shape}")
         x = np.ascontiguousarray(x)
         use_batch = self.training or not self.track_running_stats
+        if use_batch and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            raise ValueError(f"BatchNorm2d: batch statistics need more than 1 value per channel (as torch), got input "
+                             f"shape {x.shape}")  # fmt: skip
         if use_batch:
             mean, var = F._kernel(x.dtype, "batch_norm_stats")(x)  # float64, one pass
             if self.training and self.track_running_stats:
@@ -100,7 +103,11 @@ class GroupNorm(L.GroupNorm, Module):
         if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm: expected input (N, {self.num_channels}, ...), got shape {x.shape}")
         n = x.shape[0]
-        xg = x.astype(np.float64).reshape(n, self.num_groups, int(np.prod(x.shape[1:])) // self.num_groups)
+        per_group = int(np.prod(x.shape[1:])) // self.num_groups
+        if n * per_group == 1:
+            raise ValueError(f"GroupNorm: statistics need more than 1 value per group (as torch), got input shape "
+                             f"{x.shape}")  # fmt: skip
+        xg = x.astype(np.float64).reshape(n, self.num_groups, per_group)
         if xg.size:
             mean = xg.mean(axis=2, keepdims=True)
             inv_std = 1.0 / np.sqrt(xg.var(axis=2, keepdims=True) + self.eps)
