@@ -132,3 +132,25 @@ def test_large_space(benchmark, exact):
 
     result = benchmark.pedantic(run, rounds=3, iterations=1)
     assert result.count > 0 and len(result.solutions) == 5
+
+
+# Issue 31's targets: the Pareto front of the default 224 -> 7 five-block space, and of harder variants (a
+# receptive-field bound, lossless mode), each under a second on 2 cores.
+FRONTS = {
+    "default": dict(),
+    "default-3-objectives": dict(pareto=("params", "macs", "kernel")),
+    "rf150": dict(min_rf=150),
+    "conv-rf150": dict(block="conv", min_rf=150),
+    "lossless-rf150": dict(lossless=True, min_rf=150),
+}
+
+
+@pytest.mark.parametrize("space", list(FRONTS), ids=list(FRONTS))
+def test_pareto_front_224_to_7(benchmark, space):
+    kwargs = {"pareto": ("params", "macs"), **FRONTS[space]}
+
+    def run():
+        return fastconv.solve(224, 7, [3, 64, 128, 256, 512, 512], progress=False, **kwargs)
+
+    result = benchmark.pedantic(run, rounds=3, iterations=1)
+    assert result.front and benchmark.stats.stats.max < 1.0

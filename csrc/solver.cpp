@@ -264,35 +264,32 @@ inline bool advance(const StateKey& a, int64_t k, int64_t s, int64_t p, int64_t 
   return true;
 }
 
+// A layer's cost under one objective, for a choice of kernel k, stride s and
+// m = 2p - d(k-1) - 1 producing an oh x ow map: the one definition every pass
+// uses.  All four grow with k at fixed (s, m), so a class's smallest kernel is
+// its cheapest choice under each of them at once.
 struct LayerCost {
-  Objective obj;
   LayerKind kind;
   i128 cin_cout, cout;
 
-  // The part of a choice's cost that does not depend on the output size:
-  // cost = factor * oh * ow for MACs, cost = factor otherwise.
-  i128 factor(int64_t k) const {
-    if (obj == Objective::kernel) return k;
+  static bool spatial(int64_t k, int64_t s, int64_t m) { return !(k == 1 && s == 1 && m == -1); }
+
+  // The part of the cost that does not depend on the output size: cost =
+  // factor * oh * ow when by_area(o), cost = factor otherwise.
+  i128 factor(Objective o, int64_t k, int64_t s, int64_t m) const {
+    if (o == Objective::kernel) return k;
+    if (o == Objective::depth) return spatial(k, s, m) ? 1 : 0;
     if (kind == LayerKind::pool) return 0;
     i128 r;
-    if (mul_overflow(cin_cout, i128(k) * k, &r) || (obj == Objective::params && __builtin_add_overflow(r, cout, &r)))
+    if (mul_overflow(cin_cout, i128(k) * k, &r) || (o == Objective::params && __builtin_add_overflow(r, cout, &r)))
       fail("objective: a layer's cost overflows 128 bits");
     return r;
   }
-  bool by_area() const { return obj == Objective::macs && kind == LayerKind::conv; }
+  bool by_area(Objective o) const { return o == Objective::macs && kind == LayerKind::conv; }
 
-  // Cost of a choice with kernel k producing an oh x ow map.
-  i128 operator()(int64_t k, int64_t oh, int64_t ow) const {
-    if (obj == Objective::kernel) return k;
-    if (kind == LayerKind::pool) return 0;
-    i128 kk = i128(k) * k, r;
-    if (obj == Objective::params) {
-      if (mul_overflow(cin_cout, kk, &r) || __builtin_add_overflow(r, cout, &r))
-        fail("objective: a layer's parameter count overflows 128 bits");
-      return r;
-    }
-    if (mul_overflow(cin_cout, kk, &r) || mul_overflow(r, i128(oh) * ow, &r))
-      fail("objective: a layer's MAC count overflows 128 bits");
+  i128 operator()(Objective o, int64_t k, int64_t s, int64_t m, int64_t oh, int64_t ow) const {
+    i128 r = factor(o, k, s, m);
+    if (by_area(o) && mul_overflow(r, i128(oh) * ow, &r)) fail("objective: a layer's MAC count overflows 128 bits");
     return r;
   }
 };
@@ -338,6 +335,161 @@ void validate(const SolveSpec& sp) {
   if (sp.min_rf < 0 || sp.max_rf < 0 || (sp.max_rf > 0 && sp.min_rf > sp.max_rf))
     fail("min_rf and max_rf: need 0 <= min_rf <= max_rf, got min_rf=" + std::to_string(sp.min_rf) +
          ", max_rf=" + std::to_string(sp.max_rf));
+  if (!sp.pareto.empty()) {
+    if (sp.pareto.size() < 2 || sp.pareto.size() > size_t(kObjectives))
+      fail("pareto: needs two to four objectives, got " + std::to_string(sp.pareto.size()));
+    for (size_t i = 0; i < sp.pareto.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (sp.pareto[i] == sp.pareto[j]) fail("pareto: an objective is named twice");
+  }
+}
+
+int kind_index(LayerKind k) { return k == LayerKind::conv ? 0 : 1; }
+
+constexpr double kMaxFrontPoints = 20e6;  // cost vectors kept over all states (64 bytes each)
+
+using Point = std::array<i128, kObjectives>;  // costs under sp.pareto, in its order; unused entries 0
+
+// Keeps the points no other point dominates (at most as large on every
+// objective and smaller on one), one per distinct vector, in lexicographic
+// order.  After the sort a point can only be dominated by one before it, which
+// is no larger on the first objective: with two objectives a sweep keeps the
+// points whose second cost falls; with more, each is checked against those kept.
+void keep_non_dominated(std::vector<Point>& pts, int n) {
+  std::sort(pts.begin(), pts.end());
+  pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
+  size_t kept = 0;
+  i128 lowest = kInf;
+  for (size_t i = 0; i < pts.size(); ++i) {
+    bool dominated;
+    if (n == 2) {
+      dominated = pts[i][1] >= lowest;
+      if (!dominated) lowest = pts[i][1];
+    } else {
+      dominated = false;
+      for (size_t q = 0; q < kept && !dominated; ++q) {
+        bool le = true;
+        for (int o = 1; o < n && le; ++o) le = pts[q][o] <= pts[i][o];
+        dominated = le;
+      }
+    }
+    if (!dominated) pts[kept++] = pts[i];
+  }
+  pts.resize(kept);
+}
+
+// The exact Pareto front over sp.pareto: per state, the non-dominated vectors
+// of costs-to-go, built backward over the (s, m) classes as the cost pass is;
+// then one design per vector of the first layer's front, found walking forward
+// over the real choices in index order and taking the first whose remainder
+// lies on the next state's front (a design on the front has its remainder on
+// the front of every state it passes, or a cheaper remainder would dominate it).
+template <class MakeDesign>
+std::vector<Design> pareto_front(const SolveSpec& sp, const std::vector<Choice> (&choices)[2],
+                                 const std::vector<Group> (&groups)[2], const std::vector<States>& states,
+                                 const std::vector<LayerCost>& costs, const Track& track, MakeDesign&& make_design,
+                                 SolveProgress* progress) {
+  const int64_t L = int64_t(sp.layers.size());
+  const int n = int(sp.pareto.size());
+  auto vector_of = [&](const LayerCost& cost, int64_t k, int64_t s, int64_t m, int64_t oh, int64_t ow) {
+    Point c{};
+    for (int o = 0; o < n; ++o) c[o] = cost(sp.pareto[o], k, s, m, oh, ow);
+    return c;
+  };
+  auto plus = [&](const Point& a, const Point& b) {
+    Point r{};
+    for (int o = 0; o < n; ++o) r[o] = add_cost(a[o], b[o]);
+    return r;
+  };
+  std::vector<std::vector<std::vector<Point>>> front(L + 1);
+  for (int64_t l = 0; l <= L; ++l) front[l].resize(states[l].list.size());
+  for (size_t i = 0; i < states[L].list.size(); ++i)
+    if (states[L].list[i].h == sp.out_h && states[L].list[i].w == sp.out_w && states[L].list[i].W >= sp.min_rf)
+      front[L][i].push_back(Point{});
+  if (progress) {
+    double work = 0;
+    for (int64_t l = 0; l < L; ++l)
+      work += double(states[l].list.size()) * groups[kind_index(sp.layers[l].kind)].size();
+    progress->done.store(0);
+    progress->total.store(int64_t(work));
+    progress->phase.store(3);
+  }
+  double points = 1;
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const auto& gs = groups[kind_index(sp.layers[l].kind)];
+    const auto& cur = states[l].list;
+    const States& next = states[l + 1];
+    const int64_t chunk = 16;
+    const int64_t items = (int64_t(cur.size()) + chunk - 1) / chunk;
+    const int workers = workers_for(double(cur.size()) * gs.size() * 50, items);
+    std::vector<std::vector<Point>> scratch(std::max(1, workers));
+    parallel_for(items, workers, [&](int64_t item, int worker) {
+      std::vector<Point>& cand = scratch[worker];
+      const int64_t i0 = item * chunk, i1 = std::min<int64_t>(i0 + chunk, cur.size());
+      for (int64_t i = i0; i < i1; ++i) {
+        cand.clear();
+        for (const Group& g : gs) {
+          StateKey to;
+          if (!advance(cur[i], g.kmin, g.s, g.p, g.d, g.span, g.m, sp.exact, track, to)) continue;
+          const int32_t j = next.find(to);
+          if (j < 0 || front[l + 1][j].empty()) continue;
+          const Point c = vector_of(costs[l], g.kmin, g.s, g.m, to.h, to.w);
+          for (const Point& q : front[l + 1][j]) cand.push_back(plus(c, q));
+        }
+        keep_non_dominated(cand, n);
+        front[l][i].assign(cand.begin(), cand.end());
+      }
+      if (progress) progress->done.fetch_add(int64_t((i1 - i0) * gs.size()));
+    });
+    for (const auto& f : front[l]) points += double(f.size());
+    if (points > kMaxFrontPoints) too_large("Pareto cost vectors over all sizes", points, kMaxFrontPoints);
+  }
+
+  std::vector<Design> out;
+  const auto& top = front[0][0];
+  double widest = 0;
+  for (const auto& l : sp.layers) widest = std::max(widest, double(choices[kind_index(l.kind)].size()));
+  if (double(top.size()) * double(L) * widest > kMaxEnumeration)
+    too_large("Pareto designs (front x layers x choices)", double(top.size()) * double(L) * widest, kMaxEnumeration);
+  if (progress) {
+    progress->done.store(0);
+    progress->total.store(int64_t(top.size()));
+  }
+  for (const Point& target : top) {
+    std::vector<int32_t> path;
+    Point rest = target;
+    int32_t state = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      const auto& cs = choices[kind_index(sp.layers[l].kind)];
+      const auto& ahead = front[l + 1];
+      const StateKey a = states[l].list[state];
+      int32_t taken = -1;
+      for (int32_t ci = 0; ci < int32_t(cs.size()) && taken < 0; ++ci) {
+        const Choice& c = cs[ci];
+        StateKey to;
+        if (!advance(a, c.k, c.s, c.p, c.d, c.d * (c.k - 1), c.m, sp.exact, track, to)) continue;
+        const int32_t j = states[l + 1].find(to);
+        if (j < 0 || ahead[j].empty()) continue;
+        const Point c_cost = vector_of(costs[l], c.k, c.s, c.m, to.h, to.w);
+        Point r{};
+        bool fits = true;
+        for (int o = 0; o < n && fits; ++o) {
+          fits = c_cost[o] <= rest[o];
+          r[o] = rest[o] - c_cost[o];
+        }
+        if (!fits || !std::binary_search(ahead[j].begin(), ahead[j].end(), r)) continue;
+        taken = ci;
+        rest = r;
+        state = j;
+      }
+      // Unreachable: the front was built from these steps.
+      if (taken < 0) fail("internal error: a Pareto point has no design");
+      path.push_back(taken);
+    }
+    out.push_back(make_design(path, target[0]));
+    if (progress) progress->done.fetch_add(1);
+  }
+  return out;
 }
 
 }  // namespace
@@ -356,11 +508,10 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
   const Track track{lossless, lossless || sp.min_rf > 0 || sp.max_rf > 0, sp.max_rf};
   const std::vector<Group> groups[2] = {lossless ? single_choices(choices[0]) : group_choices(choices[0], track.field),
                                         lossless ? single_choices(choices[1]) : group_choices(choices[1], track.field)};
-  auto kind_index = [](LayerKind k) { return k == LayerKind::conv ? 0 : 1; };
 
   std::vector<LayerCost> costs;
-  for (const auto& l : sp.layers)
-    costs.push_back({sp.objective, l.kind, i128(l.in_channels) * l.out_channels, i128(l.out_channels)});
+  for (const auto& l : sp.layers) costs.push_back({l.kind, i128(l.in_channels) * l.out_channels, i128(l.out_channels)});
+  const Objective obj = sp.objective;
 
   // Forward: every size each layer can see.
   const bool square = sp.in_h == sp.in_w && sp.out_h == sp.out_w;
@@ -430,8 +581,8 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     const States& next = states[l + 1];
     const LayerCost& cost = costs[l];
     std::vector<i128> factor(gs.size());
-    for (size_t gi = 0; gi < gs.size(); ++gi) factor[gi] = cost.factor(gs[gi].kmin);
-    const bool by_area = cost.by_area();
+    for (size_t gi = 0; gi < gs.size(); ++gi) factor[gi] = cost.factor(obj, gs[gi].kmin, gs[gi].s, gs[gi].m);
+    const bool by_area = cost.by_area(obj);
     const int64_t chunk = 16;
     const int64_t items = (int64_t(cur.size()) + chunk - 1) / chunk;
     const int workers = workers_for(double(cur.size()) * gs.size() * 20, items);
@@ -462,7 +613,34 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
 
   SolveResult result;
   result.count.assign(cnt[0].begin(), cnt[0].begin() + limbs);
-  if (target < 0 || best[0][0] == kInf || sp.top == 0) return result;
+  if (target < 0 || best[0][0] == kInf) return result;
+
+  // A whole design from one choice index per layer, with its cost under every objective.
+  auto make_design = [&](const std::vector<int32_t>& path, i128 ranked) {
+    Design d;
+    d.cost = ranked;
+    d.costs.fill(0);
+    int64_t h = sp.in_h, w = sp.in_w;
+    for (int64_t l = 0; l < L; ++l) {
+      const auto& lay = sp.layers[l];
+      const Choice& c = choices[kind_index(lay.kind)][path[l]];
+      int64_t oh = 0, ow = 0;  // the path was built from valid steps
+      step(h, w, c.s, c.m, sp.exact, oh, ow);
+      for (int o = 0; o < kObjectives; ++o)
+        d.costs[o] = add_cost(d.costs[o], costs[l](Objective(o), c.k, c.s, c.m, oh, ow));
+      d.layers.push_back({lay.kind, c.k, c.s, c.p, c.d, h, w, oh, ow, lay.in_channels, lay.out_channels});
+      h = oh;
+      w = ow;
+    }
+    return d;
+  };
+  // The front last, so the progress phases run in their order.
+  auto with_front = [&]() -> SolveResult& {
+    if (!sp.pareto.empty())
+      result.front = pareto_front(sp, choices, groups, states, costs, track, make_design, progress);
+    return result;
+  };
+  if (sp.top == 0) return with_front();
 
   // Best-first enumeration of whole designs in (cost, lexicographic) order.  With
   // the exact cost-to-go as heuristic every popped node lies on one of the first
@@ -489,19 +667,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
     Node node = open.top();
     open.pop();
     if (node.layer == L) {
-      Design d;
-      d.cost = node.g;
-      int64_t h = sp.in_h, w = sp.in_w;
-      for (int64_t l = 0; l < L; ++l) {
-        const auto& lay = sp.layers[l];
-        const Choice& c = choices[kind_index(lay.kind)][node.path[l]];
-        int64_t oh = 0, ow = 0;  // the path was built from valid steps
-        step(h, w, c.s, c.m, sp.exact, oh, ow);
-        d.layers.push_back({lay.kind, c.k, c.s, c.p, c.d, h, w, oh, ow, lay.in_channels, lay.out_channels});
-        h = oh;
-        w = ow;
-      }
-      result.designs.push_back(std::move(d));
+      result.designs.push_back(make_design(node.path, node.g));
       continue;
     }
     if (progress) progress->done.fetch_add(1);
@@ -519,7 +685,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
       const int64_t oh = to.h, ow = to.w;
       const int32_t j = next.find(to);
       if (j < 0 || next_best[j] == kInf) continue;
-      const i128 g = add_cost(node.g, cost(c.k, oh, ow));
+      const i128 g = add_cost(node.g, cost(obj, c.k, c.s, c.m, oh, ow));
       const i128 f = add_cost(g, next_best[j]);
       if (int64_t(keep.size()) < sp.top) {
         keep.emplace(f, ci, j, g);
@@ -536,7 +702,7 @@ SolveResult solve(const SolveSpec& sp, SolveProgress* progress) {
       open.push(std::move(child));
     }
   }
-  return result;
+  return with_front();
 }
 
 }  // namespace fastconv

@@ -9,8 +9,16 @@
 // objective grows with k).  The top-k designs are then enumerated best-first over
 // the real choices with the exact cost-to-go as heuristic, which pops complete
 // designs in (cost, lexicographic) order.
+//
+// Pareto fronts.  With several objectives the same backward pass keeps, per
+// state, every non-dominated vector of costs-to-go instead of one minimum (the
+// smallest kernel of a class is still the cheapest under every objective); each
+// point of the first layer's front is then walked forward in choice order, so
+// the design kept for a cost vector is the lexicographically smallest reaching
+// it exactly.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -23,7 +31,10 @@ struct Range {
 };
 
 enum class LayerKind { conv, pool };
-enum class Objective { params, macs, kernel };
+// params and macs count convs only; kernel sums every layer's kernel; depth
+// counts the layers that act on space (all but a 1x1 stride-1 unpadded layer).
+enum class Objective { params, macs, kernel, depth };
+constexpr int kObjectives = 4;
 
 struct SolveLayer {
   LayerKind kind;
@@ -46,6 +57,9 @@ struct SolveSpec {
   int64_t min_rf = 0, max_rf = 0;
   Objective objective = Objective::params;
   int64_t top = 1;
+  // Two to four distinct objectives: the exact Pareto front over them is
+  // returned as well; empty: none.
+  std::vector<Objective> pareto;
 };
 
 struct DesignLayer {
@@ -56,18 +70,21 @@ struct DesignLayer {
 };
 
 struct Design {
-  __int128 cost;
+  __int128 cost;                            // under the ranking objective (a front's: its first)
+  std::array<__int128, kObjectives> costs;  // under every objective, in Objective order
   std::vector<DesignLayer> layers;
 };
 
 struct SolveResult {
   std::vector<uint64_t> count;  // little-endian 64-bit limbs, exact
   std::vector<Design> designs;  // best first
+  std::vector<Design> front;    // one per non-dominated cost vector, in lexicographic order of the vectors
 };
 
 // Polled from another thread to draw a progress bar.  Phases: 0 choices and
 // reachable sizes (done/total in steps: the choices, then each layer), 1 counting and costs (in size transitions), 2
-// the top designs (in expansions, of at most top x layers).
+// the top designs (in expansions, of at most top x layers), 3 the Pareto front (in size transitions, then
+// front designs).
 struct SolveProgress {
   std::atomic<int64_t> done{0}, total{0};
   std::atomic<int> phase{0};

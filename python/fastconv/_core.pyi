@@ -39,6 +39,9 @@ class SolveProgress:
     @property
     def phase(self) -> int: ...
 
+# (cost, costs under params/macs/kernel/depth, layer rows)
+_Design = tuple[int, tuple[int, int, int, int], list[tuple]]
+
 def solve(
     input: tuple[int, int],
     output: tuple[int, int],
@@ -55,7 +58,10 @@ def solve(
     objective: str,
     top: int,
     progress: SolveProgress | None = None,
-) -> tuple[int, list[tuple[int, list[tuple]]]]: ...
+    min_rf: int = 0,
+    max_rf: int = 0,
+    pareto: Sequence[str] = (),
+) -> tuple[int, list[_Design], list[_Design]]: ...
 
 # Typed kernels, one per dtype suffix (float32, float64); Python picks by dtype.
 def conv2d_forward_float32(

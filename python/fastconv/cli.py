@@ -39,6 +39,9 @@ def _solve(args, parser) -> int:
             parser.error(str(exc))
     if args.top < 0:
         parser.error(f"--top must be non-negative, got {args.top}")
+    if args.plot is not None and args.pareto is None:
+        parser.error("--plot draws a Pareto front: give --pareto too (e.g. --pareto params,macs)")
+    _check_output(args.plot, "--plot", parser, plot=True)
     try:
         result = solve(
             sizes["input"],
@@ -51,10 +54,13 @@ def _solve(args, parser) -> int:
             top=args.top,
             min_rf=args.min_rf,
             max_rf=args.max_rf,
+            pareto=args.pareto,
             **ranges,
         )
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
+    if args.plot is not None and result.count:
+        result.plot_front(args.plot)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -66,6 +72,9 @@ def _solve(args, parser) -> int:
         return 0
     if args.torch:
         print(result.to_torch(), end="")
+        return 0
+    if result.pareto:
+        _print_front(result, args)
         return 0
     print(
         f"{result.count:,} designs map {args.input} to {args.output}; "
@@ -94,6 +103,31 @@ def _solve(args, parser) -> int:
         for r in [head, *rows]:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
     return 0
+
+
+def _print_front(result, args) -> None:
+    names = result.pareto
+    modes = f"{' (exact mode)' if args.exact else ''}{' (lossless mode)' if args.lossless else ''}{_rf_bounds(args)}"
+    print(
+        f"{result.count:,} designs map {args.input} to {args.output}{modes}; "
+        f"{len(result.front)} on the Pareto front of {', '.join(names)}:"
+    )
+    head = (*names, *(o for o in ("params", "macs", "kernel", "depth") if o not in names), "rf", "sizes", "k/s/p/d")
+    rows = [
+        (
+            *(f"{s.costs[o]:,}" for o in head[:4]),
+            str(s.receptive_field),
+            s.chain(),
+            " ".join(f"{x.kernel}/{x.stride}/{x.padding}/{x.dilation}" for x in s.layers),
+        )
+        for s in result.front
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        cells = (c.rjust(w) if j < 5 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+        print(("  " + "  ".join(cells)).rstrip())
+    if args.plot is not None:
+        print(f"front drawn to {args.plot}")
 
 
 def _rf_bounds(args) -> str:
@@ -275,20 +309,26 @@ def model_from_json(obj):
     return cls(**kwargs)
 
 
-def _bench_outputs(args, parser):
-    """--json / --plot / --from-json checked before anything runs: writable folders, matplotlib present."""
+def _check_output(path, option, parser, plot=False):
+    """A file to write, checked before the work: its folder exists and, for a plot, matplotlib is there."""
     import os
 
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(folder):
-                parser.error(f"{option}: folder {folder!r} does not exist")
-    if args.plot is not None:
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"{option}: folder {folder!r} does not exist")
+    if plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            parser.error("--plot needs matplotlib: pip install matplotlib")
+            parser.error(f"{option} needs matplotlib: pip install matplotlib")
+
+
+def _bench_outputs(args, parser):
+    """--json / --plot / --from-json checked before anything runs: writable folders, matplotlib present."""
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        _check_output(path, option, parser, plot=option == "--plot")
     if args.from_json is not None and args.plot is None:
         parser.error("--from-json only goes with --plot FILE")
     if (args.json or args.plot) and (args.network or args.models):
@@ -458,7 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every input pixel reaches the output: no row or column unread by any layer, no receptive-field holes",
     )
-    p.add_argument("--objective", default="params", choices=["params", "macs", "kernel"])
+    p.add_argument("--objective", default="params", choices=["params", "macs", "kernel", "depth"],
+                   help="what the top designs minimise (default params)")  # fmt: skip
+    p.add_argument("--pareto", default=None, metavar="A,B[,C]",
+                   help="also the exact Pareto front over two to four of params, macs, kernel, depth")  # fmt: skip
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="draw the Pareto front to FILE (png, svg, pdf; needs matplotlib and --pareto)")  # fmt: skip
     p.add_argument("--min-rf", type=int, default=None, help="smallest receptive field of one output, in input pixels")
     p.add_argument("--max-rf", type=int, default=None, help="largest receptive field of one output, in input pixels")
     p.add_argument("--top", type=int, default=1, help="how many designs to show")

@@ -17,9 +17,9 @@ from ._args import as_bool, as_int
 
 __all__ = ["solve", "SolveResult", "Solution", "DesignLayer"]
 
-_OBJECTIVES = ("params", "macs", "kernel")
+_OBJECTIVES = ("params", "macs", "kernel", "depth")  # the C++ Objective order
 _PROGRESS_AFTER = 0.5  # seconds before a progress bar is drawn
-_PHASES = ("sizes", "counting", "top designs")  # the C++ solver's progress phases
+_PHASES = ("sizes", "counting", "top designs", "Pareto front")  # the C++ solver's progress phases
 _KINDS = ("conv", "pool")
 
 
@@ -40,10 +40,17 @@ class DesignLayer:
 
 @dataclass(frozen=True)
 class Solution:
-    """A design: one (kernel, stride, padding, dilation) per layer, and its cost."""
+    """A design: one (kernel, stride, padding, dilation) per layer, and its cost.
+
+    ``cost`` is under the ranking objective (a Pareto front's: its first);
+    ``costs`` under every objective: ``params`` and ``macs`` of the convs,
+    ``kernel`` (the sum of every layer's kernel size) and ``depth`` (the layers
+    that act on space: all but 1x1 stride-1 unpadded ones).
+    """
 
     cost: int
     layers: tuple[DesignLayer, ...]
+    costs: dict = field(default_factory=dict, compare=False)
 
     @property
     def receptive_field(self) -> int:
@@ -62,6 +69,7 @@ class Solution:
     def to_dict(self) -> dict:
         return {
             "cost": self.cost,
+            "costs": dict(self.costs),
             "receptive_field": self.receptive_field,
             "layers": [
                 {k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.__dict__.items()}
@@ -92,14 +100,76 @@ class Solution:
 
 @dataclass(frozen=True)
 class SolveResult:
-    """``count``: exact number of designs; ``solutions``: the best ones, best first."""
+    """``count``: exact number of designs; ``solutions``: the best ones, best first.
+
+    With ``solve(..., pareto=...)``, ``front`` holds one design per
+    non-dominated vector of costs under ``pareto`` (objective names), sorted by
+    the first objective, then the next.
+    """
 
     count: int
     solutions: tuple[Solution, ...]
     plan: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
+    front: tuple[Solution, ...] = ()
+    pareto: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"count": self.count, "solutions": [s.to_dict() for s in self.solutions]}
+        out = {"count": self.count, "solutions": [s.to_dict() for s in self.solutions]}
+        if self.pareto:
+            out["pareto"] = list(self.pareto)
+            out["front"] = [s.to_dict() for s in self.front]
+        return out
+
+    def plot_front(self, path=None, *, ax=None):
+        """Draw the Pareto front of the first two objectives, each design labelled by its size chain.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Save the figure there (any format matplotlib writes).
+        ax : matplotlib Axes, optional
+            Draw into these axes instead of a new figure.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Notes
+        -----
+        Needs matplotlib (an optional dependency) and a result of
+        ``solve(..., pareto=...)``.  Costs spanning more than a factor of 100
+        are drawn on log axes.
+        """
+        if not self.pareto:
+            raise ValueError("plot_front needs a result of solve(..., pareto=(...)); this one has no front")
+        try:
+            import matplotlib
+
+            if ax is None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("plot_front needs matplotlib: pip install matplotlib") from None
+        a, b = self.pareto[:2]
+        xs = [s.costs[a] for s in self.front]
+        ys = [s.costs[b] for s in self.front]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 5.5))
+        ax.step(xs, ys, where="post", color="0.7", zorder=1)
+        ax.margins(0.12)
+        ax.scatter(xs, ys, zorder=2)
+        for x, y, s in zip(xs, ys, self.front):
+            ax.annotate(f"{s.chain()}  rf {s.receptive_field}", (x, y), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
+        for values, setter in ((xs, ax.set_xscale), (ys, ax.set_yscale)):
+            if values and min(values) > 0 and max(values) > 100 * min(values):
+                setter("log")
+        ax.set_xlabel(a)
+        ax.set_ylabel(b)
+        ax.set_title(f"Pareto front: {len(self.front)} designs of {self.count:,}")
+        if path is not None:
+            ax.figure.savefig(path, bbox_inches="tight", dpi=120)
+        return ax
 
     def to_torch(self, index: int = 0) -> str:
         """PyTorch ``nn.Sequential`` source for solution ``index``."""
@@ -202,6 +272,7 @@ def solve(
     lossless=False,
     min_rf=None,
     max_rf=None,
+    pareto=None,
 ) -> SolveResult:
     """Find every conv/pool design that maps ``input`` to ``output``; count and rank them.
 
@@ -240,9 +311,17 @@ def solve(
         exact: ``count`` is the number of designs within the bounds, and the top
         designs are the cheapest of those.  Works with ``exact`` and
         ``lossless``.
-    objective : {'params', 'macs', 'kernel'}
-        Parameters of the convs, MACs per sample of the convs, or the sum of all
-        kernel sizes.  Ties go to the lexicographically smallest (k, s, p, d) sequence.
+    objective : {'params', 'macs', 'kernel', 'depth'}
+        Parameters of the convs, MACs per sample of the convs, the sum of all
+        kernel sizes, or the number of layers that act on space (all but 1x1
+        stride-1 unpadded ones).  Ties go to the lexicographically smallest
+        (k, s, p, d) sequence.
+    pareto : sequence of two to four objectives, or "params,macs", optional
+        Also find the exact Pareto front over these objectives: ``front`` gets
+        one design for every vector of costs no other design beats (at most as
+        large on each, smaller on one), sorted by the first objective, each the
+        lexicographically smallest design with those costs.  ``count`` still
+        counts every design.
     top : int
         How many of the best designs to return.
     progress : bool, optional
@@ -251,7 +330,8 @@ def solve(
     Returns
     -------
     SolveResult
-        ``.count`` is exact (a Python int), ``.solutions`` best first.
+        ``.count`` is exact (a Python int), ``.solutions`` best first,
+        ``.front`` the Pareto front when ``pareto`` is given.
 
     Examples
     --------
@@ -261,6 +341,9 @@ def solve(
     84164
     >>> r.solutions[0].chain(), r.solutions[0].cost
     ('28 -> 27 -> 26 -> 13 -> 1', 235)
+    >>> f = fastconv.solve(28, 1, [1, 5, 10], min_rf=28, pareto="params,macs").front
+    >>> [(s.costs["params"], s.costs["macs"], s.chain()) for s in f]
+    [(235, 4720, '28 -> 14 -> 7 -> 2 -> 1'), (260, 2420, '28 -> 6 -> 5 -> 2 -> 1')]
     """
     in_hw, out_hw = _size(input, "input"), _size(output, "output")
     plan = layer_plan(channels, block)
@@ -275,6 +358,7 @@ def solve(
     )
     if objective not in _OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
+    objectives = _pareto(pareto)
     top = as_int(top, "top")
     if top < 0:
         raise ValueError(f"top must be non-negative, got {top}")
@@ -297,24 +381,47 @@ def solve(
         objective,
         top,
     )
+    bounds["pareto"] = list(objectives)
 
     if progress is None:
         progress = sys.stderr.isatty()
     if progress:
-        count, designs = _solve_with_progress(args, bounds)
+        count, designs, front = _solve_with_progress(args, bounds)
     else:
-        count, designs = _core.solve(*args, **bounds)
+        count, designs, front = _core.solve(*args, **bounds)
 
     square = in_hw[0] == in_hw[1] and out_hw[0] == out_hw[1]
     size = (lambda hw: hw[0]) if square else (lambda hw: tuple(hw))
-    solutions = tuple(
-        Solution(
-            cost,
-            tuple(DesignLayer(kind, k, s, p, d, size(i), size(o), ci, co) for kind, k, s, p, d, i, o, ci, co in rows),
+
+    def solutions(found):
+        return tuple(
+            Solution(
+                cost,
+                tuple(DesignLayer(kd, k, s, p, d, size(i), size(o), ci, co) for kd, k, s, p, d, i, o, ci, co in rows),
+                dict(zip(_OBJECTIVES, costs)),
+            )
+            for cost, costs, rows in found
         )
-        for cost, rows in designs
-    )
-    return SolveResult(count, solutions, tuple(plan))
+
+    return SolveResult(count, solutions(designs), tuple(plan), solutions(front), objectives)
+
+
+def _pareto(value) -> tuple[str, ...]:
+    """The objectives of a Pareto front: two to four distinct names, or () for none."""
+    if value is None:
+        return ()
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"pareto: objectives are names like 'params', got {name!r}")
+        if name not in _OBJECTIVES:
+            raise ValueError(f"pareto: unknown objective {name!r} (use {', '.join(_OBJECTIVES)})")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ValueError(f"pareto: objective {name!r} is named twice in {value!r}")
+    if not 2 <= len(names) <= len(_OBJECTIVES):
+        raise ValueError(f"pareto: needs two to four objectives, got {value!r}")
+    return tuple(names)
 
 
 def _solve_with_progress(args, bounds):
@@ -337,7 +444,7 @@ def _solve_with_progress(args, bounds):
             phase = state.phase
             frac = min(1.0, state.done / state.total)
             bar = "#" * int(30 * frac)
-            label = f"{phase + 1}/3 {_PHASES[phase]}"
+            label = f"{phase + 1}/{4 if bounds.get('pareto') else 3} {_PHASES[phase]}"
             sys.stderr.write(f"\rsolving {label:<15} [{bar:<30}] {100 * frac:5.1f}%")
             sys.stderr.flush()
             drawn = True
