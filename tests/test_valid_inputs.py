@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fastconv import layers as L
-from fastconv import models, shapes
+from fastconv import models, nn, shapes
 from fastconv._torch_zoo import zoo
 
 
@@ -77,9 +77,12 @@ def test_bad_arguments():
         shapes.valid_inputs(model, 0, 3)
     with pytest.raises(TypeError, match="lo must be an int or"):
         shapes.valid_inputs(model, "1", 3)
-    with pytest.raises(ValueError, match="no spatial layer to take its input channels from; give channels="):
-        shapes.valid_inputs(L.Sequential(L.ReLU()), 1, 3)
-    assert shapes.valid_inputs(L.Sequential(L.ReLU()), 1, 3, channels=2).sizes == [1, 2, 3]
+    with pytest.raises(ValueError, match="no layer of Sequential names its input channels .*; give channels="):
+        shapes.valid_inputs(L.Sequential(L.MaxPool2d(2)), 1, 3)
+    assert shapes.valid_inputs(L.Sequential(L.MaxPool2d(2)), 1, 3, channels=2).sizes == [2, 3]
+    for flat in (L.Sequential(L.ReLU(), L.BatchNorm2d(2)), nn.Sequential(nn.ReLU(), nn.Dropout())):
+        with pytest.raises(ValueError, match="Sequential has no spatial layer .* accepts every size"):
+            shapes.valid_inputs(flat, 1, 3, channels=2)
     with pytest.raises(ValueError, match="channels must be a positive int, got 0"):
         shapes.valid_inputs(model, 1, 3, channels=0)
     with pytest.raises(TypeError, match="model must be fastconv layers"):

@@ -69,6 +69,23 @@ class ValidInputs:
         return f"{len(self.valid)} valid input sizes of {len(self.valid) + len(self.invalid)}: {shown or 'none'}"
 
 
+_SPATIAL_ATTRS = ("kernel_size", "output_size", "scale_factor", "start_dim")  # convs, pools, resizes, flattens
+_SPATIAL_CALLS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "interpolate", "pad",
+                  "flatten", "reshape")  # fmt: skip
+
+
+def _has_spatial_layer(model) -> bool:
+    """Whether any layer (or graph operation) looks at or changes the map's size: without one every size is
+    accepted and there is nothing to search."""
+    if any(hasattr(model, a) for a in _SPATIAL_ATTRS) or type(model).__name__ in ("ZeroPad2d", "MaxUnpool2d"):
+        return True
+    for node in getattr(model, "nodes", ()):
+        if getattr(node, "op", None) == "call" and node.target in _SPATIAL_CALLS:
+            return True
+    children = model.children() if hasattr(model, "children") else []
+    return any(_has_spatial_layer(child) for _, child in children)
+
+
 def _as_model(model):
     if isinstance(model, (list, tuple)):
         return L.Sequential(*model)
@@ -139,10 +156,13 @@ def valid_inputs(model, lo, hi, channels=None) -> ValidInputs:
     "1: concatenation of the input (5, 5) and the body's output (4, 4) (sizes differ)"
     """
     model = _as_model(model)
+    if not _has_spatial_layer(model):
+        raise ValueError(f"valid_inputs: {type(model).__name__} has no spatial layer (conv, pool, resize, pad or "
+                         "flatten), so it accepts every size; there is nothing to search")  # fmt: skip
     c = channels if channels is not None else L.input_channels(model)
     if c is None:
-        raise ValueError(f"valid_inputs: {type(model).__name__} has no spatial layer to take its input channels "
-                         "from; give channels=")  # fmt: skip
+        raise ValueError(f"valid_inputs: no layer of {type(model).__name__} names its input channels (a conv or a "
+                         "norm would); give channels=")  # fmt: skip
     if isinstance(c, bool) or not isinstance(c, int) or c < 1:
         raise ValueError(f"valid_inputs: channels must be a positive int, got {channels!r}")
     sizes, square = _pairs(lo, hi)
