@@ -92,8 +92,8 @@ def test_workspace_does_not_grow_with_the_batch():
 def _capability_after_mask(mask: bool) -> subprocess.CompletedProcess:
     """torch's CPU capability (its own CPUID reading, at import) in a fresh process, with or without the mask."""
     code = (
-        "from fastconv import _core\n"
-        f"masked = _core._mask_avx512_cpuid(True) if {mask} else False\n"
+        "from fastconv import _bench_native\n"
+        f"masked = _bench_native.mask_avx512_cpuid(True) if {mask} else False\n"
         "import torch\n"
         "print(masked, torch.backends.cpu.get_cpu_capability())\n"
     )
@@ -123,8 +123,8 @@ def test_cpuid_mask_leaves_real_segfaults_to_the_previous_handler():
     code = (
         "import ctypes, faulthandler, sys\n"
         "faulthandler.enable()\n"
-        "from fastconv import _core\n"
-        "_core._mask_avx512_cpuid(True)\n"
+        "from fastconv import _bench_native\n"
+        "_bench_native.mask_avx512_cpuid(True)\n"
         "print('masked', flush=True)\n"
         "ctypes.string_at(0)\n"
     )
@@ -155,8 +155,8 @@ def test_bench_says_how_onnx_runtime_was_started():
 _ORT_BLOCK = """
 import sys
 import numpy as np
-from fastconv import _core
-masked = _core._mask_avx512_cpuid(True) if sys.argv[1] == "1" else False
+from fastconv import _bench_native
+masked = _bench_native.mask_avx512_cpuid(True) if sys.argv[1] == "1" else False
 import onnx, onnxruntime
 from onnx import helper, numpy_helper
 node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])

@@ -1,4 +1,5 @@
-"""Large results live in kept blocks (csrc/result_cache.cpp): reuse, limits, views, and no kernel that trusts zeros.
+"""Large results live in kept blocks (csrc/runtime/result_cache.cpp): reuse, limits, views, and no kernel that
+trusts zeros.
 
 Fresh pages from the operating system are zero, a kept block holds its last result: every operator whose result
 is 4 MiB or more runs here into a block first filled with NaN, and must match torch (or NumPy) exactly as before.

@@ -1,8 +1,11 @@
+// fastconv._core's convolutions: conv2d and conv_transpose2d forward and backward, unfold/fold, per dtype, and
+// explain_conv2d (the paths ops/conv_paths.cpp chooses).
 #include <optional>
 
-#include "../conv.hpp"
-#include "../geometry.hpp"
 #include "common.hpp"
+#include "core/geometry.hpp"
+#include "ops/conv.hpp"
+#include "ops/conv_paths.hpp"
 
 namespace fastconv::bind {
 
@@ -169,6 +172,32 @@ void bind_typed(py::module_& m, const std::string& suffix) {
 void bind_conv(py::module_& m) {
   bind_typed<float>(m, "float32");
   bind_typed<double>(m, "float64");
+  // For fastconv.explain_conv2d: each pass's algorithm and reason, from the rules the operators run (conv_paths.hpp),
+  // for the active level and switches; data assumed finite.
+  m.def(
+      "explain_conv2d",
+      [](quad_t x, quad_t w, pair_t stride, quad_t pad, pair_t dil, int64_t groups, int64_t elem_bytes, bool prepared) {
+        if (elem_bytes != 4 && elem_bytes != 8)
+          fail("dtype: float32 or float64, got " + std::to_string(elem_bytes) + "-byte elements");
+        const ConvGeom g = conv_geom(x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], stride[0], stride[1], pad[0],
+                                     pad[1], pad[2], pad[3], dil[0], dil[1], groups);
+        py::list out;
+        std::string why;
+        const ConvPath f = choose_forward(g, elem_bytes, prepared, {}, &why);
+        out.append(py::make_tuple("forward", algo_name(f.algo), why));
+        const ConvPath gx = choose_input_grad(g, elem_bytes, prepared, {}, &why);
+        out.append(py::make_tuple("input_grad", algo_name(gx.algo), why));
+        const ConvPath gw = choose_weight_grad(g, elem_bytes, prepared, {}, &why);
+        out.append(py::make_tuple("weight_grad", algo_name(gw.algo), why));
+        return py::make_tuple(out, py::make_tuple(g.OH, g.OW));
+      },
+      py::arg("x"), py::arg("w"), py::arg("stride"), py::arg("pad"), py::arg("dil"), py::arg("groups"),
+      py::arg("elem_bytes"), py::arg("prepared"));
+  // The algorithm each pass last ran on this thread (tests compare it with explain_conv2d).
+  m.def("_last_conv_paths", [] {
+    return py::make_tuple(algo_name(last_path(ConvPass::forward)), algo_name(last_path(ConvPass::input_grad)),
+                          algo_name(last_path(ConvPass::weight_grad)));
+  });
 }
 
 }  // namespace fastconv::bind

@@ -1,5 +1,6 @@
-#include "../geometry.hpp"
+// fastconv._core's size rules (core/geometry.hpp): what fastconv.shapes and the layer specs compute sizes with.
 #include "common.hpp"
+#include "core/geometry.hpp"
 
 namespace fastconv::bind {
 

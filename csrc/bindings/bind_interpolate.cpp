@@ -1,6 +1,7 @@
-#include "../geometry.hpp"
-#include "../interpolate.hpp"
+// fastconv._core's resampling (ops/interpolate.hpp): the tap tables Python builds, applied per dtype.
 #include "common.hpp"
+#include "core/geometry.hpp"
+#include "ops/interpolate.hpp"
 
 namespace fastconv::bind {
 

@@ -1,7 +1,8 @@
-#include "../gemm.hpp"
-#include "../geometry.hpp"
-#include "../parallel.hpp"
+// fastconv._core's matrix products for fastconv.nn.Linear, on fastconv's GEMM and threads.
+#include "algorithms/gemm.hpp"
 #include "common.hpp"
+#include "core/geometry.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv::bind {
 

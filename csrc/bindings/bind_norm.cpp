@@ -1,8 +1,9 @@
+// fastconv._core's fused normalisation passes (ops/norm.hpp): BatchNorm2d statistics, apply and backward, ReLU.
 #include <optional>
 
-#include "../geometry.hpp"
-#include "../norm.hpp"
 #include "common.hpp"
+#include "core/geometry.hpp"
+#include "ops/norm.hpp"
 
 namespace fastconv::bind {
 

@@ -1,8 +1,8 @@
 // fastconv.Conv2dPlan's native half: a ConvPlan per dtype (plan.hpp).
 #include <optional>
 
-#include "../plan.hpp"
 #include "common.hpp"
+#include "ops/plan.hpp"
 
 namespace fastconv::bind {
 

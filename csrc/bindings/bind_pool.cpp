@@ -1,6 +1,7 @@
-#include "../geometry.hpp"
-#include "../pool.hpp"
+// fastconv._core's pooling (ops/pool.hpp): max and average pooling forward and backward, max unpooling.
 #include "common.hpp"
+#include "core/geometry.hpp"
+#include "ops/pool.hpp"
 
 namespace fastconv::bind {
 

@@ -1,6 +1,8 @@
-#include "../geometry.hpp"
-#include "../solver.hpp"
+// fastconv._core's size solver (solver/solver.hpp): the search space in, the count, top designs and Pareto
+// front out.
 #include "common.hpp"
+#include "core/geometry.hpp"
+#include "solver/solver.hpp"
 
 namespace fastconv::bind {
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "../geometry.hpp"
-#include "../result_cache.hpp"
+#include "core/geometry.hpp"
+#include "runtime/result_cache.hpp"
 
 namespace fastconv::bind {
 

@@ -1,14 +1,15 @@
+// fastconv._core's init: the run-time services (threads, the result cache, CPU levels, show_config's facts),
+// then each area's bind_* function.
 #include <exception>
 #include <new>
 
-#include "../cpu_features.hpp"
-#include "../direct.hpp"
-#include "../gemm.hpp"
-#include "../parallel.hpp"
-#include "../peer_cpuid.hpp"
-#include "../result_cache.hpp"
-#include "../winograd.hpp"
+#include "algorithms/direct.hpp"
+#include "algorithms/gemm.hpp"
+#include "algorithms/winograd.hpp"
 #include "common.hpp"
+#include "runtime/cpu_features.hpp"
+#include "runtime/parallel.hpp"
+#include "runtime/result_cache.hpp"
 
 namespace py = pybind11;
 
@@ -77,8 +78,6 @@ PYBIND11_MODULE(_core, m) {
         return fastconv::sgemm_seconds(n, threads, repeats);
       },
       py::arg("n"), py::arg("threads"), py::arg("repeats"));
-  // Benchmark support (fastconv.bench): ONNX Runtime started on a CPU that reports no AVX-512.
-  m.def("_mask_avx512_cpuid", &fastconv::mask_avx512_cpuid, py::arg("on"));
   fastconv::bind::bind_geometry(m);
   fastconv::bind::bind_conv(m);
   fastconv::bind::bind_pool(m);

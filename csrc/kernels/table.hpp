@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "../conv.hpp"
+#include "core/conv_geom.hpp"
 
 namespace fastconv {
 

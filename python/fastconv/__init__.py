@@ -13,12 +13,17 @@ from . import _resources  # noqa: E402
 
 _resources.apply(_core)  # the thread count and memory budget that fit this process's CPUs and cgroup
 
-from . import layers, shapes  # noqa: E402
+from . import (  # noqa: E402
+    _threadpoolctl,  # noqa: E402
+    layers,
+    shapes,
+)
 from ._config import show_config  # noqa: E402
 from ._memory import empty_cache  # noqa: E402
 from ._resample import interpolate, interpolate_backward  # noqa: E402
 from ._summary import DroppedPixelsWarning, GriddingWarning, summary  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from ._version import __version__  # noqa: E402
 from .functional import (  # noqa: E402
     avg_pool2d,
     avg_pool2d_backward,
@@ -26,6 +31,7 @@ from .functional import (  # noqa: E402
     conv2d_backward,
     conv_transpose2d,
     conv_transpose2d_backward,
+    explain_conv2d,
     fold,
     max_pool2d,
     max_pool2d_backward,
@@ -42,10 +48,6 @@ from .shapes import (  # noqa: E402
     same_padding,
 )
 from .solver import SolveResult, solve  # noqa: E402
-
-__version__ = "0.1.0"
-
-from . import _threadpoolctl  # noqa: E402
 
 _threadpoolctl.register()
 
@@ -68,6 +70,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "explain_conv2d",
     "empty_cache",
     "conv_output_size",
     "pool_output_size",

@@ -14,7 +14,7 @@ def register() -> bool:
     if not hasattr(threadpoolctl, "register") or not hasattr(threadpoolctl, "LibController"):
         return False
 
-    from . import __version__
+    from ._version import __version__
 
     class FastconvController(threadpoolctl.LibController):
         """fastconv's own pool (its vendored OpenBLAS is listed apart, as ``openblas``, and runs one thread

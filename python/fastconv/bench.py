@@ -290,13 +290,15 @@ def start_ort(cap_avx512: bool):
     """``(onnxruntime, onnx)`` or None, and a note on the ISA it runs at.
 
     With ``cap_avx512``, ONNX Runtime is imported and runs a first session while CPUID reports no AVX-512 (Linux
-    CPUID faulting, ``_core._mask_avx512_cpuid``): it reads the CPU's features then, so it picks the AVX2 kernels an
+    CPUID faulting, ``fastconv._bench_native``): it reads the CPU's features then, so it picks the AVX2 kernels an
     AVX2 CPU gets, as torch does under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``.
     """
     if not cap_avx512:
         ort = _import_ort()
         return ort, "" if ort is None else f"ONNX Runtime {ort[0].__version__}: the CPU's own kernels"
-    masked = _core._mask_avx512_cpuid(True)
+    from . import _bench_native
+
+    masked = _bench_native.mask_avx512_cpuid(True)
     try:
         ort = _import_ort()
         if ort is not None:  # a first session and run: where ONNX Runtime reads the CPU's features at the latest
@@ -304,7 +306,7 @@ def start_ort(cap_avx512: bool):
             ort_conv(ort, first, *first.arrays()[:2], get_num_threads())()
     finally:
         if masked:
-            _core._mask_avx512_cpuid(False)
+            _bench_native.mask_avx512_cpuid(False)
     if ort is None:
         return None, ""
     if not masked:
@@ -1153,7 +1155,7 @@ def run_record(torch, ort, **settings) -> dict:
     import importlib.metadata
     import platform
 
-    from . import __version__
+    from ._version import __version__
 
     def version(dist):
         try:

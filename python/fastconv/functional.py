@@ -24,7 +24,7 @@ from ._args import (
     positive_pair,
     require_ndim,
 )
-from .shapes import same_padding
+from ._sizes import same_padding
 
 __all__ = [
     "conv2d",
@@ -39,6 +39,7 @@ __all__ = [
     "max_unpool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "explain_conv2d",
 ]
 
 
@@ -614,3 +615,101 @@ def avg_pool2d_backward(
         _divisor(divisor_override),
     )
     return gx[0] if unbatched else gx
+
+
+_PASSES = ("forward", "input_grad", "weight_grad")
+
+
+def _shape4(value, name):
+    try:
+        shape = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a shape like (N, C, H, W), got {value!r}") from None
+    for v in shape:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must hold ints, got {value!r}")
+    if len(shape) == 3 and name == "input_shape":
+        shape = (1, *shape)
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have 4 dimensions{' (or 3, unbatched)' if name == 'input_shape' else ''}, "
+                         f"got {value!r}")  # fmt: skip
+    return tuple(int(v) for v in shape)
+
+
+def explain_conv2d(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    dtype="float32",
+    prepared=False,
+    mode="stdout",
+):
+    """Which algorithm each pass of a convolution runs, and why.
+
+    The rules that choose among Winograd, the direct kernels, the implicit GEMM and im2col + GEMM live in one
+    place (``csrc/ops/conv_paths.cpp``); this asks them for a layer, as :func:`conv2d` and
+    :func:`conv2d_backward` (or a :class:`Conv2dPlan`, with ``prepared=True``) would run it now: at the active
+    kernel level (``FASTCONV_CPU``) and under the ``FASTCONV_WINOGRAD`` and ``FASTCONV_IMPLICIT_GEMM`` switches.
+
+    Parameters
+    ----------
+    input_shape : (N, C_in, H, W) or (C_in, H, W)
+    weight_shape : (C_out, C_in / groups, kH, kW)
+    stride, padding, dilation, groups
+        As for :func:`conv2d`.
+    dtype : {'float32', 'float64'}
+    prepared : bool
+        The weights of a :class:`Conv2dPlan` (packed and transformed once), which changes some choices.
+    mode : {'stdout', 'dicts'}
+        Print the report (and return None), or return it as a dict: pass name -> ``{"algorithm", "reason"}``,
+        and ``"output_size"``.
+
+    Returns
+    -------
+    None or dict
+
+    Notes
+    -----
+    The choice assumes finite data: where a path would multiply an Inf or NaN differently from torch (Winograd's
+    transforms, zero padding met by the weights), the operators check and take the next path, and the reason
+    says so for the path that was given up.  A transposed convolution's forward is the input gradient of the
+    convolution it transposes (and its input gradient that convolution's forward).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> r = fastconv.explain_conv2d((1, 32, 56, 56), (32, 1, 3, 3), padding=1, groups=32, mode="dicts")
+    >>> r["forward"]["algorithm"], r["input_grad"]["algorithm"]
+    ('direct', 'direct')
+    >>> fastconv.explain_conv2d((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3, mode="dicts")["output_size"]
+    (112, 112)
+    """
+    x = _shape4(input_shape, "input_shape")
+    w = _shape4(weight_shape, "weight_shape")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in _SUFFIX:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    if mode not in ("stdout", "dicts"):
+        raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    groups = _groups(groups)
+    pads = _conv_pads(padding, x[2:], w[2:], stride, dilation)
+    rows, size = _core.explain_conv2d(x, w, stride, pads, dilation, groups, dt.itemsize, as_bool(prepared, "prepared"))
+    report = {name: {"algorithm": algo, "reason": why} for name, algo, why in rows}
+    report["output_size"] = tuple(size)
+    if mode == "dicts":
+        return report
+    weights = ", prepared weights" if prepared else ""
+    print(f"conv2d {x} * {w} -> {(x[0], w[0], *size)}, stride {stride}, padding {pads}, dilation {dilation}, "
+          f"groups {groups}, {dt.name}{weights}, level {_core.active_level()}:")  # fmt: skip
+    for name in _PASSES:
+        print(f"  {name:<12} {report[name]['algorithm']:<22} {report[name]['reason']}")
+    return None

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from . import _resample, shapes
+from . import _resample, _sizes
 from ._args import as_bool, as_int, as_pair, explicit_padding, pool_stride, positive_pair
 
 __all__ = [
@@ -154,7 +154,7 @@ class Window(Layer):
     def output_shape(self, shape):
         if shape is None:
             return None
-        hw = shapes.conv_output_size(tuple(shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
+        hw = _sizes.conv_output_size(tuple(shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
         return (*shape[:-2], *hw)
 
     def _args(self):
@@ -183,12 +183,12 @@ class Conv2d(Layer):
 
     def pads(self, hw) -> tuple[tuple[int, int], tuple[int, int]]:
         """((top, bottom), (left, right)) for an input of spatial size ``hw``."""
-        return shapes._pads(self.padding, hw, self.kernel_size, self.stride, self.dilation)
+        return _sizes._pads(self.padding, hw, self.kernel_size, self.stride, self.dilation)
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
         _check_channels(shape, self.in_channels, self, "in_channels")
-        oh, ow = shapes.conv_output_size((h, w), self.kernel_size, self.stride, self.padding, self.dilation)
+        oh, ow = _sizes.conv_output_size((h, w), self.kernel_size, self.stride, self.padding, self.dilation)
         return (self.out_channels, oh, ow)
 
     def param_count(self):
@@ -207,7 +207,7 @@ class Conv2d(Layer):
         return [(self.kernel_size, self.stride, (pt, pl), self.dilation)]
 
     def dropped(self, shape):
-        return shapes.dropped_pixels(tuple(shape[1:]), self.kernel_size, self.stride, self.padding, self.dilation)
+        return _sizes.dropped_pixels(tuple(shape[1:]), self.kernel_size, self.stride, self.padding, self.dilation)
 
     def _args(self):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " + _kw(
@@ -244,7 +244,7 @@ class ConvTranspose2d(Layer):
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
         _check_channels(shape, self.in_channels, self, "in_channels")
-        oh, ow = shapes.conv_transpose_output_size(
+        oh, ow = _sizes.conv_transpose_output_size(
             (h, w), self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation
         )
         return (self.out_channels, oh, ow)
@@ -279,7 +279,7 @@ class _Pool(Layer):
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
-        oh, ow = shapes.pool_output_size(
+        oh, ow = _sizes.pool_output_size(
             (h, w), self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
         )
         return (c, oh, ow)
@@ -290,7 +290,7 @@ class _Pool(Layer):
     def dropped(self, shape):
         if self.ceil_mode:
             return (0, 0)
-        return shapes.dropped_pixels(tuple(shape[1:]), self.kernel_size, self.stride, self.padding, self.dilation)
+        return _sizes.dropped_pixels(tuple(shape[1:]), self.kernel_size, self.stride, self.padding, self.dilation)
 
 
 class MaxPool2d(_Pool):
@@ -324,7 +324,7 @@ class MaxUnpool2d(Layer):
 
     def output_shape(self, shape):
         c, h, w = _spatial(shape, self)
-        oh, ow = shapes.conv_transpose_output_size((h, w), self.kernel_size, self.stride, self.padding)
+        oh, ow = _sizes.conv_transpose_output_size((h, w), self.kernel_size, self.stride, self.padding)
         return (c, oh, ow)
 
     def _args(self):

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _core
 from ._args import as_array, as_bool, contiguous, float_dtype, positive_pair, require_ndim
-from .functional import _conv_pads, _groups
+from .functional import _conv_pads, _groups, explain_conv2d
 
 __all__ = ["Conv2dPlan"]
 
@@ -103,6 +103,20 @@ class Conv2dPlan:
     @property
     def prepared_bytes(self) -> int:
         return int(self._plan.prepared_bytes)
+
+    def explain(self, input_shape, *, mode="stdout"):
+        """Which algorithm each pass runs for inputs of ``input_shape``, and why: :func:`fastconv.explain_conv2d`
+        with this plan's geometry and its prepared weights.
+
+        Examples
+        --------
+        >>> import numpy as np, fastconv
+        >>> plan = fastconv.Conv2dPlan(np.zeros((64, 64, 3, 3), np.float32), padding=1)
+        >>> plan.explain((8, 64, 56, 56), mode="dicts")["forward"]["algorithm"]
+        'winograd'
+        """
+        return explain_conv2d(input_shape, self.weight.shape, self.stride, self.padding, self.dilation, self.groups,
+                              dtype=self.dtype, prepared=True, mode=mode)  # fmt: skip
 
     def __repr__(self):
         cout, cin, kh, kw = self.weight.shape

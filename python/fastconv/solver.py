@@ -1,6 +1,6 @@
 """Exhaustive search for conv/pool chains that map an input size to a target size.
 
-The dynamic program runs in C++ (``csrc/solver.cpp``); this module validates the
+The dynamic program runs in C++ (``csrc/solver/solver.cpp``); this module validates the
 options, lays out the layer plan and presents the designs.
 """
 

@@ -1,5 +1,7 @@
-#include "cpu_features.hpp"
+// The dispatch table for the active level: one per level CMake built (kernels/isa_kernels.cpp), chosen at run
+// time and switchable for tests.
 #include "kernels/table.hpp"
+#include "runtime/cpu_features.hpp"
 
 namespace fastconv {
 

@@ -12,7 +12,7 @@
 // Libraries read their CPU features once, when first used, so the mask need
 // only be on while the peer starts; the handler stays installed for threads
 // that inherited the flag.
-#include "peer_cpuid.hpp"
+#include "bench/peer_cpuid.hpp"
 
 #if defined(__linux__) && defined(__x86_64__)
 #include <asm/prctl.h>

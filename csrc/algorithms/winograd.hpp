@@ -15,8 +15,8 @@
 
 #include <cstdint>
 
-#include "epilogue.hpp"
-#include "prepared.hpp"
+#include "core/epilogue.hpp"
+#include "core/prepared.hpp"
 
 namespace fastconv {
 

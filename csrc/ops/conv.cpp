@@ -1,4 +1,6 @@
-#include "conv.hpp"
+// Convolution operators: the paths ops/conv_paths.cpp chooses, run with their tiling and threads, and
+// im2col + GEMM for everything else; transposed convolution, unfold and fold.
+#include "ops/conv.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -7,85 +9,20 @@
 #include <type_traits>
 #include <vector>
 
-#include "direct.hpp"
-#include "finite.hpp"
-#include "gemm.hpp"
-#include "geometry.hpp"
-#include "im2col.hpp"
+#include "algorithms/direct.hpp"
+#include "algorithms/gemm.hpp"
+#include "algorithms/im2col.hpp"
+#include "algorithms/implicit_gemm.hpp"
+#include "algorithms/strided_input_grad.hpp"
+#include "algorithms/winograd.hpp"
+#include "core/finite.hpp"
+#include "core/geometry.hpp"
 #include "kernels/table.hpp"
-#include "parallel.hpp"
-#include "sgemm_avx512.hpp"
-#include "winograd.hpp"
+#include "kernels/x86_avx512/sgemm_avx512.hpp"
+#include "ops/conv_paths.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
-
-namespace {
-
-std::string dims(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
-
-void check_common(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh, int64_t kw,
-                  int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t groups) {
-  if (sh <= 0 || sw <= 0) fail("stride must be positive, got " + dims(sh, sw));
-  if (dh <= 0 || dw <= 0) fail("dilation must be positive, got " + dims(dh, dw));
-  if (groups <= 0) fail("groups must be positive, got " + std::to_string(groups));
-  if (kh <= 0 || kw <= 0) fail("weight: kernel size must be positive, got " + dims(kh, kw));
-  if (N < 0 || C <= 0 || H <= 0 || W <= 0)
-    fail("input: expected non-empty channel and spatial dimensions, got shape (" + std::to_string(N) + ", " +
-         std::to_string(C) + ", " + std::to_string(H) + ", " + std::to_string(W) + ")");
-  if (Cout <= 0) fail("weight: out_channels must be positive, got " + std::to_string(Cout));
-  if (C % groups != 0)
-    fail("groups: input channels " + std::to_string(C) + " are not divisible by groups " + std::to_string(groups));
-  if (Cout % groups != 0)
-    fail("groups: weight out_channels " + std::to_string(Cout) + " are not divisible by groups " +
-         std::to_string(groups));
-  if (weight_in * groups != C)
-    fail("weight: expected weight.shape[1] * groups == input channels, got weight.shape[1]=" +
-         std::to_string(weight_in) + ", groups=" + std::to_string(groups) + ", input channels=" + std::to_string(C));
-  // Every buffer size the kernels will form, checked once here.
-  checked_mul(checked_mul(checked_mul(N, C, "input"), H, "input"), W, "input");
-  checked_mul(checked_mul(checked_mul(Cout, weight_in, "weight"), kh, "weight"), kw, "weight");
-}
-
-// Along an axis with one output position the stride is never used (only
-// window 0 exists), so it becomes 1: a stride of 2**31 on a small input then
-// costs nothing, where the direct kernels would size buffers by it.
-void single_output_strides(ConvGeom& g) {
-  if (g.OH == 1) g.sh = 1;
-  if (g.OW == 1) g.sw = 1;
-}
-
-}  // namespace
-
-ConvGeom conv_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh, int64_t kw,
-                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
-                   int64_t groups) {
-  check_common(N, C, H, W, Cout, weight_in, kh, kw, sh, sw, dh, dw, groups);
-  if (pt < 0 || pb < 0 || pl < 0 || pr < 0)
-    fail("padding must be non-negative, got (left=" + std::to_string(pl) + ", right=" + std::to_string(pr) +
-         ", top=" + std::to_string(pt) + ", bottom=" + std::to_string(pb) + ")");
-  ConvGeom g{N, C, H, W, Cout, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, groups, 0, 0};
-  g.OH = conv_out(H, kh, sh, pt, pb, dh);
-  g.OW = conv_out(W, kw, sw, pl, pr, dw);
-  single_output_strides(g);
-  checked_mul(checked_mul(checked_mul(N, Cout, "output"), g.OH, "output"), g.OW, "output");
-  checked_mul(checked_mul(weight_in * kh * kw, g.OH, "columns"), g.OW, "columns");
-  return g;
-}
-
-ConvGeom conv_geom_with_output(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t weight_in, int64_t kh,
-                               int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
-                               int64_t groups, int64_t OH, int64_t OW) {
-  check_common(N, C, H, W, Cout, weight_in, kh, kw, sh, sw, dh, dw, groups);
-  if (pt < 0 || pl < 0) fail("padding must be non-negative, got " + dims(pt, pl));
-  if (OH <= 0 || OW <= 0) fail("output size must be positive, got " + dims(OH, OW));
-  checked_mul(checked_mul(checked_mul(N, Cout, "output"), OH, "output"), OW, "output");
-  checked_mul(checked_mul(weight_in * kh * kw, OH, "columns"), OW, "columns");
-  // Implied trailing padding may be negative when the last input rows are not covered; the
-  // traversal never reads past OH/OW so that is harmless.
-  ConvGeom g{N, C, H, W, Cout, kh, kw, sh, sw, dh, dw, pt, 0, pl, 0, groups, OH, OW};
-  single_output_strides(g);
-  return g;
-}
 
 namespace {
 
@@ -158,104 +95,6 @@ struct Tiling {
     if (count <= 0) throw std::logic_error("fastconv internal error: empty GEMM tile");
   }
 };
-
-constexpr int64_t kWinogradMinChannels = 16;
-// Few output channels (a DenseNet layer's growth of 12) make im2col the bottleneck: each output
-// value needs C*9 column values written and read for only Cout multiply-adds each.  Measured at
-// 48 -> 12 channels, 32x32, batch 64: Winograd 3.7 ms forward against im2col's 17 ms (AVX-512).
-constexpr int64_t kWinogradMinOutChannels = 8;
-
-// 3x3, stride 1, undilated, one group, enough channels on both sides for the
-// transforms to pay off: F(2x2, 3x3) Winograd (float32; winograd.hpp says which
-// implementation serves each level and which widths it takes).
-bool winograd_eligible(const ConvGeom& g) {
-  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
-         g.C >= kWinogradMinChannels && g.Cout >= kWinogradMinOutChannels && winograd_enabled();
-}
-
-// The forward and the input gradient (the same operator on the adjoint).
-bool use_winograd(const ConvGeom& g) { return winograd_eligible(g) && winograd_suits(g.N, g.C, g.Cout, g.OH, g.OW); }
-
-bool use_winograd_weight_grad(const ConvGeom& g) {
-  return winograd_eligible(g) && winograd_weight_grad_suits(g.N, g.C, g.Cout, g.OH, g.OW);
-}
-
-// Where the generic (avx2, neon) Winograd takes a layer the implicit GEMM also
-// serves, the implicit GEMM wins on few channels.  Measured at avx2, batch 64,
-// forward time Winograd / implicit: 16 -> 16 channels at 32x32 1.55-1.9, 32 ->
-// 32 at 16x16 1.22-1.37, at 32x32 1.15; few output channels too (DenseNet's
-// growth of 12 at 32x32, batch 64, forward / weight gradient): 48 -> 12 1.9 /
-// 1.5, 64 -> 16 1.6 / 1.3, 48 -> 24 1.4 / 1.2, while 64 -> 32 ties forward.  And
-// maps of at most 64 positions (its row vectors keep every column; forward /
-// input gradient, one thread): 64 -> 64 at 8x8 1.21 / 1.17, at 7x7 1.15 / 1.18,
-// 48 -> 64 at 8x8 1.06 / 1.33; but 64 -> 128 at 8x8 1.02 / 1.13, 128 -> 64
-// 1.10 / 0.92, 96 -> 96 0.91 / 0.89, 128 -> 128 0.91 / 0.80, 64 -> 64 at 12x12
-// 0.94, at 16x16 0.87 / 0.90, at 56x56 (batch 8) 0.71.  The AVX-512 Winograd
-// beats it or ties everywhere measured.
-// Asked of the forward geometry, and of the adjoint's for an input gradient.
-bool implicit_beats_winograd(const ConvGeom& g) {
-  const bool small_map = g.OH * g.OW <= 64 && g.C * g.Cout <= 64 * 64;
-  return !sgemm_avx512_enabled() && !winograd_forced() && (g.C <= 32 || g.Cout <= 24 || small_map) &&
-         use_implicit_gemm(g);
-}
-
-// A prepared layer keeps Winograd's U and the implicit GEMM's packed panels, so neither pays a transform per call,
-// and the implicit GEMM wins while there are few tiles.  Plan against plan at avx2, Winograd time / implicit GEMM
-// time, forward: 512 -> 512 channels at 7x7, batch 1 (16 tiles) 1.21, batch 8 (128) 0.80; at 4x4, batch 1 (4)
-// 1.93, batch 8 (32) 1.00; 256 -> 512 at 4x4, batch 1 1.60, batch 8 0.84; 256 -> 256 at 14x14, batch 1 (49) 0.68;
-// 64 -> 64 at 56x56, batch 1 0.60.  So from 32 tiles on Winograd takes maps of any size, below it the implicit GEMM
-// where it can; the few-channel rule of implicit_beats_winograd holds for both.
-constexpr double kPreparedWinogradMinTiles = 32;
-
-double tile_count(const ConvGeom& g) { return double(g.N) * double((g.OH + 1) / 2) * double((g.OW + 1) / 2); }
-
-// Whether Winograd serves g's forward (against = g) or its input gradient (against = the adjoint geometry, whose
-// implicit GEMM it competes with).
-bool on_winograd(const ConvGeom& g, const ConvGeom& against, bool prepared) {
-  if (!prepared || winograd_forced()) return use_winograd(g) && !implicit_beats_winograd(against);
-  const bool many_tiles = tile_count(g) >= kPreparedWinogradMinTiles;
-  if (!many_tiles && use_implicit_gemm(against, sizeof(float), true)) return false;
-  return winograd_eligible(g) && (many_tiles || use_winograd(g)) && !implicit_beats_winograd(against);
-}
-
-// The stride-1 layer whose forward is g's input gradient: gy convolved with
-// the rotated, per-group transposed weight, padding d (k - 1) - p on each side
-// (negative where p exceeds the kernel's reach).
-ConvGeom adjoint_geom(const ConvGeom& g) {
-  const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
-  return ConvGeom{g.N,  g.Cout, g.OH,      g.OW,      g.C,       g.kh,      g.kw,     1,   1,
-                  g.dh, g.dw,   eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr, g.groups, g.H, g.W};
-}
-
-// A 3x3 stride-1 layer dilated by d >= 2 (both ways) with padding d*q on every
-// side, q <= 2, over maps whose sides are multiples of d, is d*d undilated
-// layers with padding q, one per phase (a, b) of input and output alike:
-// y[a::d, b::d] = conv(x[a::d, b::d], w, padding q).  Gathered as d*d images
-// of (H/d) x (W/d) per image, the phases run on Winograd where an undilated
-// layer of that geometry would (DeepLab's and dilated ResNets' "same" layers).
-// Measured against the dilated layer on the implicit GEMM or im2col (batch 8,
-// d = 2 unless said; forward / input gradient): avx2 64 -> 64 channels at 28x28
-// 1.23-1.40 / 1.23, 128 -> 128 at 28x28 1.36 / 1.36, at 24x24 1.38 / 1.42,
-// 256 -> 256 at 24x24 1.12 / 1.11, batch 4 d = 4 at 48x48 1.11 / 1.23; AVX-512
-// 1.29-2.29.  But at avx2 on phase maps of 8x8 or less, 256 -> 256 channels
-// at 16x16 0.98 / 0.98 and d = 4 at 32x32 0.83 / 0.83 (against 1.51 / 1.44 at
-// 128 -> 128): there the phases must keep to 128 x 128 channels.  Returns the
-// phases' geometry for N images (N d^2 of them), or false.
-bool dilated_phases(const ConvGeom& g, ConvGeom& pg) {
-  const int64_t d = g.dh;
-  if (d < 2 || g.dw != d || g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.groups != 1) return false;
-  const int64_t p = g.pt;
-  if (g.pb != p || g.pl != p || g.pr != p || p % d != 0 || p / d > 2 || g.H % d != 0 || g.W % d != 0 || g.N == 0)
-    return false;
-  const int64_t q = p / d;
-  pg = g;  // 3x3, stride 1, one group
-  pg.N = checked_mul(g.N, d * d, "dilated phases");
-  pg.H = g.H / d, pg.W = g.W / d, pg.OH = g.OH / d, pg.OW = g.OW / d;
-  pg.dh = pg.dw = 1;
-  pg.pt = pg.pb = pg.pl = pg.pr = q;
-  if (!sgemm_avx512_enabled() && !winograd_forced() && pg.OH * pg.OW <= 64 && g.C * g.Cout > 128 * 128) return false;
-  return winograd_eligible(pg);
-}
 
 // Images [n0, n0 + m) of x (C planes of H x W) and their phases: phase (a, b)
 // of image n is image ((n - n0) d + a) d + b of xs, C planes of (H/d) x (W/d).
@@ -418,26 +257,34 @@ void trim_worker_buffers(std::vector<WorkerBuffers<T>>& bufs) {
 template <class T>
 void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep, PrepRef prep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
-  if (g.N == 0) return;
+  ConvPath path = choose_forward(g, sizeof(T), bool(prep));
+  if (path.algo == ConvAlgo::none) {  // an empty batch
+    record_path(ConvPass::forward, path.algo);
+    return;
+  }
   const PlaneGeom pg = plane_of(g, Cg);
   const int64_t K = Cg * g.kh * g.kw;
+  if (path.needs) {  // Winograd: only on finite data, else chosen again without it
+    const Finite f{all_finite(x, g.N * g.C * HW), weights_finite(prep, w, g.Cout * K)};
+    if (!f.holds(path.needs)) path = choose_forward(g, sizeof(T), bool(prep), f);
+  }
+  record_path(ConvPass::forward, path.algo);
   if constexpr (std::is_same_v<T, float>) {
-    ConvGeom pg;
-    if (dilated_phases(g, pg) && on_winograd(pg, pg, bool(prep)) && all_finite(x, g.N * g.C * HW) &&
-        weights_finite(prep, w, g.Cout * K)) {
-      dilated_forward(x, w, b, y, g, pg, ep, prep);
+    ConvGeom phases;
+    if (path.algo == ConvAlgo::winograd_phases && dilated_phases(g, phases)) {
+      dilated_forward(x, w, b, y, g, phases, ep, prep);
       return;
     }
-    if (on_winograd(g, g, bool(prep)) && all_finite(x, g.N * g.C * HW) && weights_finite(prep, w, g.Cout * K)) {
+    if (path.algo == ConvAlgo::winograd) {
       winograd_f2x3(x, w, false, b, y, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW}, ep, prep);
       return;
     }
   }
-  if (use_direct(g)) {
+  if (path.algo == ConvAlgo::direct) {
     direct_forward(x, w, b, y, g, ep);
     return;
   }
-  if (use_implicit_gemm(g, sizeof(T), bool(prep))) {
+  if (path.algo == ConvAlgo::implicit_gemm) {
     implicit_gemm_forward(x, w, b, y, g, ep, prep);
     return;
   }
@@ -503,81 +350,86 @@ template <class T>
 void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g, PrepRef prep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t K = Cg * g.kh * g.kw;
-  if constexpr (std::is_same_v<T, float>) {
-    ConvGeom pg;
-    if ((gx || gw) && dilated_phases(g, pg)) {
-      // Each gradient on the phases where Winograd takes the undilated layer (the rules as below).
-      const bool on_gx = gx && on_winograd(pg, adjoint_geom(pg), bool(prep));
-      const bool on_gw = gw && use_winograd_weight_grad(pg) &&
-                         !(use_implicit_weight_grad(pg) && implicit_weight_grad_beats_winograd(pg));
-      const bool finite_gy = (on_gx || on_gw) && all_finite(gy, g.N * g.Cout * P);
-      float* const pgx = on_gx && finite_gy && weights_finite(prep, w, g.Cout * K) ? gx : nullptr;
-      float* const pgw = on_gw && finite_gy && all_finite(x, g.N * g.C * HW) ? gw : nullptr;
-      if (pgx || pgw) dilated_backward(gy, x, w, pgx, pgw, g, pg, prep);
+  // Each gradient's path, chosen assuming finite data; where a path needs an array finite that is not, both are
+  // chosen again knowing it (each array checked at most once).
+  const bool f32 = std::is_same_v<T, float>;
+  ConvPath px = gx ? choose_input_grad(g, sizeof(T), bool(prep)) : ConvPath{};
+  ConvPath pw = gw ? choose_weight_grad(g, sizeof(T), bool(prep)) : ConvPath{};
+  Finite f;
+  unsigned checked = 0;
+  for (;;) {
+    const unsigned need = (px.needs | pw.needs) & ~checked;
+    if (!need) break;
+    if (need & kNeedGy) f.gy = all_finite(gy, g.N * g.Cout * P);
+    if (need & kNeedW) f.w = weights_finite(prep, w, g.Cout * K);
+    if (need & kNeedX) f.x = all_finite(x, g.N * g.C * HW);
+    checked |= need;
+    if (f.holds(px.needs) && f.holds(pw.needs)) break;
+    if (gx) px = choose_input_grad(g, sizeof(T), bool(prep), f);
+    if (gw) pw = choose_weight_grad(g, sizeof(T), bool(prep), f);
+  }
+  if (gx) record_path(ConvPass::input_grad, px.algo);
+  if (gw) record_path(ConvPass::weight_grad, pw.algo);
+  const ConvAlgo ax = gx ? px.algo : ConvAlgo::none, aw = gw ? pw.algo : ConvAlgo::none;
+  if constexpr (f32) {
+    ConvGeom phases;
+    if ((ax == ConvAlgo::winograd_phases || aw == ConvAlgo::winograd_phases) && dilated_phases(g, phases)) {
+      float* const pgx = ax == ConvAlgo::winograd_phases ? gx : nullptr;
+      float* const pgw = aw == ConvAlgo::winograd_phases ? gw : nullptr;
+      dilated_backward(gy, x, w, pgx, pgw, g, phases, prep);
       if (pgx) gx = nullptr;
       if (pgw) gw = nullptr;
     }
   }
-  // A stride-1 input gradient is the forward convolution of gy with the
-  // rotated, transposed weight and padding d (k - 1) - p, on the implicit GEMM
-  // where that forward would take it.  A non-finite weight would meet gy's zero
-  // padding there (0 * Inf), which torch never multiplies: not then.
-  // Grouped layers too: group gi's adjoint maps its Cog gradient channels to its Cg input channels.
-  if (gx && g.N > 0 && g.sh == 1 && g.sw == 1) {
+  // A stride-1 input gradient is the forward convolution of gy with the rotated, transposed weight and padding
+  // d (k - 1) - p, on the implicit GEMM.  Grouped layers too: group gi's adjoint maps its Cog gradient channels to
+  // its Cg input channels.
+  if (gx && ax == ConvAlgo::adjoint_implicit_gemm) {
     const ConvGeom ga = adjoint_geom(g);
-    const bool winograd = std::is_same_v<T, float> && g.pt <= 2 && g.pl <= 2 && on_winograd(g, ga, bool(prep));
-    if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd &&
-        use_implicit_gemm(ga, sizeof(T), bool(prep)) && weights_finite(prep, w, g.Cout * K)) {
-      const int64_t taps = g.kh * g.kw;
-      thread_local std::vector<T> kept_wa;  // kept between calls: no page faults per call
-      const T* wa = prepared(prep, Prep::adjoint_weights, 0, 0, g.Cout * K, kept_wa, [&](T* out) {
-        for (int64_t gi = 0; gi < G; ++gi)
-          for (int64_t o = 0; o < Cog; ++o)
-            for (int64_t c = 0; c < Cg; ++c)
-              for (int64_t t = 0; t < taps; ++t)
-                out[((gi * Cg + c) * Cog + o) * taps + (taps - 1 - t)] = w[((gi * Cog + o) * Cg + c) * taps + t];
-      });
-      implicit_gemm_forward(gy, wa, static_cast<const T*>(nullptr), gx, ga, {}, prep.derived());
-      release_if_large(kept_wa);
-      gx = nullptr;
-    }
+    const int64_t taps = g.kh * g.kw;
+    thread_local std::vector<T> kept_wa;  // kept between calls: no page faults per call
+    const T* wa = prepared(prep, Prep::adjoint_weights, 0, 0, g.Cout * K, kept_wa, [&](T* out) {
+      for (int64_t gi = 0; gi < G; ++gi)
+        for (int64_t o = 0; o < Cog; ++o)
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t t = 0; t < taps; ++t)
+              out[((gi * Cg + c) * Cog + o) * taps + (taps - 1 - t)] = w[((gi * Cog + o) * Cg + c) * taps + t];
+    });
+    implicit_gemm_forward(gy, wa, static_cast<const T*>(nullptr), gx, ga, {}, prep.derived());
+    release_if_large(kept_wa);
+    gx = nullptr;
   }
   // A strided one as sh x sw stride-1 phases, each summing only the taps that meet it.
-  if (gx && g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, sizeof(T)) &&
-      weights_finite(prep, w, g.Cout * K)) {
+  if (gx && ax == ConvAlgo::strided_phases) {
     strided_input_grad(gy, w, gx, g, prep);
     gx = nullptr;
   }
-  if (gw && g.N > 0 && use_implicit_weight_grad(g) &&
-      !(std::is_same_v<T, float> && use_winograd_weight_grad(g) && !implicit_weight_grad_beats_winograd(g))) {
+  if (gw && aw == ConvAlgo::implicit_gemm) {
     implicit_gemm_weight_grad(x, gy, gw, g);
     gw = nullptr;
   }
-  if constexpr (std::is_same_v<T, float>) {
-    // What the implicit GEMM left of the input gradient, where Winograd takes the layer (a prepared one by its own
-    // rule, the one the implicit GEMM's declined above).
-    const bool winograd_gx = gx && (use_winograd(g) || (prep && on_winograd(g, adjoint_geom(g), true)));
-    const bool finite_gy = (winograd_gx || (gw && use_winograd_weight_grad(g))) && all_finite(gy, g.N * g.Cout * P);
-    // The input gradient is a 3x3 convolution of gy with the rotated, transposed
-    // weight and padding 2 - p: Winograd too, when that padding is not negative.
-    if (winograd_gx && g.N > 0 && g.pt <= 2 && g.pl <= 2 && finite_gy && weights_finite(prep, w, g.Cout * K)) {
+  if constexpr (f32) {
+    // The input gradient is a 3x3 convolution of gy with the rotated, transposed weight and padding 2 - p.
+    if (gx && ax == ConvAlgo::winograd) {
       winograd_f2x3(gy, w, true, nullptr, gx, WinogradGeom{g.N, g.Cout, g.OH, g.OW, g.C, 2 - g.pt, 2 - g.pl, g.H, g.W},
                     {}, prep);
       gx = nullptr;
     }
-    if (gw && g.N > 0 && use_winograd_weight_grad(g) && finite_gy && all_finite(x, g.N * g.C * HW)) {
+    if (gw && aw == ConvAlgo::winograd) {
       winograd_f2x3_grad_weight(x, gy, gw, WinogradGeom{g.N, g.C, g.H, g.W, g.Cout, g.pt, g.pl, g.OH, g.OW});
       gw = nullptr;
     }
   }
   if (gb) channel_sums(gy, g.N, g.Cout, P, gb);
-  if (use_direct(g)) {
-    // The direct input gradient gathers over zero margins of gy, so a
-    // non-finite weight would reach inputs torch keeps finite: im2col for it.
-    T* direct_gx = gx && weights_finite(prep, w, g.Cout * K) ? gx : nullptr;
-    direct_backward(gy, x, w, direct_gx, gw, g);
-    if (direct_gx || !gx) return;
-    gw = nullptr;
+  if ((gx && ax == ConvAlgo::direct) || (gw && aw == ConvAlgo::direct)) {
+    // The direct input gradient gathers over zero margins of gy, so a non-finite weight would reach inputs torch
+    // keeps finite: im2col for it then (the choice's kNeedW).
+    T* const direct_gx = ax == ConvAlgo::direct ? gx : nullptr;
+    T* const direct_gw = aw == ConvAlgo::direct ? gw : nullptr;
+    direct_backward(gy, x, w, direct_gx, direct_gw, g);
+    if (direct_gx) gx = nullptr;
+    if (direct_gw) gw = nullptr;
+    if (!gx && !gw) return;
   }
   if (gx) std::fill(gx, gx + g.N * g.C * HW, T(0));
   if (gw) std::fill(gw, gw + g.Cout * K, T(0));

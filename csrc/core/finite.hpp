@@ -12,8 +12,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "parallel.hpp"
-#include "prepared.hpp"
+#include "core/prepared.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

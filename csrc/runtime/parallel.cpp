@@ -1,4 +1,6 @@
-#include "parallel.hpp"
+// fastconv's thread pool: fork-join over work items, sized at import by fastconv._resources (affinity, cgroup
+// quotas, FASTCONV_NUM_THREADS) or set_num_threads.
+#include "runtime/parallel.hpp"
 
 #include <pthread.h>
 

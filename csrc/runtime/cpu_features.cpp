@@ -1,4 +1,5 @@
-#include "cpu_features.hpp"
+// CPU feature detection and the level this build can run (FASTCONV_CPU caps it), for dispatch and show_config.
+#include "runtime/cpu_features.hpp"
 
 #include <algorithm>
 #include <atomic>

@@ -1,11 +1,12 @@
-#include "norm.hpp"
+// Fused passes for the layers around convolutions: BatchNorm2d statistics, apply (with ReLU) and backward, ReLU.
+#include "ops/norm.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "epilogue.hpp"
-#include "parallel.hpp"
+#include "core/epilogue.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

@@ -2,7 +2,7 @@
 // transforms from the dispatch table (kernels/winograd_tiles.hpp, compiled per
 // level), the 16 point GEMMs of a block on OpenBLAS, blocks over threads.
 // Serves the avx2 and neon levels; avx512 has its own implementation.
-#include "winograd.hpp"
+#include "algorithms/winograd.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,12 +11,12 @@
 #include <memory>
 #include <vector>
 
-#include "cpu_features.hpp"
-#include "gemm.hpp"
-#include "geometry.hpp"
+#include "algorithms/gemm.hpp"
+#include "core/geometry.hpp"
 #include "kernels/table.hpp"
-#include "parallel.hpp"
-#include "sgemm_avx512.hpp"
+#include "kernels/x86_avx512/sgemm_avx512.hpp"
+#include "runtime/cpu_features.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

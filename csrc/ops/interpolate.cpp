@@ -1,11 +1,12 @@
-#include "interpolate.hpp"
+// Separable resampling (nearest, bilinear, bicubic) forward and backward, planes spread over the threads.
+#include "ops/interpolate.hpp"
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
-#include "geometry.hpp"
-#include "parallel.hpp"
+#include "core/geometry.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

@@ -1,4 +1,6 @@
-#include "solver.hpp"
+// The size solver's dynamic programmes (solver.hpp): counting, the cheapest designs, receptive-field bounds and
+// Pareto fronts, and the limits that refuse a space too large.
+#include "solver/solver.hpp"
 
 #include <algorithm>
 #include <array>
@@ -8,8 +10,8 @@
 #include <queue>
 #include <unordered_map>
 
-#include "geometry.hpp"
-#include "parallel.hpp"
+#include "core/geometry.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

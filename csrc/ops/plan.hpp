@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "conv.hpp"
-#include "geometry.hpp"
-#include "prepared.hpp"
+#include "core/geometry.hpp"
+#include "core/prepared.hpp"
+#include "ops/conv.hpp"
 
 namespace fastconv {
 

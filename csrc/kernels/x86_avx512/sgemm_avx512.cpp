@@ -1,4 +1,6 @@
-#include "sgemm_avx512.hpp"
+// The AVX-512 packed SGEMM (BLIS-style loops and packing around the 12x32 micro-kernel,
+// sgemm_12x32_avx512.hpp), and the run-time check that the CPU and FASTCONV_CPU allow it.
+#include "kernels/x86_avx512/sgemm_avx512.hpp"
 
 #if !(defined(__x86_64__) || defined(__i386__))
 // Off x86 the float32 GEMMs run on OpenBLAS: sgemm_avx512_enabled() is false.
@@ -22,8 +24,8 @@ void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, 
 #include <cstring>
 #include <vector>
 
-#include "cpu_features.hpp"
 #include "kernels/x86_avx512/sgemm_12x32_avx512.hpp"
+#include "runtime/cpu_features.hpp"
 
 namespace fastconv {
 

@@ -1,4 +1,5 @@
-#include "result_cache.hpp"
+// Large result arrays kept for reuse after they are freed (no fresh mmap and page faults per call).
+#include "runtime/result_cache.hpp"
 
 #include <pthread.h>
 

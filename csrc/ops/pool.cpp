@@ -1,4 +1,6 @@
-#include "pool.hpp"
+// 2-D max and average pooling forward and backward, max unpooling, with torch's semantics; planes spread over
+// the threads.
+#include "ops/pool.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -9,8 +11,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "geometry.hpp"
-#include "parallel.hpp"
+#include "core/geometry.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

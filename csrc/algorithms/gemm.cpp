@@ -1,4 +1,6 @@
-#include "gemm.hpp"
+// Row-major GEMM for every algorithm: float32 on fastconv's AVX-512 kernel where the CPU has it, the rest on
+// OpenBLAS (single-threaded inside fastconv's own work items), with the BLAS dimension check.
+#include "algorithms/gemm.hpp"
 
 #include <cblas.h>
 
@@ -8,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "geometry.hpp"
-#include "parallel.hpp"
-#include "sgemm_avx512.hpp"
+#include "core/geometry.hpp"
+#include "kernels/x86_avx512/sgemm_avx512.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

@@ -1,4 +1,6 @@
-#include "winograd.hpp"
+// F(2x2, 3x3) Winograd with its own AVX-512 register kernels (transforms and point GEMMs), serving the avx512
+// level; the generic operator (algorithms/winograd.cpp) serves avx2 and neon.
+#include "algorithms/winograd.hpp"
 
 #if !(defined(__x86_64__) || defined(__i386__))
 // Off x86 there is no AVX-512 kernel: winograd.cpp serves every level there.
@@ -28,8 +30,8 @@ void winograd_f2x3_grad_weight_avx512(const float*, const float*, float*, const 
 #include <vector>
 
 #include "kernels/x86_avx512/sgemm_12x32_avx512.hpp"
-#include "parallel.hpp"
-#include "sgemm_avx512.hpp"
+#include "kernels/x86_avx512/sgemm_avx512.hpp"
+#include "runtime/parallel.hpp"
 
 namespace fastconv {
 

@@ -16,7 +16,7 @@
 #include <new>
 #include <vector>
 
-#include "cpu_features.hpp"
+#include "runtime/cpu_features.hpp"
 
 namespace fastconv {
 

@@ -1,0 +1,163 @@
+// Direct convolution for one input channel per group (depthwise layers, grey-scale first layers): the forward
+// and both gradients as sums over taps of unit-stride vector loads from padded planes (padded_planes.hpp), on the
+// direct tiles of the dispatch table (kernels/direct_tiles.hpp).
+#include "algorithms/direct.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "algorithms/padded_planes.hpp"
+#include "kernels/table.hpp"
+#include "runtime/parallel.hpp"
+
+namespace fastconv {
+
+using namespace detail;
+
+bool use_direct(const ConvGeom& g) { return g.C / g.groups == 1 && g.sw <= kMaxDirectColumnStride; }
+
+std::string direct_kernel_name() {
+  const KernelTable& k = kernels();
+  return std::string(k.level) + " (" + k.isa + ", " + std::to_string(k.f32.lanes * 32) + "-bit vectors)";
+}
+
+namespace {
+
+// Everything about the input gradient's gathers that is the same for every
+// plane: per input row ih and phase r the (gy offset, tap) pairs, one list
+// after another (pairs of (ih, r) start at first[ih * sw + r]), and per phase
+// its positions [qlo, qhi) and block function.  Built once per call: the
+// divisions it needs would cost more than a row's arithmetic.
+template <class T>
+struct Gathers {
+  std::vector<int64_t> first, offs, tap, qlo, qhi;
+  std::vector<int64_t> span;
+  std::vector<DirectInputBlock<T>> block;
+
+  Gathers() = default;
+  Gathers(const ConvGeom& g, int64_t ldg, int64_t margin, const LevelKernels<T>& k) {
+    const int64_t V = k.lanes;
+    const int64_t Cog = g.Cout / g.groups;
+    for (int64_t r = 0; r < g.sw; ++r) {
+      // padded columns c = r + sw*q inside [pl, pl + W)
+      const int64_t lo = g.pl > r ? (g.pl - r + g.sw - 1) / g.sw : 0, end = g.pl + g.W - r;
+      const int64_t hi = end > 0 ? (end + g.sw - 1) / g.sw : 0;
+      const int64_t rc = pow2_at_least((hi - lo + V - 1) / V, kDirectChains);
+      qlo.push_back(lo);
+      qhi.push_back(hi);
+      span.push_back(rc * V);
+      block.push_back(k.direct_input_block(rc, Cog));
+    }
+    for (int64_t ih = 0; ih < g.H; ++ih)
+      for (int64_t r = 0; r < g.sw; ++r) {
+        first.push_back(static_cast<int64_t>(offs.size()));
+        for (int64_t i = 0; i < g.kh; ++i) {
+          const int64_t d = ih + g.pt - i * g.dh;
+          if (d < 0 || d % g.sh != 0 || d / g.sh >= g.OH) continue;
+          for (int64_t j = 0; j < g.kw; ++j)
+            if ((j * g.dw) % g.sw == r) {
+              offs.push_back((d / g.sh) * ldg + margin - (j * g.dw) / g.sw);
+              tap.push_back(i * g.kw + j);
+            }
+        }
+      }
+    first.push_back(static_cast<int64_t>(offs.size()));
+  }
+};
+
+template <class T>
+void input_group(const T* gyb, int64_t plane, const Gathers<T>& ga, const ConvGeom& g, const T* w, T* gx) {
+  const int64_t Cog = g.Cout / g.groups, taps = g.kh * g.kw;
+  for (int64_t ih = 0; ih < g.H; ++ih)
+    for (int64_t r = 0; r < g.sw; ++r) {
+      const int64_t k = ih * g.sw + r, p0 = ga.first[k], pairs = ga.first[k + 1] - p0, span = ga.span[r];
+      T* dst = gx + ih * g.W + r - g.pl;  // padded column c = r + sw*q is gx column c - pl
+      for (int64_t q0 = ga.qlo[r]; q0 < ga.qhi[r]; q0 += span)
+        ga.block[r](gyb + q0, plane, ga.offs.data() + p0, ga.tap.data() + p0, pairs, w, taps, Cog, dst + g.sw * q0,
+                    std::min(span, ga.qhi[r] - q0), g.sw);
+    }
+}
+
+// Per worker: the input's phase buffer and the gy copy.
+template <class T>
+struct Scratch {
+  std::vector<T> buf, gyb;
+};
+
+}  // namespace
+
+template <class T>
+void direct_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep) {
+  const int64_t G = g.groups, Cog = g.Cout / G, taps = g.kh * g.kw, P = g.OH * g.OW, HW = g.H * g.W;
+  const LevelKernels<T>& k = kernels_for<T>();
+  const Phases<T> ph(g, k.lanes);
+  const DirectPlane plane = ph.plane(g);
+  const int workers = workers_for(direct_flops(g), g.N * G);
+  std::vector<std::vector<T>> bufs(workers);
+  parallel_for(g.N * G, workers, [&](int64_t item, int wk) {
+    const int64_t n = item / G, gi = item % G;
+    ph.fill(x + (n * g.C + gi) * HW, g, bufs[wk]);
+    k.direct_forward_group(bufs[wk].data(), plane, g, w + gi * Cog * taps, b ? b + gi * Cog : nullptr,
+                           y + (n * g.Cout + gi * Cog) * P);
+    if (ep.active()) ep.apply(y, (n * g.Cout + gi * Cog) * P, Cog * P);
+  });
+}
+
+template <class T>
+void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const ConvGeom& g) {
+  const LevelKernels<T>& k = kernels_for<T>();
+  const int64_t V = k.lanes;
+  const int64_t G = g.groups, Cog = g.Cout / G, taps = g.kh * g.kw, P = g.OH * g.OW, HW = g.H * g.W;
+  if (gw) std::fill(gw, gw + g.Cout * taps, T(0));
+  if (g.N == 0 || (!gx && !gw)) return;
+  const Phases<T> ph(g, V);
+  const DirectPlane plane = ph.plane(g);
+  // gy copies: a zero margin before each row for the input gradient's
+  // gathers, and zeros after it up to the longest block any kernel reads.
+  const int64_t margin = ((g.kw - 1) * g.dw) / g.sw;
+  const int64_t qmax = (g.pl + g.W + g.sw - 1) / g.sw;
+  const int64_t ldg = margin + std::max(round_up(g.OW, 2 * V), qmax + kDirectChains * V);
+  const int64_t gy_plane = checked_mul(g.OH, ldg, "direct workspace");
+  checked_mul(gy_plane, Cog, "direct workspace");
+  const int workers = workers_for(2 * direct_flops(g), g.N * G);
+  const Gathers<T> gathers = gx ? Gathers<T>(g, ldg, margin, k) : Gathers<T>();
+  std::vector<Scratch<T>> scratch(workers);
+  std::vector<std::vector<T>> gw_part(gw ? workers : 0);
+  parallel_for(g.N * G, workers, [&](int64_t item, int wk) {
+    Scratch<T>& s = scratch[wk];
+    const int64_t n = item / G, gi = item % G;
+    const T* gyg = gy + (n * g.Cout + gi * Cog) * P;
+    if (s.gyb.empty()) s.gyb.assign(Cog * gy_plane, T(0));  // margins stay zero
+    for (int64_t oc = 0; oc < Cog; ++oc)
+      for (int64_t oh = 0; oh < g.OH; ++oh)
+        std::copy(gyg + oc * P + oh * g.OW, gyg + oc * P + (oh + 1) * g.OW,
+                  s.gyb.data() + oc * gy_plane + oh * ldg + margin);
+    if (gw) {
+      auto& part = gw_part[wk];
+      if (part.empty()) part.assign(g.Cout * taps, T(0));
+      ph.fill(x + (n * g.C + gi) * HW, g, s.buf);
+      for (int64_t oc = gi * Cog; oc < (gi + 1) * Cog; ++oc) {
+        const T* gyb = s.gyb.data() + (oc - gi * Cog) * gy_plane + margin;
+        k.direct_weight_channel(gyb, ldg, s.buf.data(), plane, g, part.data() + oc * taps);
+      }
+    }
+    if (gx) input_group(s.gyb.data(), gy_plane, gathers, g, w + gi * Cog * taps, gx + (n * g.C + gi) * HW);
+  });
+  if (gw) reduce_into(gw, gw_part, g.Cout * taps);
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                                           \
+  template void direct_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&); \
+  template void direct_backward<T>(const T*, const T*, const T*, T*, T*, const ConvGeom&);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv

@@ -1,0 +1,38 @@
+// The implicit GEMM: a convolution's forward and weight gradient as GEMMs of the packed weights with B read in place
+// from padded input planes, no column matrix written.  Several input channels per group; the direct kernels take
+// one (direct.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include "core/conv_geom.hpp"
+#include "core/epilogue.hpp"
+#include "core/prepared.hpp"
+
+namespace fastconv {
+
+// True when the implicit GEMM serves this convolution's forward: one group of
+// several input channels, a short reduction C*kh*kw, rows at least half a tile
+// wide.  FASTCONV_IMPLICIT_GEMM=0 turns it off, =1 takes every layer of one
+// group (tests reach the edge cases so).
+// elem_bytes: sizeof the dtype (the rules budget the planes the tiles read).
+// prepared: the weights are packed once for many calls (a plan), so long reductions pay no packing per call.
+bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes = 4, bool prepared = false);
+
+// y = conv(x, w) + b on the packed GEMM kernel, B read in place from padded
+// input planes (no column matrix); b may be null.
+template <class T>
+void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, const Epilogue<T>& ep = {},
+                           PrepRef prep = {});
+
+// True when the implicit GEMM serves this convolution's weight gradient (one
+// group, column stride 1, compact planes keep most columns); the same
+// FASTCONV_IMPLICIT_GEMM switch.
+bool use_implicit_weight_grad(const ConvGeom& g);
+
+// gw (overwritten) for use_implicit_weight_grad(g) geometries: the sum of exactly the products of the
+// convolution, so non-finite values propagate as in any direct sum.
+template <class T>
+void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g);
+
+}  // namespace fastconv

@@ -1,0 +1,166 @@
+// The implicit GEMM's layout rules, shared by its forward, its weight gradient and the strided input gradient
+// (implicit_gemm.cpp, strided_input_grad.cpp): which vectors cover the output (positions or channels), how tall
+// a row panel is, and the FASTCONV_IMPLICIT_* switches tests use to reach every layout.  Internal to algorithms/.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "algorithms/padded_planes.hpp"
+#include "core/conv_geom.hpp"
+#include "kernels/table.hpp"
+
+namespace fastconv::detail {
+
+// The implicit GEMM reads B rows of K taps for each panel of output columns:
+// K * packed_cols values (36 KiB at K = 576 and AVX2's 16 columns), near L1.
+// Beyond that im2col's blocked GEMM is the better tool, and so it is where
+// the tiles would keep at most 60% of the columns they compute (measured:
+// rows of half a tile, AVX2 at 8x8 with stride 2, 1.2x im2col's time;
+// AVX-512's 48-column tiles lost 1.3-2.6x on 16- and 8-wide rows).
+constexpr int64_t kImplicitMaxK = 576;
+// Longer reductions made of large kernels over few channels stay in place: the
+// packed GEMM's B panels beyond L1 run in L2 column blocks (packed_gemm.hpp),
+// and im2col's column matrix for a 5x5 or 7x7 kernel is 25-49 copies of the
+// input.  Forward against im2col at avx2, batch 8: 5x5/2 32 -> 64 channels at
+// 56 1.39x, 64 -> 128 1.15x; 7x7/2 64 -> 64 at 112 1.50x, 64 -> 128 at 56
+// 1.15x.  Not for many channels under a small kernel: 3x3/2 128 -> 256 at 28
+// 0.89x, 256 -> 512 at 14 0.77x, 3x3 dilated 128 -> 128 at 28 0.93x.
+constexpr int64_t kImplicitWideKernelChannels = 64, kImplicitMaxWideK = 64 * 7 * 7;
+
+// How the implicit GEMM's vectors of V columns cover the output (over a
+// compact plane): along each output row, the last one partial
+// (gemm_packed_vecs: rows a multiple of V wide waste nothing); two rows of at
+// most V/2 in each vector (its halves: 8x8 maps at AVX-512); or consecutive
+// output rows read as one run of virtual columns q = oh * row_step + ow, of
+// which ow < OW are kept (gemm_packed_rows: rows that would leave much of a
+// vector empty, 28 wide at AVX2 keeps 784 of 840 columns so).  The
+// layout that wastes least, and the share of computed columns kept.
+enum class ImplicitLayout { rows, halves, run };
+
+struct ImplicitTiling {
+  ImplicitLayout layout;
+  double kept;
+};
+
+// The share of columns kept when a compact plane runs all output rows as one
+// run of columns, in vectors of V: consecutive output rows lie one phase row
+// apart, len = ceil(padded columns read / sw) values (Phases below).
+inline double compact_kept(const ConvGeom& g, int64_t V) {
+  const int64_t len = ((g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1 + g.sw - 1) / g.sw;
+  const int64_t run = (g.OH - 1) * len + g.OW;
+  return double(g.OH) * double(g.OW) / double(round_up(run, V));
+}
+
+// FASTCONV_IMPLICIT_LAYOUT (read on every call): rows, halves or run puts every
+// layer that layout can take on it, for tests and comparisons; unset, the
+// layout that keeps most.
+inline ImplicitTiling implicit_tiling(const ConvGeom& g, int64_t V) {
+  const double P = double(g.OH) * double(g.OW);
+  const ImplicitTiling rows{ImplicitLayout::rows, P / (double(g.OH) * double(round_up(g.OW, V)))};
+  const bool can_halve = V >= 2 && 2 * g.OW <= V;
+  const ImplicitTiling halves{ImplicitLayout::halves, P / (double((g.OH + 1) / 2) * double(V))};
+  const ImplicitTiling run{ImplicitLayout::run, compact_kept(g, V)};
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_LAYOUT")) {
+    if (std::strcmp(v, "rows") == 0) return rows;
+    if (std::strcmp(v, "halves") == 0 && can_halve) return halves;
+    if (std::strcmp(v, "run") == 0) return run;
+  }
+  ImplicitTiling best = rows;
+  if (can_halve && halves.kept > best.kept) best = halves;
+  if (g.OH >= 2 && run.kept > 1.05 * best.kept) best = run;
+  return best;
+}
+
+// FASTCONV_IMPLICIT_GEMM (read on every call): 0 off, 1 every layer the
+// kernels can take (the tests reach the edge cases so), unset: the rules below.
+enum class ImplicitMode { off, rules, forced };
+
+inline ImplicitMode implicit_mode() {
+  const char* v = std::getenv("FASTCONV_IMPLICIT_GEMM");
+  if (v && std::strcmp(v, "0") == 0) return ImplicitMode::off;
+  return v && std::strcmp(v, "1") == 0 ? ImplicitMode::forced : ImplicitMode::rules;
+}
+
+// Of a kernel's two tiles, `first` and `second` channels (or rows) tall, the one
+// for n of them: the second where it computes at least 6% fewer than the first,
+// whose shape is the faster one (AVX2, batch 64, forward / input gradient, 4 x 3
+// against 6 x 2: 16 channels at 32x32 1.13 / 1.12x, 32 at 16x16 1.10 / 1.07x,
+// where 6-row panels compute 18 and 36 rows; but 64 channels at 8x8 0.97 /
+// 1.04x, 66 rows against 64, and 24 at 16x16, both exact, 0.93 / 0.94x).
+// FASTCONV_IMPLICIT_PANEL (read on every call): 1 or 2 forces the first or the
+// second tile, for tests and comparisons.
+inline int64_t pick_tile(int64_t n, int64_t first, int64_t second) {
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_PANEL")) {
+    if (std::strcmp(v, "1") == 0) return first;
+    if (std::strcmp(v, "2") == 0) return second;
+  }
+  return 1.06 * double(round_up(n, second)) < double(round_up(n, first)) ? second : first;
+}
+
+// The packed GEMM's row panel for Cout output channels (position vectors).
+template <class T>
+inline int64_t implicit_panel(int64_t Cout, const LevelKernels<T>& k) {
+  return pick_tile(Cout, k.packed_rows, k.packed_rows2);
+}
+template <class T>
+inline int64_t implicit_rows(int64_t Cout, const LevelKernels<T>& k) {
+  return round_up(Cout, implicit_panel(Cout, k));
+}
+
+// The channel tile for Cog output channels per group (channel vectors).
+template <class T>
+inline int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
+  return pick_tile(Cog, k.chan_width, k.chan_width2);
+}
+
+// Channel vectors against position vectors, forward, batch 8 (avx2 / avx512):
+// 5x5/2 64 -> 128 channels at 56 1.12 / 1.12x, 32 -> 64 1.16 / 1.10x; 7x7/2 64
+// -> 64 at 112 1.05 / 1.08x; 3x3/2 64 -> 128 at 28 1.80 / 1.02x (14-wide rows);
+// 3x3 128 -> 128 in 4 groups at 28 1.05x at avx2 (32 channels a group; 0.77x at
+// avx512, whose 48- and 64-channel tiles waste a third of that); 64 -> 64 in 2
+// groups at 56 1.13x.  Short reductions lose to the transposed store: 3 -> 16
+// channels (K = 27) 0.77 / 0.34x, 3x3/2 16 -> 32 (K = 144) 0.76 / 0.65x; the
+// 7x7/2 stem (K = 147) 0.89-1.06 / 1.04x.  Where the position vectors waste
+// nothing, a reduction of 288 does not pay for the transposed store either:
+// batch 64, 3x3 32 -> 32 channels at 16x16 0.94x, 3x3/2 32 -> 64 onto 8x8
+// 0.94x, 32 -> 32 at 32x32 1.00x.  Hence K >= 256, and >= 512 unless the
+// position vectors would leave 5% or more of their columns empty (the layouts
+// of implicit_tiling), and channel tiles at least 90% full; and only where the
+// level broadcasts a value in one load and fuses the multiply-add (SSE2:
+// 0.64-0.74x; NEON unmeasured).  Every channel
+// tile reads all of an image's planes again: 7x7/2 64 -> 64 at 112 gained with
+// 3.5 MiB of them (float32), lost with 7 MiB (float64: 0.82x).  Kernels of 25
+// taps and more take it past the implicit GEMM's limits on K (the column matrix
+// is 25 copies of the input or more): 5x5 128 -> 128 channels at 56 1.19x
+// im2col's speed, 5x5/2 96 -> 128 at 28 1.24x; not 3x3/2 layers with many
+// channels (128 -> 256 at 28 0.95x, 256 -> 512 at 14 0.93x).
+constexpr int64_t kChanMinK = 256, kChanLongK = 512, kChanWideTaps = 25;
+constexpr double kChanMaxInputBytes = 4 << 20;
+
+// Where the channel vectors pay (the rules above), for values of elem_bytes.
+inline bool channel_vectors_suit(const ConvGeom& g, const LevelKernels<float>& k, int64_t elem_bytes) {
+  const int64_t Cg = g.C / g.groups, Cog = g.Cout / g.groups, K = Cg * g.kh * g.kw;
+  // The padded input planes the tiles read (one group's), against the budget above.
+  const double rows = double(g.OH - 1) * g.sh + double(g.kh - 1) * g.dh + 1;
+  const double cols = double(g.OW - 1) * g.sw + double(g.kw - 1) * g.dw + 1;
+  return k.chan_vectors_pay && K >= kChanMinK && (K >= kChanLongK || implicit_tiling(g, k.lanes).kept < 0.95) &&
+         double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
+         double(Cg) * rows * cols * double(elem_bytes) <= kChanMaxInputBytes;
+}
+
+// Whether the implicit GEMM's forward puts output channels in the vectors
+// (gemm_packed_channels) rather than output positions.  FASTCONV_IMPLICIT_VECTORS
+// (read on every call): channels or positions forces one, for tests and
+// comparisons; unset, the rules above.
+template <class T>
+inline bool implicit_channel_vectors(const ConvGeom& g) {
+  if (const char* v = std::getenv("FASTCONV_IMPLICIT_VECTORS")) {
+    if (std::strcmp(v, "channels") == 0) return true;
+    if (std::strcmp(v, "positions") == 0) return false;
+  }
+  return channel_vectors_suit(g, kernels_for<float>(), sizeof(T));
+}
+
+}  // namespace fastconv::detail

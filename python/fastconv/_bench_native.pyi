@@ -1,0 +1,3 @@
+# fastconv bench's native support (csrc/bindings/bench_module.cpp), kept out of _core.
+
+def mask_avx512_cpuid(on: bool) -> bool: ...
