@@ -226,6 +226,27 @@ void copy_rows(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int64_t row
   for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_ld, src + r * src_ld, sizeof(T) * len);
 }
 
+// B of one group's GEMM for the tile of columns [j0, j0 + cnt) (ldb set): the input itself where a pointwise tile
+// lies in one image, else the tile's columns gathered into `col` (rows copied for a pointwise layer, im2col
+// otherwise; col grown to `capacity` values).  The forward and the weight gradient read the same B.
+template <class T, class ImageX>
+const T* tile_columns(ImageX&& image_x, const PlaneGeom& pg, bool pointwise, int64_t j0, int64_t cnt, int64_t P,
+                      int64_t HW, int64_t capacity, std::vector<T>& col, int64_t& ldb) {
+  if (pointwise && j0 % P + cnt <= P) {
+    ldb = P;
+    return image_x(j0 / P) + j0 % P;
+  }
+  ldb = cnt;
+  if (col.size() < static_cast<size_t>(capacity)) col.resize(static_cast<size_t>(capacity));
+  for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
+    if (pointwise)
+      copy_rows(image_x(n) + p0, HW, col.data() + off, cnt, pg.C, len);
+    else
+      im2col_tile(image_x(n), pg, p0, len, cnt, col.data() + off);
+  });
+  return col.data();
+}
+
 // The im2col operators' per-worker buffers, kept by the calling thread between
 // calls and indexed by worker id (not by the thread that runs the worker: a busy
 // pool runs every worker on the caller).  Fresh vectors cost page faults and zero
@@ -305,22 +326,8 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
     auto image_y = [&](int64_t n) { return y + (n * g.Cout + gi * Cog) * P; };
     const int64_t n0 = j0 / P, p00 = j0 % P;
     const bool single = p00 + cnt <= P;
-    auto& col = bufs[worker].col;
-    const T* B = nullptr;
-    int64_t ldb = cnt;
-    if (single && pointwise) {
-      B = image_x(n0) + p00;
-      ldb = P;
-    } else {
-      if (col.size() < static_cast<size_t>(K * tile)) col.resize(K * tile);
-      for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
-        if (pointwise)
-          copy_rows(image_x(n) + p0, HW, col.data() + off, cnt, Cg, len);
-        else
-          im2col_tile(image_x(n), pg, p0, len, cnt, col.data() + off);
-      });
-      B = col.data();
-    }
+    int64_t ldb;
+    const T* B = tile_columns(image_x, pg, pointwise, j0, cnt, P, HW, K * tile, bufs[worker].col, ldb);
     T* C;
     int64_t ldc;
     if (single) {  // write straight into the output image
@@ -492,21 +499,8 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
         lda = cnt;
       }
       if (gw) {
-        const T* B;
-        int64_t ldb = cnt;
-        if (single && pointwise) {
-          B = image_x(n0) + p00;
-          ldb = P;
-        } else {
-          if (col.size() < static_cast<size_t>(K * tile)) col.resize(K * tile);
-          for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {
-            if (pointwise)
-              copy_rows(image_x(n) + p0, HW, col.data() + off, cnt, Cg, len);
-            else
-              im2col_tile(image_x(n), pg, p0, len, cnt, col.data() + off);
-          });
-          B = col.data();
-        }
+        int64_t ldb;
+        const T* B = tile_columns(image_x, pg, pointwise, j0, cnt, P, HW, K * tile, col, ldb);
         gemm<T>(false, true, Cog, K, cnt, T(1), A, lda, B, ldb, T(1), gwp_all + gi * Cog * K, K);
       }
       if (gx) {

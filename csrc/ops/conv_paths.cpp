@@ -113,8 +113,10 @@ std::string winograd_declined(const ConvGeom& g, const ConvGeom& against, bool f
 
 const char* kNonFinite = " (Inf or NaN in the data keeps it off the faster path)";
 
-void say(std::string* why, const std::string& text) {
-  if (why) *why = text;
+// The reason is built only when asked for: the operators call the choice on every convolution.
+template <class Text>
+void say(std::string* why, Text&& text) {
+  if (why) *why = text();
 }
 
 }  // namespace
@@ -181,44 +183,55 @@ const char* algo_name(ConvAlgo a) {
 }
 
 ConvPath choose_forward(const ConvGeom& g, int64_t elem_bytes, bool prepared, const Finite& f, std::string* why) {
-  if (g.N == 0) return say(why, "an empty batch: nothing to compute"), ConvPath{ConvAlgo::none, 0};
+  if (g.N == 0)
+    return say(why, [&] { return std::string("an empty batch: nothing to compute"); }), ConvPath{ConvAlgo::none, 0};
   const bool f32 = elem_bytes == 4;
   const char* fallback = "";
   ConvGeom pg;
   if (f32 && dilated_phases(g, pg) && on_winograd(pg, pg, prepared)) {
     if (f.x && f.w) {
-      say(why, "a 3x3 layer dilated by " + num(g.dh) + " splits into " + num(g.dh * g.dh) + " undilated phases of " +
-                   hw(pg.OH, pg.OW) + ", which Winograd takes");
+      say(why, [&] {
+        return std::string("a 3x3 layer dilated by " + num(g.dh) + " splits into " + num(g.dh * g.dh) +
+                           " undilated phases of " + hw(pg.OH, pg.OW) + ", which Winograd takes");
+      });
       return {ConvAlgo::winograd_phases, kNeedX | kNeedW};
     }
     fallback = kNonFinite;
   }
   if (f32 && on_winograd(g, g, prepared)) {
     if (f.x && f.w) {
-      say(why, std::string("3x3 stride 1, ") + num(g.C) + " -> " + num(g.Cout) + " channels, " +
-                   num(int64_t(tile_count(g))) + " output tiles: Winograd (" + winograd_kernel_name() +
-                   (prepared ? ", transformed weights kept by the plan)" : ")"));
+      say(why, [&] {
+        return std::string(std::string("3x3 stride 1, ") + num(g.C) + " -> " + num(g.Cout) + " channels, " +
+                           num(int64_t(tile_count(g))) + " output tiles: Winograd (" + winograd_kernel_name() +
+                           (prepared ? ", transformed weights kept by the plan)" : ")"));
+      });
       return {ConvAlgo::winograd, kNeedX | kNeedW};
     }
     fallback = kNonFinite;
   }
   if (use_direct(g)) {
-    say(why, "one input channel per group (" + num(g.C) + " channels in " + num(g.groups) +
-                 " groups): the direct kernels, a sum over the taps in registers" + fallback);
+    say(why, [&] {
+      return std::string("one input channel per group (" + num(g.C) + " channels in " + num(g.groups) +
+                         " groups): the direct kernels, a sum over the taps in registers" + fallback);
+    });
     return {ConvAlgo::direct, 0};
   }
   if (use_implicit_gemm(g, elem_bytes, prepared)) {
-    say(why, "a reduction of " + num(g.C / g.groups * g.kh * g.kw) +
-                 " (channels x taps) the implicit GEMM keeps in place, no column matrix" +
-                 (prepared ? std::string(", panels packed once by the plan") : std::string()) + "; " +
-                 winograd_declined(g, g, f32, prepared) + fallback);
+    say(why, [&] {
+      return std::string("a reduction of " + num(g.C / g.groups * g.kh * g.kw) +
+                         " (channels x taps) the implicit GEMM keeps in place, no column matrix" +
+                         (prepared ? std::string(", panels packed once by the plan") : std::string()) + "; " +
+                         winograd_declined(g, g, f32, prepared) + fallback);
+    });
     return {ConvAlgo::implicit_gemm, 0};
   }
   const bool pointwise =
       g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
-  say(why, std::string(pointwise ? "a 1x1 stride-1 layer: one GEMM of the input itself"
-                                 : "im2col + GEMM: no specialised algorithm takes this layer") +
-               "; " + winograd_declined(g, g, f32, prepared) + fallback);
+  say(why, [&] {
+    return std::string(std::string(pointwise ? "a 1x1 stride-1 layer: one GEMM of the input itself"
+                                             : "im2col + GEMM: no specialised algorithm takes this layer") +
+                       "; " + winograd_declined(g, g, f32, prepared) + fallback);
+  });
   return {ConvAlgo::im2col_gemm, 0};
 }
 
@@ -228,8 +241,10 @@ ConvPath choose_input_grad(const ConvGeom& g, int64_t elem_bytes, bool prepared,
   ConvGeom pg;
   if (f32 && dilated_phases(g, pg) && on_winograd(pg, adjoint_geom(pg), prepared)) {
     if (f.gy && f.w) {
-      say(why, "a 3x3 layer dilated by " + num(g.dh) + ": its " + num(g.dh * g.dh) +
-                   " undilated phases on Winograd with the adjoint weights");
+      say(why, [&] {
+        return std::string("a 3x3 layer dilated by " + num(g.dh) + ": its " + num(g.dh * g.dh) +
+                           " undilated phases on Winograd with the adjoint weights");
+      });
       return {ConvAlgo::winograd_phases, kNeedGy | kNeedW};
     }
     fallback = kNonFinite;
@@ -240,9 +255,11 @@ ConvPath choose_input_grad(const ConvGeom& g, int64_t elem_bytes, bool prepared,
     if (ga.pt >= 0 && ga.pb >= 0 && ga.pl >= 0 && ga.pr >= 0 && !winograd &&
         use_implicit_gemm(ga, elem_bytes, prepared)) {
       if (f.w) {
-        say(why, "stride 1: the forward of the adjoint layer (" + num(ga.C) + " -> " + num(ga.Cout) +
-                     " channels, rotated weights) on the implicit GEMM; " + winograd_declined(g, ga, f32, prepared) +
-                     fallback);
+        say(why, [&] {
+          return std::string("stride 1: the forward of the adjoint layer (" + num(ga.C) + " -> " + num(ga.Cout) +
+                             " channels, rotated weights) on the implicit GEMM; " +
+                             winograd_declined(g, ga, f32, prepared) + fallback);
+        });
         return {ConvAlgo::adjoint_implicit_gemm, kNeedW};
       }
       fallback = kNonFinite;
@@ -250,36 +267,44 @@ ConvPath choose_input_grad(const ConvGeom& g, int64_t elem_bytes, bool prepared,
   }
   if (g.N > 0 && (g.sh > 1 || g.sw > 1) && use_strided_input_grad(g, elem_bytes)) {
     if (f.w) {
-      say(why, "stride " + hw(g.sh, g.sw) + ": " + num(g.sh * g.sw) +
-                   " sub-pixel phases, each a stride-1 GEMM of the taps that meet it (implicit GEMM channel tiles)" +
-                   fallback);
+      say(why, [&] {
+        return std::string(
+            "stride " + hw(g.sh, g.sw) + ": " + num(g.sh * g.sw) +
+            " sub-pixel phases, each a stride-1 GEMM of the taps that meet it (implicit GEMM channel tiles)" +
+            fallback);
+      });
       return {ConvAlgo::strided_phases, kNeedW};
     }
     fallback = kNonFinite;
   }
   if (f32 && g.N > 0 && g.pt <= 2 && g.pl <= 2 && (use_winograd(g) || (prepared && on_winograd(g, ga, true)))) {
     if (f.gy && f.w) {
-      say(why,
-          std::string("3x3 stride 1: Winograd on the adjoint weights (") + winograd_kernel_name() + ")" + fallback);
+      say(why, [&] {
+        return std::string("3x3 stride 1: Winograd on the adjoint weights (") + winograd_kernel_name() + ")" + fallback;
+      });
       return {ConvAlgo::winograd, kNeedGy | kNeedW};
     }
     fallback = kNonFinite;
   }
   if (use_direct(g)) {
     if (f.w) {
-      say(why, "one input channel per group: the direct kernels' gathers" + std::string(fallback));
+      say(why, [&] {
+        return std::string("one input channel per group: the direct kernels' gathers" + std::string(fallback));
+      });
       return {ConvAlgo::direct, kNeedW};
     }
     fallback = kNonFinite;
   }
-  std::string note;
-  if (g.sh > 1 || g.sw > 1)
-    note =
-        "; sub-pixel phases need at least two taps a phase each way, enough channels and a phase's weights "
-        "within L2";
-  else if (f32 && g.N > 0)
-    note = "; " + winograd_declined(g, ga, f32, prepared);
-  say(why, "GEMM of the weights and gy, then col2im: no specialised algorithm takes this layer" + note + fallback);
+  say(why, [&] {
+    std::string note;
+    if (g.sh > 1 || g.sw > 1)
+      note =
+          "; sub-pixel phases need at least two taps a phase each way, enough channels and a phase's weights "
+          "within L2";
+    else if (f32 && g.N > 0)
+      note = "; " + winograd_declined(g, ga, f32, prepared);
+    return "GEMM of the weights and gy, then col2im: no specialised algorithm takes this layer" + note + fallback;
+  });
   return {ConvAlgo::im2col_gemm, 0};
 }
 
@@ -291,39 +316,46 @@ ConvPath choose_weight_grad(const ConvGeom& g, int64_t elem_bytes, bool prepared
   if (f32 && dilated_phases(g, pg) && use_winograd_weight_grad(pg) &&
       !(use_implicit_weight_grad(pg) && implicit_weight_grad_beats_winograd(pg))) {
     if (f.gy && f.x) {
-      say(why, "a 3x3 layer dilated by " + num(g.dh) + ": the Winograd weight gradient over its " + num(g.dh * g.dh) +
-                   " undilated phases");
+      say(why, [&] {
+        return std::string("a 3x3 layer dilated by " + num(g.dh) + ": the Winograd weight gradient over its " +
+                           num(g.dh * g.dh) + " undilated phases");
+      });
       return {ConvAlgo::winograd_phases, kNeedGy | kNeedX};
     }
     fallback = kNonFinite;
   }
   const bool winograd = f32 && use_winograd_weight_grad(g);
   if (g.N > 0 && use_implicit_weight_grad(g) && !(winograd && !implicit_weight_grad_beats_winograd(g))) {
-    say(why, "sums of " + num(g.C / g.groups * g.kh * g.kw) + " x " + num(g.Cout / g.groups) +
-                 " (taps x output channels) fit in L2: the implicit GEMM's weight gradient over real positions" +
-                 (winograd ? ", which beats Winograd's here" : "") + fallback);
+    say(why, [&] {
+      return std::string(
+          "sums of " + num(g.C / g.groups * g.kh * g.kw) + " x " + num(g.Cout / g.groups) +
+          " (taps x output channels) fit in L2: the implicit GEMM's weight gradient over real positions" +
+          (winograd ? ", which beats Winograd's here" : "") + fallback);
+    });
     return {ConvAlgo::implicit_gemm, 0};
   }
   if (winograd && g.N > 0) {
     if (f.gy && f.x) {
-      say(why, "3x3 stride 1: the Winograd weight gradient" + std::string(fallback));
+      say(why, [&] { return std::string("3x3 stride 1: the Winograd weight gradient" + std::string(fallback)); });
       return {ConvAlgo::winograd, kNeedGy | kNeedX};
     }
     fallback = kNonFinite;
   }
   if (use_direct(g)) {
-    say(why, "one input channel per group: the direct kernels" + std::string(fallback));
+    say(why, [&] { return std::string("one input channel per group: the direct kernels" + std::string(fallback)); });
     return {ConvAlgo::direct, 0};
   }
-  const double sums = double(g.C / g.groups) * double(g.kh * g.kw) * double(g.Cout / g.groups);
-  const std::string note = g.kh * g.kw == 1 ? "a 1x1 layer: one GEMM of gy and the input per image"
-                           : g.C / g.groups >= 2
-                               ? "im2col + GEMM of gy and the columns: the implicit weight gradient declines it (" +
-                                     num(int64_t(sums)) +
-                                     " sums of channels x taps x output channels past its L2 budget, a column "
-                                     "stride above 8, or FASTCONV_IMPLICIT_GEMM=0)"
-                               : "im2col + GEMM of gy and the columns";
-  say(why, note + fallback);
+  say(why, [&] {
+    const double sums = double(g.C / g.groups) * double(g.kh * g.kw) * double(g.Cout / g.groups);
+    const std::string note = g.kh * g.kw == 1 ? "a 1x1 layer: one GEMM of gy and the input per image"
+                             : g.C / g.groups >= 2
+                                 ? "im2col + GEMM of gy and the columns: the implicit weight gradient declines it (" +
+                                       num(int64_t(sums)) +
+                                       " sums of channels x taps x output channels past its L2 budget, a column "
+                                       "stride above 8, or FASTCONV_IMPLICIT_GEMM=0)"
+                                 : "im2col + GEMM of gy and the columns";
+    return note + fallback;
+  });
   return {ConvAlgo::im2col_gemm, 0};
 }
 
