@@ -44,6 +44,7 @@ bool mul_overflow(i128 a, i128 b, i128* r) {
 }
 // Limits of the search space, each refused with a message before the work
 // starts (documented in README, "Solver limits"):
+constexpr int64_t kMaxChoices = 5'000'000;  // (kernel, stride, padding, dilation) choices of one layer kind
 constexpr int64_t kMaxStates = 20'000'000;  // total reachable sizes over all layers
 constexpr int64_t kMaxSize = (int64_t(1) << 31) - 1;
 constexpr double kMaxTransitions = 1e9;                      // (size, choice class) steps of one DP pass, ~seconds each
@@ -85,9 +86,12 @@ std::vector<Choice> enumerate_choices(LayerKind kind, const SolveSpec& sp) {
               P = conv ? sp.padding : sp.pool_padding, D = conv ? sp.dilation : Range{1, 1};
   const double n =
       double(K.hi - K.lo + 1) * double(S.hi - S.lo + 1) * double(P.hi - P.lo + 1) * double(D.hi - D.lo + 1);
-  if (n > 50'000'000)
-    fail(std::string(conv ? "kernel/stride/padding/dilation" : "pool ranges") +
-         ": more than 50 million choices per layer");
+  // 40 bytes a choice plus the grouping's sort keys: the limit keeps a refused space to a fraction of a second
+  // and a few hundred MB (the transition limit refuses any space this large a layer later anyway).
+  if (n > double(kMaxChoices))
+    fail("search space too large: the " + std::string(conv ? "kernel, stride, padding and dilation" : "pool") +
+         " ranges give more than " + std::to_string(kMaxChoices / 1'000'000) +
+         " million choices per layer; narrow them");
   for (int64_t k = K.lo; k <= K.hi; ++k)
     for (int64_t s = S.lo; s <= S.hi; ++s)
       for (int64_t p = P.lo; p <= P.hi; ++p) {
