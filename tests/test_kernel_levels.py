@@ -62,6 +62,23 @@ def test_direct_depthwise_widths(ow, dtype, level):
         close(got, ref, dtype)
 
 
+# Narrow maps take their chains from blocks of 2, 4 or 8 rows (the last block overlapping the one before):
+# heights around those blocks, widths of one and two vectors, stride 1 and 2.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("oh", [1, 2, 3, 4, 5, 7, 8, 9, 17], ids=lambda v: f"oh{v}")
+@pytest.mark.parametrize("ow, s", [(3, 1), (7, 1), (8, 1), (9, 2), (16, 1), (4, 2)], ids=lambda v: f"{v}")
+def test_direct_depthwise_heights(oh, ow, s, dtype, level):
+    rng = np.random.default_rng(oh * 100 + ow)
+    c = 5
+    x = rng.standard_normal((1, c, (oh - 1) * s + 1, (ow - 1) * s + 1)).astype(dtype)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    results = run(x, w, b, (s, s), (1, 1, 1, 1), (1, 1), c, dtype)
+    assert results[0][0].shape[2:] == (oh, ow)
+    for got, ref in results:
+        close(got, ref, dtype)
+
+
 # (input H x W, kernel, stride, pads (t, b, l, r), dilation, channel multiplier)
 DIRECT = [
     ((9, 40), (3, 3), (1, 2), (1, 1, 1, 1), (1, 1), 1),

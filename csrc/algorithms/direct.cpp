@@ -30,6 +30,11 @@ std::string direct_kernel_name() {
 
 namespace {
 
+// workers_for's threshold is in GEMM flops; the direct kernels do a tenth of a GEMM's multiply-adds per second
+// (one weight per tap, a plane's fill and stores per channel), so their flops count ten times: a depthwise
+// 960-channel layer at 7x7 (0.85 MFLOP, a tenth of a millisecond) ran on one thread of two at batch 1.
+constexpr double kDirectWorkScale = 10;
+
 // Everything about the input gradient's gathers that is the same for every
 // plane: per input row ih and phase r the (gy offset, tap) pairs, one list
 // after another (pairs of (ih, r) start at first[ih * sw + r]), and per phase
@@ -99,7 +104,7 @@ void direct_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
   const LevelKernels<T>& k = kernels_for<T>();
   const Phases<T> ph(g, k.lanes);
   const DirectPlane plane = ph.plane(g);
-  const int workers = workers_for(direct_flops(g), g.N * G);
+  const int workers = workers_for(kDirectWorkScale * direct_flops(g), g.N * G);
   std::vector<std::vector<T>> bufs(workers);
   parallel_for(g.N * G, workers, [&](int64_t item, int wk) {
     const int64_t n = item / G, gi = item % G;
@@ -126,7 +131,7 @@ void direct_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, const Co
   const int64_t ldg = margin + std::max(round_up(g.OW, 2 * V), qmax + kDirectChains * V);
   const int64_t gy_plane = checked_mul(g.OH, ldg, "direct workspace");
   checked_mul(gy_plane, Cog, "direct workspace");
-  const int workers = workers_for(2 * direct_flops(g), g.N * G);
+  const int workers = workers_for(kDirectWorkScale * 2 * direct_flops(g), g.N * G);
   const Gathers<T> gathers = gx ? Gathers<T>(g, ldg, margin, k) : Gathers<T>();
   std::vector<Scratch<T>> scratch(workers);
   std::vector<std::vector<T>> gw_part(gw ? workers : 0);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "core/conv_geom.hpp"
@@ -26,6 +27,17 @@ inline int64_t pow2_at_least(int64_t n, int64_t cap) {
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 inline double direct_flops(const ConvGeom& g) { return 2.0 * g.N * g.Cout * g.OH * g.OW * g.kh * g.kw; }
+
+// n values from src to dst in fixed-size moves: std::copy is a library memmove call, and on 7x7 maps the calls
+// (one per row of each plane) took an eighth of a depthwise layer's time.
+template <class T>
+inline void copy_row(const T* src, int64_t n, T* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) std::memcpy(dst + i, src + i, 8 * sizeof(T));
+  if (n - i >= 4) std::memcpy(dst + i, src + i, 4 * sizeof(T)), i += 4;
+  if (n - i >= 2) std::memcpy(dst + i, src + i, 2 * sizeof(T)), i += 2;
+  if (n - i >= 1) dst[i] = src[i];
+}
 
 // The zero-padded input plane, split into column phases.  Padded column c
 // (input column c - pl) is stored in phase c % sw at position c / sw; tap j of
@@ -98,7 +110,7 @@ struct Phases {
       if (ih < 0 || ih >= g.H) continue;
       const T* src = x + ih * g.W;
       if (sw == 1) {
-        std::copy(src, src + end, plane + row_at(rho, 0) + g.pl);
+        copy_row(src, end, plane + row_at(rho, 0) + g.pl);
       } else if (sw == 2) {
         k.deinterleave2(src, end, plane + row_at(rho, even_phase) + g.pl / 2,
                         plane + row_at(rho, 1 - even_phase) + (g.pl + 1) / 2);

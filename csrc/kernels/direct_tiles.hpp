@@ -8,7 +8,8 @@
 //     so a block may load past its output row's end; no load needs alignment.
 //   - Forward blocks are RO output channels x RC vectors of one output row:
 //     RO = 4 channels share each loaded input vector; a lone channel (depthwise)
-//     gets its independent chains from up to 8 vectors of columns instead.
+//     gets its independent chains from up to 8 vectors of columns instead, or,
+//     on rows of at most two vectors, from RR rows x RC vectors (RR * RC <= 8).
 //     Only the block's first `valid` columns are stored.
 //   - Weight-gradient blocks take TB = 4 taps at once, so each loaded gy vector
 //     feeds TB * RC accumulators; lanes past OW must not reach gw even when the
@@ -118,6 +119,59 @@ void direct_forward_channels(const T* buf, DirectPlane ph, const ConvGeom& g, co
   }
 }
 
+// One channel, RR output rows x RC vectors of columns: a lone channel on a narrow map (7x7, 14x14: one or two
+// vectors a row) takes its independent chains from rows, since one row's vectors alone left a single
+// multiply-add chain per tap, latency-bound (a depthwise 960-channel 7x7 layer ran at a third of ONNX
+// Runtime's speed).  Rows [oh0, oh0 + RR) of one channel; `valid` columns of each are stored.
+template <class T, int RR, int RC>
+inline void direct_forward_rows_block(const T* src, int64_t row_step, const int64_t* offs, int64_t taps, const T* w,
+                                      T bias, T* y, int64_t ldy, int64_t valid) {
+  constexpr int64_t V = kLanes<T>;
+  Vec<T> acc[RR][RC];
+  const Vec<T> bv = broadcast<T>(bias);
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < RC; ++c) acc[r][c] = bv;
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* s = src + offs[t];
+    const Vec<T> wv = broadcast<T>(w[t]);
+#pragma GCC unroll 8
+    for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < RC; ++c) acc[r][c] += wv * load(s + r * row_step + c * V);
+  }
+  if (valid == RC * V) {
+#pragma GCC unroll 8
+    for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < RC; ++c) store(y + r * ldy + c * V, acc[r][c]);
+    return;
+  }
+  T row[RC * V];
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r) {
+#pragma GCC unroll 8
+    for (int c = 0; c < RC; ++c) store(row + c * V, acc[r][c]);
+    store_chunks<T, RC * V / 2>(y + r * ldy, row, valid);
+  }
+}
+
+// Output channels [c0, c1) of one group, one channel at a time, in blocks of RR rows (a plane taller than
+// RR ends in a block that overlaps the one before; overlapped rows are computed twice in the same order, so
+// both stores write the same values) and one block of RC vectors per row (RC * V >= OW).
+template <class T, int RR, int RC>
+void direct_forward_channel_rows(const T* buf, DirectPlane ph, const ConvGeom& g, const T* w, const T* b, T* y,
+                                 int64_t c0, int64_t c1) {
+  const int64_t taps = g.kh * g.kw, P = g.OH * g.OW;
+  for (int64_t oc = c0; oc < c1; ++oc)
+    for (int64_t oh = 0; oh < g.OH; oh += RR) {
+      const int64_t oh0 = imin(oh, g.OH - RR);
+      direct_forward_rows_block<T, RR, RC>(buf + oh0 * ph.row_step, ph.row_step, ph.offs, taps, w + oc * taps,
+                                           b ? b[oc] : T(0), y + oc * P + oh0 * g.OW, g.OW, g.OW);
+    }
+}
+
 template <class T>
 void direct_forward_group(const T* buf, DirectPlane ph, const ConvGeom& g, const T* w, const T* b, T* y) {
   const int64_t Cog = g.Cout / g.groups, chunks = (g.OW + kLanes<T> - 1) / kLanes<T>;
@@ -129,6 +183,22 @@ void direct_forward_group(const T* buf, DirectPlane ph, const ConvGeom& g, const
       direct_forward_channels<T, 4, 2>(buf, ph, g, w, b, y, 0, main);
   }
   if (main == Cog) return;
+  // Narrow rows: kDirectChains chains from RR rows of RC vectors (RR at most the plane's height).
+  if (chunks <= 2 && g.OH >= 2) {
+    const int64_t rr = imin(kDirectChains / pow2_at_least(chunks, 2), g.OH >= 8 ? 8 : g.OH >= 4 ? 4 : 2);
+    switch (pow2_at_least(chunks, 2) * 10 + rr) {
+      case 12:
+        return direct_forward_channel_rows<T, 2, 1>(buf, ph, g, w, b, y, main, Cog);
+      case 14:
+        return direct_forward_channel_rows<T, 4, 1>(buf, ph, g, w, b, y, main, Cog);
+      case 18:
+        return direct_forward_channel_rows<T, 8, 1>(buf, ph, g, w, b, y, main, Cog);
+      case 22:
+        return direct_forward_channel_rows<T, 2, 2>(buf, ph, g, w, b, y, main, Cog);
+      default:
+        return direct_forward_channel_rows<T, 4, 2>(buf, ph, g, w, b, y, main, Cog);
+    }
+  }
   switch (pow2_at_least(chunks, kDirectChains)) {
     case 1:
       direct_forward_channels<T, 1, 1>(buf, ph, g, w, b, y, main, Cog);
