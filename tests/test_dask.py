@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fastconv import layers as L
@@ -90,6 +90,9 @@ def test_frozen_models_tile_too():
 @given(h=st.integers(8, 40), w=st.integers(8, 40), th=st.integers(1, 20), tw=st.integers(1, 20),
        k=st.sampled_from([1, 2, 3, 5]), s=st.sampled_from([1, 2, 3]), p=st.integers(0, 2), d=st.sampled_from([1, 2]),
        pool=st.booleans(), up=st.sampled_from([None, "nearest", "bilinear"]))  # fmt: skip
+# Found by hypothesis: 1x1 tiles whose outputs read only a padded 1x1 layer's border made empty crops.
+@example(h=8, w=8, th=1, tw=1, k=1, s=1, p=1, d=1, pool=False, up="nearest")
+@example(h=9, w=8, th=3, tw=2, k=1, s=2, p=2, d=1, pool=True, up=None)
 def test_random_geometries_tile_exactly(h, w, th, tw, k, s, p, d, pool, up):
     layers = [nn.Conv2d(2, 3, k, stride=s, padding=p, dilation=d, rng=0), nn.ReLU()]
     if pool:

@@ -4,6 +4,7 @@ Python threads at once, and its refusals of bad input."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -240,3 +241,45 @@ def test_plan_refuses_bad_input(rng):
         plan.backward(np.ones((1, 4, 5, 5), np.float32), x, output_mask=(True,))
     with pytest.raises(ValueError, match="input"):
         plan(rng.standard_normal((1, 3, 1, 1)).astype(np.float32)[..., :0])
+
+
+# Layers whose columns are fewer than the threads' tiles: the im2col forward cuts the output channels into blocks
+# (one per thread, at least 32 channels each) instead of the columns.  Pointwise at batch 1, pointwise over two
+# images (a tile spanning images, written through a buffer), a strided 1x1 and a strided 3x3 (columns copied),
+# grouped, and channel counts that leave a short last block; bias, ReLU and a residual applied per block.
+CHANNEL_BLOCKS = [
+    ("pointwise_b1", 1, 40, 7, 7, 200, 1, 1, 0, 1, 1),
+    ("pointwise_two_images", 2, 24, 5, 5, 97, 1, 1, 0, 1, 1),
+    ("1x1_stride2", 1, 48, 14, 14, 130, 1, 2, 0, 1, 1),
+    ("3x3_stride2", 1, 16, 8, 8, 160, 3, 2, 1, 1, 1),
+    ("pointwise_grouped", 1, 64, 4, 4, 192, 1, 1, 0, 1, 2),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("case", CHANNEL_BLOCKS, ids=[c[0] for c in CHANNEL_BLOCKS])
+def test_channel_blocks_of_the_im2col_forward(case, threads, level):  # noqa: F811
+    rng = np.random.default_rng(7)
+    x, w, b = layer_arrays(case, np.float32, rng)
+    stride, padding, dilation, groups = case[7:11]
+    old = fastconv.get_num_threads()
+    env = {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fastconv.set_num_threads(threads)
+        plan = make_plan(w, b, case)
+        ref = F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride, padding, dilation, groups).numpy()
+        r = rng.standard_normal(ref.shape).astype(np.float32)
+        assert plan.explain(x.shape, mode="dicts")["forward"]["algorithm"] == "im2col_gemm"
+        torch.testing.assert_close(plan(x), ref, **tols(np.float32))
+        torch.testing.assert_close(plan(x, residual=r, relu=True), np.maximum(ref + r, 0), **tols(np.float32))
+        y = fastconv.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups, relu=True)
+        torch.testing.assert_close(y, np.maximum(ref, 0), **tols(np.float32))
+    finally:
+        fastconv.set_num_threads(old)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -193,6 +193,10 @@ def apply(model, image, *, tile=None, batch=None, memory=64 << 20):
             lo, hi = back(a, b - 1)
             lo = max(0, (lo // align) * align)
             hi = min(total_in - 1, hi)
+            # A block whose outputs read only padding (a padded 1x1 layer's border) still needs one real position:
+            # layers refuse empty inputs.  More context, never a different value; lo stays aligned.
+            lo = min(lo, (total_in - 1) // align * align)
+            hi = max(hi, lo)
             start = int(lo * r)  # the crop's first output, in the image's output positions
             # Layers that trim a crop's end (negative padding, a transposed convolution's padding) can leave it
             # short of the block: more context on the right, never a different value.
