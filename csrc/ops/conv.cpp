@@ -332,9 +332,10 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
   // that may span images: small feature maps still get wide GEMMs.
   const bool pointwise = is_pointwise(g);
   const int threads = get_num_threads();
-  const int64_t mb = channel_blocks(Tiling(K, g.N, P, sizeof(T), 1, G, pointwise), G, Cog, threads, pointwise);
+  const int64_t blocks = channel_blocks(Tiling(K, g.N, P, sizeof(T), 1, G, pointwise), G, Cog, threads, pointwise);
+  const int64_t rows = (Cog + blocks - 1) / blocks, mb = (Cog + rows - 1) / rows;  // no empty last block
   const Tiling tiling(K, g.N, P, sizeof(T), mb > 1 ? 1 : threads, G, pointwise);
-  const int64_t tile = tiling.tile, ntiles = tiling.ntiles, rows = (Cog + mb - 1) / mb;
+  const int64_t tile = tiling.tile, ntiles = tiling.ntiles;
   check_blas_dims(Cog, tile, K, "conv2d");
   const int workers = workers_for(conv_flops(g), G * ntiles * mb);
   std::vector<WorkerBuffers<T>>& bufs = worker_buffers<T>(workers);
