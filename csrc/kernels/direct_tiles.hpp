@@ -49,7 +49,39 @@ inline int64_t pow2_at_least(int64_t n, int64_t cap) {
   return p;
 }
 
-// --- Forward.  src is the block's first output column in the phase buffer (its
+// --- Forward.  R rows of RC vectors of accumulators to y, rows ystride apart, the
+// first `valid` columns of each.
+// At AVX2, full blocks with constant indices and partial ones through a row
+// buffer: the rolled store_vec loop below (its lane copy indexes the
+// accumulators at run time) made GCC keep every accumulator on the stack
+// around the taps (batch 64, 1 -> 32 channels at 28x28, two blocks per
+// 26-wide row: 1.12x; batch 8, 1 -> 16 at 224x224: 1.26x).  Not at SSE2, where the block is inlined into its caller
+// and the row buffer put the accumulators on the stack inside the taps (2x slower); nor with masked stores.
+template <class T, int R, int RC>
+inline void store_block(const Vec<T> (&acc)[R][RC], T* y, int64_t ystride, int64_t valid) {
+  constexpr int64_t V = kLanes<T>;
+  if constexpr (kVecBytes == 32) {
+    if (valid == RC * V) {
+#pragma GCC unroll 8
+      for (int o = 0; o < R; ++o)
+#pragma GCC unroll 8
+        for (int r = 0; r < RC; ++r) store(y + o * ystride + r * V, acc[o][r]);
+    } else {
+      T row[RC * V];
+#pragma GCC unroll 8
+      for (int o = 0; o < R; ++o) {
+#pragma GCC unroll 8
+        for (int r = 0; r < RC; ++r) store(row + r * V, acc[o][r]);
+        store_chunks<T, RC * V / 2>(y + o * ystride, row, valid);
+      }
+    }
+    return;
+  }
+  for (int o = 0; o < R; ++o)
+    for (int r = 0; r < RC; ++r) store_vec<T>(y + o * ystride, acc[o][r], r, valid);
+}
+
+// src is the block's first output column in the phase buffer (its
 // row offset added); tap t reads src + offs[t] and the RC*V values after it.  w
 // holds RO rows of `taps` weights; b (null: no bias) RO values.  Row o of the
 // result goes to y + o * ystride.
@@ -73,31 +105,7 @@ inline void direct_forward_block(const T* src, const int64_t* offs, int64_t taps
       for (int r = 0; r < RC; ++r) acc[o][r] += wv * xv[r];
     }
   }
-  // At AVX2, full blocks with constant indices and partial ones through a row
-  // buffer: the rolled store_vec loop below (its lane copy indexes the
-  // accumulators at run time) made GCC keep every accumulator on the stack
-  // around the taps (batch 64, 1 -> 32 channels at 28x28, two blocks per
-  // 26-wide row: 1.12x; batch 8, 1 -> 16 at 224x224: 1.26x).  Not at SSE2, where the block is inlined into its caller
-  // and the row buffer put the accumulators on the stack inside the taps (2x slower); nor with masked stores.
-  if constexpr (kVecBytes == 32) {
-    if (valid == RC * V) {
-#pragma GCC unroll 8
-      for (int o = 0; o < RO; ++o)
-#pragma GCC unroll 8
-        for (int r = 0; r < RC; ++r) store(y + o * ystride + r * V, acc[o][r]);
-    } else {
-      T row[RC * V];
-#pragma GCC unroll 8
-      for (int o = 0; o < RO; ++o) {
-#pragma GCC unroll 8
-        for (int r = 0; r < RC; ++r) store(row + r * V, acc[o][r]);
-        store_chunks<T, RC * V / 2>(y + o * ystride, row, valid);
-      }
-    }
-    return;
-  }
-  for (int o = 0; o < RO; ++o)
-    for (int r = 0; r < RC; ++r) store_vec<T>(y + o * ystride, acc[o][r], r, valid);
+  store_block<T, RO, RC>(acc, y, ystride, valid);
 }
 
 // Output channels [c0, c1) of one group, (c1 - c0) a multiple of RO.
@@ -141,20 +149,7 @@ inline void direct_forward_rows_block(const T* src, int64_t row_step, const int6
 #pragma GCC unroll 8
       for (int c = 0; c < RC; ++c) acc[r][c] += wv * load(s + r * row_step + c * V);
   }
-  if (valid == RC * V) {
-#pragma GCC unroll 8
-    for (int r = 0; r < RR; ++r)
-#pragma GCC unroll 8
-      for (int c = 0; c < RC; ++c) store(y + r * ldy + c * V, acc[r][c]);
-    return;
-  }
-  T row[RC * V];
-#pragma GCC unroll 8
-  for (int r = 0; r < RR; ++r) {
-#pragma GCC unroll 8
-    for (int c = 0; c < RC; ++c) store(row + c * V, acc[r][c]);
-    store_chunks<T, RC * V / 2>(y + r * ldy, row, valid);
-  }
+  store_block<T, RR, RC>(acc, y, ldy, valid);
 }
 
 // Output channels [c0, c1) of one group, one channel at a time, in blocks of RR rows (a plane taller than
