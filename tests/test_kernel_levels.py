@@ -50,9 +50,16 @@ def run_at_threads(threads, *args):
 WIDTHS = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129, 131]
 
 
+# The depthwise forward's two layouts (the rule puts rows of at most two vectors on the channel vectors): both,
+# forced by FASTCONV_DIRECT_VECTORS, so the row blocks keep their coverage where the rule no longer takes them.
+VECTORS = ["positions", "channels"]
+
+
+@pytest.mark.parametrize("vectors", VECTORS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("ow", WIDTHS, ids=lambda v: f"ow{v}")
-def test_direct_depthwise_widths(ow, dtype, level):
+def test_direct_depthwise_widths(ow, dtype, vectors, level, monkeypatch):
+    monkeypatch.setenv("FASTCONV_DIRECT_VECTORS", vectors)
     rng = np.random.default_rng(ow)
     c = 3
     x = rng.standard_normal((2, c, 5, ow + 2)).astype(dtype)
@@ -64,10 +71,12 @@ def test_direct_depthwise_widths(ow, dtype, level):
 
 # Narrow maps take their chains from blocks of 2, 4 or 8 rows (the last block overlapping the one before):
 # heights around those blocks, widths of one and two vectors, stride 1 and 2.
+@pytest.mark.parametrize("vectors", VECTORS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("oh", [1, 2, 3, 4, 5, 7, 8, 9, 17], ids=lambda v: f"oh{v}")
 @pytest.mark.parametrize("ow, s", [(3, 1), (7, 1), (8, 1), (9, 2), (16, 1), (4, 2)], ids=lambda v: f"{v}")
-def test_direct_depthwise_heights(oh, ow, s, dtype, level):
+def test_direct_depthwise_heights(oh, ow, s, dtype, vectors, level, monkeypatch):
+    monkeypatch.setenv("FASTCONV_DIRECT_VECTORS", vectors)
     rng = np.random.default_rng(oh * 100 + ow)
     c = 5
     x = rng.standard_normal((1, c, (oh - 1) * s + 1, (ow - 1) * s + 1)).astype(dtype)
@@ -101,6 +110,61 @@ def test_direct_strides_dilations_multipliers(hw, k, s, pads, d, mult, dtype, le
     b = rng.standard_normal(c * mult).astype(dtype)
     for got, ref in run(x, w, b, s, pads, d, c, dtype):
         close(got, ref, dtype)
+
+
+# Channel vectors (direct_forward_chanvec): channel counts that leave a partial block of 4, 8 or 16 lanes, maps
+# whose positions end mid-block, every kernel shape, stride, dilation and padding, with and without a bias; the
+# rule's choice (explain) checked beside the forced runs.  (C, H, W, kernel, stride, pads (t, b, l, r), dilation)
+CHANVEC = [
+    (1, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (3, 5, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    (9, 14, 14, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1)),
+    (17, 4, 4, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    (20, 9, 11, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    (33, 12, 10, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
+    (24, 13, 15, (7, 7), (2, 3), (3, 3, 3, 3), (1, 1)),
+    (40, 3, 19, (2, 4), (1, 2), (0, 2, 3, 0), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "c, h, w_, k, s, pads, d", CHANVEC, ids=[f"c{c[0]}_{c[1]}x{c[2]}_k{c[3][0]}x{c[3][1]}s{c[4][1]}" for c in CHANVEC]
+)
+def test_direct_channel_vectors(c, h, w_, k, s, pads, d, dtype, threads, level, monkeypatch):
+    monkeypatch.setenv("FASTCONV_DIRECT_VECTORS", "channels")
+    rng = np.random.default_rng(c * 31 + h)
+    x = rng.standard_normal((3, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((c, 1, *k)).astype(dtype)
+    for b in (rng.standard_normal(c).astype(dtype), None):
+        (y, y_ref), (gx, gx_ref), (gw, gw_ref) = run_at_threads(threads, x, w, b, s, pads, d, c, dtype)
+        close(y, y_ref, dtype)
+        close(gx, gx_ref, dtype)
+        close(gw, gw_ref, dtype)
+    # A plan's fused epilogues on the same layer: bias, residual and ReLU (capped) as the output is written.
+    padding = (pads[2], pads[3], pads[0], pads[1])
+    plan = fastconv.Conv2dPlan(w, None, stride=s, padding=padding, dilation=d, groups=c)  # b is None: y_ref's
+    r = rng.standard_normal(y_ref.shape).astype(dtype)
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        got = plan(x, residual=r, relu=True, relu_cap=1.5)
+    finally:
+        fastconv.set_num_threads(old)
+    close(got, np.clip(y_ref + r, 0, 1.5), dtype)
+
+
+def test_direct_channel_vectors_rule(monkeypatch):
+    """Rows of at most two vectors (the level's lanes) take the channel vectors; wider rows, channel multipliers
+    and grouped layers of several channels keep the row blocks (the explain text says which)."""
+    monkeypatch.delenv("FASTCONV_DIRECT_VECTORS", raising=False)
+    why = fastconv.explain_conv2d((1, 64, 7, 7), (64, 1, 3, 3), padding=1, groups=64, mode="dicts")["forward"]
+    assert why["algorithm"] == "direct" and "channels in the vectors" in why["reason"], why
+    why = fastconv.explain_conv2d((1, 64, 200, 200), (64, 1, 3, 3), padding=1, groups=64, mode="dicts")["forward"]
+    assert why["algorithm"] == "direct" and "channels in the vectors" not in why["reason"], why
+    why = fastconv.explain_conv2d((1, 8, 7, 7), (16, 1, 3, 3), padding=1, groups=8, mode="dicts")["forward"]
+    assert why["algorithm"] == "direct" and "channels in the vectors" not in why["reason"], why
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -283,3 +283,41 @@ def test_channel_blocks_of_the_im2col_forward(case, threads, level):  # noqa: F8
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# (id, N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups): image stems, reductions of at most 32
+# (gemm_small_k's) over output rows of 64 and more, which a plan runs on the implicit GEMM.
+WIDE_STEMS = [
+    ("3x3_stride2_odd_width", 2, 3, 131, 129, 16, 3, 2, 1, 1, 1),
+    ("3x3_stride1_bias", 1, 3, 20, 70, 24, 3, 1, 1, 1, 1),
+    ("2x2_stride1_8ch", 1, 8, 9, 67, 8, 2, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("case", WIDE_STEMS, ids=[c[0] for c in WIDE_STEMS])
+def test_wide_stems_of_a_plan_run_in_place(case, threads, dtype, level):  # noqa: F811
+    rng = np.random.default_rng(11)
+    x, w, b = layer_arrays(case, dtype, rng)
+    stride, padding, dilation, groups = case[7:11]
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        plan = make_plan(w, b, case)
+        assert plan.explain(x.shape, mode="dicts")["forward"]["algorithm"] == "implicit_gemm"
+        # The stateless conv2d keeps im2col (its weights would be packed per call), and so does a narrow map.
+        assert fastconv.explain_conv2d(x.shape, w.shape, stride, padding, dilation, groups, mode="dicts")["forward"][
+            "algorithm"
+        ] == "im2col_gemm"
+        if w.shape[0] > 16:  # (few output channels take the implicit GEMM on narrow rows too)
+            narrow = (1, x.shape[1], 12, 12)
+            assert plan.explain(narrow, mode="dicts")["forward"]["algorithm"] == "im2col_gemm"
+        ref = F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride, padding, dilation, groups).numpy()
+        r = rng.standard_normal(ref.shape).astype(dtype)
+        for _ in range(2):  # the second call meets the packed panels
+            torch.testing.assert_close(plan(x), ref, **tols(dtype))
+        torch.testing.assert_close(plan(x, residual=r, relu=True), np.maximum(ref + r, 0), **tols(dtype))
+        torch.testing.assert_close(plan(x, relu=True, relu_cap=0.5), np.clip(ref, 0, 0.5), **tols(dtype))
+    finally:
+        fastconv.set_num_threads(old)

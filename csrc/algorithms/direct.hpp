@@ -5,6 +5,7 @@
 // of the input plane, accumulated in registers.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "core/conv_geom.hpp"
@@ -15,6 +16,10 @@ namespace fastconv {
 // True when the direct kernels serve this convolution (one input channel per
 // group, column stride at most 8).
 bool use_direct(const ConvGeom& g);
+
+// Whether the forward of a use_direct(g) depthwise layer puts the channels in the vectors (narrow maps;
+// FASTCONV_DIRECT_VECTORS=channels or positions forces it either way where it can take the layer).
+bool direct_channel_vectors(const ConvGeom& g, int64_t elem_bytes);
 
 // Which vector width this build's direct kernels use (for show_config).
 std::string direct_kernel_name();

@@ -210,6 +210,79 @@ void direct_forward_group(const T* buf, DirectPlane ph, const ConvGeom& g, const
   }
 }
 
+// --- Forward with the channels in the vectors: V channels of a depthwise layer (one input and one output channel
+// per group) interleaved as [padded row][padded column][V], so every tap of every output position is one vector
+// load times one vector of V channels' weights, whatever the map's width; a block of V positions then holds a
+// V x V tile that one in-register transpose turns back into V channels' rows (MLAS's NCHWc depthwise kernels put
+// the channels in the vectors so, in their layout between layers).  On rows a vector or two wide the row blocks
+// above fill few lanes and, at batch 8, spend more on each plane's fill and setup than on its taps.
+//
+// Contract (V = kLanes<T>):
+//   x    nc input planes (1 <= nc <= V) of H x W, `hw` (>= H * W) values apart; y their output planes, OH * OW
+//        apart.
+//   w    taps x V values: w[t * V + l] is channel l's tap t, t = i * kw + j; lanes from nc on are zero.
+//   b    V biases (lanes from nc on zero), or null.
+//   offs taps offsets: tap (i, j) at (i * dh * Wp + j * dw) * V, Wp = pl + W + pr.
+//   buf  (pt + H + pb) * Wp * V values, any contents (overwritten: the interleaved padded input).
+//   g    pads >= 0, any kernel, stride and dilation.
+// Positions past OH * OW in the last block repeat the last one and are never stored.
+template <class T>
+void direct_forward_chanvec(const T* x, int64_t hw, int64_t nc, const T* w, const T* b, const int64_t* offs, T* y,
+                            const ConvGeom& g, T* buf) {
+  constexpr int64_t V = kLanes<T>;
+  const int64_t Hp = g.pt + g.H + g.pb, Wp = g.pl + g.W + g.pr, P = g.OH * g.OW, taps = g.kh * g.kw;
+  const int64_t HW = g.H * g.W;
+  const Vec<T> zero{};
+  for (int64_t r = 0; r < Hp; ++r) {  // the padding: whole rows above and below, columns beside each input row
+    T* const row = buf + r * Wp * V;
+    const bool pad_row = r < g.pt || r >= g.pt + g.H;
+    for (int64_t c = 0; c < Wp; ++c)
+      if (pad_row || c < g.pl || c >= g.pl + g.W) store(row + c * V, zero);
+  }
+  // The planes transposed V positions at a time, positions running on across input rows (a 7-wide row is less
+  // than a vector: row by row, every value moved alone), each position to its padded place.
+  int64_t ih = 0, iw = 0, q = 0;
+  for (; q + V <= HW; q += V) {
+    Vec<T> r[V];
+    for (int64_t l = 0; l < V; ++l) r[l] = l < nc ? load(x + l * hw + q) : zero;
+    transpose_block<T>(r);
+    for (int64_t l = 0; l < V; ++l) {
+      store(buf + ((g.pt + ih) * Wp + g.pl + iw) * V, r[l]);
+      if (++iw == g.W) iw = 0, ++ih;
+    }
+  }
+  for (; q < HW; ++q) {
+    T* const d = buf + ((g.pt + ih) * Wp + g.pl + iw) * V;
+    for (int64_t l = 0; l < V; ++l) d[l] = l < nc ? x[l * hw + q] : T(0);
+    if (++iw == g.W) iw = 0, ++ih;
+  }
+  const Vec<T> bias = b ? load(b) : zero;
+  int64_t oh = 0, ow = 0;  // the block's next position
+  for (int64_t p0 = 0; p0 < P; p0 += V) {
+    const T* sp[V];
+    for (int64_t l = 0; l < V; ++l) {
+      sp[l] = buf + (oh * g.sh * Wp + ow * g.sw) * V;
+      if (p0 + l + 1 < P && ++ow == g.OW) ow = 0, ++oh;
+    }
+    Vec<T> acc[V];
+#pragma GCC unroll 16
+    for (int64_t l = 0; l < V; ++l) acc[l] = bias;
+    for (int64_t t = 0; t < taps; ++t) {
+      const Vec<T> wv = load(w + t * V);
+      const int64_t o = offs[t];
+#pragma GCC unroll 16
+      for (int64_t l = 0; l < V; ++l) acc[l] += load(sp[l] + o) * wv;
+    }
+    transpose_block<T>(acc);  // acc[l]: channel l's positions p0 .. p0 + V - 1
+    const int64_t n = imin(V, P - p0);
+    if (n == V) {
+      for (int64_t l = 0; l < nc; ++l) store(y + l * P + p0, acc[l]);
+    } else {
+      for (int64_t l = 0; l < nc; ++l) store_first(y + l * P + p0, acc[l], n);
+    }
+  }
+}
+
 // --- Weight gradient, TB taps of one output channel.
 template <class T, int TB, int RC>
 void direct_weight_block(const T* gyb, int64_t ldy, const T* buf, DirectPlane ph, const ConvGeom& g,

@@ -50,6 +50,7 @@ LevelKernels<T> level_kernels() {
   LevelKernels<T> k;
   k.lanes = kLanes<T>;
   k.direct_forward_group = direct_forward_group<T>;
+  k.direct_forward_chanvec = direct_forward_chanvec<T>;
   k.direct_weight_channel = direct_weight_channel<T>;
   k.direct_input_block = direct_input_block_for<T>;
   k.gemm_small_k = gemm_small_k<T>;

@@ -212,7 +212,11 @@ ConvPath choose_forward(const ConvGeom& g, int64_t elem_bytes, bool prepared, co
   if (use_direct(g)) {
     say(why, [&] {
       return std::string("one input channel per group (" + num(g.C) + " channels in " + num(g.groups) +
-                         " groups): the direct kernels, a sum over the taps in registers" + fallback);
+                         " groups): the direct kernels, a sum over the taps in registers" +
+                         (direct_channel_vectors(g, elem_bytes)
+                              ? ", with the channels in the vectors (output rows of " + num(g.OW) + " fill few lanes)"
+                              : std::string()) +
+                         fallback);
     });
     return {ConvAlgo::direct, 0};
   }
