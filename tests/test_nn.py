@@ -372,3 +372,70 @@ def test_max_pool_2x2_ties_and_nans_match_torch(dtype, width):
     y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
     np.testing.assert_array_equal(y, yt.numpy())
     np.testing.assert_array_equal(idx, it.numpy())
+
+
+# Values without indices (the forward eval mode and frozen models run): every window shape, against torch bit for bit,
+# with ties, signed zeros (the first in scan order is kept), NaN and -inf in the data, at more threads than cores.
+VALUE_POOLS = [
+    (3, 2, 1, 1, False),
+    (3, 1, 1, 1, False),
+    (2, 1, 0, 1, False),
+    (3, 3, 0, 1, True),
+    (5, 2, 2, 1, False),
+    (2, 2, 1, 2, True),
+    ((1, 4), (3, 1), (0, 2), (1, 2), False),
+    (4, 3, 2, 1, True),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "k, s, p, d, ceil", VALUE_POOLS, ids=[f"k{c[0]}s{c[1]}p{c[2]}d{c[3]}c{int(c[4])}" for c in VALUE_POOLS]
+)
+def test_max_pool_values_without_indices_match_torch(k, s, p, d, ceil, dtype, threads):
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, (2, 5, 13, 17)).astype(dtype)  # many ties
+    x[x == 0] = rng.choice([0.0, -0.0], size=int((x == 0).sum()))  # signed zeros tie too
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 12, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 12, replace=False)] = -np.inf
+    x[1, 4] = -np.inf  # a whole plane of -inf
+    ref = TF.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil).numpy()
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        y = fastconv.max_pool2d(x, k, s, p, d, ceil)
+    finally:
+        fastconv.set_num_threads(old)
+    np.testing.assert_array_equal(y, ref)  # NaN where torch has NaN
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(ref))
+
+
+# Products with one row or one column (one image through a classifier, one output feature): GEMVs, and at more
+# threads than cores column blocks of the weight matrix; forward and both gradients against torch.
+@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("batch, fin, fout", [(1, 300, 1000), (1, 7, 1), (5, 64, 1), (1, 1, 70), (2, 33, 129)])
+def test_linear_one_row_or_column_matches_torch(batch, fin, fout, dtype, threads):
+    rng = np.random.default_rng(batch + fin + fout)
+    lin = nn.Linear(fin, fout, rng=1, dtype=dtype)
+    x = rng.standard_normal((batch, fin)).astype(dtype)
+    ref = torch.nn.Linear(fin, fout).to(torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(lin.weight.data))
+        ref.bias.copy_(torch.from_numpy(lin.bias_param.data))
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    yt = ref(xt)
+    gy = rng.standard_normal(yt.shape)
+    yt.backward(torch.from_numpy(gy))
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        y = lin(x)
+        gx = lin.backward(gy.astype(dtype))
+    finally:
+        fastconv.set_num_threads(old)
+    torch.testing.assert_close(y, yt.detach().numpy().astype(dtype), **tols(dtype))
+    torch.testing.assert_close(gx, xt.grad.numpy().astype(dtype), **tols(dtype))
+    torch.testing.assert_close(lin.weight.grad, ref.weight.grad.numpy().astype(dtype), **tols(dtype))

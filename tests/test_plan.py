@@ -307,9 +307,12 @@ def test_wide_stems_of_a_plan_run_in_place(case, threads, dtype, level):  # noqa
         plan = make_plan(w, b, case)
         assert plan.explain(x.shape, mode="dicts")["forward"]["algorithm"] == "implicit_gemm"
         # The stateless conv2d keeps im2col (its weights would be packed per call), and so does a narrow map.
-        assert fastconv.explain_conv2d(x.shape, w.shape, stride, padding, dilation, groups, mode="dicts")["forward"][
-            "algorithm"
-        ] == "im2col_gemm"
+        assert (
+            fastconv.explain_conv2d(x.shape, w.shape, stride, padding, dilation, groups, mode="dicts")["forward"][
+                "algorithm"
+            ]
+            == "im2col_gemm"
+        )
         if w.shape[0] > 16:  # (few output channels take the implicit GEMM on narrow rows too)
             narrow = (1, x.shape[1], 12, 12)
             assert plan.explain(narrow, mode="dicts")["forward"]["algorithm"] == "im2col_gemm"

@@ -8,6 +8,9 @@ namespace fastconv::bind {
 
 namespace {
 
+// A column block's least width: narrower blocks are GEMV-like slivers that each re-read all of A.
+constexpr int64_t kMinMatmulCols = 32;
+
 // C = op(A) op(B) for fastconv.nn.Linear, on fastconv's own GEMM and threads.  NumPy's `@` would wake
 // NumPy's OpenBLAS threads, which keep spinning after the call and, on a machine with few cores, slow
 // the convolutions that come next (measured: a VGG training step's convolution backward passes took
@@ -27,16 +30,25 @@ carray<T> matmul(const carray<T>& a, const carray<T>& b, bool trans_a, bool tran
     if (K == 0) {
       std::fill(cp, cp + M * N, T(0));
     } else {
-      // Row blocks of C over the threads; each block one single-threaded GEMM.
+      // Row blocks of C over the threads, each block one single-threaded GEMM; with fewer row blocks than
+      // threads (a classifier on a few images: one row, a product with the weight matrix that reads it once)
+      // column blocks instead, so every thread streams its share of B (1280 -> 1000 features, one image: one
+      // thread read all 5 MB).
       const int64_t rows = std::max<int64_t>(16, (M + 63) / 64);
-      const int64_t blocks = (M + rows - 1) / rows;
+      const int64_t row_blocks = (M + rows - 1) / rows;
+      const bool by_cols = row_blocks < get_num_threads() && N >= 2 * kMinMatmulCols;
+      const int64_t cols =
+          by_cols ? std::max(kMinMatmulCols, (N + 2 * get_num_threads() - 1) / (2 * get_num_threads())) : N;
+      const int64_t blocks = by_cols ? (N + cols - 1) / cols : row_blocks;
       const int workers = workers_for(2.0 * double(M) * N * K, blocks);
       const int64_t lda = a.shape(1), ldb = b.shape(1);
       parallel_for(blocks, workers, [&](int64_t blk, int) {
-        const int64_t i0 = blk * rows, m = std::min(rows, M - i0);
+        const int64_t i0 = by_cols ? 0 : blk * rows, m = by_cols ? M : std::min(rows, M - i0);
+        const int64_t j0 = by_cols ? blk * cols : 0, n = by_cols ? std::min(cols, N - j0) : N;
         const T* ap = trans_a ? a.data() + i0 : a.data() + i0 * lda;
-        check_blas_dims(m, N, K, "matmul");
-        gemm<T>(trans_a, trans_b, m, N, K, T(1), ap, lda, b.data(), ldb, T(0), cp + i0 * N, N);
+        const T* bp = trans_b ? b.data() + j0 * ldb : b.data() + j0;
+        check_blas_dims(m, n, K, "matmul");
+        gemm<T>(trans_a, trans_b, m, n, K, T(1), ap, lda, bp, ldb, T(0), cp + i0 * N + j0, N);
       });
     }
   }

@@ -51,8 +51,8 @@ struct LevelKernels {
   void (*direct_forward_group)(const T* buf, DirectPlane ph, const ConvGeom& g, const T* w, const T* b, T* y);
   // Up to `lanes` channels of a depthwise layer with the channels in the vectors: their input planes interleaved
   // into buf (padded), y = conv(x, w) + b per channel (contract in direct_tiles.hpp).
-  void (*direct_forward_chanvec)(const T* x, int64_t hw, int64_t nc, const T* w, const T* b, const int64_t* offs,
-                                 T* y, const ConvGeom& g, T* buf);
+  void (*direct_forward_chanvec)(const T* x, int64_t hw, int64_t nc, const T* w, const T* b, const int64_t* offs, T* y,
+                                 const ConvGeom& g, T* buf);
   // gw[t] += sum over the plane of gy * (input under tap t), for one output
   // channel; gyb holds gy with rows ldy apart and zeros from column OW on
   // (at least 2 * lanes - 1 of them).
