@@ -207,10 +207,21 @@ def test_plan_from_several_python_threads(rng):
         torch.testing.assert_close(got, ref, **tols(np.float32))
 
 
-def test_plan_refuses_bad_input(rng):
+@pytest.mark.parametrize("warm", [False, True], ids=["first_call", "after_a_call"])
+def test_plan_refuses_bad_input(warm, rng):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     plan = fastconv.Conv2dPlan(w, padding=1)
     x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    if warm:  # the input size is known: calls like it take the plan's quick checks
+        plan(x)
+        with pytest.raises(ValueError, match="relu_cap must be positive, got -1.0"):
+            plan(x, relu=True, relu_cap=-1.0)
+        with pytest.raises(ValueError, match="relu_cap must be positive, got nan"):
+            plan(x, relu=True, relu_cap=float("nan"))
+        with pytest.raises(ValueError, match="relu_cap needs relu=True"):
+            plan(x, relu_cap=6.0)
+        with pytest.raises(ValueError, match="residual"):
+            plan(x, residual=np.zeros((2, 4, 5, 5), np.float32))
     with pytest.raises(TypeError, match="input must be float32 like the plan's weights, got dtype float64"):
         plan(x.astype(np.float64))
     with pytest.raises(ValueError, match=r"4 channels|channels.*4"):
@@ -324,3 +335,22 @@ def test_wide_stems_of_a_plan_run_in_place(case, threads, dtype, level):  # noqa
         torch.testing.assert_close(plan(x, relu=True, relu_cap=0.5), np.clip(ref, 0, 0.5), **tols(dtype))
     finally:
         fastconv.set_num_threads(old)
+
+
+def test_plan_quick_checks_give_the_full_checks_results(rng):
+    """After a first call, inputs like it skip most checks: the results are those of any other form of the same
+    input (Fortran order, a 3-D image, a strided view) and of the functional conv2d."""
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    plan = fastconv.Conv2dPlan(w, b, stride=2, padding="same")
+    x = rng.standard_normal((1, 4, 9, 8)).astype(np.float32)
+    r = rng.standard_normal((1, 6, 5, 4)).astype(np.float32)
+    ref = fastconv.conv2d(x, w, b, stride=2, padding="same")
+    first = plan(x, residual=r, relu=True, relu_cap=1.0)
+    torch.testing.assert_close(first, np.clip(ref + r, 0, 1.0))
+    for form in (x, np.asfortranarray(x), x[0], x[:, :, :, ::-1][:, :, :, ::-1]):
+        y = plan(form, residual=r if np.ndim(form) == 4 else r[0], relu=True, relu_cap=1.0)
+        torch.testing.assert_close(np.reshape(y, first.shape), first)
+    torch.testing.assert_close(plan(x), ref)
+    other = rng.standard_normal((2, 4, 12, 12)).astype(np.float32)  # another size: its own padding
+    torch.testing.assert_close(plan(other), fastconv.conv2d(other, w, b, stride=2, padding="same"))

@@ -149,7 +149,9 @@ class FrozenConv2d(L.Conv2d, Module):
     def forward(self, x, relu=False, residual=None):
         """The convolution and its fused activation; ``residual`` and ``relu`` (a :class:`Residual` block's sum
         and ReLU) only on a layer without an activation of its own."""
-        plan = self.plan()
+        plan = self._plan
+        if plan is None or self._plan_of[0] is not self.weight.data or self._plan_of[1] is not self.bias_param.data:
+            plan = self.plan()
         if self.activation is None:
             return plan(x, residual=residual, relu=relu)
         if relu or residual is not None:
