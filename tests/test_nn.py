@@ -374,8 +374,9 @@ def test_max_pool_2x2_ties_and_nans_match_torch(dtype, width):
     np.testing.assert_array_equal(idx, it.numpy())
 
 
-# Values without indices (the forward eval mode and frozen models run): every window shape, against torch bit for bit,
-# with ties, signed zeros (the first in scan order is kept), NaN and -inf in the data, at more threads than cores.
+# Pools over padded column phases: max values without indices (eval mode, frozen models) and with them (training),
+# every window shape, against torch bit for bit, with ties, signed zeros (the first in scan order is kept), NaN and
+# -inf in the data; average pools on the same windows; at more threads than cores.
 VALUE_POOLS = [
     (3, 2, 1, 1, False),
     (3, 1, 1, 1, False),
@@ -393,7 +394,7 @@ VALUE_POOLS = [
 @pytest.mark.parametrize(
     "k, s, p, d, ceil", VALUE_POOLS, ids=[f"k{c[0]}s{c[1]}p{c[2]}d{c[3]}c{int(c[4])}" for c in VALUE_POOLS]
 )
-def test_max_pool_values_without_indices_match_torch(k, s, p, d, ceil, dtype, threads):
+def test_pools_on_column_phases_match_torch(k, s, p, d, ceil, dtype, threads):
     rng = np.random.default_rng(5)
     x = rng.integers(-2, 3, (2, 5, 13, 17)).astype(dtype)  # many ties
     x[x == 0] = rng.choice([0.0, -0.0], size=int((x == 0).sum()))  # signed zeros tie too
@@ -401,15 +402,24 @@ def test_max_pool_values_without_indices_match_torch(k, s, p, d, ceil, dtype, th
     flat[rng.choice(flat.size, 12, replace=False)] = np.nan
     flat[rng.choice(flat.size, 12, replace=False)] = -np.inf
     x[1, 4] = -np.inf  # a whole plane of -inf
-    ref = TF.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil).numpy()
+    ref, ref_i = TF.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil, return_indices=True)
+    ref = ref.numpy()
+    xa = np.abs(x)  # average pools: no dilation, finite sums
+    xa[~np.isfinite(xa)] = 1.5
     old = fastconv.get_num_threads()
     try:
         fastconv.set_num_threads(threads)
         y = fastconv.max_pool2d(x, k, s, p, d, ceil)
+        yi, i = fastconv.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+        avg = [fastconv.avg_pool2d(xa, k, s, p, ceil, inc) for inc in (True, False)] if d == 1 else []
     finally:
         fastconv.set_num_threads(old)
     np.testing.assert_array_equal(y, ref)  # NaN where torch has NaN
     np.testing.assert_array_equal(np.signbit(y), np.signbit(ref))
+    np.testing.assert_array_equal(yi, ref)
+    np.testing.assert_array_equal(i, ref_i.numpy())  # a -inf plane: the first real tap of each window
+    for got, inc in zip(avg, (True, False)):
+        torch.testing.assert_close(got, TF.avg_pool2d(torch.from_numpy(xa), k, s, p, ceil, inc).numpy(), **tols(dtype))
 
 
 # Products with one row or one column (one image through a classifier, one output feature): GEMVs, and at more
