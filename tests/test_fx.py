@@ -177,7 +177,8 @@ def test_freeze_graph_matches_eval(name):
     assert isinstance(frozen, nn.FrozenGraph)
     kinds = [type(m) for _, m in frozen.named_modules()]
     assert nn.FrozenConv2d in kinds and nn.Conv2d not in kinds
-    assert nn.BatchNorm2d not in kinds or name == "densenet_block"  # its norms come before their convolutions
+    assert nn.BatchNorm2d not in kinds  # folded, or (densenet_block's, before their convolutions) frozen alone
+    assert (nn.FrozenBatchNorm2d in kinds) == (name == "densenet_block")
     assert len(frozen.nodes) < len(fmodel.nodes)  # norms and activations folded into the convolutions
     with torch.no_grad():
         ref = tmodel(torch.from_numpy(x))
@@ -318,3 +319,39 @@ def test_summary_of_a_converted_graph():
     assert s.total_params == sum(p.numel() for p in tmodel.parameters())
     with torch.no_grad():
         assert tuple(s.rows[-1].output_shape) == tuple(tmodel(torch.from_numpy(x)).shape[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_freeze_keeps_pre_activation_norms_as_scale_and_shift(dtype, rng):
+    """Batch norms before their convolution (pre-activation blocks) cannot be folded: frozen alone, their scale and
+    shift made once and a ReLU after them applied in the same pass; a norm without running statistics stays."""
+    model = nn.Sequential(
+        nn.BatchNorm2d(3, dtype=dtype), nn.ReLU(), nn.Conv2d(3, 6, 3, padding=1, rng=0, dtype=dtype),
+        nn.BatchNorm2d(6, dtype=dtype), nn.ReLU6(),
+        nn.Concat(nn.Sequential(nn.BatchNorm2d(6, dtype=dtype), nn.Conv2d(6, 2, 1, rng=1, dtype=dtype))),
+        nn.BatchNorm2d(8, dtype=dtype), nn.BatchNorm2d(8, track_running_stats=False, dtype=dtype),
+    )  # fmt: skip
+    for _, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
+            m._buffers["running_mean"][:] = rng.standard_normal(m.num_features) * 0.3
+            m._buffers["running_var"][:] = rng.uniform(0.5, 2, m.num_features)
+            m.weight.data[:] = rng.uniform(0.5, 1.5, m.num_features)
+            m.bias_param.data[:] = rng.standard_normal(m.num_features) * 0.1
+    model.eval()
+    frozen = nn.freeze(model)
+    kinds = [type(m).__name__ for _, m in frozen.named_modules()]
+    assert kinds.count("FrozenBatchNorm2d") == 3 and kinds.count("BatchNorm2d") == 1 and "ReLU" not in kinds, kinds
+    assert frozen.layers[0].relu and not frozen.layers[-2].relu
+    x = rng.standard_normal((2, 3, 7, 9)).astype(dtype)
+    close(frozen(x), model(x))
+    with pytest.raises(ValueError, match=r"FrozenBatchNorm2d: expected input \(N, 3, H, W\), got shape \(1, 4, 5, 5\)"):
+        frozen.layers[0](np.zeros((1, 4, 5, 5), dtype))
+    with pytest.raises(TypeError, match="inference-only"):
+        frozen.layers[0].backward(np.zeros((1, 3, 5, 5), dtype))
+    # Its state is its buffers: a state dict loaded into another frozen copy reaches its results.
+    other = nn.freeze(nn.Sequential(nn.BatchNorm2d(3, dtype=dtype)).eval())
+    close(other(x), x)  # a fresh norm: the identity (its casts made now, and made again after the load)
+    other.load_state_dict({k: v for k, v in frozen.state_dict().items() if k.startswith("0.")})
+    ref = np.maximum(other(x), 0)
+    frozen.layers[0].relu = False
+    close(np.maximum(frozen.layers[0](x), 0), ref)

@@ -24,7 +24,7 @@ from .activation import ELU, GELU, Hardswish, Identity, LeakyReLU, LogSoftmax, R
 from .containers import Concat, Residual, Sequential
 from .conv import Conv2d, ConvTranspose2d
 from .convert import from_torch
-from .frozen import FrozenConv2d, FrozenGraph, FrozenModel, fold_batch_norm, freeze
+from .frozen import FrozenBatchNorm2d, FrozenConv2d, FrozenGraph, FrozenModel, fold_batch_norm, freeze
 from .graph import GraphModule
 from .io import load, save
 from .linear import Dropout, Dropout2d, Flatten, Linear
@@ -78,6 +78,7 @@ __all__ = [
     "fold_batch_norm",
     "freeze",
     "FrozenConv2d",
+    "FrozenBatchNorm2d",
     "FrozenModel",
     "GraphModule",
     "FrozenGraph",

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layers as L
+from ..functional import _kernel
 from .activation import Identity, ReLU, ReLU6
 from .containers import Concat, Residual, Sequential
 from .conv import Conv2d
 from .graph import GraphModule
 from .linear import Dropout, Dropout2d
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input
 from .normalization import BatchNorm2d
 
-__all__ = ["fold_batch_norm", "freeze", "FrozenConv2d", "FrozenModel", "FrozenGraph"]
+__all__ = ["fold_batch_norm", "freeze", "FrozenConv2d", "FrozenBatchNorm2d", "FrozenModel", "FrozenGraph"]
 
 
 def _folded(conv, bn):
@@ -165,6 +166,48 @@ class FrozenConv2d(L.Conv2d, Module):
         return super()._args() + f", activation={self.activation!r}"
 
 
+class FrozenBatchNorm2d(L.BatchNorm2d, Module):
+    """A batch norm of a frozen model that no convolution could take (one before its convolution, as in
+    pre-activation blocks): ``y = x * scale + shift`` per channel, from the running statistics, made once (buffers
+    ``scale`` and ``shift``, float64), with a following ReLU applied in the same pass when ``relu``.  Made by
+    :func:`freeze`; inference only."""
+
+    def __init__(self, num_features: int, scale, shift, relu: bool = False):
+        L.BatchNorm2d.__init__(self, num_features, affine=False)  # the layer description: shapes, no parameters
+        self._init_module()
+        self.relu = bool(relu)
+        self._buffers["scale"] = np.array(scale, np.float64).reshape(self.num_features)
+        self._buffers["shift"] = np.array(shift, np.float64).reshape(self.num_features)
+        self._cast = (None, None, None, None)  # (dtype, scale buffer, shift buffer) the casts were made of, casts
+        self.training = False
+
+    @classmethod
+    def of(cls, bn: BatchNorm2d, relu: bool = False) -> FrozenBatchNorm2d:
+        b = bn._buffers
+        inv_std = 1.0 / np.sqrt(np.asarray(b["running_var"], np.float64) + bn.eps)
+        gamma = bn.weight.data.astype(np.float64) if bn.affine else np.ones(bn.num_features)
+        beta = bn.bias_param.data.astype(np.float64) if bn.affine else np.zeros(bn.num_features)
+        mean = np.asarray(b["running_mean"], np.float64)
+        return cls(bn.num_features, gamma * inv_std, beta - mean * gamma * inv_std, relu)
+
+    def forward(self, x):
+        x = check_input(self, x)
+        if x.ndim != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"FrozenBatchNorm2d: expected input (N, {self.num_features}, H, W), got shape {x.shape}")
+        scale, shift = self._buffers["scale"], self._buffers["shift"]
+        dt, s0, t0, casts = self._cast
+        if dt != x.dtype or s0 is not scale or t0 is not shift:  # made again after load_state_dict
+            casts = (np.asarray(scale, x.dtype), np.asarray(shift, x.dtype))
+            self._cast = (x.dtype, scale, shift, casts)
+        return _kernel(x.dtype, "channel_affine")(np.ascontiguousarray(x), casts[0], casts[1], self.relu)
+
+    def backward(self, grad_output, input_grad=True):
+        raise _inference_only(self)
+
+    def _args(self):
+        return f"{self.num_features}, relu={self.relu}"
+
+
 class _InferenceOnly:
     """What FrozenModel and FrozenGraph share: eval mode only, no backward.  Not a Module: its backward is no layer's
     pass (a Module's would be wrapped, and asked for a forward first)."""
@@ -243,6 +286,11 @@ def freeze(model) -> FrozenModel:
         out, i = [], 0
         while i < len(layers):
             cur = layers[i]
+            if type(cur) is BatchNorm2d and cur.track_running_stats:  # not after a convolution (pre-activation)
+                relu = i + 1 < len(layers) and type(layers[i + 1]) is ReLU
+                out.append(FrozenBatchNorm2d.of(cur, relu))
+                i += 2 if relu else 1
+                continue
             if type(cur) is Conv2d:
                 j, bn, act = i + 1, None, None
                 if j < len(layers) and type(layers[j]) is BatchNorm2d and layers[j].track_running_stats:
@@ -268,6 +316,8 @@ def freeze(model) -> FrozenModel:
             return Concat(walk(m.body))
         if type(m) is Conv2d:
             return conv(m)
+        if type(m) is BatchNorm2d and m.track_running_stats:
+            return FrozenBatchNorm2d.of(m)
         out = copy.deepcopy(m)
         out.eval()
         return out
@@ -345,7 +395,7 @@ def _freeze_graph(gm, conv, fuse=True):
             continue
         if type(m) is not Conv2d or calls[n.target] != 1:
             continue
-        last, bn, act = n, None, None
+        last, bn, act = n, None, None  # (batch norms no convolution takes are frozen below)
         u = sole_user(last)
         if u is not None and type(module_of(u)) is BatchNorm2d and calls[u.target] == 1:
             if module_of(u).track_running_stats:
@@ -356,6 +406,17 @@ def _freeze_graph(gm, conv, fuse=True):
             act = relu_kind(u)
             rename[u.name] = n.name
         modules[n.target] = conv(m, bn, act)
+    # A batch norm no convolution took (a pre-activation block's, after a concatenation) with its running
+    # statistics: its scale and shift made once, and the ReLU only it feeds applied in the same pass.
+    for n in nodes if fuse else ():
+        m = module_of(n)
+        if n.name in rename or type(m) is not BatchNorm2d or not m.track_running_stats or calls[n.target] != 1:
+            continue
+        u = sole_user(n)
+        relu = u is not None and relu_kind(u) == "relu"
+        if relu:
+            rename[u.name] = n.name
+        modules[n.target] = FrozenBatchNorm2d.of(m, relu)
     nodes = [replace(n, args=fix(n.args), kwargs=fix(n.kwargs)) for n in nodes if n.name not in rename]
     by_name = {n.name: n for n in nodes}
     users = users_of(nodes)

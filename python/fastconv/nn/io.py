@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from . import activation, containers, conv, graph, linear, normalization, pooling
-from .frozen import FrozenConv2d, FrozenGraph, FrozenModel
+from .frozen import FrozenBatchNorm2d, FrozenConv2d, FrozenGraph, FrozenModel
 from .module import Module
 
 __all__ = ["save", "load", "FORMAT", "VERSION"]
@@ -24,7 +24,7 @@ __all__ = ["save", "load", "FORMAT", "VERSION"]
 FORMAT = "fastconv.nn.model"
 VERSION = 1
 
-# Every class a file may name.  FrozenConv2d and the containers are built by hand below.
+# Every class a file may name.  FrozenConv2d, FrozenBatchNorm2d and the containers are built by hand below.
 _LEAVES = {
     cls.__name__: cls
     for module in (activation, conv, linear, normalization, pooling)
@@ -81,6 +81,8 @@ def _leaf_spec(m) -> dict:
 def _spec(m) -> dict:
     if isinstance(m, FrozenConv2d):
         spec = _leaf_spec_frozen(m)
+    elif isinstance(m, FrozenBatchNorm2d):
+        spec = {"type": "FrozenBatchNorm2d", "args": {"num_features": m.num_features, "relu": m.relu}}
     elif isinstance(m, graph.GraphModule):
         spec = _graph_spec(m)
     elif isinstance(m, containers.Sequential):
@@ -245,6 +247,13 @@ def _build(spec) -> Module:
         cout, cin_g = spec_layer.out_channels, spec_layer.in_channels // spec_layer.groups
         w = np.zeros((cout, cin_g, *spec_layer.kernel_size), dt)
         m = FrozenConv2d(spec_layer, w, np.zeros(cout, dt), spec.get("activation"))
+    elif kind == "FrozenBatchNorm2d":
+        args = spec.get("args")
+        ok = isinstance(args, dict) and isinstance(args.get("num_features"), int)
+        _need(ok, "a FrozenBatchNorm2d without its num_features")
+        n = args["num_features"]
+        _need(n >= 1, f"a FrozenBatchNorm2d of {n} features")
+        m = FrozenBatchNorm2d(n, np.zeros(n), np.zeros(n), bool(args.get("relu", False)))
     elif kind in ("GraphModule", "FrozenGraph"):
         m = _build_graph(spec, kind)
     else:
@@ -254,7 +263,7 @@ def _build(spec) -> Module:
         _need(isinstance(args, dict), f"a {kind} whose arguments are not an object")
         args = {k: (_dtype(v) if k == "dtype" else _tuples(v)) for k, v in args.items()}
         m = cls(**args)
-    if kind not in ("FrozenModel", "FrozenGraph", "FrozenConv2d"):
+    if kind not in ("FrozenModel", "FrozenGraph", "FrozenConv2d", "FrozenBatchNorm2d"):
         m.training = bool(spec.get("training", False))  # this module's own mode: its children have theirs
     return m
 
