@@ -155,7 +155,7 @@ void max_pool_values(const T* xp, T* yp, const PoolGeom& g, std::vector<T>& buf)
         const T* const src = ph + (j * g.dw) % g.sw * L + (j * g.dw) / g.sw;
         for (int64_t ow = 0; ow < g.OW; ++ow) {
           const T v = src[ow], cur = m[ow];
-          m[ow] = (v > cur) | (v != v) ? v : cur;
+          m[ow] = ((v > cur) | (v != v)) ? v : cur;
         }
       }
     }
