@@ -71,12 +71,12 @@ def test_direct_depthwise_widths(ow, dtype, vectors, level, monkeypatch):
 
 # Narrow maps take their chains from blocks of 2, 4 or 8 rows (the last block overlapping the one before):
 # heights around those blocks, widths of one and two vectors, stride 1 and 2.
-@pytest.mark.parametrize("vectors", VECTORS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("oh", [1, 2, 3, 4, 5, 7, 8, 9, 17], ids=lambda v: f"oh{v}")
 @pytest.mark.parametrize("ow, s", [(3, 1), (7, 1), (8, 1), (9, 2), (16, 1), (4, 2)], ids=lambda v: f"{v}")
-def test_direct_depthwise_heights(oh, ow, s, dtype, vectors, level, monkeypatch):
-    monkeypatch.setenv("FASTCONV_DIRECT_VECTORS", vectors)
+def test_direct_depthwise_heights(oh, ow, s, dtype, level, monkeypatch):
+    """The row blocks, forced (the rule gives these narrow rows to the channel vectors, tested below)."""
+    monkeypatch.setenv("FASTCONV_DIRECT_VECTORS", "positions")
     rng = np.random.default_rng(oh * 100 + ow)
     c = 5
     x = rng.standard_normal((1, c, (oh - 1) * s + 1, (ow - 1) * s + 1)).astype(dtype)
@@ -127,7 +127,7 @@ CHANVEC = [
 ]
 
 
-@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("threads", [1, 8, 64], ids=lambda t: f"{t}threads")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize(
     "c, h, w_, k, s, pads, d", CHANVEC, ids=[f"c{c[0]}_{c[1]}x{c[2]}_k{c[3][0]}x{c[3][1]}s{c[4][1]}" for c in CHANVEC]
