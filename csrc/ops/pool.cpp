@@ -107,26 +107,51 @@ inline int64_t phase_count(const PoolGeom& g) { return std::min(g.sw, (g.kw - 1)
 // The padded columns an output row's windows read, in phases of L values.
 inline int64_t phase_len(const PoolGeom& g) { return ceil_div((g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1, g.sw); }
 
-// One input row padded with `pad` and split into its column phases of L values (phase_count of them): phase r
-// holds padded columns r, r + sw, ... (input column c - pw), so a window tap j of the output row reads phase
-// (j dw) % sw from (j dw) / sw on, unit-stride.
+// Phase r's columns inside the image, [q0, q1) of its L (phase r holds padded columns r, r + sw, ...: input
+// column c - pw).
+inline void phase_inside(const PoolGeom& g, int64_t L, int64_t r, int64_t& q0, int64_t& q1) {
+  q0 = std::min(L, r >= g.pw ? 0 : ceil_div(g.pw - r, g.sw));
+  q1 = std::max(q0, std::min(L, g.W + g.pw - r > 0 ? ceil_div(g.W + g.pw - r, g.sw) : 0));
+}
+
+// One input row padded with `pad` and split into its column phases of L values (phase_count of them), so a window
+// tap j of the output row reads phase (j dw) % sw from (j dw) / sw on, unit-stride; row null: `in` inside the
+// image instead of the row's values (the indexed pool's mask of real columns).
 template <class T>
-void row_phases(const T* row, const PoolGeom& g, int64_t L, T pad, T* ph) {
+void row_phases(const T* row, const PoolGeom& g, int64_t L, T pad, T* ph, T in = T(1)) {
   for (int64_t r = 0; r < phase_count(g); ++r) {
-    // The phase's columns inside the image are [q0, q1); the rest padding.
-    const int64_t q0 = std::min(L, r >= g.pw ? 0 : ceil_div(g.pw - r, g.sw));
-    const int64_t q1 = std::max(q0, std::min(L, g.W + g.pw - r > 0 ? ceil_div(g.W + g.pw - r, g.sw) : 0));
+    int64_t q0, q1;
+    phase_inside(g, L, r, q0, q1);
     T* const d = ph + r * L;
-    const T* const s = row + r - g.pw;  // s[q * sw] is phase column q, for q in [q0, q1)
     std::fill(d, d + q0, pad);
-    if (g.sw == 1)
-      std::copy(s + q0, s + q1, d + q0);
-    else if (g.sw == 2)  // constant strides vectorise
-      for (int64_t q = q0; q < q1; ++q) d[q] = s[2 * q];
-    else
-      for (int64_t q = q0; q < q1; ++q) d[q] = s[q * g.sw];
+    if (!row) {
+      std::fill(d + q0, d + q1, in);
+    } else {
+      const T* const s = row + r - g.pw;  // s[q * sw] is phase column q, for q in [q0, q1)
+      if (g.sw == 1)
+        std::copy(s + q0, s + q1, d + q0);
+      else if (g.sw == 2)  // constant strides vectorise
+        for (int64_t q = q0; q < q1; ++q) d[q] = s[2 * q];
+      else
+        for (int64_t q = q0; q < q1; ++q) d[q] = s[q * g.sw];
+    }
     std::fill(d + q1, d + L, pad);
   }
+}
+
+// Output row oh's windows, tap by tap in scan order (window rows inside the image outer, columns inner): each
+// window row's padded phases are put in ph, then tap(off, i, j) is called with the tap's offset into them (and
+// into anything laid out as they are).  Returns the windows' first input row.
+template <class T, class Tap>
+int64_t window_taps(const T* xp, const PoolGeom& g, int64_t oh, int64_t L, T pad, T* ph, Tap&& tap) {
+  const int64_t h0 = oh * g.sh - g.ph;
+  int64_t i0, i1;
+  taps_inside(h0, g.kh, g.dh, g.H, i0, i1);
+  for (int64_t i = i0; i < i1; ++i) {
+    row_phases(xp + (h0 + i * g.dh) * g.W, g, L, pad, ph);
+    for (int64_t j = 0; j < g.kw; ++j) tap((j * g.dw) % g.sw * L + (j * g.dw) / g.sw, i, j);
+  }
+  return h0;
 }
 
 // Values without indices (inference: a frozen model's pools), any window: each input row a window row reads is
@@ -144,21 +169,14 @@ void max_pool_values(const T* xp, T* yp, const PoolGeom& g, std::vector<T>& buf)
   T* const ph = buf.data();
   T* const m = ph + phase_count(g) * L;
   for (int64_t oh = 0; oh < g.OH; ++oh) {
-    const int64_t h0 = oh * g.sh - g.ph;
-    int64_t i0, i1;
-    taps_inside(h0, g.kh, g.dh, g.H, i0, i1);
     std::fill(m, m + g.OW, ninf);
-    for (int64_t i = i0; i < i1; ++i) {
-      const T* const row = xp + (h0 + i * g.dh) * g.W;
-      row_phases(row, g, L, ninf, ph);
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const T* const src = ph + (j * g.dw) % g.sw * L + (j * g.dw) / g.sw;
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const T v = src[ow], cur = m[ow];
-          m[ow] = ((v > cur) | (v != v)) ? v : cur;
-        }
+    window_taps(xp, g, oh, L, ninf, ph, [&](int64_t off, int64_t, int64_t) {
+      const T* const src = ph + off;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const T v = src[ow], cur = m[ow];
+        m[ow] = ((v > cur) | (v != v)) ? v : cur;
       }
-    }
+    });
     std::copy(m, m + g.OW, yp + oh * g.OW);
   }
 }
@@ -178,29 +196,21 @@ void max_pool_indexed(const T* xp, T* yp, int64_t* ip, const PoolGeom& g, std::v
   T* const real = ph + R * L;  // 1 where a phase column is in the image, 0 in padding
   T* const m = real + R * L;
   T* const tap = m + g.OW;  // the tap taken, -1 for none yet
-  std::vector<T> ones(static_cast<size_t>(g.W), T(1));
-  row_phases(ones.data(), g, L, T(0), real);
+  row_phases<T>(nullptr, g, L, T(0), real);
   for (int64_t oh = 0; oh < g.OH; ++oh) {
-    const int64_t h0 = oh * g.sh - g.ph;
-    int64_t i0, i1;
-    taps_inside(h0, g.kh, g.dh, g.H, i0, i1);
     std::fill(m, m + g.OW, ninf);
     std::fill(tap, tap + g.OW, T(-1));
-    for (int64_t i = i0; i < i1; ++i) {
-      row_phases(xp + (h0 + i * g.dh) * g.W, g, L, ninf, ph);
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const int64_t off = (j * g.dw) % g.sw * L + (j * g.dw) / g.sw;
-        const T* const src = ph + off;
-        const T* const in = real + off;
-        const T t = T(i * g.kw + j);
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const T v = src[ow], cur = m[ow], ct = tap[ow];
-          const bool take = (in[ow] > T(0)) & ((ct < T(0)) | (v > cur) | (v != v));
-          m[ow] = take ? v : cur;
-          tap[ow] = take ? t : ct;
-        }
+    const int64_t h0 = window_taps(xp, g, oh, L, ninf, ph, [&](int64_t off, int64_t i, int64_t j) {
+      const T* const src = ph + off;
+      const T* const in = real + off;
+      const T t = T(i * g.kw + j);
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const T v = src[ow], cur = m[ow], ct = tap[ow];
+        const bool take = (in[ow] > T(0)) & ((ct < T(0)) | (v > cur) | (v != v));
+        m[ow] = take ? v : cur;
+        tap[ow] = take ? t : ct;
       }
-    }
+    });
     std::copy(m, m + g.OW, yp + oh * g.OW);
     for (int64_t ow = 0; ow < g.OW; ++ow) {
       if (tap[ow] < T(0)) {
@@ -358,17 +368,11 @@ void avg_pool2d_forward(const T* x, T* y, const PoolGeom& g, bool count_include_
     T* const ph = buf.data();
     T* const m = ph + phase_count(g) * L;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
-      const int64_t h0 = oh * g.sh - g.ph;
-      int64_t i0, i1;
-      taps_inside(h0, g.kh, 1, g.H, i0, i1);
       std::fill(m, m + g.OW, T(0));
-      for (int64_t i = i0; i < i1; ++i) {
-        row_phases(xp + (h0 + i) * g.W, g, L, T(0), ph);
-        for (int64_t j = 0; j < g.kw; ++j) {
-          const T* const src = ph + j % g.sw * L + j / g.sw;
-          for (int64_t ow = 0; ow < g.OW; ++ow) m[ow] += src[ow];
-        }
-      }
+      window_taps(xp, g, oh, L, T(0), ph, [&](int64_t off, int64_t, int64_t) {
+        const T* const src = ph + off;
+        for (int64_t ow = 0; ow < g.OW; ++ow) m[ow] += src[ow];
+      });
       T* const yr = y + plane * P + oh * g.OW;
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const AvgWindow a = avg_window(g, oh, ow, count_include_pad, divisor);
