@@ -703,11 +703,14 @@ def test_dilated_phases_in_batch_chunks(rng, monkeypatch):
         yt.backward(torch.from_numpy(gy).to(dt))
         refs[dt] = [v.detach().double().numpy() for v in (yt, xt.grad, wt.grad)]
     if "off" in fastconv.show_config(file=False)["kernels"]["winograd float32"]:
-        # No Winograd at this level (portable): the layer is not on the phases, and its long sums are held to the
-        # suite's float32 tolerance instead (torch's own float32 error differs between CPUs: on a Zen 3 it was 6x
-        # smaller than the implicit weight gradient's 27,648-term per-lane sums, on a Zen 4 larger).
-        for got, ref32 in zip((y, gx, gw), refs[torch.float32]):
-            torch.testing.assert_close(got.astype(np.float64), ref32, **tols(np.float32))
+        # No Winograd at this level (portable): the layer is not on the phases.  torch's own float32 error is no
+        # yardstick here (on a Zen 3 it was 6x smaller than the implicit weight gradient's per-lane sums, on a Zen 4
+        # 2.5x larger), so each result is held to a float32 sum's normwise bound against float64: the largest error
+        # within sqrt(terms) * eps of the largest value (one wrong term of 27,648 is 300x that).
+        eps = np.finfo(np.float32).eps
+        for got, ref, terms in zip((y, gx, gw), refs[torch.float64], (64 * 9, 64 * 9, 3 * 96 * 96)):
+            err = np.abs(got - ref).max() / np.abs(ref).max()
+            assert err <= np.sqrt(terms) * eps, (err, terms)
         return
     for got, ref, ref32 in zip((y, gx, gw), refs[torch.float64], refs[torch.float32]):
         rms = np.sqrt(np.mean((got - ref) ** 2))
