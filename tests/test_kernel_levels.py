@@ -623,3 +623,48 @@ def test_fused_residual_and_relu(case, dtype, relu, level, monkeypatch):
         monkeypatch.delenv(key)
     unfused = fastconv.conv2d(x, w, b, stride=s, padding=padding, groups=groups) + r
     close(got, np.where(unfused <= 0, 0, unfused) if relu else unfused, dtype)
+
+
+# A plan's im2col forward on the level's packed tiles, the weights packed once (FASTCONV_PLAN_GEMM=packed forces it
+# at every level; the rule takes it at avx512).  (id, N, C_in, H, W, C_out, kernel, stride, pads (t, b, l, r),
+# groups): a pointwise map whose last tile ends within a vector of the input's end (49 positions: copied, not read
+# in place past the end), two images of 289 positions read in place (the first image's tile reads past its last
+# row into the second), tiles spanning images (output through a buffer), a reduction of 33 (one past the small-K
+# GEMM's), strided 1x1 and 3x3 (columns copied), a grouped layer, and output channels that leave short panels and
+# channel blocks of whole panels at more threads.
+PLAN_GEMM = [
+    ("pointwise_tail", 1, 40, 7, 7, 200, 1, 1, (0, 0, 0, 0), 1),
+    ("pointwise_in_place", 2, 33, 17, 17, 45, 1, 1, (0, 0, 0, 0), 1),
+    ("pointwise_spanning", 3, 48, 5, 5, 97, 1, 1, (0, 0, 0, 0), 1),
+    ("1x1_stride2", 1, 48, 14, 13, 130, 1, 2, (0, 0, 0, 0), 1),
+    ("3x3_stride2", 2, 40, 9, 11, 70, 3, 2, (1, 0, 1, 1), 1),
+    ("3x3_grouped", 1, 32, 6, 6, 52, 3, 1, (1, 1, 1, 1), 2),
+    ("pointwise_grouped", 1, 72, 4, 4, 192, 1, 1, (0, 0, 0, 0), 2),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 3, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", PLAN_GEMM, ids=[c[0] for c in PLAN_GEMM])
+def test_plan_im2col_on_packed_tiles(case, dtype, threads, level, monkeypatch):
+    _, n, c, h, w_, cout, k, s, pads, groups = case
+    for key, value in {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0", "FASTCONV_PLAN_GEMM": "packed"}.items():
+        monkeypatch.setenv(key, value)
+    rng = np.random.default_rng(c * 7 + cout)
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((cout, c // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y_ref = conv_ref(x, w, b, (s, s), pads, (1, 1), groups)[0]
+    r = rng.standard_normal(y_ref.shape).astype(dtype)
+    padding = (pads[2], pads[3], pads[0], pads[1])
+    plan = fastconv.Conv2dPlan(w, b, stride=s, padding=padding, groups=groups)
+    forward = plan.explain(x.shape, mode="dicts")["forward"]
+    assert forward["algorithm"] == "im2col_gemm" and "packed once by the plan" in forward["reason"], forward
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        for _ in range(2):  # the second call meets the packed panels
+            close(plan(x), y_ref, dtype)
+        close(plan(x, residual=r, relu=True, relu_cap=1.5), np.clip(y_ref + r, 0, 1.5), dtype)
+    finally:
+        fastconv.set_num_threads(old)

@@ -19,6 +19,7 @@
 #include "algorithms/padded_planes.hpp"
 #include "core/geometry.hpp"
 #include "kernels/table.hpp"
+#include "runtime/cpu_features.hpp"
 #include "runtime/parallel.hpp"
 
 namespace fastconv {
@@ -45,12 +46,15 @@ bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes, bool prepared) {
   const bool short_k = K <= kSmallK;
   // With the weights packed once (a plan), any long stride-1 reduction the channel vectors suit: their packing per
   // call was what lost to im2col's GEMM on many channels (plan against im2col + OpenBLAS, avx2, forward: 3x3 512 ->
-  // 512 channels at 7x7 batch 1 1.33-1.42x, batch 8 1.14x; at 4x4 1.70-1.88x / 1.10-1.22x).  Strided layers read
-  // their planes in gathers that stay slower than im2col's copies (3x3/2 256 -> 512 at 14, batch 8: 0.79-0.91x).
-  const bool stride1 = g.sh == 1 && g.sw == 1;
+  // 512 channels at 7x7 batch 1 1.33-1.42x, batch 8 1.14x; at 4x4 1.70-1.88x / 1.10-1.22x).  Strided layers at
+  // avx2 stay on im2col, whose OpenBLAS GEMM the avx2 tiles do not match (3x3/2 256 -> 512 at 14, batch 8:
+  // 0.79-0.91x); at avx512 the im2col GEMM is on the same tiles (plan_packs_gemm), and the channel tiles beat
+  // writing the columns: against it, Zen 4, float32, 3x3/2 128 -> 128 channels at 56, batch 1 1.25x; 256 -> 512 at
+  // 14 1.06x (batch 8 1.10x); 256 -> 256 at 28 1.07x (batch 8 1.17x).
+  const bool stride1 = g.sh == 1 && g.sw == 1, avx512 = active_level() == CpuLevel::avx512;
   const bool k_fits =
       K <= kImplicitMaxK || (C <= kImplicitWideKernelChannels && K <= kImplicitMaxWideK) ||
-      (((prepared && stride1) || g.kh * g.kw >= kChanWideTaps) && channel_vectors_suit(g, k, elem_bytes));
+      (((prepared && (stride1 || avx512)) || g.kh * g.kw >= kChanWideTaps) && channel_vectors_suit(g, k, elem_bytes));
   // Position vectors must keep most of their columns and row panels most of their rows; channel vectors have rules
   // of their own (channel_vectors_suit), and a prepared layer on them needs nothing more (3x3 512 -> 512 channels at
   // 2x2, batch 1: 13 GF/s on im2col, where 4 positions fill a quarter of a position vector).
@@ -138,6 +142,20 @@ ItemSplit split_items(const ConvGeom& g, int64_t panels, int64_t elem_bytes, boo
 
 }  // namespace
 
+template <class T>
+const T* packed_weight_panels(const T* w, const ConvGeom& g, bool channels, PrepRef prep, std::vector<T>& scratch,
+                              int64_t& mr) {
+  const LevelKernels<T>& k = kernels_for<T>();
+  const int64_t G = g.groups, Cog = g.Cout / G, K = checked_mul(g.C / G, g.kh * g.kw, "packed weights");
+  mr = channels ? chan_panel(Cog, k) : implicit_panel(Cog, k);
+  const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "packed weights"), rows = mr;
+  return prepared(prep, Prep::implicit_panels, mr, channels, checked_mul(G, group_ap, "packed weights"), scratch,
+                  [&](T* out) {
+                    for (int64_t gi = 0; gi < G; ++gi)
+                      pack_rows(w + gi * Cog * K, K, Cog, K, rows, out + gi * group_ap);
+                  });
+}
+
 // y = conv(x, w) + b as a GEMM of the packed weights (Cout x C*taps) with B's
 // row (c, tap) read in place from channel c's phase plane at tap's offset:
 // the direct kernels' padded input layout, so strided and dilated layers read
@@ -165,12 +183,9 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
   // (Through a reference: the workers' lambda must see this thread's vector, not their own.)
   thread_local std::vector<T> kept_ap;
   const bool chans = implicit_channel_vectors<T>(g);
-  const int64_t mr = chans ? chan_panel(Cog, k) : implicit_panel(Cog, k);
-  const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "implicit GEMM");
-  const T* const ap =
-      prepared(prep, Prep::implicit_panels, mr, chans, checked_mul(G, group_ap, "implicit GEMM"), kept_ap, [&](T* out) {
-        for (int64_t gi = 0; gi < G; ++gi) pack_rows(w + gi * Cog * K, K, Cog, K, mr, out + gi * group_ap);
-      });
+  int64_t mr;
+  const T* const ap = packed_weight_panels(w, g, chans, prep, kept_ap, mr);
+  const int64_t group_ap = round_up(Cog, mr) * K;
   // Runs go through a Cout x cols buffer of at most 64 Ki values.
   const int64_t run_rows =
       run ? std::max<int64_t>(1, ((65536 / std::max<int64_t>(Cog, 1)) - g.OW) / row_step + 1) : g.OH;
@@ -369,7 +384,8 @@ void implicit_gemm_weight_grad(const T* x, const T* gy, T* gw, const ConvGeom& g
 #define FASTCONV_INSTANTIATE(T)                                                                                 \
   template void implicit_gemm_forward<T>(const T*, const T*, const T*, T*, const ConvGeom&, const Epilogue<T>&, \
                                          PrepRef);                                                              \
-  template void implicit_gemm_weight_grad<T>(const T*, const T*, T*, const ConvGeom&);
+  template void implicit_gemm_weight_grad<T>(const T*, const T*, T*, const ConvGeom&);                          \
+  template const T* packed_weight_panels<T>(const T*, const ConvGeom&, bool, PrepRef, std::vector<T>&, int64_t&);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
 #undef FASTCONV_INSTANTIATE

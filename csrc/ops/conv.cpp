@@ -13,6 +13,7 @@
 #include "algorithms/gemm.hpp"
 #include "algorithms/im2col.hpp"
 #include "algorithms/implicit_gemm.hpp"
+#include "algorithms/padded_planes.hpp"
 #include "algorithms/strided_input_grad.hpp"
 #include "algorithms/winograd.hpp"
 #include "core/finite.hpp"
@@ -332,13 +333,26 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
   // that may span images: small feature maps still get wide GEMMs.
   const bool pointwise = is_pointwise(g);
   const int threads = get_num_threads();
+  // A plan's weights packed once for the level's packed GEMM (the implicit GEMM's panels), B the columns as
+  // im2col wrote them or the input itself: no packing of the weights per call (plan_packs_gemm says where).
+  const LevelKernels<T>& lk = kernels_for<T>();
+  const bool packed = prep && K > kSmallK && plan_packs_gemm(g, sizeof(T));
+  int64_t mr = 1;
+  thread_local std::vector<T> kept_ap;
+  const T* const ap = packed ? packed_weight_panels(w, g, false, prep, kept_ap, mr) : nullptr;
   const int64_t blocks = channel_blocks(Tiling(K, g.N, P, sizeof(T), 1, G, pointwise), G, Cog, threads, pointwise);
-  const int64_t rows = (Cog + blocks - 1) / blocks, mb = (Cog + rows - 1) / rows;  // no empty last block
+  // Channel blocks of whole panels where the weights are packed.
+  const int64_t rows = detail::round_up((Cog + blocks - 1) / blocks, mr),
+                mb = (Cog + rows - 1) / rows;  // no empty block
   const Tiling tiling(K, g.N, P, sizeof(T), mb > 1 ? 1 : threads, G, pointwise);
   const int64_t tile = tiling.tile, ntiles = tiling.ntiles;
   check_blas_dims(Cog, tile, K, "conv2d");
   const int workers = workers_for(conv_flops(g), G * ntiles * mb);
   std::vector<WorkerBuffers<T>>& bufs = worker_buffers<T>(workers);
+  // The packed GEMM reads every row of B up to its columns rounded up to whole vectors (packed_gemm.hpp): the
+  // column buffers keep that many values past their last row, and a pointwise tile read in place must not end
+  // within a vector of the input's end.
+  const int64_t past = packed ? lk.lanes : 0;
   parallel_for(G * ntiles * mb, workers, [&](int64_t item, int worker) {
     const int64_t gi = item / (ntiles * mb), m0 = item % mb * rows, mrows = std::min(rows, Cog - m0);
     int64_t j0, cnt;
@@ -349,7 +363,9 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
     const int64_t n0 = j0 / P, p00 = j0 % P;
     const bool single = p00 + cnt <= P;
     int64_t ldb;
-    const T* B = tile_columns(image_x, pg, pointwise, j0, cnt, P, HW, K * tile, bufs[worker].col, ldb);
+    const bool at_end = n0 == g.N - 1 && gi == G - 1 && p00 + detail::round_up(cnt, lk.lanes) > P;
+    const T* B = tile_columns(image_x, pg, pointwise && !(packed && at_end), j0, cnt, P, HW, K * tile + past,
+                              bufs[worker].col, ldb);
     T* C;
     int64_t ldc;
     if (single) {  // write straight into the output image
@@ -361,8 +377,13 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
       C = out.data();
       ldc = cnt;
     }
-    if (K <= kSmallK)
-      kernels_for<T>().gemm_small_k(mrows, cnt, K, wg, K, 1, B, ldb, C, ldc);
+    if (packed) {
+      thread_local std::vector<int64_t> koff;
+      koff.resize(static_cast<size_t>(K));
+      for (int64_t r = 0; r < K; ++r) koff[r] = r * ldb;
+      lk.gemm_packed_rows(mr, mrows, cnt, K, ap + (gi * detail::round_up(Cog, mr) + m0) * K, B, koff.data(), C, ldc);
+    } else if (K <= kSmallK)
+      lk.gemm_small_k(mrows, cnt, K, wg, K, 1, B, ldb, C, ldc);
     else
       gemm<T>(false, false, mrows, cnt, K, T(1), wg, K, B, ldb, T(0), C, ldc);
     for_each_segment(j0, cnt, P, [&](int64_t n, int64_t p0, int64_t len, int64_t off) {

@@ -3,6 +3,8 @@
 // and the reasons fastconv.explain_conv2d prints.
 #include "ops/conv_paths.hpp"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "algorithms/direct.hpp"
@@ -10,7 +12,9 @@
 #include "algorithms/strided_input_grad.hpp"
 #include "algorithms/winograd.hpp"
 #include "core/geometry.hpp"
+#include "kernels/table.hpp"
 #include "kernels/x86_avx512/sgemm_avx512.hpp"
+#include "runtime/cpu_features.hpp"
 
 namespace fastconv {
 
@@ -182,6 +186,23 @@ const char* algo_name(ConvAlgo a) {
   return "?";
 }
 
+// A plan's im2col GEMM on the level's packed tiles, the weights packed once: where those tiles have 32 vector
+// registers (8 x 3 at AVX-512) they match a BLAS kernel's rate, and the weights are no longer packed per call
+// (fastconv's AVX-512 SGEMM packs them with scalar loads: half a small map's time).  Plan against plan at avx512
+// on a Zen 4, 2 threads, float32 (against fastconv's SGEMM) / float64 (OpenBLAS's SkylakeX DGEMM): 3x3/2 256 -> 512
+// channels at 14, batch 1 1.39x / 1.13x, batch 8 1.20x / 1.06x; 1x1/2 256 -> 512 at 14 1.40x / 1.16x; 1x1 960 ->
+// 320 at 7x7 1.26x / 1.04x; 1024 -> 256 at 14, batch 8 1.15x / 1.01x; 64 -> 256 at 56 1.01x.  The avx2 tiles (6 x 2,
+// 16 registers) lost to OpenBLAS's Haswell kernels on the same layers, 0.57-0.91x, so other levels keep the BLAS.
+// FASTCONV_PLAN_GEMM (read on every call): packed or blas forces either, for tests and comparisons.
+bool plan_packs_gemm(const ConvGeom& g, int64_t elem_bytes) {
+  (void)g, (void)elem_bytes;
+  if (const char* v = std::getenv("FASTCONV_PLAN_GEMM")) {
+    if (std::strcmp(v, "packed") == 0) return true;
+    if (std::strcmp(v, "blas") == 0) return false;
+  }
+  return active_level() == CpuLevel::avx512;
+}
+
 ConvPath choose_forward(const ConvGeom& g, int64_t elem_bytes, bool prepared, const Finite& f, std::string* why) {
   if (g.N == 0)
     return say(why, [&] { return std::string("an empty batch: nothing to compute"); }), ConvPath{ConvAlgo::none, 0};
@@ -232,9 +253,11 @@ ConvPath choose_forward(const ConvGeom& g, int64_t elem_bytes, bool prepared, co
   const bool pointwise =
       g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
   say(why, [&] {
+    const bool packed = prepared && g.C / g.groups * g.kh * g.kw > kSmallK && plan_packs_gemm(g, elem_bytes);
     return std::string(std::string(pointwise ? "a 1x1 stride-1 layer: one GEMM of the input itself"
                                              : "im2col + GEMM: no specialised algorithm takes this layer") +
-                       "; " + winograd_declined(g, g, f32, prepared) + fallback);
+                       (packed ? ", on the packed tiles with the weights packed once by the plan" : "") + "; " +
+                       winograd_declined(g, g, f32, prepared) + fallback);
   });
   return {ConvAlgo::im2col_gemm, 0};
 }
