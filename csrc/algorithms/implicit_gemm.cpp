@@ -147,7 +147,7 @@ const T* packed_weight_panels(const T* w, const ConvGeom& g, bool channels, Prep
                               int64_t& mr) {
   const LevelKernels<T>& k = kernels_for<T>();
   const int64_t G = g.groups, Cog = g.Cout / G, K = checked_mul(g.C / G, g.kh * g.kw, "packed weights");
-  mr = channels ? chan_panel(Cog, k) : implicit_panel(Cog, k);
+  mr = channels ? chan_panel_over(Cog, g.OH * g.OW, k) : implicit_panel(Cog, k);
   const int64_t group_ap = checked_mul(round_up(Cog, mr), K, "packed weights"), rows = mr;
   return prepared(prep, Prep::implicit_panels, mr, channels, checked_mul(G, group_ap, "packed weights"), scratch,
                   [&](T* out) {

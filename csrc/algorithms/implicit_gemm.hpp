@@ -28,9 +28,9 @@ void implicit_gemm_forward(const T* x, const T* w, const T* b, T* y, const ConvG
 
 // The weights (Cout x C/groups*kh*kw, each group's rows a GEMM's A) packed by pack_rows for the level's packed GEMM:
 // in panels of the position-vector tile's rows (implicit_panel), or with `channels` of the channel-vector tile's
-// (chan_panel); group gi's panels at gi * round_up(Cout/groups, mr) * K.  Made once into a plan's store, or into
-// `scratch` on every call without one.  The implicit GEMM and a plan's im2col GEMM share them; mr is set to the
-// panel's rows.
+// (chan_panel_over: by channels and positions); group gi's panels at gi * round_up(Cout/groups, mr) * K.  Made once
+// into a plan's store, or into `scratch` on every call without one.  The implicit GEMM and a plan's im2col GEMM share
+// them; mr is set to the panel's rows.
 template <class T>
 const T* packed_weight_panels(const T* w, const ConvGeom& g, bool channels, PrepRef prep, std::vector<T>& scratch,
                               int64_t& mr);

@@ -115,6 +115,21 @@ inline int64_t chan_panel(int64_t Cog, const LevelKernels<T>& k) {
   return pick_tile(Cog, k.chan_width, k.chan_width2);
 }
 
+// The forward's channel tile for Cog output channels per group over P output positions an image: each tile is
+// channels x positions (chan_width x packed_rows, chan_width2 x packed_rows2: 48 x 8 and 64 x 6 at AVX-512), and
+// a small map leaves a tile's positions as empty as its channels, so the second is taken where it computes at least
+// 6% fewer values counting both (pick_tile's margin).  Plan against plan at avx512 (Zen 4), second tile / first:
+// 3x3 512 -> 512 channels at 7x7, batch 1 (49 positions: 54 against 56 computed) 1.18x, 256 -> 512 1.13x, 3x3/2
+// 512 -> 512 onto 7x7 1.16x, 384 -> 192 onto 6x6 1.26x; at 4x4 (18 against 16) 0.98x, so by channels alone the
+// first; both exact (12x12, 192 and 384 channels) 1.03-1.04x.  FASTCONV_IMPLICIT_PANEL forces either as there.
+template <class T>
+inline int64_t chan_panel_over(int64_t Cog, int64_t P, const LevelKernels<T>& k) {
+  if (std::getenv("FASTCONV_IMPLICIT_PANEL")) return chan_panel(Cog, k);
+  const double first = double(round_up(Cog, k.chan_width)) * double(round_up(P, k.packed_rows));
+  const double second = double(round_up(Cog, k.chan_width2)) * double(round_up(P, k.packed_rows2));
+  return 1.06 * second < first ? k.chan_width2 : k.chan_width;
+}
+
 // Channel vectors against position vectors, forward, batch 8 (avx2 / avx512):
 // 5x5/2 64 -> 128 channels at 56 1.12 / 1.12x, 32 -> 64 1.16 / 1.10x; 7x7/2 64
 // -> 64 at 112 1.05 / 1.08x; 3x3/2 64 -> 128 at 28 1.80 / 1.02x (14-wide rows);
