@@ -354,3 +354,26 @@ def test_plan_quick_checks_give_the_full_checks_results(rng):
     torch.testing.assert_close(plan(x), ref)
     other = rng.standard_normal((2, 4, 12, 12)).astype(np.float32)  # another size: its own padding
     torch.testing.assert_close(plan(other), fastconv.conv2d(other, w, b, stride=2, padding="same"))
+
+
+def test_plan_rules_for_long_strided_and_pointwise_layers(level, rng):  # noqa: F811
+    """At the AVX-512 level a plan runs a strided layer with a long reduction on the implicit GEMM's channel tiles and
+    a 1x1 layer on the packed tiles with its weights packed once; other levels, and the stateless conv2d, keep
+    im2col with the BLAS GEMM.  Either way the result is torch's."""
+    avx512 = level == "avx512"
+    for shape, wshape, stride in (((1, 256, 14, 14), (96, 256, 3, 3), 2), ((1, 960, 7, 7), (80, 960, 1, 1), 1)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = (rng.standard_normal(wshape) / np.sqrt(np.prod(wshape[1:]))).astype(np.float32)
+        pad = wshape[2] // 2
+        plan = fastconv.Conv2dPlan(w, stride=stride, padding=pad)
+        forward = plan.explain(shape, mode="dicts")["forward"]
+        stateless = fastconv.explain_conv2d(shape, wshape, stride, pad, mode="dicts")["forward"]
+        assert stateless["algorithm"] == "im2col_gemm" and "packed once" not in stateless["reason"]
+        if wshape[2] == 3 and avx512:
+            assert forward["algorithm"] == "implicit_gemm", forward
+        else:
+            assert forward["algorithm"] == "im2col_gemm", forward
+            assert ("packed once by the plan" in forward["reason"]) == avx512, forward
+        ref = F.conv2d(torch.tensor(x), torch.tensor(w), None, stride, pad).numpy()
+        for _ in range(2):
+            torch.testing.assert_close(plan(x), ref, **tols(np.float32))
