@@ -103,8 +103,10 @@ struct Scratch {
 // 576 at 14x14 stride 2, batch 1 1.30-1.56x, batch 8 1.47-1.77x; 384 at 14x14 batch 8 1.06-1.21x, 192 at 28x28
 // stride 2 (14-wide rows) 1.18x; 5x5 40 channels at 13x13 1.24-1.36x, 7x7/2 at 9x9 1.32x; but 192 at 28x28
 // (28-wide rows) 0.99x and 144 at 56x56 0.91x.  Four lanes (float64 at avx2, float32 at SSE2): 7-wide rows
-// 1.10-1.33x, 14-wide 0.89-1.03x.  AVX-512 (16 lanes, rows up to 32) unmeasured.  The interleaved input of a
-// block of channels must stay within L2.
+// 1.10-1.33x, 14-wide 0.89-1.03x.  AVX-512 (16 lanes, rows up to 32; Zen 4, batch 1 unless said): 192 at 28x28
+// 1.19x (batch 8 1.28x), at 28x28 stride 2 1.74x, 384 at 14x14 1.37x, 960 at 7x7 1.90x, 144 at 56x56 stride 2
+// (28-wide rows) 1.09x (batch 8 1.52x); 144 at 56x56 (56-wide) 0.94x.  The interleaved input of a block of
+// channels must stay within L2.
 constexpr int64_t kChanvecMaxVectors = 2;
 constexpr double kChanvecMaxBytes = 256 << 10;
 
