@@ -643,12 +643,16 @@ PLAN_GEMM = [
 ]
 
 
+# Either vectors (FASTCONV_IMPLICIT_VECTORS forces them past gemm_channel_vectors' rule): channel tiles split each
+# tile's positions evenly into register tiles of MR or MR - 1 positions, and smaller ones repeat their last.
+@pytest.mark.parametrize("vectors", ["positions", "channels"])
 @pytest.mark.parametrize("threads", [1, 3, 64], ids=lambda t: f"{t}threads")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", PLAN_GEMM, ids=[c[0] for c in PLAN_GEMM])
-def test_plan_im2col_on_packed_tiles(case, dtype, threads, level, monkeypatch):
+def test_plan_im2col_on_packed_tiles(case, dtype, threads, vectors, level, monkeypatch):
     _, n, c, h, w_, cout, k, s, pads, groups = case
-    for key, value in {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0", "FASTCONV_PLAN_GEMM": "packed"}.items():
+    env = {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0", "FASTCONV_PLAN_GEMM": "packed"}
+    for key, value in dict(env, FASTCONV_IMPLICIT_VECTORS=vectors).items():
         monkeypatch.setenv(key, value)
     rng = np.random.default_rng(c * 7 + cout)
     x = rng.standard_normal((n, c, h, w_)).astype(dtype)
@@ -660,6 +664,7 @@ def test_plan_im2col_on_packed_tiles(case, dtype, threads, level, monkeypatch):
     plan = fastconv.Conv2dPlan(w, b, stride=s, padding=padding, groups=groups)
     forward = plan.explain(x.shape, mode="dicts")["forward"]
     assert forward["algorithm"] == "im2col_gemm" and "packed once by the plan" in forward["reason"], forward
+    assert f"output {vectors} in the vectors" in forward["reason"], forward
     old = fastconv.get_num_threads()
     try:
         fastconv.set_num_threads(threads)

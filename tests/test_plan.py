@@ -377,3 +377,31 @@ def test_plan_rules_for_long_strided_and_pointwise_layers(level, rng):  # noqa: 
         ref = F.conv2d(torch.tensor(x), torch.tensor(w), None, stride, pad).numpy()
         for _ in range(2):
             torch.testing.assert_close(plan(x), ref, **tols(np.float32))
+
+
+def test_plan_pointwise_vectors_by_positions(level, rng):  # noqa: F811
+    """A plan's 1x1 layer on the packed tiles (AVX-512) puts the output channels in the vectors where the positions
+    would leave a vector partly empty (49 positions in four 16-lane vectors) and the positions where they fill them
+    (64); below AVX-512 the BLAS GEMM.  The results are torch's at 1, 2 and 16 threads (the threads split positions or
+    channel panels)."""
+    avx512 = level == "avx512"
+    for hw, vectors in (((7, 7), "channels"), ((8, 8), "positions"), ((5, 7), "channels"), ((14, 14), "positions")):
+        shape = (1, 320, *hw)
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = (rng.standard_normal((320, 320, 1, 1)) / np.sqrt(320)).astype(np.float32)
+        b = rng.standard_normal(320).astype(np.float32)
+        plan = fastconv.Conv2dPlan(w, b)
+        reason = plan.explain(shape, mode="dicts")["forward"]["reason"]
+        if avx512:
+            assert f"output {vectors} in the vectors" in reason, reason
+        else:
+            assert "in the vectors" not in reason, reason
+        ref = F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b)).numpy()
+        old = fastconv.get_num_threads()
+        try:
+            for threads in (1, 2, 16):
+                fastconv.set_num_threads(threads)
+                torch.testing.assert_close(plan(x), ref, **tols(np.float32))
+                torch.testing.assert_close(plan(x, relu=True), np.maximum(ref, 0), **tols(np.float32))
+        finally:
+            fastconv.set_num_threads(old)

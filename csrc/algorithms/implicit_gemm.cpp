@@ -79,6 +79,11 @@ bool use_implicit_gemm(const ConvGeom& g, int64_t elem_bytes, bool prepared) {
 // 1.2x; 32 -> 64 channel 5x5/2 at 56 2.8x / 1.6x.
 constexpr double kImplicitMaxSums = 1 << 18;
 
+bool plan_gemm_channels(int64_t Cog, int64_t cols, int64_t K, int64_t elem_bytes) {
+  return elem_bytes == 4 ? gemm_channel_vectors(Cog, cols, K, kernels_for<float>())
+                         : gemm_channel_vectors(Cog, cols, K, kernels_for<double>());
+}
+
 bool use_implicit_weight_grad(const ConvGeom& g) {
   const ImplicitMode mode = implicit_mode();
   // Per group, as the forward: C and Cout are a group's.

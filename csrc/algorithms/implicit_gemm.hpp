@@ -35,6 +35,11 @@ template <class T>
 const T* packed_weight_panels(const T* w, const ConvGeom& g, bool channels, PrepRef prep, std::vector<T>& scratch,
                               int64_t& mr);
 
+// Whether a plan's im2col GEMM on the packed tiles puts the output channels in the vectors for tiles of `cols`
+// columns, Cog output channels a group and reductions of K (gemm_channel_vectors in implicit_rules.hpp: where and
+// why); the weights are then packed as the channel tiles take them (packed_weight_panels with `channels`).
+bool plan_gemm_channels(int64_t Cog, int64_t cols, int64_t K, int64_t elem_bytes);
+
 // True when the implicit GEMM serves this convolution's weight gradient (one
 // group, column stride 1, compact planes keep most columns); the same
 // FASTCONV_IMPLICIT_GEMM switch.

@@ -253,11 +253,16 @@ ConvPath choose_forward(const ConvGeom& g, int64_t elem_bytes, bool prepared, co
   const bool pointwise =
       g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W;
   say(why, [&] {
-    const bool packed = prepared && g.C / g.groups * g.kh * g.kw > kSmallK && plan_packs_gemm(g, elem_bytes);
+    const int64_t K = g.C / g.groups * g.kh * g.kw, cols = im2col_tile_columns(g, elem_bytes);
+    const bool packed = prepared && K > kSmallK && plan_packs_gemm(g, elem_bytes);
+    const bool chans = packed && plan_gemm_channels(g.Cout / g.groups, cols, K, elem_bytes);
     return std::string(std::string(pointwise ? "a 1x1 stride-1 layer: one GEMM of the input itself"
                                              : "im2col + GEMM: no specialised algorithm takes this layer") +
-                       (packed ? ", on the packed tiles with the weights packed once by the plan" : "") + "; " +
-                       winograd_declined(g, g, f32, prepared) + fallback);
+                       (packed ? ", on the packed tiles with the weights packed once by the plan" : "") +
+                       (!packed ? ""
+                        : chans ? ", output channels in the vectors (tiles of " + num(cols) + " positions)"
+                                : ", output positions in the vectors (tiles of " + num(cols) + " positions)") +
+                       "; " + winograd_declined(g, g, f32, prepared) + fallback);
   });
   return {ConvAlgo::im2col_gemm, 0};
 }

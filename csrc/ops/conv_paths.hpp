@@ -56,6 +56,9 @@ ConvPath choose_weight_grad(const ConvGeom& g, int64_t elem_bytes, bool prepared
 // Whether a plan's im2col forward (the path choose_forward names im2col_gemm) runs on the level's packed GEMM with
 // the weights packed once (the implicit GEMM's panels) instead of the BLAS GEMM, which packs them on every call.
 bool plan_packs_gemm(const ConvGeom& g, int64_t elem_bytes);
+// Columns of one im2col GEMM tile of g on one thread (ops/conv.cpp's tiling, before threads cut it): what decides
+// whether a plan's packed GEMM puts the channels or the positions in the vectors (plan_gemm_channels).
+int64_t im2col_tile_columns(const ConvGeom& g, int64_t elem_bytes);
 
 // The stride-1 layer whose forward is g's input gradient: gy convolved with the rotated, per-group transposed
 // weight, padding d (k - 1) - p on each side (negative where p exceeds the kernel's reach).
