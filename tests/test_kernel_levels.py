@@ -673,3 +673,46 @@ def test_plan_im2col_on_packed_tiles(case, dtype, threads, vectors, level, monke
         close(plan(x, residual=r, relu=True, relu_cap=1.5), np.clip(y_ref + r, 0, 1.5), dtype)
     finally:
         fastconv.set_num_threads(old)
+
+
+# The im2col weight gradient over few columns against many output channels splits gw's rows across the threads
+# (each over all the columns) instead of the columns; past its limits, or on one thread, the columns' split with
+# per-thread partial sums.  (id, N, C_in, H, W, C_out, kernel, stride, pads (t, b, l, r), groups): a strided 3x3
+# layer onto 4x4 at batch 1 (16 columns, 130 channels: a block of rows that is no multiple of a panel), a 1x1 layer
+# at 7x7 whose 49 columns are the input itself, two images (copied columns and gy rows), a grouped layer (each
+# group's rows split in turn), and a 1x1 layer with too few channels for the split (the columns' split, beside it).
+GRAD_ROWS = [
+    ("3x3_stride2_b1", 1, 24, 8, 8, 130, 3, 2, (1, 1, 1, 1), 1),
+    ("pointwise_b1", 1, 40, 7, 7, 160, 1, 1, (0, 0, 0, 0), 1),
+    ("3x3_stride2_b2", 2, 16, 7, 9, 100, 3, 2, (1, 0, 1, 1), 1),
+    ("grouped_b1", 1, 32, 6, 6, 128, 3, 2, (1, 1, 1, 1), 2),
+    ("pointwise_few_channels", 1, 40, 7, 7, 64, 1, 1, (0, 0, 0, 0), 1),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 3, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", GRAD_ROWS, ids=[c[0] for c in GRAD_ROWS])
+def test_im2col_weight_grad_by_rows(case, dtype, threads, level, monkeypatch):
+    _, n, c, h, w_, cout, k, s, pads, groups = case
+    for key in ("FASTCONV_WINOGRAD", "FASTCONV_IMPLICIT_GEMM"):
+        monkeypatch.setenv(key, "0")
+    rng = np.random.default_rng(c * 11 + cout)
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((cout, c // groups, k, k)).astype(dtype)
+    _, gy, gx_ref, gw_ref = conv_ref(x, w, None, (s, s), pads, (1, 1), groups)
+    padding = (pads[2], pads[3], pads[0], pads[1])
+    plan = fastconv.Conv2dPlan(w, stride=s, padding=padding, groups=groups)
+    paths = plan.explain(x.shape, mode="dicts")
+    assert paths["weight_grad"]["algorithm"] == "im2col_gemm", paths["weight_grad"]
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        for _ in range(2):  # the second call reuses the buffers
+            gx, gw, _ = plan.backward(gy.astype(dtype), x)
+            close(gw, gw_ref, dtype)
+            close(gx, gx_ref, dtype)
+        _, gw_only, _ = plan.backward(gy.astype(dtype), x, output_mask=(False, True, False))
+        close(gw_only, gw_ref, dtype)
+    finally:
+        fastconv.set_num_threads(old)

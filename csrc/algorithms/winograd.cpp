@@ -75,6 +75,11 @@ constexpr int64_t kGenericSmallMapTiles = 128, kGenericSmallMapChannels = 256;
 // 0.78; 256 -> 256 batch 8 1.39, batch 4 1.31; 192 -> 192 batch 8 1.33; 128 ->
 // 128 batch 8 1.12, batch 32 1.18; 512 -> 512 at 4x4, batch 32 1.65.
 constexpr int64_t kGradSmallMapTiles = 64, kGradSmallMapChannels = 128;
+// At AVX-512 too the point GEMMs need tiles to reduce over: a reduction of 16 tiles (7x7 or 8x8, batch 1) writes
+// 16 point sums a weight to make one.  Weight gradient against im2col's (its gw rows split across the threads),
+// Zen 5, 2 threads: 512 -> 512 channels at 7x7, batch 1 (16 tiles) 0.23x, at 4x4 (4) 0.14x, 256 -> 512 at 8x8
+// (16) 0.57x; 256 -> 256 at 14x14, batch 1 (49) 2.5x, 512 -> 512 at 7x7, batch 8 (128) 2.1x.
+constexpr int64_t kAvx512GradMinTiles = 32;
 
 double tile_count(int64_t N, int64_t OH, int64_t OW) { return double(N) * double((OH + 1) / 2) * double((OW + 1) / 2); }
 
@@ -87,7 +92,8 @@ bool winograd_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW) 
 }
 
 bool winograd_weight_grad_suits(int64_t N, int64_t C, int64_t Cout, int64_t OH, int64_t OW) {
-  if (winograd_forced() || sgemm_avx512_enabled()) return true;
+  if (winograd_forced()) return true;
+  if (sgemm_avx512_enabled()) return tile_count(N, OH, OW) >= kAvx512GradMinTiles;
   if (OH >= kGenericMinOutput && OW >= kGenericMinOutput) return true;
   return tile_count(N, OH, OW) >= kGradSmallMapTiles && C >= kGradSmallMapChannels && Cout >= kGradSmallMapChannels;
 }

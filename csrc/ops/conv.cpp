@@ -3,6 +3,7 @@
 #include "ops/conv.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -422,6 +423,16 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
   trim_worker_buffers(bufs);
 }
 
+// Whether the im2col weight gradient splits gw's rows across threads instead of the columns (conv2d_backward):
+// more than one thread, all of a group's columns in one tile (at most kMinCols, a column matrix within kColBytes),
+// and at least twice as many output channels a group as columns (1x1 1024 -> 256 channels at 14x14, 196 columns,
+// ran 0.8x so: each thread packs all the columns again).
+bool split_weight_grad_rows(const ConvGeom& g, int threads) {
+  const int64_t cols = g.N * g.OH * g.OW, K = g.C / g.groups * g.kh * g.kw;
+  return threads > 1 && cols <= kMinCols && double(K) * double(cols) * 8 <= double(kColBytes) &&
+         g.Cout / g.groups >= std::max<int64_t>(32, 2 * cols);
+}
+
 template <class T>
 void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, const ConvGeom& g, PrepRef prep) {
   const int64_t G = g.groups, Cg = g.C / G, Cog = g.Cout / G, P = g.OH * g.OW, HW = g.H * g.W;
@@ -512,11 +523,41 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
   if (g.N == 0 || (!gx && !gw)) return;
   const PlaneGeom pg = plane_of(g, Cg);
 
+  const bool pointwise = is_pointwise(g);
+  // Few columns against many weights (a 7x7 map at batch 1: 49 columns, 512 x 4608 weights): cut by columns, every
+  // worker's partial sums would be the whole gradient (9 MiB zeroed, filled by a GEMM of 25 columns, added after),
+  // so the workers split gw's rows instead, each over all the columns, written once in place.
+  if (gw && split_weight_grad_rows(g, get_num_threads())) {
+    const int64_t NP = g.N * P;
+    std::vector<WorkerBuffers<T>>& one = worker_buffers<T>(1);
+    for (int64_t gi = 0; gi < G; ++gi) {
+      auto image_x = [&](int64_t n) { return x + (n * g.C + gi * Cg) * HW; };
+      int64_t ldb;
+      const T* B = tile_columns(image_x, pg, pointwise, 0, NP, P, HW, K * NP, one[0].col, ldb);
+      const T* A = gy + gi * Cog * P;
+      int64_t lda = P;
+      if (g.N > 1) {
+        if (one[0].gyt.size() < static_cast<size_t>(Cog * NP)) one[0].gyt.resize(Cog * NP);
+        for (int64_t n = 0; n < g.N; ++n) copy_rows(A + n * g.Cout * P, P, one[0].gyt.data() + n * P, NP, Cog, P);
+        A = one[0].gyt.data();
+        lda = NP;
+      }
+      // One block a thread: each packs the columns again.
+      const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), Cog / 16));
+      parallel_for(blocks, workers_for(2 * conv_flops(g) / G, blocks), [&](int64_t bk, int) {
+        const int64_t r0 = Cog * bk / blocks, r1 = Cog * (bk + 1) / blocks;
+        if (r1 > r0)
+          gemm<T>(false, true, r1 - r0, K, NP, T(1), A + r0 * lda, lda, B, ldb, T(0), gw + (gi * Cog + r0) * K, K);
+      });
+    }
+    trim_worker_buffers(one);
+    gw = nullptr;
+    if (!gx) return;
+  }
   // The forward's column space and tiles.  Each worker takes a contiguous run
   // of tiles; only the image where its run starts can be shared with the
   // previous worker (col2im scatters), so that one image's input gradient goes
   // to a private plane, added in after the join.
-  const bool pointwise = is_pointwise(g);
   const Tiling tiling(K, g.N, P, sizeof(T), get_num_threads(), G, pointwise);
   const int64_t tile = tiling.tile, ntiles = tiling.ntiles, items = G * ntiles;
   check_blas_dims(K, tile, Cog, "conv2d_backward");

@@ -601,11 +601,11 @@ def network_table(
             f"{case.flops / r['fastconv_fwd'] / 1e9:7.1f}",
         ]
         for peer in ("torch_fwd", "ort_fwd"):
-            cols.append(f"{r[peer] / r['fastconv_fwd']:7.2f}" if peer in r else f"{'-':>7}")
+            cols.append(f"{ratio_cell(r[peer] / r['fastconv_fwd'])}" if peer in r else f"{'-':>7}")
         cols.append("  |")
         if backward:
             cols.append(f"{1e3 * r['fastconv_fwdbwd']:9.3f}")
-            cols.append(f"{r['torch_fwdbwd'] / r['fastconv_fwdbwd']:7.2f}" if "torch_fwdbwd" in r else f"{'-':>7}")
+            cols.append(ratio_cell(r["torch_fwdbwd"] / r["fastconv_fwdbwd"]) if "torch_fwdbwd" in r else f"{'-':>7}")
         print("".join(cols), file=out, flush=True)
     summary = {"network": name, "batch": batch, "layers": rows}
     for key, peer, ours in (
@@ -821,8 +821,8 @@ def models_table(repeats, torch_mod, out, batch=64, rounds=3):
         r = measure_model(torch_mod, name, batch=batch, repeats=repeats, rounds=rounds)
         print(
             f"{name:<10}{1e3 * r['fastconv_train']:10.1f}{1e3 * r['torch_train']:8.1f}"
-            f"{r['torch_train'] / r['fastconv_train']:7.2f}  |{1e3 * r['fastconv_infer']:10.1f}"
-            f"{1e3 * r['torch_infer']:8.1f}{r['torch_infer'] / r['fastconv_infer']:7.2f}  |  "
+            f"{ratio_cell(r['torch_train'] / r['fastconv_train'])}  |{1e3 * r['fastconv_infer']:10.1f}"
+            f"{1e3 * r['torch_infer']:8.1f}{ratio_cell(r['torch_infer'] / r['fastconv_infer'])}  |  "
             f"loss {r['loss_gap']:.1e}, eval output {r['infer_gap']:.1e}",
             file=out,
             flush=True,
@@ -887,8 +887,8 @@ def upsampling_table(repeats, dtype, torch_mod, out):
         if torch_mod is not None:
             rf, rb = r["torch_fwd"] / r["fastconv_fwd"], r["torch_fwdbwd"] / r["fastconv_fwdbwd"]
             ratios.append((rf, rb))
-            cols += [f"{1e3 * r['torch_fwd']:8.2f}", f"{rf:7.2f}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}"]
-            cols += [f"{1e3 * r['torch_fwdbwd']:8.2f}", f"{rb:7.2f}"]
+            cols += [f"{1e3 * r['torch_fwd']:8.2f}", f"{ratio_cell(rf)}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}"]
+            cols += [f"{1e3 * r['torch_fwdbwd']:8.2f}", f"{ratio_cell(rb)}"]
         else:
             cols += [f"{'-':>8}", f"{'-':>7}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}", f"{'-':>8}", f"{'-':>7}"]
         print("".join(cols), file=out, flush=True)
@@ -987,8 +987,8 @@ def inference_table(torch, ort, names, batches, repeats=5, rounds=3, out=sys.std
             r = measure_inference(torch, ort, name, batch, repeats, rounds)
             results.append({"model": name, "batch": batch, **r})
             cols = [f"{name:<20}{batch:6d}{1e3 * r['fastconv']:13.2f}{1e3 * r['torch']:9.2f}",
-                    f"{r['torch'] / r['fastconv']:7.2f}"]  # fmt: skip
-            cols += [f"{1e3 * r['ort']:9.2f}", f"{r['ort'] / r['fastconv']:7.2f}"] if "ort" in r else [f"{'-':>16}"]
+                    f"{ratio_cell(r['torch'] / r['fastconv'])}"]  # fmt: skip
+            cols += [f"{1e3 * r['ort']:9.2f}", ratio_cell(r["ort"] / r["fastconv"])] if "ort" in r else [f"{'-':>16}"]
             gaps = f"torch {r['gap_torch']:.1e}" + (f", ONNX Runtime {r['gap_ort']:.1e}" if "gap_ort" in r else "")
             print("".join(cols) + "  |  " + gaps, file=out, flush=True)
     return results
@@ -1033,6 +1033,16 @@ def run_models(repeats=5, threads=2, batch=64, out=sys.stdout, rounds=3, batches
     return 0
 
 
+def ratio_cell(ratio: float, width: int = 7) -> str:
+    """A table's ratio, right-aligned in ``width`` with two decimals, fewer where it would not fit: a peer that
+    stalled (1600x on a loaded machine) must not run into the next column."""
+    for digits in (2, 1, 0):
+        cell = f"{ratio:{width}.{digits}f}"
+        if len(cell) < width or (len(cell) == width and cell[0] == " "):
+            return cell
+    return f" {ratio:.0f}"
+
+
 def peer_columns(r: dict, peer: str, ours: str, flops: float, ratios: list) -> list:
     """A peer's GFLOP/s and ratio (peer time / fastconv time) columns, appending the ratio to `ratios`;
     dashes when the peer was not measured."""
@@ -1040,7 +1050,7 @@ def peer_columns(r: dict, peer: str, ours: str, flops: float, ratios: list) -> l
         return [f"{'-':>8}", f"{'-':>7}"]
     ratio = r[peer] / r[ours]
     ratios.append(ratio)
-    return [f"{flops / r[peer] / 1e9:8.1f}", f"{ratio:7.2f}"]
+    return [f"{flops / r[peer] / 1e9:8.1f}", f"{ratio_cell(ratio)}"]
 
 
 def run_table(
