@@ -179,12 +179,14 @@ inline bool implicit_channel_vectors(const ConvGeom& g) {
 }
 
 // A plan's im2col GEMM on the packed tiles (plan_packs_gemm: 1x1 layers, strided ones through their copied
-// columns, and layers no other algorithm takes) puts the output channels in the vectors where that computes at
-// least 10% fewer values: position vectors over a tile of `cols` columns (one image's positions at batch 1) leave
-// the last vector partly empty, 49 positions in four 16-lane vectors at AVX-512 computing 64; channel tiles split
-// the positions evenly and waste only the channels' last panel.  Plan against plan, Zen 5, 1 thread, float32,
-// batch 1, 1x1 at 7x7: 2048 -> 256 channels 1.20x, 2048 -> 512 1.19x, 960 -> 320 1.11x; on full vectors (8x8)
-// 0.98x.  Reductions of kChanMinK or more only (the transposed store, channel_vectors_suit's rule).
+// columns, and layers no other algorithm takes) puts the output channels in the vectors where that computes
+// fewer values: position vectors over a tile of `cols` columns (one image's positions at batch 1) leave the last
+// vector partly empty, 49 positions in four 16-lane vectors at AVX-512 computing 64; channel tiles split the
+// positions evenly and waste only the channels' last panel.  Plan against plan, Zen 5, float32, batch 1, median of
+// interleaved rounds, 1 thread: 1x1 at 7x7 (77% of the lanes) 2048 -> 512 channels 1.23x, 960 -> 320 1.21x, 512 ->
+// 2048 1.22x; at 14x14 (94%) 1024 -> 256 1.07x, 1024 -> 512 1.04x (2 threads 1.06x, 1.24x), but 256 -> 1024 0.99x
+// (a reduction of 256: the transposed store weighs more); on full vectors (8x8) 0.98x.  Hence at
+// least 5% fewer values for reductions of kChanLongK or more, 10% from kChanMinK (channel_vectors_suit's limits).
 // FASTCONV_IMPLICIT_VECTORS forces either here too.
 template <class T>
 inline bool gemm_channel_vectors(int64_t Cog, int64_t cols, int64_t K, const LevelKernels<T>& k) {
@@ -195,7 +197,7 @@ inline bool gemm_channel_vectors(int64_t Cog, int64_t cols, int64_t K, const Lev
   if (!k.chan_vectors_pay || K < kChanMinK || cols < 1 || Cog < 1) return false;
   const double positions = double(cols) / double(round_up(cols, k.lanes)) * double(Cog) / double(implicit_rows(Cog, k));
   const double channels = double(Cog) / double(round_up(Cog, chan_panel_over(Cog, cols, k)));
-  return channels >= 1.1 * positions;
+  return channels >= (K >= kChanLongK ? 1.05 : 1.1) * positions;
 }
 
 }  // namespace fastconv::detail
