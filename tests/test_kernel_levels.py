@@ -690,7 +690,7 @@ GRAD_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("threads", [1, 3, 64], ids=lambda t: f"{t}threads")
+@pytest.mark.parametrize("threads", [1, 3, 8, 64], ids=lambda t: f"{t}threads")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", GRAD_ROWS, ids=[c[0] for c in GRAD_ROWS])
 def test_im2col_weight_grad_by_rows(case, dtype, threads, level, monkeypatch):

@@ -382,7 +382,7 @@ def test_plan_rules_for_long_strided_and_pointwise_layers(level, rng):  # noqa: 
 def test_plan_pointwise_vectors_by_positions(level, rng):  # noqa: F811
     """A plan's 1x1 layer on the packed tiles (AVX-512) puts the output channels in the vectors where the positions
     would leave a vector partly empty (49 positions in four 16-lane vectors) and the positions where they fill them
-    (64); below AVX-512 the BLAS GEMM.  The results are torch's at 1, 2 and 16 threads (the threads split positions or
+    (64); below AVX-512 the BLAS GEMM.  The results are torch's at 1, 2, 8 and 16 threads (the threads split positions or
     channel panels)."""
     avx512 = level == "avx512"
     for hw, vectors in (((7, 7), "channels"), ((8, 8), "positions"), ((5, 7), "channels"), ((14, 14), "positions")):
@@ -399,7 +399,7 @@ def test_plan_pointwise_vectors_by_positions(level, rng):  # noqa: F811
         ref = F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b)).numpy()
         old = fastconv.get_num_threads()
         try:
-            for threads in (1, 2, 16):
+            for threads in (1, 2, 8, 16):
                 fastconv.set_num_threads(threads)
                 torch.testing.assert_close(plan(x), ref, **tols(np.float32))
                 torch.testing.assert_close(plan(x, relu=True), np.maximum(ref, 0), **tols(np.float32))

@@ -165,17 +165,23 @@ inline bool channel_vectors_suit(const ConvGeom& g, const LevelKernels<float>& k
          double(Cg) * rows * cols * double(elem_bytes) <= kChanMaxInputBytes;
 }
 
+// FASTCONV_IMPLICIT_VECTORS (read on every call): channels (1) or positions (0)
+// forces the vectors of every rule below, for tests and comparisons; unset or
+// anything else, -1: the rules decide.
+inline int forced_vectors() {
+  const char* v = std::getenv("FASTCONV_IMPLICIT_VECTORS");
+  if (v && std::strcmp(v, "channels") == 0) return 1;
+  if (v && std::strcmp(v, "positions") == 0) return 0;
+  return -1;
+}
+
 // Whether the implicit GEMM's forward puts output channels in the vectors
-// (gemm_packed_channels) rather than output positions.  FASTCONV_IMPLICIT_VECTORS
-// (read on every call): channels or positions forces one, for tests and
-// comparisons; unset, the rules above.
+// (gemm_packed_channels) rather than output positions: the rules above unless
+// forced.
 template <class T>
 inline bool implicit_channel_vectors(const ConvGeom& g) {
-  if (const char* v = std::getenv("FASTCONV_IMPLICIT_VECTORS")) {
-    if (std::strcmp(v, "channels") == 0) return true;
-    if (std::strcmp(v, "positions") == 0) return false;
-  }
-  return channel_vectors_suit(g, kernels_for<float>(), sizeof(T));
+  const int forced = forced_vectors();
+  return forced >= 0 ? forced == 1 : channel_vectors_suit(g, kernels_for<float>(), sizeof(T));
 }
 
 // A plan's im2col GEMM on the packed tiles (plan_packs_gemm: 1x1 layers, strided ones through their copied
@@ -187,13 +193,10 @@ inline bool implicit_channel_vectors(const ConvGeom& g) {
 // 2048 1.22x; at 14x14 (94%) 1024 -> 256 1.07x, 1024 -> 512 1.04x (2 threads 1.06x, 1.24x), but 256 -> 1024 0.99x
 // (a reduction of 256: the transposed store weighs more); on full vectors (8x8) 0.98x.  Hence at
 // least 5% fewer values for reductions of kChanLongK or more, 10% from kChanMinK (channel_vectors_suit's limits).
-// FASTCONV_IMPLICIT_VECTORS forces either here too.
+// FASTCONV_IMPLICIT_VECTORS forces either here too (forced_vectors).
 template <class T>
 inline bool gemm_channel_vectors(int64_t Cog, int64_t cols, int64_t K, const LevelKernels<T>& k) {
-  if (const char* v = std::getenv("FASTCONV_IMPLICIT_VECTORS")) {
-    if (std::strcmp(v, "channels") == 0) return true;
-    if (std::strcmp(v, "positions") == 0) return false;
-  }
+  if (const int forced = forced_vectors(); forced >= 0) return forced == 1;
   if (!k.chan_vectors_pay || K < kChanMinK || cols < 1 || Cog < 1) return false;
   const double positions = double(cols) / double(round_up(cols, k.lanes)) * double(Cog) / double(implicit_rows(Cog, k));
   const double channels = double(Cog) / double(round_up(Cog, chan_panel_over(Cog, cols, k)));

@@ -268,7 +268,7 @@ void chan_tiles(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const 
       const T* bp[MR];
       for (int64_t j = 0; j < MR; ++j) bp[j] = b + qoff[j0 + imin(j, cols - 1)];
       alignas(64) T t[MR * W];
-      if (cols == R1 && MR > 1)
+      if (cols == R1)  // R1 == MR when MR == 1: the same tile
         chan_tile<T, R1, NV>(bp, a, koff, K, t);
       else
         chan_tile<T, MR, NV>(bp, a, koff, K, t);

@@ -3,7 +3,6 @@
 #include "ops/conv.hpp"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -296,10 +295,13 @@ void trim_worker_buffers(std::vector<WorkerBuffers<T>>& bufs) {
   if (held * sizeof(T) > kKeptBufferBytes) bufs.clear();
 }
 
+// The forward's tiling on one thread, before threads cut it: what channel blocks and the packed GEMM's vectors go by.
+Tiling natural_tiling(const ConvGeom& g, size_t elem) {
+  return Tiling(g.C / g.groups * g.kh * g.kw, g.N, g.OH * g.OW, elem, 1, g.groups, is_pointwise(g));
+}
+
 int64_t im2col_tile_columns(const ConvGeom& g, int64_t elem_bytes) {
-  return Tiling(g.C / g.groups * g.kh * g.kw, g.N, g.OH * g.OW, static_cast<size_t>(elem_bytes), 1, g.groups,
-                is_pointwise(g))
-      .tile;
+  return natural_tiling(g, static_cast<size_t>(elem_bytes)).tile;
 }
 
 template <class T>
@@ -345,7 +347,7 @@ void conv2d_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
   const LevelKernels<T>& lk = kernels_for<T>();
   const bool packed = prep && K > kSmallK && plan_packs_gemm(g, sizeof(T));
   // Channel vectors by the columns of a tile on one thread (the tile channel blocks keep whole).
-  const Tiling natural(K, g.N, P, sizeof(T), 1, G, pointwise);  // im2col_tile_columns
+  const Tiling natural = natural_tiling(g, sizeof(T));
   const bool chans = packed && plan_gemm_channels(Cog, natural.tile, K, sizeof(T));
   int64_t mr = 1;
   thread_local std::vector<T> kept_ap;
@@ -544,7 +546,8 @@ void conv2d_backward(const T* gy, const T* x, const T* w, T* gx, T* gw, T* gb, c
       }
       // One block a thread: each packs the columns again.
       const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), Cog / 16));
-      parallel_for(blocks, workers_for(2 * conv_flops(g) / G, blocks), [&](int64_t bk, int) {
+      check_blas_dims(Cog, K, NP, "conv2d_backward");
+      parallel_for(blocks, workers_for(conv_flops(g) / G, blocks), [&](int64_t bk, int) {
         const int64_t r0 = Cog * bk / blocks, r1 = Cog * (bk + 1) / blocks;
         if (r1 > r0)
           gemm<T>(false, true, r1 - r0, K, NP, T(1), A + r0 * lda, lda, B, ldb, T(0), gw + (gi * Cog + r0) * K, K);

@@ -259,9 +259,9 @@ ConvPath choose_forward(const ConvGeom& g, int64_t elem_bytes, bool prepared, co
     return std::string(std::string(pointwise ? "a 1x1 stride-1 layer: one GEMM of the input itself"
                                              : "im2col + GEMM: no specialised algorithm takes this layer") +
                        (packed ? ", on the packed tiles with the weights packed once by the plan" : "") +
-                       (!packed ? ""
-                        : chans ? ", output channels in the vectors (tiles of " + num(cols) + " positions)"
-                                : ", output positions in the vectors (tiles of " + num(cols) + " positions)") +
+                       (packed ? std::string(", output ") + (chans ? "channels" : "positions") +
+                                     " in the vectors (tiles of " + num(cols) + " positions)"
+                               : std::string()) +
                        "; " + winograd_declined(g, g, f32, prepared) + fallback);
   });
   return {ConvAlgo::im2col_gemm, 0};

@@ -601,7 +601,7 @@ def network_table(
             f"{case.flops / r['fastconv_fwd'] / 1e9:7.1f}",
         ]
         for peer in ("torch_fwd", "ort_fwd"):
-            cols.append(f"{ratio_cell(r[peer] / r['fastconv_fwd'])}" if peer in r else f"{'-':>7}")
+            cols.append(ratio_cell(r[peer] / r["fastconv_fwd"]) if peer in r else f"{'-':>7}")
         cols.append("  |")
         if backward:
             cols.append(f"{1e3 * r['fastconv_fwdbwd']:9.3f}")
@@ -887,8 +887,8 @@ def upsampling_table(repeats, dtype, torch_mod, out):
         if torch_mod is not None:
             rf, rb = r["torch_fwd"] / r["fastconv_fwd"], r["torch_fwdbwd"] / r["fastconv_fwdbwd"]
             ratios.append((rf, rb))
-            cols += [f"{1e3 * r['torch_fwd']:8.2f}", f"{ratio_cell(rf)}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}"]
-            cols += [f"{1e3 * r['torch_fwdbwd']:8.2f}", f"{ratio_cell(rb)}"]
+            cols += [f"{1e3 * r['torch_fwd']:8.2f}", ratio_cell(rf), "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}"]
+            cols += [f"{1e3 * r['torch_fwdbwd']:8.2f}", ratio_cell(rb)]
         else:
             cols += [f"{'-':>8}", f"{'-':>7}", "  |", f"{1e3 * r['fastconv_fwdbwd']:8.2f}", f"{'-':>8}", f"{'-':>7}"]
         print("".join(cols), file=out, flush=True)
@@ -987,7 +987,7 @@ def inference_table(torch, ort, names, batches, repeats=5, rounds=3, out=sys.std
             r = measure_inference(torch, ort, name, batch, repeats, rounds)
             results.append({"model": name, "batch": batch, **r})
             cols = [f"{name:<20}{batch:6d}{1e3 * r['fastconv']:13.2f}{1e3 * r['torch']:9.2f}",
-                    f"{ratio_cell(r['torch'] / r['fastconv'])}"]  # fmt: skip
+                    ratio_cell(r['torch'] / r['fastconv'])]  # fmt: skip
             cols += [f"{1e3 * r['ort']:9.2f}", ratio_cell(r["ort"] / r["fastconv"])] if "ort" in r else [f"{'-':>16}"]
             gaps = f"torch {r['gap_torch']:.1e}" + (f", ONNX Runtime {r['gap_ort']:.1e}" if "gap_ort" in r else "")
             print("".join(cols) + "  |  " + gaps, file=out, flush=True)
@@ -1050,7 +1050,7 @@ def peer_columns(r: dict, peer: str, ours: str, flops: float, ratios: list) -> l
         return [f"{'-':>8}", f"{'-':>7}"]
     ratio = r[peer] / r[ours]
     ratios.append(ratio)
-    return [f"{flops / r[peer] / 1e9:8.1f}", f"{ratio_cell(ratio)}"]
+    return [f"{flops / r[peer] / 1e9:8.1f}", ratio_cell(ratio)]
 
 
 def run_table(
