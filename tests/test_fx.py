@@ -198,6 +198,41 @@ def test_freeze_fuses_residual_sums():
     assert sum(bool(n.kwargs.get("residual")) for n in frozen.nodes) == 8
 
 
+def test_frozen_graph_drops_values_after_their_last_reader():
+    """A frozen graph (no backward) keeps a value only until its last reader has run: along a chain of layers at
+    most the one input of the next node is held, where the trainable graph holds every value for its backward.
+    The U-Net's skips (values read much later) are covered by test_freeze_graph_matches_eval."""
+
+    class Chain(torch.nn.Module):  # its own forward: converted to a graph, not a Sequential
+        def __init__(self):
+            super().__init__()
+            self.convs = torch.nn.ModuleList(torch.nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1) for i in range(6))
+
+        def forward(self, x):
+            for conv in self.convs:
+                x = torch.nn.functional.max_pool2d(torch.relu(conv(x)), 1)
+            return x
+
+    torch.manual_seed(0)
+    tmodel = Chain().eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    graph = nn.from_torch(tmodel).eval()
+    frozen = nn.freeze(graph)
+
+    def held(model):
+        counts, run = [], model._run
+        model._run = lambda node, env, inputs: (counts.append(len(env)), run(node, env, inputs))[1]
+        out = model(x)
+        return max(counts), out
+
+    most, out = held(frozen)
+    assert most == 1, most
+    assert held(graph)[0] == len(graph.nodes) - 1
+    with torch.no_grad():
+        close(out, tmodel(torch.from_numpy(x)))
+    close(frozen(x), out)  # and again, on the same buffers
+
+
 def test_freeze_sequential_matches_eval(rng):
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, rng=0), nn.BatchNorm2d(8), nn.ReLU(),

@@ -382,8 +382,8 @@ def test_plan_rules_for_long_strided_and_pointwise_layers(level, rng):  # noqa: 
 def test_plan_pointwise_vectors_by_positions(level, rng):  # noqa: F811
     """A plan's 1x1 layer on the packed tiles (AVX-512) puts the output channels in the vectors where the positions
     would leave a vector partly empty (49 positions in four 16-lane vectors) and the positions where they fill them
-    (64); below AVX-512 the BLAS GEMM.  The results are torch's at 1, 2, 8 and 16 threads (the threads split positions or
-    channel panels)."""
+    (64); below AVX-512 the BLAS GEMM.  The results are torch's at 1, 2, 8 and 16 threads (the threads split positions
+    or channel panels)."""
     avx512 = level == "avx512"
     for hw, vectors in (((7, 7), "channels"), ((8, 8), "positions"), ((5, 7), "channels"), ((14, 14), "positions")):
         shape = (1, 320, *hw)

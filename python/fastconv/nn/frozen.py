@@ -458,6 +458,8 @@ def _freeze_graph(gm, conv, fuse=True):
 class FrozenGraph(_InferenceOnly, GraphModule):
     """An inference-only graph made by :func:`freeze` from a :class:`GraphModule`: always in eval mode."""
 
+    _keeps_values = False  # no backward: values go after their last reader
+
     def __init__(self, nodes, modules=None, attrs=None):
         super().__init__(nodes, modules, attrs)
         self.train(False)

@@ -695,14 +695,37 @@ class GraphModule(L.Layer, Module):
         if len(inputs) != len(self._inputs):
             raise TypeError(f"GraphModule.forward takes {len(self._inputs)} input(s), got {len(inputs)}")
         env = {}
-        self._values = env
-        for node in self.nodes:
+        # The backward reads every value; a model without one drops each after its last reader, so the next
+        # results reuse memory still in the caches.
+        done = None if self._keeps_values else self._dead_after()
+        self._values = env if self._keeps_values else None
+        for i, node in enumerate(self.nodes):
             try:
                 env[node.name] = self._run(node, env, inputs)
             except (TypeError, ValueError) as exc:
                 where = f" (from {node.line})" if node.line else ""
                 raise type(exc)(f"{self._describe(node)}{where}: {exc}") from None
+            if done is not None:
+                for name in done[i]:
+                    del env[name]
         return env[self.nodes[-1].name]
+
+    _keeps_values = True
+
+    def _dead_after(self):
+        """Per node, the values no later node reads (the output's own kept)."""
+        if getattr(self, "_dead", None) is None:
+            last = {n.name: i for i, n in enumerate(self.nodes)}
+            for i, n in enumerate(self.nodes):
+                for leaf in _leaves((n.args, n.kwargs)):
+                    if isinstance(leaf, Ref):
+                        last[leaf.name] = i
+            last.pop(self.nodes[-1].name)
+            dead = [[] for _ in self.nodes]
+            for name, i in last.items():
+                dead[i].append(name)
+            self._dead = dead
+        return self._dead
 
     def _describe(self, node):
         return f"node {node.name!r} ({node.op} {node.target})"
