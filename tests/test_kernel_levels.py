@@ -644,14 +644,18 @@ PLAN_GEMM = [
 
 
 # Either vectors (FASTCONV_IMPLICIT_VECTORS forces them past gemm_channel_vectors' rule): channel tiles split each
-# tile's positions evenly into register tiles of MR or MR - 1 positions, and smaller ones repeat their last.
+# tile's positions evenly into register tiles of MR or MR - 1 positions, and smaller ones repeat their last; in either
+# channel panel (FASTCONV_IMPLICIT_PANEL), whose last, partly empty one runs only the vectors it fills (200 channels:
+# one vector of a fifth panel, 130: three of a third 48-wide one at AVX-512, float32).
+@pytest.mark.parametrize("panel", ["1", "2"], ids=["panel1", "panel2"])
 @pytest.mark.parametrize("vectors", ["positions", "channels"])
 @pytest.mark.parametrize("threads", [1, 3, 64], ids=lambda t: f"{t}threads")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", PLAN_GEMM, ids=[c[0] for c in PLAN_GEMM])
-def test_plan_im2col_on_packed_tiles(case, dtype, threads, vectors, level, monkeypatch):
+def test_plan_im2col_on_packed_tiles(case, dtype, threads, vectors, panel, level, monkeypatch):
     _, n, c, h, w_, cout, k, s, pads, groups = case
-    env = {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0", "FASTCONV_PLAN_GEMM": "packed"}
+    env = {"FASTCONV_WINOGRAD": "0", "FASTCONV_IMPLICIT_GEMM": "0", "FASTCONV_PLAN_GEMM": "packed",
+           "FASTCONV_IMPLICIT_PANEL": panel}  # fmt: skip
     for key, value in dict(env, FASTCONV_IMPLICIT_VECTORS=vectors).items():
         monkeypatch.setenv(key, value)
     rng = np.random.default_rng(c * 7 + cout)

@@ -142,7 +142,11 @@ inline int64_t chan_panel_over(int64_t Cog, int64_t P, const LevelKernels<T>& k)
 // batch 64, 3x3 32 -> 32 channels at 16x16 0.94x, 3x3/2 32 -> 64 onto 8x8
 // 0.94x, 32 -> 32 at 32x32 1.00x.  Hence K >= 256, and >= 512 unless the
 // position vectors would leave 5% or more of their columns empty (the layouts
-// of implicit_tiling), and channel tiles at least 90% full; and only where the
+// of implicit_tiling), and channel vectors at least 90% full (a partly empty
+// last panel runs only the vectors it fills: with whole panels, 160 channels in
+// 48- or 64-wide ones computed 192 and took Winograd or im2col instead; on the
+// channel tiles, AVX-512, batch 1, 3x3 160 -> 160 at 7x7 1.36x on 1 thread,
+// 2.2x on 2; 3x3/2 96 -> 160 onto 7x7 1.44x / 1.63x); and only where the
 // level broadcasts a value in one load and fuses the multiply-add (SSE2:
 // 0.64-0.74x; NEON unmeasured).  Every channel
 // tile reads all of an image's planes again: 7x7/2 64 -> 64 at 112 gained with
@@ -161,7 +165,7 @@ inline bool channel_vectors_suit(const ConvGeom& g, const LevelKernels<float>& k
   const double rows = double(g.OH - 1) * g.sh + double(g.kh - 1) * g.dh + 1;
   const double cols = double(g.OW - 1) * g.sw + double(g.kw - 1) * g.dw + 1;
   return k.chan_vectors_pay && K >= kChanMinK && (K >= kChanLongK || implicit_tiling(g, k.lanes).kept < 0.95) &&
-         double(Cog) >= 0.9 * double(round_up(Cog, chan_panel(Cog, k))) &&
+         double(Cog) >= 0.9 * double(round_up(Cog, k.lanes)) &&
          double(Cg) * rows * cols * double(elem_bytes) <= kChanMaxInputBytes;
 }
 

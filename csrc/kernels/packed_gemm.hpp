@@ -221,7 +221,10 @@ void gemm_packed_vecs(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, 
 //      anywhere: the strided input gradient's phases, direct.cpp);
 //      overwritten, never read.
 //   M, N >= 0, K >= 1.  A tile's positions past N repeat position N - 1 and
-//   are never stored.
+//   are never stored.  The last panel's rows past M are neither computed nor
+//   read beyond the vectors that hold rows below M: a panel of 64 with 32 real
+//   channels runs tiles of 2 vectors (160 channels: 64 + 64 + 32, none computed
+//   in vain, where whole panels computed 192).
 // Tile: MR positions x NV vectors of channels, as the packed tiles above (6 x 2
 // with 16 vector registers, 8 x 3 with 32; the second 4 x 3 / 6 x 4).  The
 // positions are split into tiles as evenly as MR allows, so a small map
@@ -235,9 +238,10 @@ void gemm_packed_vecs(int64_t mr, int64_t M, int64_t Q, int64_t K, const T* ap, 
 // between them, it was no faster: 0.93-0.97x on 3x3 layers at 7x7 and 4x4, the
 // same on 1x1 layers of 2048 input channels).  The transposed store goes
 // through a buffer, lane by lane: MR * W values after K * MR * NV multiply-adds.
-template <class T, int64_t R, int64_t NV>
+// NV of a panel's NVS vectors (its first NV * V channels); the buffer t keeps the panel's width.
+template <class T, int64_t R, int64_t NV, int64_t NVS>
 inline void chan_tile(const T* const* bp, const T* a, const int64_t* koff, int64_t K, T* t) {
-  constexpr int64_t V = kLanes<T>, W = NV * V;
+  constexpr int64_t V = kLanes<T>, W = NVS * V;
   Vec<T> acc[R][NV] = {};
   for (int64_t k = 0; k < K; ++k) {
     const int64_t o = koff[k];
@@ -254,24 +258,42 @@ inline void chan_tile(const T* const* bp, const T* a, const int64_t* koff, int64
     for (int64_t v = 0; v < NV; ++v) store(t + j * W + v * V, acc[j][v]);
 }
 
+// A tile of R positions over the first nv (1 to NVS) vectors of a panel.
+template <class T, int64_t R, int64_t NVS>
+inline void chan_tile_part(int64_t nv, const T* const* bp, const T* a, const int64_t* koff, int64_t K, T* t) {
+  if constexpr (NVS >= 4)
+    if (nv == 4) return chan_tile<T, R, 4, NVS>(bp, a, koff, K, t);
+  if constexpr (NVS >= 3)
+    if (nv == 3) return chan_tile<T, R, 3, NVS>(bp, a, koff, K, t);
+  if constexpr (NVS >= 2)
+    if (nv == 2) return chan_tile<T, R, 2, NVS>(bp, a, koff, K, t);
+  chan_tile<T, R, 1, NVS>(bp, a, koff, K, t);
+}
+
 template <class T, int64_t MR, int64_t NV>
 void chan_tiles(int64_t M, int64_t N, int64_t K, const T* ap, const T* b, const int64_t* koff, const int64_t* qoff,
                 const int64_t* coff, T* c, int64_t ldc) {
-  constexpr int64_t W = NV * kLanes<T>, R1 = MR > 1 ? MR - 1 : 1;
+  constexpr int64_t V = kLanes<T>, W = NV * V, R1 = MR > 1 ? MR - 1 : 1;
   const int64_t tiles = (N + MR - 1) / MR;
   for (int64_t i0 = 0; i0 < M; i0 += W) {
     const T* const a = ap + (i0 / W) * K * W;
-    const int64_t rows = imin(W, M - i0);
+    const int64_t rows = imin(W, M - i0), nv = (rows + V - 1) / V;
     T* const ci = c + i0 * ldc;
     for (int64_t tt = 0; tt < tiles; ++tt) {
       const int64_t j0 = N * tt / tiles, cols = N * (tt + 1) / tiles - j0;
       const T* bp[MR];
       for (int64_t j = 0; j < MR; ++j) bp[j] = b + qoff[j0 + imin(j, cols - 1)];
       alignas(64) T t[MR * W];
-      if (cols == R1)  // R1 == MR when MR == 1: the same tile
-        chan_tile<T, R1, NV>(bp, a, koff, K, t);
-      else
-        chan_tile<T, MR, NV>(bp, a, koff, K, t);
+      if (nv < NV) {  // the last panel, partly empty
+        if (cols == R1)
+          chan_tile_part<T, R1, NV>(nv, bp, a, koff, K, t);
+        else
+          chan_tile_part<T, MR, NV>(nv, bp, a, koff, K, t);
+      } else if (cols == R1) {  // R1 == MR when MR == 1: the same tile
+        chan_tile<T, R1, NV, NV>(bp, a, koff, K, t);
+      } else {
+        chan_tile<T, MR, NV, NV>(bp, a, koff, K, t);
+      }
       const int64_t* const cj = coff + j0;
       if (cols == MR) {  // constant bounds: moves without a branch per value
         for (int64_t r = 0; r < rows; ++r)
