@@ -640,6 +640,10 @@ PLAN_GEMM = [
     ("3x3_stride2", 2, 40, 9, 11, 70, 3, 2, (1, 0, 1, 1), 1),
     ("3x3_grouped", 1, 32, 6, 6, 52, 3, 1, (1, 1, 1, 1), 2),
     ("pointwise_grouped", 1, 72, 4, 4, 192, 1, 1, (0, 0, 0, 0), 2),
+    # A pointwise tile in place up to the input's end: its last, partial vector from a copy of those columns.
+    ("pointwise_last_vector", 1, 40, 14, 14, 24, 1, 1, (0, 0, 0, 0), 1),
+    ("pointwise_last_vector_grouped", 1, 80, 5, 5, 32, 1, 1, (0, 0, 0, 0), 2),
+    ("pointwise_under_a_vector", 1, 48, 3, 3, 8, 1, 1, (0, 0, 0, 0), 1),
 ]
 
 
