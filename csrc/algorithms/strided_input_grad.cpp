@@ -103,8 +103,7 @@ bool use_strided_input_grad(const ConvGeom& g, int64_t elem_bytes) {
   // 14 0.64x (2 MiB of weights a phase for 49 positions an image).
   return k.chan_vectors_pay && rlo >= 2 && clo >= 2 && Cog * rlo * clo >= kChanMinK &&
          double(Cg) * double(Cog * rhi * chi) * double(elem_bytes) <= kChanMaxPhaseWeightBytes &&
-         double(Cg) >= 0.9 * double(round_up(Cg, chan_panel(Cg, k))) &&
-         double(Cog) * double(ph.plane()) * double(elem_bytes) <= kChanMaxInputBytes;
+         chan_vectors_full(Cg, k) && double(Cog) * double(ph.plane()) * double(elem_bytes) <= kChanMaxInputBytes;
 }
 
 template <class T>
